@@ -1,0 +1,65 @@
+/**
+ * Enforces the one-way layering of src/: a folder may import only from itself, from util/,
+ * and from folders listed before it in LAYERS. Run by `npm run lint` and by the unit tests.
+ */
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+
+export const LAYERS = [
+  "transport",
+  "memory",
+  "arch",
+  "target",
+  "symbols",
+  "os",
+  "discovery",
+  "events",
+  "commands",
+  "cli",
+  "server",
+  "web",
+] as const;
+
+/** Renderers sit side by side at the top and must not import each other. */
+const PEERS = new Set(["cli", "server", "web"]);
+
+function layerOf(srcRoot: string, file: string): string {
+  return relative(srcRoot, file).split(/[\\/]/)[0] ?? "";
+}
+
+function* sourceFiles(dir: string): Generator<string> {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) yield* sourceFiles(path);
+    else if (path.endsWith(".ts")) yield path;
+  }
+}
+
+export function layerViolations(srcRoot: string): string[] {
+  const rank = new Map<string, number>(LAYERS.map((l, i) => [l, i]));
+  const problems: string[] = [];
+  for (const file of sourceFiles(srcRoot)) {
+    const from = layerOf(srcRoot, file);
+    const text = readFileSync(file, "utf8");
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*["'](\.[^"']+)["']/g)) {
+      const target = resolve(dirname(file), m[1] ?? "");
+      const to = layerOf(srcRoot, target);
+      if (to === from || to === "util") continue;
+      const ok =
+        from !== "util" &&
+        rank.has(to) &&
+        rank.has(from) &&
+        (rank.get(to) ?? 0) < (rank.get(from) ?? 0) &&
+        !(PEERS.has(from) && PEERS.has(to));
+      if (!ok) problems.push(`${relative(srcRoot, file)} imports ${m[1]} (${from} -> ${to})`);
+    }
+  }
+  return problems;
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/\\/g, "/"))) {
+  const root = resolve(process.argv[2] ?? "src");
+  const problems = layerViolations(root);
+  for (const p of problems) console.error(`layer violation: ${p}`);
+  process.exit(problems.length === 0 ? 0 : 1);
+}

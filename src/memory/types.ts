@@ -1,0 +1,35 @@
+import type { PhysAddr } from "../util/address.js";
+
+/** A contiguous range of guest-physical address space backed by something readable. */
+export interface PhysRange {
+  readonly start: PhysAddr;
+  /** Length in bytes. */
+  readonly size: bigint;
+  readonly name: string;
+  readonly writable: boolean;
+}
+
+export interface ReadRequest {
+  readonly addr: PhysAddr;
+  readonly length: number;
+}
+
+/** One request of a batch: either the bytes, or why they could not be read. */
+export type ReadResult = { ok: true; data: Buffer } | { ok: false; error: Error };
+
+/**
+ * Guest-physical memory. Synchronous on purpose: the fast sources (the QEMU process's memory,
+ * a shared RAM file, a dump) answer in about a microsecond, and page-table and list walks issue
+ * many small dependent reads that would pay more for promise scheduling than for the read.
+ */
+export interface PhysicalMemory {
+  /** Human-readable name of the path that serves reads (logged so users know which one is used). */
+  readonly description: string;
+  ranges(): readonly PhysRange[];
+  /** Reads exactly `length` bytes or throws FaultError naming the first unbacked address. */
+  read(addr: PhysAddr, length: number): Buffer;
+  /** Batched reads: never throws for a bad request, reports it in its slot instead. */
+  readMany(requests: readonly ReadRequest[]): ReadResult[];
+  write(addr: PhysAddr, data: Uint8Array): void;
+  close(): void;
+}
