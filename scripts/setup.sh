@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what vmsight needs on a Debian 12 machine (idempotent), then builds the TypeScript.
+# Everything here is safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: QEMU to run guests; busybox-static, cpio, gcc + static libc to build the
+# guest initramfs; xz/zstd/lz4 to unpack kernels and modules; bpftool for the independent BTF
+# check; gdb as the peer in the event benchmark.
+packages=(qemu-system-x86 busybox-static cpio xz-utils zstd lz4 bpftool gcc libc6-dev gdb ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "vmsight setup: missing Debian packages: ${missing[*]}" >&2
+    echo "  run as root, or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "vmsight setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: reinstall only when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "vmsight setup: installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+npx tsc -p .

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, fetches the Debian test kernels and builds the
+# guest images (cached), lints, then runs unit and end-to-end tests in one node:test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+npx biome check src test bench scripts
+node dist/scripts/check-layers.js src
+node dist/src/cli/main.js images build
+# One file at a time: end-to-end files boot TCG guests, and this machine has two cores.
+node --test --test-concurrency=1 dist/test/

@@ -1,0 +1,148 @@
+import {
+  MAX_CLI_READ,
+  describeTranslation,
+  readGuest,
+  registerRows,
+  statusReport,
+  translateAddress,
+} from "../commands/machine.js";
+import type { Target } from "../target/session.js";
+import { hex } from "../util/address.js";
+import { UsageError } from "../util/errors.js";
+import { type Options, type Values, addressArg, intArg, stringValue } from "./args.js";
+import { hexdump, table, toJson } from "./render.js";
+import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
+
+export interface CommandContext {
+  readonly values: Values;
+  readonly positionals: string[];
+  readonly json: boolean;
+  readonly target: Target | undefined;
+  log(line: string): void;
+  out(text: string): void;
+}
+
+export interface CliCommand {
+  readonly name: string;
+  readonly usage: string;
+  readonly summary: string;
+  readonly options: Options;
+  readonly needsTarget: boolean;
+  run(ctx: CommandContext): Promise<number | undefined>;
+}
+
+export function need(ctx: CommandContext): Target {
+  if (!ctx.target) throw new Error("command needs a target but none was attached");
+  return ctx.target;
+}
+
+function cpuOption(ctx: CommandContext): number {
+  const t = need(ctx);
+  const text = stringValue(ctx.values, "cpu");
+  return text === undefined ? 0 : intArg(text, "--cpu", 0, t.vcpuCount() - 1);
+}
+
+const spaceOptions = (ctx: CommandContext) => {
+  const cr3 = stringValue(ctx.values, "cr3");
+  return { cpu: cpuOption(ctx), ...(cr3 === undefined ? {} : { cr3: addressArg(cr3, "--cr3") }) };
+};
+
+const regs: CliCommand = {
+  name: "regs",
+  usage: "regs [--cpu N]",
+  summary: "registers of a vCPU (pauses the guest while reading)",
+  options: { cpu: { type: "string" } },
+  needsTarget: true,
+  async run(ctx) {
+    const rows = await registerRows(need(ctx), cpuOption(ctx));
+    if (ctx.json) ctx.out(toJson(Object.fromEntries(rows.map((r) => [r.name, r.value]))));
+    else ctx.out(table(rows, ["name", "value"]));
+    return 0;
+  },
+};
+
+const read: CliCommand = {
+  name: "read",
+  usage: "read --phys|--virt ADDR LEN [--cr3 X] [--cpu N] [--raw]",
+  summary: "read guest memory as a hex dump, raw bytes, or JSON",
+  options: {
+    phys: { type: "boolean" },
+    virt: { type: "boolean" },
+    cr3: { type: "string" },
+    cpu: { type: "string" },
+    raw: { type: "boolean" },
+  },
+  needsTarget: true,
+  async run(ctx) {
+    const { phys, virt } = ctx.values;
+    if (phys === virt) throw new UsageError("say which address space: --phys or --virt");
+    const [a, l] = ctx.positionals;
+    const addr = addressArg(a, "ADDR");
+    const length = intArg(l, "LEN", 1, MAX_CLI_READ);
+    const space = phys ? "phys" : "virt";
+    const bytes = await readGuest(need(ctx), { space, addr, length, ...spaceOptions(ctx) });
+    if (ctx.values.raw) process.stdout.write(bytes);
+    else if (ctx.json) ctx.out(toJson({ space, address: addr, length, bytes: bytes.toString("hex") }));
+    else ctx.out(hexdump(bytes, addr));
+    return 0;
+  },
+};
+
+const translate: CliCommand = {
+  name: "translate",
+  usage: "translate VADDR [--cr3 X] [--cpu N]",
+  summary: "guest-virtual to guest-physical, with page size and rights",
+  options: { cr3: { type: "string" }, cpu: { type: "string" } },
+  needsTarget: true,
+  async run(ctx) {
+    const t = await translateAddress(need(ctx), addressArg(ctx.positionals[0], "VADDR"), spaceOptions(ctx));
+    ctx.out(ctx.json ? toJson(t) : describeTranslation(t));
+    return 0;
+  },
+};
+
+const status: CliCommand = {
+  name: "status",
+  usage: "status",
+  summary: "run state, QEMU process, guest RAM layout and how it is read",
+  options: {},
+  needsTarget: true,
+  async run(ctx) {
+    const s = await statusReport(need(ctx));
+    if (ctx.json) return ctx.out(toJson(s)), 0;
+    ctx.out(`guest ${s.status}; QEMU pid ${s.qemuPid}; ${s.vcpus} vCPU(s); ${Number(s.ramSize >> 20n)} MiB RAM`);
+    ctx.out(`memory read through ${s.memoryPath}`);
+    ctx.out(table(s.ranges.map((r) => ({ ...r, start: hex(r.start), end: hex(r.end) })), ["start", "end", "name", "writable"]));
+    return 0;
+  },
+};
+
+function control(name: "pause" | "resume"): CliCommand {
+  return {
+    name,
+    usage: name,
+    summary: name === "pause" ? "stop the guest's vCPUs" : "let the guest run again",
+    options: {},
+    needsTarget: true,
+    async run(ctx) {
+      const t = need(ctx);
+      await (name === "pause" ? t.pause() : t.resume());
+      const s = await t.runState();
+      ctx.out(ctx.json ? toJson(s) : `guest ${s.status}`);
+      return 0;
+    },
+  };
+}
+
+export const COMMANDS: readonly CliCommand[] = [
+  demoCommand,
+  runCommand,
+  stopCommand,
+  status,
+  control("pause"),
+  control("resume"),
+  regs,
+  read,
+  translate,
+  imagesCommand,
+];

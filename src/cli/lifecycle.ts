@@ -1,0 +1,135 @@
+import { enumerateMappings } from "../arch/x86/mappings.js";
+import { bootDemoGuest, buildImages, waitForGuestReady } from "../commands/guests.js";
+import { cpuSpaces, describeTranslation, registerRows, statusReport, translateAddress } from "../commands/machine.js";
+import { findBannerPhys } from "../os/linux/banner.js";
+import { detectAccel } from "../target/accel.js";
+import { launchGuest } from "../target/launch.js";
+import { QmpClient } from "../transport/qmp/client.js";
+import { Target } from "../target/session.js";
+import { hex, va } from "../util/address.js";
+import { UsageError } from "../util/errors.js";
+import { stringValue } from "./args.js";
+import type { CliCommand, CommandContext } from "./commands.js";
+import { table, toJson } from "./render.js";
+
+export const runCommand: CliCommand = {
+  name: "run",
+  usage: "run --kernel K --initrd I [--append A] [--memory 512M] [--cpus N] [--paused] [--accel auto|kvm|tcg]",
+  summary: "boot a managed guest under QEMU and print how to attach",
+  options: {
+    kernel: { type: "string" },
+    initrd: { type: "string" },
+    append: { type: "string" },
+    memory: { type: "string" },
+    cpus: { type: "string" },
+    paused: { type: "boolean" },
+    accel: { type: "string" },
+    "shared-ram": { type: "boolean" },
+  },
+  needsTarget: false,
+  async run(ctx) {
+    const kernel = stringValue(ctx.values, "kernel");
+    const initrd = stringValue(ctx.values, "initrd");
+    if (!kernel || !initrd) throw new UsageError("run needs --kernel and --initrd", `usage: vmsight ${this.usage}`);
+    const accel = stringValue(ctx.values, "accel") ?? "auto";
+    if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new UsageError(`--accel must be auto, kvm or tcg`);
+    const cpus = stringValue(ctx.values, "cpus");
+    const append = stringValue(ctx.values, "append");
+    const guest = await launchGuest({
+      kernel,
+      initrd,
+      accel,
+      paused: ctx.values.paused === true,
+      memory: stringValue(ctx.values, "memory") ?? "512M",
+      memoryBackend: ctx.values["shared-ram"] ? "shared-file" : "anonymous",
+      ...(append === undefined ? {} : { append }),
+      ...(cpus === undefined ? {} : { cpus: Number(cpus) }),
+    });
+    if (ctx.json) return ctx.out(toJson(guest)), 0;
+    ctx.out(`guest running under ${guest.accel} (QEMU pid ${guest.pid})${ctx.values.paused ? ", paused before the first instruction" : ""}`);
+    ctx.out(`  console log: ${guest.serialLog}`);
+    ctx.out(`  attach:      vmsight --qmp ${guest.qmpSocket} status`);
+    ctx.out(`  stop:        vmsight --qmp ${guest.qmpSocket} stop`);
+    return 0;
+  },
+};
+
+export const stopCommand: CliCommand = {
+  name: "stop",
+  usage: "stop",
+  summary: "power off the guest (QEMU quits)",
+  options: {},
+  needsTarget: false,
+  async run(ctx) {
+    const path = stringValue(ctx.values, "qmp") ?? process.env.VMSIGHT_QMP;
+    if (!path) throw new UsageError("stop needs --qmp SOCKET");
+    const qmp = await QmpClient.connect(path);
+    await qmp.execute("quit").catch(() => undefined);
+    qmp.close();
+    ctx.out("guest stopped");
+    return 0;
+  },
+};
+
+export const imagesCommand: CliCommand = {
+  name: "images",
+  usage: "images build [KERNEL-ID…]",
+  summary: "fetch Debian kernels and build the test/demo guest images (cached)",
+  options: {},
+  needsTarget: false,
+  async run(ctx) {
+    const [verb, ...ids] = ctx.positionals;
+    if (verb !== "build") throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
+    const images = await buildImages(ids, ctx.log);
+    for (const i of images) ctx.out(`${i.kernelId}: ${i.release}  kernel ${i.kernel}  initrd ${i.initrd}`);
+    return 0;
+  },
+};
+
+export const demoCommand: CliCommand = {
+  name: "demo",
+  usage: "demo [--kernel-id ID] [--keep]",
+  summary: "boot the built-in demo guest and show what vmsight sees",
+  options: { "kernel-id": { type: "string" }, keep: { type: "boolean" } },
+  needsTarget: false,
+  async run(ctx) {
+    const { accel, reason } = detectAccel();
+    ctx.out(`accelerator: ${accel} (${reason})`);
+    const { guest } = await bootDemoGuest(stringValue(ctx.values, "kernel-id"), ctx.log);
+    try {
+      await waitForGuestReady(guest, 180_000, ctx.log);
+      ctx.out(`guest up; attaching through nothing but its QMP socket ${guest.qmpSocket}\n`);
+      const target = await Target.attach(guest.qmpSocket);
+      try {
+        await showMachine(ctx, target);
+      } finally {
+        await target.close();
+      }
+    } finally {
+      if (ctx.values.keep) ctx.out(`\nguest left running: vmsight --qmp ${guest.qmpSocket} status`);
+      else await guest.stop();
+    }
+    return 0;
+  },
+};
+
+async function showMachine(ctx: CommandContext, target: Target): Promise<void> {
+  const s = await statusReport(target);
+  ctx.out(`== status\nQEMU pid ${s.qemuPid}, ${s.vcpus} vCPU, ${Number(s.ramSize >> 20n)} MiB, read through ${s.memoryPath}`);
+  const wanted = new Set(["rip", "rsp", "cr0", "cr3", "cr4", "efer", "gs_base", "k_gs_base"]);
+  const regs = (await registerRows(target, 0)).filter((r) => wanted.has(r.name));
+  ctx.out(`\n== vCPU 0 registers (guest paused while reading)\n${table(regs, ["name", "value"])}`);
+  const banner = findBannerPhys(target.memory);
+  if (!banner) return ctx.out("\n(no kernel banner found in guest RAM)");
+  ctx.out(`\n== kernel banner at guest-physical ${hex(banner.addr)}\n${banner.text}`);
+  const spaces = await cpuSpaces(target, {});
+  const space = spaces.kernelHalf ?? spaces.primary;
+  if (!space.format) return;
+  const maps = enumerateMappings(target.memory, space.format, space.root, { start: va(0xffffffff80000000n) });
+  const hit = maps.mappings.find((m) => banner.addr >= m.phys && banner.addr < m.phys + (m.end - m.start));
+  if (!hit) return;
+  const virt = hit.start + (banner.addr - hit.phys);
+  const t = await translateAddress(target, virt, {});
+  ctx.out(`\n== the same bytes through the kernel's page tables\n${describeTranslation(t)}`);
+  ctx.out(space.read(va(virt), banner.text.length).toString("latin1"));
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+import { Target } from "../target/session.js";
+import { UsageError } from "../util/errors.js";
+import { type Options, type Values, parse } from "./args.js";
+import { COMMANDS, type CliCommand } from "./commands.js";
+import { reportError } from "./errors.js";
+
+const GLOBAL: Options = {
+  qmp: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  verbose: { type: "boolean", short: "v" },
+};
+
+function helpText(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.usage.length));
+  return [
+    "vmsight — see and steer a running Linux VM from outside",
+    "",
+    "usage: vmsight [--qmp SOCKET] [--json] COMMAND [ARGS]",
+    "",
+    ...COMMANDS.map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
+    "",
+    "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
+    "--json prints machine-readable output; addresses are \"0x…\" strings.",
+  ].join("\n");
+}
+
+/** Splits argv at the command word: options before it are global, the rest belong to the command. */
+function splitArgv(argv: string[]): { global: string[]; name: string | undefined; rest: string[] } {
+  const takesValue = new Set(["--qmp"]);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith("-")) return { global: argv.slice(0, i), name: a, rest: argv.slice(i + 1) };
+    if (takesValue.has(a)) i++;
+  }
+  return { global: argv, name: undefined, rest: [] };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { global, name, rest } = splitArgv(argv);
+  const g = parse(global, GLOBAL, "vmsight [--qmp SOCKET] [--json] COMMAND");
+  if (g.values.help || name === undefined || name === "help") {
+    process.stdout.write(`${helpText()}\n`);
+    return name === undefined && !g.values.help ? 2 : 0;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) throw new UsageError(`unknown command "${name}"`, "run `vmsight help` to list the commands");
+  const local = parse(rest, { ...GLOBAL, ...command.options }, `vmsight ${command.usage}`);
+  const values: Values = { ...g.values, ...Object.fromEntries(Object.entries(local.values).filter(([, v]) => v !== undefined)) };
+  return runCommand(command, values, local.positionals);
+}
+
+async function runCommand(command: CliCommand, values: Values, positionals: string[]): Promise<number> {
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  const ctx = { values, positionals, json: values.json === true, log, out: (s: string) => process.stdout.write(`${s}\n`) };
+  if (!command.needsTarget) return (await command.run({ ...ctx, target: undefined })) ?? 0;
+  const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
+  if (!qmp) {
+    throw new UsageError(`"${command.name}" needs a guest`, "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one");
+  }
+  const target = await Target.attach(qmp, { log: values.verbose ? log : () => {} });
+  const onSignal = () => void target.close().finally(() => process.exit(130));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    return (await command.run({ ...ctx, target })) ?? 0;
+  } finally {
+    await target.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error) => process.exit(reportError(error)),
+);

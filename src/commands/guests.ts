@@ -1,0 +1,41 @@
+import { existsSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type GuestImage, ensureGuestImage } from "../target/images/guest-image.js";
+import { kernelCatalog } from "../target/images/kernels.js";
+import { type LaunchedGuest, launchGuest } from "../target/launch.js";
+import { VmsightError } from "../util/errors.js";
+
+export type Log = (line: string) => void;
+
+/** Fetches the catalog's kernels and builds their guest images; optional kernels only when named. */
+export async function buildImages(ids: readonly string[], log: Log): Promise<GuestImage[]> {
+  const catalog = kernelCatalog();
+  const wanted = ids.length > 0 ? ids : catalog.kernels.filter((k) => !k.optional).map((k) => k.id);
+  const images: GuestImage[] = [];
+  for (const id of wanted) images.push(await ensureGuestImage(id, log));
+  return images;
+}
+
+/** Waits until the guest's init prints its ready line on the serial console (read from the log). */
+export async function waitForGuestReady(guest: LaunchedGuest, timeoutMs: number, log: Log): Promise<void> {
+  const started = Date.now();
+  let lastReport = started;
+  while (Date.now() - started < timeoutMs) {
+    if (existsSync(guest.serialLog) && readFileSync(guest.serialLog, "latin1").includes("VMSIGHT-READY")) return;
+    if (Date.now() - lastReport > 5000) {
+      lastReport = Date.now();
+      log(`  still booting (${Math.round((Date.now() - started) / 1000)} s)…`);
+    }
+    await sleep(200);
+  }
+  throw new VmsightError("E_BOOT_TIMEOUT", `the guest did not finish booting within ${timeoutMs / 1000} s`, {
+    hint: `see its console log: ${guest.serialLog}`,
+  });
+}
+
+export async function bootDemoGuest(kernelId: string | undefined, log: Log): Promise<{ image: GuestImage; guest: LaunchedGuest }> {
+  const image = await ensureGuestImage(kernelId ?? kernelCatalog().default, log);
+  log(`booting ${image.release} …`);
+  const guest = await launchGuest({ kernel: image.kernel, initrd: image.initrd, append: image.append, memory: "512M" });
+  return { image, guest };
+}

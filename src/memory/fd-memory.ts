@@ -1,0 +1,99 @@
+import { closeSync, readSync, writeSync } from "node:fs";
+import { type PhysAddr, hex, pa } from "../util/address.js";
+import { FaultError, VmsightError } from "../util/errors.js";
+import type { PhysRange, PhysicalMemory, ReadRequest, ReadResult } from "./types.js";
+
+/** A guest-physical range served by descriptor `fd` at `fdOffset` (a host address or a file offset). */
+export interface FdRegion extends PhysRange {
+  readonly fd: number;
+  readonly fdOffset: bigint;
+}
+
+/**
+ * Guest-physical memory read with pread/pwrite. The same code serves the QEMU process's
+ * `/proc/<pid>/mem` (offsets are host virtual addresses) and a shared `memory-backend-file`
+ * (offsets are file offsets): only the region table differs, and one table may mix both.
+ */
+export class FdPhysicalMemory implements PhysicalMemory {
+  readonly description: string;
+  private readonly regions: FdRegion[];
+  private closed = false;
+
+  constructor(description: string, regions: readonly FdRegion[]) {
+    this.description = description;
+    this.regions = [...regions].sort((a, b) => (a.start < b.start ? -1 : 1));
+  }
+
+  ranges(): readonly PhysRange[] {
+    return this.regions;
+  }
+
+  read(addr: PhysAddr, length: number): Buffer {
+    const out = Buffer.allocUnsafe(length);
+    this.forEachPiece(addr, length, (region, at, done, n) => {
+      const got = readSync(region.fd, out, done, n, region.fdOffset + (at - region.start));
+      if (got !== n) throw new FaultError("phys", pa(at + BigInt(got)), `short read from ${region.name}`);
+    });
+    return out;
+  }
+
+  readMany(requests: readonly ReadRequest[]): ReadResult[] {
+    return requests.map((r) => {
+      try {
+        return { ok: true, data: this.read(r.addr, r.length) };
+      } catch (error) {
+        return { ok: false, error: error as Error };
+      }
+    });
+  }
+
+  write(addr: PhysAddr, data: Uint8Array): void {
+    this.forEachPiece(addr, data.length, (region, at, done, n) => {
+      if (!region.writable) throw new FaultError("phys", pa(at), `${region.name} is read-only`);
+      // Host addresses and file offsets stay below 2^47, so they fit a number exactly.
+      const put = writeSync(region.fd, data, done, n, Number(region.fdOffset + (at - region.start)));
+      if (put !== n) throw new FaultError("phys", pa(at + BigInt(put)), `short write to ${region.name}`);
+    });
+  }
+
+  private forEachPiece(
+    addr: bigint,
+    length: number,
+    step: (region: FdRegion, at: bigint, done: number, n: number) => void,
+  ): void {
+    if (this.closed) throw new VmsightError("E_CLOSED", "guest memory was already closed");
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new VmsightError("E_LENGTH", `invalid read length ${length}`);
+    }
+    let done = 0;
+    while (done < length) {
+      const at = addr + BigInt(done);
+      const region = this.regionAt(at);
+      if (!region) {
+        throw new FaultError("phys", pa(at), `no guest RAM backs this address (read of ${length} bytes from ${hex(addr)})`);
+      }
+      const n = Math.min(length - done, Number(region.start + region.size - at));
+      step(region, at, done, n);
+      done += n;
+    }
+  }
+
+  private regionAt(addr: bigint): FdRegion | undefined {
+    let lo = 0;
+    let hi = this.regions.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = this.regions[mid]!;
+      if (addr < r.start) hi = mid - 1;
+      else if (addr >= r.start + r.size) lo = mid + 1;
+      else return r;
+    }
+    return undefined;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const fd of new Set(this.regions.map((r) => r.fd))) closeSync(fd);
+  }
+}

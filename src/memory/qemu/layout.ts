@@ -1,0 +1,142 @@
+import { openSync, readFileSync } from "node:fs";
+import { hex } from "../../util/address.js";
+import { VmsightError } from "../../util/errors.js";
+import { FdPhysicalMemory } from "../fd-memory.js";
+import type { PhysRange } from "../types.js";
+import { type HostMapping, parseFlatView, parseGpa2hva, parseProcMaps } from "./mtree.js";
+
+/** What this module needs from a QMP connection; kept minimal so tests can fake it. */
+export interface Monitor {
+  hmp(commandLine: string): Promise<string>;
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+}
+
+export interface RamRegion extends PhysRange {
+  /** Host virtual address of `start` in the QEMU process. */
+  readonly hva: bigint;
+  /** Set when the region lives in a shared file mapping (memory-backend-file, share=on). */
+  readonly file?: { readonly path: string; readonly offset: bigint };
+}
+
+export interface RamLayout {
+  readonly pid: number;
+  readonly regions: readonly RamRegion[];
+  /** Guest RAM size as QEMU reports it (`query-memory-size-summary`). */
+  readonly ramSize: bigint;
+}
+
+const READABLE_KINDS = new Set(["ram", "rom", "romd"]);
+
+/**
+ * Finds where every guest-physical RAM/ROM range lives in the QEMU process, from QMP alone:
+ * the flat memory map (`info mtree -f`), one `gpa2hva` per range, and the process's own maps
+ * to check that each range really is host memory (and whether a shared file backs it).
+ */
+export async function discoverRamLayout(monitor: Monitor, pid: number): Promise<RamLayout> {
+  const flat = parseFlatView(await monitor.hmp("info mtree -f"));
+  const hostMaps = readHostMaps(pid);
+  const regions: RamRegion[] = [];
+  for (const range of flat.filter((r) => READABLE_KINDS.has(r.kind))) {
+    const hva = parseGpa2hva(await monitor.hmp(`gpa2hva ${hex(range.start)}`));
+    if (hva === undefined) continue;
+    const mapping = hostMaps.find((m) => hva >= m.start && hva + range.size <= m.end);
+    if (!mapping) {
+      throw new VmsightError(
+        "E_RAM_LAYOUT",
+        `guest RAM ${range.region} at ${hex(range.start)} (+${hex(range.size)}) is not mapped in QEMU process ${pid}`,
+        { hint: "the QMP socket may belong to a QEMU in another PID namespace or on another host" },
+      );
+    }
+    regions.push({
+      start: range.start,
+      size: range.size,
+      name: range.region,
+      writable: range.kind === "ram",
+      hva,
+      ...fileBacking(mapping, hva),
+    });
+  }
+  const ramSize = await reportedRamSize(monitor);
+  checkRamCoverage(flat, ramSize);
+  return { pid, regions, ramSize };
+}
+
+function readHostMaps(pid: number): HostMapping[] {
+  try {
+    return parseProcMaps(readFileSync(`/proc/${pid}/maps`, "utf8"));
+  } catch (error) {
+    throw new VmsightError("E_QEMU_PROCESS", `cannot read /proc/${pid}/maps of the QEMU process`, {
+      hint: "run vmsight as root or as the user that runs QEMU",
+      cause: error,
+    });
+  }
+}
+
+function fileBacking(mapping: HostMapping, hva: bigint): Pick<RamRegion, "file"> {
+  const shared = mapping.perms[3] === "s";
+  const isFile = mapping.path.startsWith("/") && !mapping.path.endsWith("(deleted)");
+  if (!shared || !isFile) return {};
+  return { file: { path: mapping.path, offset: mapping.offset + (hva - mapping.start) } };
+}
+
+async function reportedRamSize(monitor: Monitor): Promise<bigint> {
+  const summary = await monitor.execute<{ "base-memory": number }>("query-memory-size-summary");
+  return BigInt(summary["base-memory"]);
+}
+
+/**
+ * The main RAM block must be covered up to the size QEMU reports; otherwise the layout is one
+ * this code does not understand (and guessing would read the wrong bytes for high addresses).
+ */
+function checkRamCoverage(flat: ReturnType<typeof parseFlatView>, ramSize: bigint): void {
+  const extent = new Map<string, bigint>();
+  for (const r of flat.filter((x) => x.kind === "ram")) {
+    const end = r.regionOffset + r.size;
+    if (end > (extent.get(r.region) ?? 0n)) extent.set(r.region, end);
+  }
+  const largest = [...extent.values()].reduce((a, b) => (b > a ? b : a), 0n);
+  if (largest !== ramSize) {
+    throw new VmsightError(
+      "E_RAM_LAYOUT",
+      `QEMU reports ${hex(ramSize)} bytes of guest RAM but its memory map covers ${hex(largest)}`,
+      { hint: "this RAM layout (e.g. NUMA nodes or hot-plugged memory) is not supported yet" },
+    );
+  }
+}
+
+/**
+ * Opens the fastest path to guest RAM: the shared backing file where a region has one, else the
+ * QEMU process's memory (firmware ROM is only ever there). `prefer` forces one of the two.
+ */
+export function openGuestMemory(layout: RamLayout, prefer: "auto" | "process" | "file" = "auto"): FdPhysicalMemory {
+  const ram = layout.regions.filter((r) => r.writable);
+  if (prefer === "file" && !ram.every((r) => r.file)) {
+    throw new VmsightError("E_RAM_LAYOUT", "guest RAM is not in a shared memory-backend-file", {
+      hint: "start QEMU with -object memory-backend-file,...,share=on -machine memory-backend=ID",
+    });
+  }
+  const procPath = `/proc/${layout.pid}/mem`;
+  const fds = new Map<string, number>();
+  const fdFor = (path: string) => fds.get(path) ?? fds.set(path, openOrExplain(path)).get(path)!;
+  const regions = layout.regions.map((r) =>
+    r.file && prefer !== "process"
+      ? { ...r, fd: fdFor(r.file.path), fdOffset: r.file.offset }
+      : { ...r, fd: fdFor(procPath), fdOffset: r.hva },
+  );
+  return new FdPhysicalMemory(`guest RAM via ${[...fds.keys()].join(" + ")}`, regions);
+}
+
+function openOrExplain(path: string): number {
+  try {
+    return openSync(path, "r+");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new VmsightError("E_MEMORY_ACCESS", `cannot open ${path} (${code})`, {
+      hint:
+        code === "EACCES" || code === "EPERM"
+          ? "run vmsight as root, or as QEMU's user with ptrace allowed (sysctl kernel.yama.ptrace_scope=0)"
+          : "is QEMU still running?",
+      cause: error,
+    });
+  }
+}

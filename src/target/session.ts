@@ -1,0 +1,129 @@
+import { existsSync } from "node:fs";
+import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
+import type { PhysicalMemory } from "../memory/types.js";
+import { GdbClient } from "../transport/gdb/client.js";
+import { QmpClient } from "../transport/qmp/client.js";
+import { VmsightError } from "../util/errors.js";
+import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
+
+export interface AttachOptions {
+  /** Which path serves guest RAM: the shared backing file, the QEMU process, or the best found. */
+  readonly memory?: "auto" | "process" | "file";
+  readonly timeoutMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export type RunState = { readonly status: string; readonly running: boolean };
+
+/**
+ * A live QEMU guest reached through its QMP socket: guest RAM (read directly from the QEMU
+ * process or its RAM file), run control, and — on first use — the gdbstub for registers and
+ * traps. Connecting a gdb client stops the VM; `close()` puts the run state back as it was
+ * unless a caller changed it on purpose with pause()/resume().
+ */
+export class Target {
+  private gdbClient: GdbClient | undefined;
+  private stateBeforeGdb: RunState | undefined;
+  private runStateChosen = false;
+  private readonly runListeners = new Set<() => void>();
+
+  private constructor(
+    readonly qmp: QmpClient,
+    readonly pid: number,
+    readonly vcpuThreads: readonly number[],
+    readonly layout: RamLayout,
+    readonly memory: PhysicalMemory,
+    private readonly log: (line: string) => void,
+  ) {
+    qmp.onEvent((e) => {
+      if (e.event === "RESUME") for (const l of this.runListeners) l();
+    });
+  }
+
+  static async attach(qmpPath: string, opts: AttachOptions = {}): Promise<Target> {
+    const log = opts.log ?? (() => {});
+    const qmp = await QmpClient.connect(qmpPath, opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+    try {
+      const { pid, vcpuThreads } = await findQemuPid(qmp);
+      const layout = await discoverRamLayout(qmp, pid);
+      const memory = openGuestMemory(layout, opts.memory ?? "auto");
+      log(`QEMU pid ${pid}, ${vcpuThreads.length} vCPU(s), guest RAM via ${memory.description}`);
+      return new Target(qmp, pid, vcpuThreads, layout, memory, log);
+    } catch (error) {
+      qmp.close();
+      throw error;
+    }
+  }
+
+  /** Called whenever the guest starts running again: caches of guest state are stale from then on. */
+  onRun(listener: () => void): () => void {
+    this.runListeners.add(listener);
+    return () => this.runListeners.delete(listener);
+  }
+
+  async runState(): Promise<RunState> {
+    const s = await this.qmp.execute<{ status: string; running: boolean }>("query-status");
+    return { status: s.status, running: s.running };
+  }
+
+  async pause(): Promise<void> {
+    this.runStateChosen = true;
+    if ((await this.runState()).running) await this.qmp.execute("stop");
+  }
+
+  async resume(): Promise<void> {
+    this.runStateChosen = true;
+    const state = await this.runState();
+    if (!state.running) await this.qmp.execute("cont");
+  }
+
+  /** The gdbstub client, started (or reused from an earlier vmsight run) on first use. */
+  async gdb(): Promise<GdbClient> {
+    if (this.gdbClient) return this.gdbClient;
+    this.stateBeforeGdb = await this.runState();
+    const path = gdbSocketPath(this.pid);
+    if (!existsSync(path)) {
+      const reply = await this.qmp.hmp(`gdbserver unix:${path},server=on,wait=off`);
+      if (!existsSync(path)) {
+        throw new VmsightError("E_GDBSTUB", `QEMU could not start its gdbstub: ${reply.trim()}`);
+      }
+      this.log(`started QEMU's gdbstub on ${path}`);
+    }
+    this.gdbClient = await GdbClient.connect({ path });
+    return this.gdbClient;
+  }
+
+  vcpuCount(): number {
+    return this.vcpuThreads.length;
+  }
+
+  /** All registers of one vCPU, keyed by the target description's lower-case names. */
+  async registers(cpu = 0): Promise<Map<string, bigint>> {
+    const gdb = await this.gdb();
+    const threads = await gdb.threads();
+    const thread = threads[cpu];
+    if (thread === undefined) {
+      throw new VmsightError("E_CPU", `no vCPU ${cpu}: the guest has ${threads.length}`, {
+        hint: `use --cpu 0..${threads.length - 1}`,
+      });
+    }
+    await gdb.selectThread("g", thread);
+    return gdb.readRegisters();
+  }
+
+  async close(): Promise<void> {
+    const before = this.stateBeforeGdb;
+    if (this.gdbClient) {
+      this.gdbClient.close();
+      this.gdbClient = undefined;
+    }
+    try {
+      if (before?.running && !this.runStateChosen && !(await this.runState()).running) {
+        await this.qmp.execute("cont");
+      }
+    } finally {
+      this.memory.close();
+      this.qmp.close();
+    }
+  }
+}
