@@ -6,35 +6,13 @@ import {
   statusReport,
   translateAddress,
 } from "../commands/machine.js";
-import type { Target } from "../target/session.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
-import { type Options, type Values, addressArg, intArg, stringValue } from "./args.js";
+import { addressArg, intArg, stringValue } from "./args.js";
+import { type CliCommand, type CommandContext, need } from "./command.js";
 import { hexdump, table, toJson } from "./render.js";
 import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
-
-export interface CommandContext {
-  readonly values: Values;
-  readonly positionals: string[];
-  readonly json: boolean;
-  readonly target: Target | undefined;
-  log(line: string): void;
-  out(text: string): void;
-}
-
-export interface CliCommand {
-  readonly name: string;
-  readonly usage: string;
-  readonly summary: string;
-  readonly options: Options;
-  readonly needsTarget: boolean;
-  run(ctx: CommandContext): Promise<number | undefined>;
-}
-
-export function need(ctx: CommandContext): Target {
-  if (!ctx.target) throw new Error("command needs a target but none was attached");
-  return ctx.target;
-}
+import { LINUX_COMMANDS } from "./linux-commands.js";
 
 function cpuOption(ctx: CommandContext): number {
   const t = need(ctx);
@@ -144,5 +122,6 @@ export const COMMANDS: readonly CliCommand[] = [
   regs,
   read,
   translate,
+  ...LINUX_COMMANDS,
   imagesCommand,
 ];

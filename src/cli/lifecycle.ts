@@ -9,7 +9,7 @@ import { Target } from "../target/session.js";
 import { hex, va } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { stringValue } from "./args.js";
-import type { CliCommand, CommandContext } from "./commands.js";
+import type { CliCommand, CommandContext } from "./command.js";
 import { table, toJson } from "./render.js";
 
 export const runCommand: CliCommand = {

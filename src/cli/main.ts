@@ -2,7 +2,8 @@
 import { Target } from "../target/session.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
-import { COMMANDS, type CliCommand } from "./commands.js";
+import type { CliCommand } from "./command.js";
+import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
 
 const GLOBAL: Options = {

@@ -123,7 +123,7 @@ export function openGuestMemory(layout: RamLayout, prefer: "auto" | "process" | 
       ? { ...r, fd: fdFor(r.file.path), fdOffset: r.file.offset }
       : { ...r, fd: fdFor(procPath), fdOffset: r.hva },
   );
-  return new FdPhysicalMemory(`guest RAM via ${[...fds.keys()].join(" + ")}`, regions);
+  return new FdPhysicalMemory([...fds.keys()].join(" + "), regions);
 }
 
 function openOrExplain(path: string): number {

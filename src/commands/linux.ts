@@ -1,0 +1,64 @@
+import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import type { Target } from "../target/session.js";
+import { hex } from "../util/address.js";
+
+/**
+ * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
+ * registers stops the guest (that is how QEMU's gdbstub works); the caller's Target puts the run
+ * state back when it closes, so a listing is a consistent snapshot, not a torn read.
+ */
+export async function openKernel(target: Target): Promise<KernelInfo> {
+  const regs = await target.registers(0);
+  const get = (n: string) => regs.get(n) ?? 0n;
+  return discoverKernel(target.memory, { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") });
+}
+
+export interface KernelReport {
+  readonly version: string;
+  readonly banner: string;
+  readonly slide: bigint;
+  readonly text: bigint;
+  readonly physBase: bigint;
+  readonly pageOffsetBase: bigint;
+  readonly vmallocBase: bigint | undefined;
+  readonly vmemmapBase: bigint | undefined;
+  readonly pagingLevels: number;
+  readonly cpus: number;
+  readonly symbols: number;
+  readonly types: number;
+  readonly typesFrom: string;
+}
+
+export function kernelReport(k: KernelInfo): KernelReport {
+  return {
+    version: /^Linux version (\S+)/.exec(k.banner)?.[1] ?? "unknown",
+    banner: k.banner,
+    slide: k.slide,
+    text: k.textStart,
+    physBase: k.physBase,
+    pageOffsetBase: k.pageOffset,
+    vmallocBase: k.vmallocBase,
+    vmemmapBase: k.vmemmapBase,
+    pagingLevels: k.pagingLevels,
+    cpus: k.perCpuOffsets.length,
+    symbols: k.symbols.size,
+    types: k.typeCount,
+    typesFrom: k.layout.source,
+  };
+}
+
+export function describeKernel(r: KernelReport): string {
+  const opt = (v: bigint | undefined) => (v === undefined ? "-" : hex(v));
+  return [
+    r.banner,
+    `KASLR slide        ${hex(r.slide)}  (_text at ${hex(r.text)})`,
+    `phys_base          ${r.physBase < 0n ? `-${hex(-r.physBase)}` : hex(r.physBase)}`,
+    `page_offset_base   ${hex(r.pageOffsetBase)}`,
+    `vmalloc_base       ${opt(r.vmallocBase)}`,
+    `vmemmap_base       ${opt(r.vmemmapBase)}`,
+    `paging             ${r.pagingLevels}-level`,
+    `CPUs               ${r.cpus}`,
+    `symbols            ${r.symbols} (kallsyms in guest memory)`,
+    `types              ${r.types} (${r.typesFrom})`,
+  ].join("\n");
+}

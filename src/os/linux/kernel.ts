@@ -1,0 +1,176 @@
+import { AddressSpace } from "../../arch/x86/address-space.js";
+import { type PagingFormat, formatFromControlRegisters, rootFromCr3 } from "../../arch/x86/formats.js";
+import { enumerateMappings } from "../../arch/x86/mappings.js";
+import type { PhysicalMemory } from "../../memory/types.js";
+import { TypeDb } from "../../symbols/btf/db.js";
+import { parseBtf } from "../../symbols/btf/parse.js";
+import { btfLayout } from "../../symbols/btf-layout.js";
+import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
+import type { SymbolTable } from "../../symbols/kallsyms/table.js";
+import type { StructLayout } from "../../symbols/layout.js";
+import { type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
+import { GuestDataError, VmsightError } from "../../util/errors.js";
+import type { KernelContext } from "./context.js";
+
+/** The non-randomised link address of `_text` on x86-64 (__START_KERNEL). */
+export const DEFAULT_TEXT = 0xffffffff81000000n;
+/** KASLR places the kernel image somewhere in this 1 GiB window (KERNEL_IMAGE_SIZE). */
+const IMAGE_WINDOW = { start: 0xffffffff80000000n, end: 0xffffffffc0000000n };
+const MAX_IMAGE = 256 << 20;
+/** A BTF blob larger than this in a guest is a corrupted pointer, not a kernel. */
+const MAX_BTF = 64 << 20;
+const CR4_PCIDE = 1n << 17n;
+
+export interface CpuRegisters {
+  readonly cr0: bigint;
+  readonly cr3: bigint;
+  readonly cr4: bigint;
+  readonly efer: bigint;
+}
+
+export interface KernelInfo extends KernelContext {
+  readonly symbols: SymbolTable;
+  readonly format: PagingFormat;
+  readonly banner: string;
+  readonly textStart: bigint;
+  /** KASLR text slide: where `_text` is minus where it was linked. */
+  readonly slide: bigint;
+  readonly physBase: bigint;
+  readonly vmallocBase: bigint | undefined;
+  readonly vmemmapBase: bigint | undefined;
+  readonly pagingLevels: 4 | 5;
+  readonly typeCount: number;
+  readonly timings: Readonly<Record<string, number>>;
+}
+
+export interface DiscoverOptions {
+  /** Use this layout (e.g. a discovered-offsets profile) instead of the guest's BTF. */
+  readonly layout?: StructLayout;
+  readonly log?: (line: string) => void;
+}
+
+/**
+ * Everything the object model needs, from a paused guest's RAM and one vCPU's control
+ * registers: no System.map, no vmlinux, no debug package. The kernel image is found through the
+ * kernel's own page tables (it is the mapping in the KASLR window), kallsyms are decoded from
+ * it, and the types come from the BTF blob the kernel carries.
+ */
+export function discoverKernel(mem: PhysicalMemory, regs: CpuRegisters, opts: DiscoverOptions = {}): KernelInfo {
+  const timings: Record<string, number> = {};
+  const timed = <T>(name: string, fn: () => T): T => {
+    const t0 = performance.now();
+    const r = fn();
+    timings[name] = performance.now() - t0;
+    return r;
+  };
+  const format = formatFromControlRegisters(regs);
+  if (!format || format.vaBits < 48) {
+    throw new VmsightError("E_NOT_LINUX64", "the vCPU is not in 64-bit paging mode", {
+      hint: "attach once the guest kernel has booted (or use `vmsight discover` from the first instruction)",
+    });
+  }
+  const kernel = new AddressSpace(mem, format, kernelRoot(regs, format));
+  const image = timed("image", () => readKernelImage(mem, kernel, format));
+  const symbols = timed("kallsyms", () => recoverKallsyms(image.bytes, image.base));
+  const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? image.base;
+  const btf = opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols));
+  const layout = opts.layout ?? btf!.layout;
+  const readVar = (name: string) => {
+    const a = symbols.findAddress(name);
+    return a === undefined ? undefined : kernel.readU64(va(a));
+  };
+  const pageOffset = readVar("page_offset_base") ?? (format.vaBits === 57 ? 0xff11000000000000n : 0xffff888000000000n);
+  const perCpuOffsets = readPerCpuOffsets(kernel, symbols);
+  const bannerAddr = symbols.findAddress("linux_banner");
+  const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
+  const physBase = readVar("phys_base") ?? 0n;
+  const userSpace = (pgd: VirtAddr) => new AddressSpace(mem, format, directToPhys(pgd));
+  function directToPhys(addr: VirtAddr): PhysAddr {
+    if (addr < pageOffset) throw new GuestDataError(`${hex(addr)} is not in the direct map (starts ${hex(pageOffset)})`);
+    return pa(addr - pageOffset);
+  }
+  return {
+    kernel,
+    layout,
+    symbols,
+    format,
+    pageOffset,
+    perCpuOffsets,
+    userSpace,
+    directToPhys,
+    banner,
+    textStart,
+    slide: textStart - DEFAULT_TEXT,
+    physBase: BigInt.asIntN(64, physBase),
+    vmallocBase: readVar("vmalloc_base"),
+    vmemmapBase: readVar("vmemmap_base"),
+    pagingLevels: format.vaBits === 57 ? 5 : 4,
+    typeCount: btf?.typeCount ?? 0,
+    timings,
+  };
+}
+
+/**
+ * The kernel half of the page tables. With KPTI a vCPU stopped in user mode runs on the user
+ * PGD (the kernel one + 4 KiB), which maps almost none of the kernel.
+ */
+function kernelRoot(regs: CpuRegisters, format: PagingFormat): PhysAddr {
+  const pcide = (regs.cr4 & CR4_PCIDE) !== 0n;
+  return rootFromCr3(regs.cr3, { pcide, format, kptiKernel: (regs.cr3 & 0x1000n) !== 0n });
+}
+
+/** The kernel image as mapped in the KASLR window, holes (freed init memory) left as zeros. */
+function readKernelImage(mem: PhysicalMemory, kernel: AddressSpace, format: PagingFormat) {
+  const { mappings } = enumerateMappings(mem, format, kernel.root, {
+    start: va(IMAGE_WINDOW.start),
+    end: IMAGE_WINDOW.end,
+  });
+  const first = mappings[0];
+  if (!first) throw new VmsightError("E_NO_KERNEL", "no kernel image is mapped in the kernel page tables");
+  const base = first.start as bigint;
+  const last = mappings.reduce((end, m) => (m.end > end ? m.end : end), base);
+  const size = Number(last - base > BigInt(MAX_IMAGE) ? BigInt(MAX_IMAGE) : last - base);
+  const bytes = Buffer.alloc(size);
+  for (const m of mappings) {
+    const from = Number(m.start - base);
+    if (from >= size) break;
+    const len = Math.min(Number(m.end - m.start), size - from);
+    mem.read(m.phys, len).copy(bytes, from);
+  }
+  return { base, bytes };
+}
+
+function loadBtf(kernel: AddressSpace, symbols: SymbolTable): { layout: StructLayout; typeCount: number } {
+  const start = symbols.findAddress("__start_BTF");
+  const stop = symbols.findAddress("__stop_BTF");
+  if (start === undefined || stop === undefined) {
+    throw new VmsightError("E_NO_BTF", "this kernel carries no BTF (built without CONFIG_DEBUG_INFO_BTF)", {
+      hint: "use an offsets profile: `vmsight discover` learns one at boot, then pass --offsets FILE",
+    });
+  }
+  const size = stop - start;
+  if (size <= 0n || size > BigInt(MAX_BTF)) throw new GuestDataError(`implausible BTF size ${hex(size)}`);
+  const db = new TypeDb(parseBtf(kernel.read(va(start), Number(size))));
+  return { layout: btfLayout(db, "BTF in guest memory"), typeCount: db.btf.typeCount };
+}
+
+function readPerCpuOffsets(kernel: AddressSpace, symbols: SymbolTable): bigint[] {
+  const array = symbols.findAddress("__per_cpu_offset");
+  const nrAddr = symbols.findAddress("nr_cpu_ids");
+  if (array === undefined) return [];
+  const n = nrAddr === undefined ? 1 : kernel.readU32(va(nrAddr));
+  if (n < 1 || n > 8192) throw new GuestDataError(`implausible nr_cpu_ids ${n}`);
+  return Array.from({ length: n }, (_, i) => kernel.readU64(va(array + BigInt(i * 8))));
+}
+
+/** `current` on a CPU: the per-CPU `current_task` (6.1) or `pcpu_hot.current_task` (6.2+). */
+export function currentTask(k: KernelInfo, cpu: number): VirtAddr {
+  const base = k.perCpuOffsets[cpu];
+  if (base === undefined) throw new VmsightError("E_CPU", `no per-CPU area for CPU ${cpu}`);
+  const direct = k.symbols.findAddress("current_task");
+  const hot = k.symbols.findAddress("pcpu_hot");
+  const off =
+    direct ?? (hot === undefined ? undefined : hot + BigInt(k.layout.findOffset("pcpu_hot", "current_task") ?? 0));
+  if (off === undefined) throw new VmsightError("E_SYMBOL_UNKNOWN", "neither current_task nor pcpu_hot is known");
+  return va(k.kernel.readU64(va(base + off)));
+}

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { FdPhysicalMemory } from "../../src/memory/fd-memory.js";
+import { parseFlatView, parseGpa2hva, parseProcMaps } from "../../src/memory/qemu/mtree.js";
+import { pa } from "../../src/util/address.js";
+import { FaultError } from "../../src/util/errors.js";
+
+// Recorded from QEMU 7.2 with -m 4G and a memory-backend-file: RAM is split around the PCI hole.
+const MTREE_4G = `FlatView #0
+ AS "I/O", root: io
+ Root memory region: io
+  0000000000000000-0000000000000007 (prio 0, i/o): dma-chan
+
+FlatView #3
+ AS "memory", root: system
+ AS "cpu-memory-0", root: system
+ Root memory region: system
+  0000000000000000-00000000000bffff (prio 0, ram): ram0
+  00000000000c0000-00000000000dffff (prio 1, rom): pc.rom
+  00000000000e0000-00000000000fffff (prio 0, rom): pc.bios @0000000000020000
+  0000000000100000-00000000bfffffff (prio 0, ram): ram0 @0000000000100000
+  00000000fec00000-00000000fec00fff (prio 0, i/o): ioapic
+  00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios
+  0000000100000000-000000013fffffff (prio 0, ram): ram0 @00000000c0000000
+
+FlatView #4
+ AS "cpu-smm-0", root: mem-container-smram
+  0000000000000000-00000000000bffff (prio 0, ram): ram0
+`;
+
+test("the flat view of the memory address space is chosen by name, not by number", () => {
+  const ranges = parseFlatView(MTREE_4G);
+  assert.equal(ranges.length, 7);
+  const high = ranges.at(-1)!;
+  assert.equal(high.start, 0x100000000n);
+  assert.equal(high.size, 0x40000000n);
+  assert.equal(high.region, "ram0");
+  assert.equal(high.regionOffset, 0xc0000000n);
+  assert.deepEqual(
+    ranges.map((r) => r.kind),
+    ["ram", "rom", "rom", "ram", "i/o", "rom", "ram"],
+  );
+});
+
+test("gpa2hva replies: an address, or a sentence saying nothing is there", () => {
+  assert.equal(parseGpa2hva("Host virtual address for 0x1000 (pc.ram) is 0x7f706be01000\n"), 0x7f706be01000n);
+  assert.equal(parseGpa2hva("No memory is mapped at address 0x10000000\n"), undefined);
+});
+
+test("/proc/<pid>/maps lines, with and without a path", () => {
+  const maps = parseProcMaps(
+    "7f1043e00000-7f1043e40000 rw-p 00000000 00:00 0 \n" +
+      "7f1044000000-7f1144000000 rw-s 00000000 00:1a 123                        /dev/shm/vm ram\n",
+  );
+  assert.equal(maps.length, 2);
+  assert.equal(maps[0]!.path, "");
+  assert.equal(maps[1]!.perms, "rw-s");
+  assert.equal(maps[1]!.path, "/dev/shm/vm ram");
+  assert.equal(maps[1]!.end, 0x7f1144000000n);
+});
+
+function fileMemory(): { mem: FdPhysicalMemory; bytes: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), "fdmem-"));
+  const bytes = Buffer.alloc(0x3000);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = i & 0xff;
+  const path = join(dir, "ram");
+  writeFileSync(path, bytes);
+  const fd = openSync(path, "r+");
+  // Two RAM pieces with a hole between them (like the PCI hole), plus a read-only ROM page.
+  const mem = new FdPhysicalMemory(path, [
+    { start: pa(0), size: 0x1000n, name: "ram", writable: true, fd, fdOffset: 0n },
+    { start: pa(0x2000), size: 0x1000n, name: "ram", writable: true, fd, fdOffset: 0x1000n },
+    { start: pa(0x3000), size: 0x1000n, name: "rom", writable: false, fd, fdOffset: 0x2000n },
+  ]);
+  return { mem, bytes };
+}
+
+test("reads cross regions that are contiguous in guest-physical space", () => {
+  const { mem, bytes } = fileMemory();
+  assert.deepEqual(mem.read(pa(0x2ff0), 0x20), Buffer.concat([bytes.subarray(0x1ff0, 0x2000), bytes.subarray(0x2000, 0x2010)]));
+  mem.close();
+});
+
+test("a read into the hole names the first unbacked address", () => {
+  const { mem } = fileMemory();
+  assert.throws(
+    () => mem.read(pa(0xff0), 0x20),
+    (e: unknown) => e instanceof FaultError && e.address === 0x1000n && /no guest RAM/.test(e.message),
+  );
+  const batch = mem.readMany([
+    { addr: pa(0), length: 4 },
+    { addr: pa(0x1800), length: 4 },
+  ]);
+  assert.equal(batch[0]!.ok, true);
+  assert.equal(batch[1]!.ok, false);
+  mem.close();
+});
+
+test("writes land in the backing file; ROM refuses them", () => {
+  const { mem } = fileMemory();
+  mem.write(pa(0x2004), Buffer.from("vmsight"));
+  assert.equal(mem.read(pa(0x2004), 7).toString(), "vmsight");
+  assert.throws(() => mem.write(pa(0x3000), Buffer.from([1])), /read-only/);
+  mem.close();
+  assert.throws(() => mem.read(pa(0), 1), /closed/);
+});
