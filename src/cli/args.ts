@@ -6,7 +6,11 @@ export type Options = NonNullable<ParseArgsConfig["options"]>;
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 /** parseArgs with its exceptions turned into one-line usage errors. */
-export function parse(args: string[], options: Options, usage: string): { values: Values; positionals: string[] } {
+export function parse(
+  args: string[],
+  options: Options,
+  usage: string,
+): { values: Values; positionals: string[] } {
   try {
     const r = parseArgs({ args, options, allowPositionals: true, strict: true });
     return { values: r.values as Values, positionals: r.positionals };
@@ -18,7 +22,8 @@ export function parse(args: string[], options: Options, usage: string): { values
 
 export function addressArg(text: string | undefined, what: string): bigint {
   const v = text === undefined ? undefined : parseAddress(text);
-  if (v === undefined) throw new UsageError(`${what} must be an address like 0xffffffff81000000, got "${text ?? ""}"`);
+  if (v === undefined)
+    throw new UsageError(`${what} must be an address like 0xffffffff81000000, got "${text ?? ""}"`);
   if (v >= 1n << 64n) throw new UsageError(`${what} ${text} does not fit in 64 bits`);
   return v;
 }

@@ -23,4 +23,3 @@ export function need(ctx: CommandContext): Target {
   if (!ctx.target) throw new Error("command needs a target but none was attached");
   return ctx.target;
 }
-

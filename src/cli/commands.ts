@@ -10,9 +10,9 @@ import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, need } from "./command.js";
-import { hexdump, table, toJson } from "./render.js";
 import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
+import { hexdump, table, toJson } from "./render.js";
 
 function cpuOption(ctx: CommandContext): number {
   const t = need(ctx);
@@ -87,10 +87,20 @@ const status: CliCommand = {
   needsTarget: true,
   async run(ctx) {
     const s = await statusReport(need(ctx));
-    if (ctx.json) return ctx.out(toJson(s)), 0;
-    ctx.out(`guest ${s.status}; QEMU pid ${s.qemuPid}; ${s.vcpus} vCPU(s); ${Number(s.ramSize >> 20n)} MiB RAM`);
+    if (ctx.json) {
+      ctx.out(toJson(s));
+      return 0;
+    }
+    ctx.out(
+      `guest ${s.status}; QEMU pid ${s.qemuPid}; ${s.vcpus} vCPU(s); ${Number(s.ramSize >> 20n)} MiB RAM`,
+    );
     ctx.out(`memory read through ${s.memoryPath}`);
-    ctx.out(table(s.ranges.map((r) => ({ ...r, start: hex(r.start), end: hex(r.end) })), ["start", "end", "name", "writable"]));
+    ctx.out(
+      table(
+        s.ranges.map((r) => ({ ...r, start: hex(r.start), end: hex(r.end) })),
+        ["start", "end", "name", "writable"],
+      ),
+    );
     return 0;
   },
 };

@@ -1,11 +1,17 @@
 import { enumerateMappings } from "../arch/x86/mappings.js";
 import { bootDemoGuest, buildImages, waitForGuestReady } from "../commands/guests.js";
-import { cpuSpaces, describeTranslation, registerRows, statusReport, translateAddress } from "../commands/machine.js";
+import {
+  cpuSpaces,
+  describeTranslation,
+  registerRows,
+  statusReport,
+  translateAddress,
+} from "../commands/machine.js";
 import { findBannerPhys } from "../os/linux/banner.js";
 import { detectAccel } from "../target/accel.js";
 import { launchGuest } from "../target/launch.js";
-import { QmpClient } from "../transport/qmp/client.js";
 import { Target } from "../target/session.js";
+import { QmpClient } from "../transport/qmp/client.js";
 import { hex, va } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { stringValue } from "./args.js";
@@ -14,7 +20,8 @@ import { table, toJson } from "./render.js";
 
 export const runCommand: CliCommand = {
   name: "run",
-  usage: "run --kernel K --initrd I [--append A] [--memory 512M] [--cpus N] [--paused] [--accel auto|kvm|tcg]",
+  usage:
+    "run --kernel K --initrd I [--append A] [--memory 512M] [--cpus N] [--paused] [--accel auto|kvm|tcg]",
   summary: "boot a managed guest under QEMU and print how to attach",
   options: {
     kernel: { type: "string" },
@@ -30,9 +37,11 @@ export const runCommand: CliCommand = {
   async run(ctx) {
     const kernel = stringValue(ctx.values, "kernel");
     const initrd = stringValue(ctx.values, "initrd");
-    if (!kernel || !initrd) throw new UsageError("run needs --kernel and --initrd", `usage: vmsight ${this.usage}`);
+    if (!kernel || !initrd)
+      throw new UsageError("run needs --kernel and --initrd", `usage: vmsight ${this.usage}`);
     const accel = stringValue(ctx.values, "accel") ?? "auto";
-    if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw new UsageError(`--accel must be auto, kvm or tcg`);
+    if (accel !== "auto" && accel !== "kvm" && accel !== "tcg")
+      throw new UsageError("--accel must be auto, kvm or tcg");
     const cpus = stringValue(ctx.values, "cpus");
     const append = stringValue(ctx.values, "append");
     const guest = await launchGuest({
@@ -45,8 +54,13 @@ export const runCommand: CliCommand = {
       ...(append === undefined ? {} : { append }),
       ...(cpus === undefined ? {} : { cpus: Number(cpus) }),
     });
-    if (ctx.json) return ctx.out(toJson(guest)), 0;
-    ctx.out(`guest running under ${guest.accel} (QEMU pid ${guest.pid})${ctx.values.paused ? ", paused before the first instruction" : ""}`);
+    if (ctx.json) {
+      ctx.out(toJson(guest));
+      return 0;
+    }
+    ctx.out(
+      `guest running under ${guest.accel} (QEMU pid ${guest.pid})${ctx.values.paused ? ", paused before the first instruction" : ""}`,
+    );
     ctx.out(`  console log: ${guest.serialLog}`);
     ctx.out(`  attach:      vmsight --qmp ${guest.qmpSocket} status`);
     ctx.out(`  stop:        vmsight --qmp ${guest.qmpSocket} stop`);
@@ -79,7 +93,8 @@ export const imagesCommand: CliCommand = {
   needsTarget: false,
   async run(ctx) {
     const [verb, ...ids] = ctx.positionals;
-    if (verb !== "build") throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
+    if (verb !== "build")
+      throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
     const images = await buildImages(ids, ctx.log);
     for (const i of images) ctx.out(`${i.kernelId}: ${i.release}  kernel ${i.kernel}  initrd ${i.initrd}`);
     return 0;
@@ -115,7 +130,9 @@ export const demoCommand: CliCommand = {
 
 async function showMachine(ctx: CommandContext, target: Target): Promise<void> {
   const s = await statusReport(target);
-  ctx.out(`== status\nQEMU pid ${s.qemuPid}, ${s.vcpus} vCPU, ${Number(s.ramSize >> 20n)} MiB, read through ${s.memoryPath}`);
+  ctx.out(
+    `== status\nQEMU pid ${s.qemuPid}, ${s.vcpus} vCPU, ${Number(s.ramSize >> 20n)} MiB, read through ${s.memoryPath}`,
+  );
   const wanted = new Set(["rip", "rsp", "cr0", "cr3", "cr4", "efer", "gs_base", "k_gs_base"]);
   const regs = (await registerRows(target, 0)).filter((r) => wanted.has(r.name));
   ctx.out(`\n== vCPU 0 registers (guest paused while reading)\n${table(regs, ["name", "value"])}`);

@@ -23,7 +23,7 @@ function helpText(): string {
     ...COMMANDS.map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
     "",
     "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
-    "--json prints machine-readable output; addresses are \"0x…\" strings.",
+    '--json prints machine-readable output; addresses are "0x…" strings.',
   ].join("\n");
 }
 
@@ -48,17 +48,29 @@ async function main(argv: string[]): Promise<number> {
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) throw new UsageError(`unknown command "${name}"`, "run `vmsight help` to list the commands");
   const local = parse(rest, { ...GLOBAL, ...command.options }, `vmsight ${command.usage}`);
-  const values: Values = { ...g.values, ...Object.fromEntries(Object.entries(local.values).filter(([, v]) => v !== undefined)) };
+  const values: Values = {
+    ...g.values,
+    ...Object.fromEntries(Object.entries(local.values).filter(([, v]) => v !== undefined)),
+  };
   return runCommand(command, values, local.positionals);
 }
 
 async function runCommand(command: CliCommand, values: Values, positionals: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const ctx = { values, positionals, json: values.json === true, log, out: (s: string) => process.stdout.write(`${s}\n`) };
+  const ctx = {
+    values,
+    positionals,
+    json: values.json === true,
+    log,
+    out: (s: string) => process.stdout.write(`${s}\n`),
+  };
   if (!command.needsTarget) return (await command.run({ ...ctx, target: undefined })) ?? 0;
   const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
   if (!qmp) {
-    throw new UsageError(`"${command.name}" needs a guest`, "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one");
+    throw new UsageError(
+      `"${command.name}" needs a guest`,
+      "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one",
+    );
   }
   const target = await Target.attach(qmp, { log: values.verbose ? log : () => {} });
   const onSignal = () => void target.close().finally(() => process.exit(130));

@@ -21,7 +21,8 @@ export async function waitForGuestReady(guest: LaunchedGuest, timeoutMs: number,
   const started = Date.now();
   let lastReport = started;
   while (Date.now() - started < timeoutMs) {
-    if (existsSync(guest.serialLog) && readFileSync(guest.serialLog, "latin1").includes("VMSIGHT-READY")) return;
+    if (existsSync(guest.serialLog) && readFileSync(guest.serialLog, "latin1").includes("VMSIGHT-READY"))
+      return;
     if (Date.now() - lastReport > 5000) {
       lastReport = Date.now();
       log(`  still booting (${Math.round((Date.now() - started) / 1000)} s)…`);
@@ -33,9 +34,17 @@ export async function waitForGuestReady(guest: LaunchedGuest, timeoutMs: number,
   });
 }
 
-export async function bootDemoGuest(kernelId: string | undefined, log: Log): Promise<{ image: GuestImage; guest: LaunchedGuest }> {
+export async function bootDemoGuest(
+  kernelId: string | undefined,
+  log: Log,
+): Promise<{ image: GuestImage; guest: LaunchedGuest }> {
   const image = await ensureGuestImage(kernelId ?? kernelCatalog().default, log);
   log(`booting ${image.release} …`);
-  const guest = await launchGuest({ kernel: image.kernel, initrd: image.initrd, append: image.append, memory: "512M" });
+  const guest = await launchGuest({
+    kernel: image.kernel,
+    initrd: image.initrd,
+    append: image.append,
+    memory: "512M",
+  });
   return { image, guest };
 }

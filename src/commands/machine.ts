@@ -60,7 +60,12 @@ const CR3_KPTI_USER = 1n << 12n;
 export async function cpuSpaces(
   target: Target,
   opts: SpaceOptions,
-): Promise<{ primary: AddressSpace; kernelHalf?: AddressSpace; cr3: bigint; format: PagingFormat | undefined }> {
+): Promise<{
+  primary: AddressSpace;
+  kernelHalf?: AddressSpace;
+  cr3: bigint;
+  format: PagingFormat | undefined;
+}> {
   const regs = await target.registers(opts.cpu ?? 0);
   const get = (n: string) => regs.get(n) ?? 0n;
   const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
@@ -69,7 +74,11 @@ export async function cpuSpaces(
   const pcide = (get("cr4") & CR4_PCIDE) !== 0n;
   const primary = new AddressSpace(target.memory, format, rootFromCr3(cr3, { pcide, format }));
   if ((cr3 & CR3_KPTI_USER) === 0n) return { primary, cr3, format };
-  const kernelHalf = new AddressSpace(target.memory, format, rootFromCr3(cr3, { pcide, format, kptiKernel: true }));
+  const kernelHalf = new AddressSpace(
+    target.memory,
+    format,
+    rootFromCr3(cr3, { pcide, format, kptiKernel: true }),
+  );
   return { primary, kernelHalf, cr3, format };
 }
 
@@ -113,7 +122,11 @@ export interface TranslationReport extends Translation {
   readonly paging: string;
 }
 
-export async function translateAddress(target: Target, addr: bigint, opts: SpaceOptions): Promise<TranslationReport> {
+export async function translateAddress(
+  target: Target,
+  addr: bigint,
+  opts: SpaceOptions,
+): Promise<TranslationReport> {
   const spaces = await cpuSpaces(target, opts);
   const t = inSpace(spaces, addr, (s) => s.translate(va(addr)));
   return { ...t, virtual: addr, cr3: spaces.cr3, paging: spaces.format?.name ?? "paging off" };

@@ -1,0 +1,219 @@
+import type { PhysicalMemory, ReadRequest } from "../../memory/types.js";
+import { PAGE_SIZE, type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
+import { FaultError, VmsightError } from "../../util/errors.js";
+import { TranslationCache } from "./cache.js";
+import type { PagingFormat } from "./formats.js";
+import { type Translation, findTranslation as walkFind, translate as walkTranslate } from "./walk.js";
+
+/** Largest single read or write: keeps a corrupted guest length from allocating gigabytes. */
+export const MAX_ACCESS = 256 * 1024 * 1024;
+
+const PAGE = BigInt(PAGE_SIZE);
+const PAGE_MASK = PAGE - 1n;
+
+interface Piece {
+  readonly va: bigint;
+  readonly phys: bigint;
+  length: number;
+}
+
+export interface AddressSpaceOptions {
+  /** Translation cache entries (4 KiB pages); 0 disables the cache. */
+  readonly cacheSize?: number;
+}
+
+/**
+ * A guest-virtual view of physical memory through one page-table root. Translations are cached;
+ * the owner must call `invalidate()` whenever the guest has run, since the guest may have
+ * changed its page tables meanwhile (see TranslationCache).
+ *
+ * Writes go through regardless of the guest's W bit, as a debugger's do.
+ */
+export class AddressSpace {
+  readonly mem: PhysicalMemory;
+  /** undefined: paging is off and virtual equals physical. */
+  readonly format: PagingFormat | undefined;
+  readonly root: PhysAddr;
+  readonly cache: TranslationCache | undefined;
+
+  constructor(
+    mem: PhysicalMemory,
+    format: PagingFormat | undefined,
+    root: PhysAddr,
+    opts: AddressSpaceOptions = {},
+  ) {
+    this.mem = mem;
+    this.format = format;
+    this.root = root;
+    const size = opts.cacheSize ?? 65536;
+    this.cache = format && size > 0 ? new TranslationCache(size) : undefined;
+  }
+
+  /** The address space of a CPU with paging off. */
+  static identity(mem: PhysicalMemory): AddressSpace {
+    return new AddressSpace(mem, undefined, pa(0));
+  }
+
+  /** The FaultError layer for this space. */
+  get layer(): string {
+    return this.format?.name ?? "identity";
+  }
+
+  /** Drops cached translations; call after the guest has run. */
+  invalidate(): void {
+    this.cache?.invalidate();
+  }
+
+  translate(addr: VirtAddr): Translation {
+    const t = this.findTranslation(addr);
+    if (t) return t;
+    // Walk again without the cache to get the precise reason.
+    return walkTranslate(this.mem, this.format!, this.root, addr);
+  }
+
+  findTranslation(addr: VirtAddr): Translation | undefined {
+    const a = BigInt.asUintN(64, addr);
+    if (!this.format) return identityTranslation(a);
+    const cache = this.cache;
+    if (!cache) return walkFind(this.mem, this.format, this.root, va(a));
+    const offset = a & PAGE_MASK;
+    const page = Number(a >> 12n);
+    let t = cache.get(page);
+    if (!t) {
+      t = walkFind(this.mem, this.format, this.root, va(a - offset));
+      if (!t) return undefined;
+      cache.set(page, t);
+    }
+    return offset === 0n ? t : { ...t, phys: pa(t.phys + offset) };
+  }
+
+  isMapped(addr: VirtAddr): boolean {
+    return this.findTranslation(addr) !== undefined;
+  }
+
+  read(addr: VirtAddr, length: number): Buffer {
+    const pieces = this.pieces(addr, length);
+    if (pieces.length === 1) return this.readPiece(pieces[0]!);
+    const reqs: ReadRequest[] = pieces.map((p) => ({ addr: pa(p.phys), length: p.length }));
+    const results = this.mem.readMany(reqs);
+    const out = Buffer.alloc(length);
+    let done = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      const r = results[i];
+      if (!r?.ok) throw this.physFault(pieces[i]!, r?.error, "unreadable");
+      r.data.copy(out, done);
+      done += pieces[i]!.length;
+    }
+    return out;
+  }
+
+  write(addr: VirtAddr, data: Uint8Array): void {
+    let done = 0;
+    for (const p of this.pieces(addr, data.length)) {
+      try {
+        this.mem.write(pa(p.phys), data.subarray(done, done + p.length));
+      } catch (error) {
+        throw this.physFault(p, error, "not writable");
+      }
+      done += p.length;
+    }
+  }
+
+  readU8(addr: VirtAddr): number {
+    return this.small(addr, 1).readUInt8(0);
+  }
+
+  readU16(addr: VirtAddr): number {
+    return this.small(addr, 2).readUInt16LE(0);
+  }
+
+  readU32(addr: VirtAddr): number {
+    return this.small(addr, 4).readUInt32LE(0);
+  }
+
+  readU64(addr: VirtAddr): bigint {
+    return this.small(addr, 8).readBigUInt64LE(0);
+  }
+
+  /**
+   * Bytes up to the first NUL, decoded as UTF-8, reading one page at a time so an unmapped page
+   * after the terminator does not fault. Without a NUL in `maxLength` bytes, returns those bytes.
+   */
+  readCString(addr: VirtAddr, maxLength: number): string {
+    checkLength(maxLength);
+    const chunks: Buffer[] = [];
+    let cur = BigInt.asUintN(64, addr);
+    let left = maxLength;
+    while (left > 0) {
+      const n = Math.min(left, Number(PAGE - (cur & PAGE_MASK)));
+      const chunk = this.read(va(cur), n);
+      const nul = chunk.indexOf(0);
+      if (nul >= 0) {
+        chunks.push(chunk.subarray(0, nul));
+        break;
+      }
+      chunks.push(chunk);
+      left -= n;
+      cur = BigInt.asUintN(64, cur + BigInt(n));
+    }
+    return Buffer.concat(chunks).toString("utf8");
+  }
+
+  /** Fast path for scalars: one translation and one read unless the value straddles a page. */
+  private small(addr: VirtAddr, n: number): Buffer {
+    const a = BigInt.asUintN(64, addr);
+    if ((a & PAGE_MASK) > PAGE - BigInt(n)) return this.read(addr, n);
+    const t = this.translate(va(a));
+    return this.readPiece({ va: a, phys: t.phys, length: n });
+  }
+
+  private readPiece(p: Piece): Buffer {
+    try {
+      return this.mem.read(pa(p.phys), p.length);
+    } catch (error) {
+      throw this.physFault(p, error, "unreadable");
+    }
+  }
+
+  /** Splits [addr, addr+length) at page boundaries, merging physically contiguous runs. */
+  private pieces(addr: VirtAddr, length: number): Piece[] {
+    checkLength(length);
+    const out: Piece[] = [];
+    let cur = BigInt.asUintN(64, addr);
+    let left = length;
+    while (left > 0) {
+      const t = this.translate(va(cur));
+      const inPage = Number(PAGE - (cur & PAGE_MASK));
+      const n = Math.min(left, inPage);
+      const last = out[out.length - 1];
+      if (last && last.phys + BigInt(last.length) === t.phys) last.length += n;
+      else out.push({ va: cur, phys: t.phys, length: n });
+      left -= n;
+      cur = BigInt.asUintN(64, cur + BigInt(n));
+    }
+    if (out.length === 0) out.push({ va: BigInt.asUintN(64, addr), phys: 0n, length: 0 });
+    return out;
+  }
+
+  /** Re-expresses a physical fault in virtual terms: the first virtual address that failed. */
+  private physFault(p: Piece, error: unknown, what: string): FaultError {
+    let at = p.va;
+    let where = `physical ${hex(p.phys)}`;
+    if (error instanceof FaultError && error.address >= p.phys && error.address < p.phys + BigInt(p.length)) {
+      at = BigInt.asUintN(64, p.va + (error.address - p.phys));
+      where = `physical ${hex(error.address)}`;
+    }
+    const reason = error instanceof Error ? error.message : String(error);
+    return new FaultError(this.layer, at, `${where} ${what} (${reason})`, { cause: error });
+  }
+}
+
+function identityTranslation(a: bigint): Translation {
+  return { phys: pa(a), pageSize: PAGE_SIZE, writable: true, user: true, executable: true, level: 0 };
+}
+
+function checkLength(length: number): void {
+  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_ACCESS) {
+    throw new VmsightError("E_BAD_LENGTH", `access length ${length} is not an integer in 0..${MAX_ACCESS}`);
+  }
+}

@@ -1,0 +1,140 @@
+import type { PhysicalMemory } from "../../memory/types.js";
+import { type PhysAddr, type VirtAddr, hex, pa } from "../../util/address.js";
+import { FaultError } from "../../util/errors.js";
+import type { PagingFormat, PagingLevel } from "./formats.js";
+
+/** Where a virtual address lands and what the combined access rights of its walk are. */
+export interface Translation {
+  readonly phys: PhysAddr;
+  /** Size of the page that maps the address (4096, 2 MiB, 4 MiB, 1 GiB). */
+  readonly pageSize: number;
+  /** Only if every level along the walk is writable. */
+  readonly writable: boolean;
+  /** Only if every level along the walk allows user mode. */
+  readonly user: boolean;
+  /** Unless any level along the walk sets XD/NX. */
+  readonly executable: boolean;
+  /** Intel's numbering of the level holding the leaf: 1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E. */
+  readonly level: number;
+}
+
+interface Fault {
+  readonly fault: string;
+  readonly cause?: unknown;
+}
+
+/** Whether the address fits the format's virtual address space; a fault message if not. */
+export function checkAddress(format: PagingFormat, addr: bigint): string | undefined {
+  const high = addr >> BigInt(format.vaBits - 1);
+  if (format.signExtended) {
+    const ones = (1n << BigInt(65 - format.vaBits)) - 1n;
+    return high === 0n || high === ones ? undefined : "non-canonical address";
+  }
+  return high >> 1n === 0n ? undefined : `address beyond the ${format.vaBits}-bit virtual space`;
+}
+
+function readEntry(mem: PhysicalMemory, format: PagingFormat, at: bigint): bigint {
+  const b = mem.read(pa(at), format.entrySize);
+  return format.entrySize === 8 ? b.readBigUInt64LE(0) : BigInt(b.readUInt32LE(0));
+}
+
+/** Does a present entry at this level map a page rather than point at a table? */
+export function isLeaf(format: PagingFormat, lvl: PagingLevel, entry: bigint): boolean | "reserved" {
+  if (lvl.leaf === "always") return true;
+  if ((entry & format.flags.pageSize) === 0n || lvl.leaf === "ps-ignored") return false;
+  return lvl.leaf === "ps" ? true : "reserved";
+}
+
+/** Physical base of the page a leaf entry maps. */
+export function leafBase(format: PagingFormat, lvl: PagingLevel, entry: bigint): bigint {
+  // Large pages keep PAT in bit 12, so their base uses only the bits above the page offset.
+  let base = entry & format.addrMask & ~((1n << BigInt(lvl.shift)) - 1n);
+  const hi = lvl.leafHighBits;
+  if (hi) base |= ((entry >> BigInt(hi.from)) & ((1n << BigInt(hi.width)) - 1n)) << BigInt(hi.to);
+  return base;
+}
+
+/** BigInt constants of a level, computed once per format rather than on every step of every walk. */
+interface Step {
+  readonly lvl: PagingLevel;
+  readonly shift: bigint;
+  readonly indexMask: bigint;
+  readonly offsetMask: bigint;
+}
+
+const compiled = new WeakMap<PagingFormat, readonly Step[]>();
+
+function stepsOf(format: PagingFormat): readonly Step[] {
+  let steps = compiled.get(format);
+  if (!steps) {
+    steps = format.levels.map((lvl) => ({
+      lvl,
+      shift: BigInt(lvl.shift),
+      indexMask: (1n << BigInt(lvl.bits)) - 1n,
+      offsetMask: (1n << BigInt(lvl.shift)) - 1n,
+    }));
+    compiled.set(format, steps);
+  }
+  return steps;
+}
+
+function walk(mem: PhysicalMemory, format: PagingFormat, root: bigint, addr: bigint): Translation | Fault {
+  const bad = checkAddress(format, addr);
+  if (bad) return { fault: bad };
+  const { flags } = format;
+  const steps = stepsOf(format);
+  const entrySize = BigInt(format.entrySize);
+  let table = root;
+  let writable = true;
+  let user = true;
+  let executable = true;
+  for (let i = 0; i < steps.length; i++) {
+    const { lvl, shift, indexMask, offsetMask } = steps[i]!;
+    const at = table + ((addr >> shift) & indexMask) * entrySize;
+    let entry: bigint;
+    try {
+      entry = readEntry(mem, format, at);
+    } catch (cause) {
+      return { fault: `${lvl.name} at physical ${hex(at)} unreadable`, cause };
+    }
+    if ((entry & flags.present) === 0n) return { fault: `${lvl.name} not present` };
+    if (lvl.permissions) {
+      writable &&= (entry & flags.writable) !== 0n;
+      user &&= (entry & flags.user) !== 0n;
+      if (flags.nx !== undefined) executable &&= (entry & flags.nx) === 0n;
+    }
+    const leaf = isLeaf(format, lvl, entry);
+    if (leaf === "reserved") return { fault: `${lvl.name} has the reserved PS bit set` };
+    if (leaf) {
+      const phys = pa(leafBase(format, lvl, entry) | (addr & offsetMask));
+      return { phys, pageSize: 2 ** lvl.shift, writable, user, executable, level: steps.length - i };
+    }
+    table = entry & format.addrMask;
+  }
+  // Unreachable with a well-formed format: the last level is always a leaf.
+  return { fault: "page walk ran past the last level" };
+}
+
+/** Translates a virtual address, or throws FaultError naming the level that stopped the walk. */
+export function translate(
+  mem: PhysicalMemory,
+  format: PagingFormat,
+  root: PhysAddr,
+  addr: VirtAddr,
+): Translation {
+  const a = BigInt.asUintN(64, addr);
+  const r = walk(mem, format, root, a);
+  if ("fault" in r) throw new FaultError(format.name, a, r.fault, { cause: r.cause });
+  return r;
+}
+
+/** Like `translate`, but undefined for an unmapped or malformed address. */
+export function findTranslation(
+  mem: PhysicalMemory,
+  format: PagingFormat,
+  root: PhysAddr,
+  addr: VirtAddr,
+): Translation | undefined {
+  const r = walk(mem, format, root, BigInt.asUintN(64, addr));
+  return "fault" in r ? undefined : r;
+}

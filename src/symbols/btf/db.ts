@@ -1,0 +1,338 @@
+import { GuestDataError, VmsightError } from "../../util/errors.js";
+import type { Btf } from "./btf.js";
+import { parseMemberPath } from "./path.js";
+import { MAX_TYPE_DEPTH, resolveType, sizeOfType, typeName } from "./resolve.js";
+import { similarNames } from "./similar.js";
+import { type BtfMember, type BtfStruct, type BtfType, isComposite } from "./types.js";
+
+export interface MemberInfo {
+  /** Byte offset from the start of the outer struct (rounded down for bitfields). */
+  readonly offset: number;
+  /** Bit offset from the start of the outer struct. */
+  readonly bitOffset: number;
+  /** Bitfield width, 0 when the member is not a bitfield. */
+  readonly bitSize: number;
+  /** The member's type with typedefs and qualifiers stripped. */
+  readonly type: BtfType;
+  /** The member's declared type id (before stripping). */
+  readonly typeId: number;
+  /** C-like spelling of the declared type: "struct list_head", "char[16]", "pid_t". */
+  readonly typeName: string;
+  /** sizeof() the member's type, in bytes. */
+  readonly size: number;
+}
+
+/** A member reachable by name from a struct, anonymous struct/union members looked through. */
+interface Flat {
+  readonly member: BtfMember;
+  readonly bitOffset: number;
+}
+
+/** A failed lookup; the error (and its hint, which costs a scan) is only built when thrown. */
+class Miss {
+  constructor(readonly error: () => VmsightError) {}
+}
+
+const PREFIXES = ["struct ", "union ", "enum "] as const;
+
+/**
+ * Name-indexed view of a Btf: struct layouts, sizes and enum values, the questions an
+ * introspector asks. Indexes are built once; lookups are map hits.
+ */
+export class TypeDb {
+  private readonly structs = new Map<string, BtfStruct>();
+  private readonly unions = new Map<string, BtfStruct>();
+  private readonly typedefs = new Map<string, BtfType>();
+  private readonly bases = new Map<string, BtfType>();
+  private readonly enums = new Map<string, BtfType>();
+  private enumerators: Map<string, bigint> | undefined;
+  private readonly flatCache = new Map<number, Map<string, Flat>>();
+
+  constructor(readonly btf: Btf) {
+    for (const t of btf.types()) {
+      if (t.name === "") continue;
+      switch (t.kind) {
+        case "struct":
+          addComposite(this.structs, t);
+          break;
+        case "union":
+          addComposite(this.unions, t);
+          break;
+        case "typedef":
+          if (!this.typedefs.has(t.name)) this.typedefs.set(t.name, t);
+          break;
+        case "int":
+        case "float":
+          if (!this.bases.has(t.name)) this.bases.set(t.name, t);
+          break;
+        case "enum":
+        case "enum64":
+          if (!this.enums.has(t.name)) this.enums.set(t.name, t);
+          break;
+      }
+    }
+  }
+
+  /** The highest type id (ids run 1..typeCount). */
+  get typeCount(): number {
+    return this.btf.typeCount;
+  }
+
+  /** A struct or union by tag ("task_struct", "struct task_struct", "union thread_union"). */
+  findStruct(name: string): BtfStruct | undefined {
+    if (name.startsWith("struct ")) return this.structs.get(name.slice(7));
+    if (name.startsWith("union ")) return this.unions.get(name.slice(6));
+    return this.structs.get(name) ?? this.unions.get(name);
+  }
+
+  getStruct(name: string): BtfStruct {
+    return this.findStruct(name) ?? throwIt(this.unknownType(name));
+  }
+
+  /**
+   * A named type. A bare name is tried as a struct tag, union tag, typedef, base type
+   * (int/float) and enum tag, in that order; "struct x"/"union x"/"enum x" pick the tag.
+   */
+  findType(name: string): BtfType | undefined {
+    const n = name.trim();
+    if (n.startsWith("enum ")) return this.enums.get(n.slice(5));
+    if (PREFIXES.some((p) => n.startsWith(p))) return this.findStruct(n);
+    return (
+      this.structs.get(n) ??
+      this.unions.get(n) ??
+      this.typedefs.get(n) ??
+      this.bases.get(n) ??
+      this.enums.get(n)
+    );
+  }
+
+  getType(name: string): BtfType {
+    return this.findType(name) ?? throwIt(this.unknownType(name));
+  }
+
+  /** sizeof(name) in bytes. */
+  sizeof(name: string): number {
+    return sizeOfType(this.btf, this.getType(name).id);
+  }
+
+  findSizeof(name: string): number | undefined {
+    const t = this.findType(name);
+    return t === undefined ? undefined : sizeOfType(this.btf, t.id);
+  }
+
+  /** offsetof(structName, path) in bytes; path as for member(). */
+  offsetof(structName: string, path: string): number {
+    return this.member(structName, path).offset;
+  }
+
+  findOffsetof(structName: string, path: string): number | undefined {
+    return this.findMember(structName, path)?.offset;
+  }
+
+  /**
+   * A member by path: "pid", "thread_info.flags", "numbers[0].nr". Anonymous struct and
+   * union members are looked through, as C does.
+   */
+  member(structName: string, path: string): MemberInfo {
+    const r = this.lookup(structName, path);
+    if (r instanceof Miss) throw r.error();
+    return r;
+  }
+
+  findMember(structName: string, path: string): MemberInfo | undefined {
+    const r = this.lookup(structName, path);
+    return r instanceof Miss ? undefined : r;
+  }
+
+  /** The names a struct answers to, anonymous members flattened, in declaration order. */
+  memberNames(structName: string): string[] {
+    return [...this.flatten(this.getStruct(structName)).keys()];
+  }
+
+  /** The value of an enumerator, searched across every enum ("TASK_COMM_LEN", "MODULE_STATE_LIVE"). */
+  enumValue(name: string): bigint {
+    const v = this.findEnumValue(name);
+    if (v !== undefined) return v;
+    const hint = similarNames(name, this.enumIndex().keys());
+    throw new VmsightError("E_TYPE_UNKNOWN", `no enumerator named ${name} in the kernel's BTF`, {
+      hint: hint.length ? `similar enumerators: ${hint.join(", ")}` : undefined,
+    });
+  }
+
+  findEnumValue(name: string): bigint | undefined {
+    return this.enumIndex().get(name);
+  }
+
+  /** The underlying type of an id, typedefs and qualifiers stripped. */
+  resolve(id: number): BtfType {
+    return resolveType(this.btf, id);
+  }
+
+  sizeOfId(id: number): number {
+    return sizeOfType(this.btf, id);
+  }
+
+  typeName(id: number): string {
+    return typeName(this.btf, id);
+  }
+
+  private enumIndex(): Map<string, bigint> {
+    if (this.enumerators) return this.enumerators;
+    const index = new Map<string, bigint>();
+    for (const t of this.btf.types()) {
+      if (t.kind !== "enum" && t.kind !== "enum64") continue;
+      for (const v of t.values) if (!index.has(v.name)) index.set(v.name, v.value);
+    }
+    this.enumerators = index;
+    return index;
+  }
+
+  private lookup(structName: string, path: string): MemberInfo | Miss {
+    const outer = this.findType(structName);
+    if (outer === undefined) return new Miss(() => this.unknownType(structName));
+    const segments = parseMemberPath(path);
+    let typeId = outer.id;
+    let bitOffset = 0;
+    let bitSize = 0;
+    let where = typeName(this.btf, outer.id);
+    for (const seg of segments) {
+      const container = this.complete(this.resolve(typeId));
+      if (!isComposite(container)) return notComposite(where, container, seg.name, this.btf);
+      const flat = this.flatten(container);
+      const hit = flat.get(seg.name);
+      if (hit === undefined) return this.missingMember(where, seg.name, flat);
+      bitOffset += hit.bitOffset;
+      typeId = hit.member.type;
+      bitSize = hit.member.bitSize;
+      if (bitSize === 0) {
+        // Without kind_flag a bitfield is an INT whose encoding holds its width and shift.
+        const t = this.resolve(typeId);
+        if (t.kind === "int" && (t.bitOffset !== 0 || t.bits !== t.size * 8)) {
+          bitSize = t.bits;
+          bitOffset += t.bitOffset;
+        }
+      }
+      where = `${where}.${seg.name}`;
+      for (const index of seg.indexes) {
+        const arr = this.resolve(typeId);
+        if (arr.kind !== "array") {
+          return new Miss(
+            () =>
+              new VmsightError(
+                "E_MEMBER_UNKNOWN",
+                `${where} is not an array (${typeName(this.btf, typeId)})`,
+              ),
+          );
+        }
+        if (arr.nelems !== 0 && index >= arr.nelems) {
+          return new Miss(
+            () =>
+              new VmsightError(
+                "E_MEMBER_UNKNOWN",
+                `${where}[${index}] is past the end of ${arr.nelems} elements`,
+              ),
+          );
+        }
+        bitOffset += index * this.completeSize(arr.type) * 8;
+        typeId = arr.type;
+        bitSize = 0;
+        where = `${where}[${index}]`;
+      }
+    }
+    return {
+      offset: Math.floor(bitOffset / 8),
+      bitOffset,
+      bitSize,
+      type: this.complete(this.resolve(typeId)),
+      typeId,
+      typeName: typeName(this.btf, typeId),
+      size: this.completeSize(typeId),
+    };
+  }
+
+  private completeSize(id: number): number {
+    const t = this.complete(this.resolve(id));
+    return isComposite(t) ? t.size : sizeOfType(this.btf, id);
+  }
+
+  /** A forward declaration stands for the full definition of the same name, when there is one. */
+  private complete(t: BtfType): BtfType {
+    if (t.kind !== "fwd") return t;
+    return (t.union ? this.unions : this.structs).get(t.name) ?? t;
+  }
+
+  private flatten(s: BtfStruct): Map<string, Flat> {
+    let flat = this.flatCache.get(s.id);
+    if (flat === undefined) {
+      flat = new Map();
+      this.addMembers(flat, s, 0, 0);
+      this.flatCache.set(s.id, flat);
+    }
+    return flat;
+  }
+
+  private addMembers(out: Map<string, Flat>, s: BtfStruct, base: number, depth: number): void {
+    if (depth >= MAX_TYPE_DEPTH) {
+      throw new GuestDataError(
+        `BTF: anonymous members nest deeper than ${MAX_TYPE_DEPTH} in [${s.id}] (a cycle?)`,
+      );
+    }
+    for (const m of s.members) {
+      const bitOffset = base + m.bitOffset;
+      if (m.name !== "") {
+        if (!out.has(m.name)) out.set(m.name, { member: m, bitOffset });
+        continue;
+      }
+      const inner = this.resolve(m.type);
+      if (isComposite(inner)) this.addMembers(out, inner, bitOffset, depth + 1);
+    }
+  }
+
+  private missingMember(where: string, name: string, flat: Map<string, Flat>): Miss {
+    return new Miss(() => {
+      const similar = similarNames(name, flat.keys());
+      return new VmsightError("E_MEMBER_UNKNOWN", `${where} has no member named ${name}`, {
+        hint: similar.length ? `similar members: ${similar.join(", ")}` : `${where} has ${flat.size} members`,
+      });
+    });
+  }
+
+  private unknownType(name: string): VmsightError {
+    const bare = PREFIXES.reduce((n, p) => (n.startsWith(p) ? n.slice(p.length) : n), name.trim());
+    const similar = similarNames(bare, [
+      ...this.structs.keys(),
+      ...this.unions.keys(),
+      ...this.typedefs.keys(),
+      ...this.bases.keys(),
+    ]);
+    return new VmsightError("E_TYPE_UNKNOWN", `no type named ${name} in the kernel's BTF`, {
+      hint: similar.length ? `similar types: ${similar.join(", ")}` : undefined,
+    });
+  }
+}
+
+function addComposite(index: Map<string, BtfStruct>, t: BtfStruct): void {
+  const prev = index.get(t.name);
+  // A definition with members wins over an empty one of the same name.
+  if (prev === undefined || (prev.members.length === 0 && t.members.length > 0)) index.set(t.name, t);
+}
+
+function notComposite(where: string, t: BtfType, name: string, btf: Btf): Miss {
+  return new Miss(
+    () =>
+      new VmsightError(
+        "E_MEMBER_UNKNOWN",
+        `cannot look up member ${name}: ${where} is ${typeName(btf, t.id)}, not a struct or union`,
+        {
+          hint:
+            t.kind === "ptr"
+              ? "offsets do not follow pointers; start again from the pointed-to struct"
+              : undefined,
+        },
+      ),
+  );
+}
+
+function throwIt(e: Error): never {
+  throw e;
+}

@@ -1,0 +1,108 @@
+import { GuestDataError } from "../../util/errors.js";
+
+/**
+ * kallsyms_names is a run of [len][len token bytes] records. Since 6.1 a length with bit 7
+ * set continues in a second byte (low 7 bits first), for Rust's long names; older kernels
+ * never set that bit (names were under 128 bytes), so one reader fits all.
+ */
+
+/** Shared work budget, so hostile input cannot make the candidate search quadratic. */
+export class Budget {
+  constructor(private left: number) {}
+  spend(n: number): void {
+    this.left -= n;
+    if (this.left < 0) {
+      throw new GuestDataError("kallsyms: table search exceeded its work budget (hostile or corrupt image?)");
+    }
+  }
+}
+
+/**
+ * Offset just past `count` records starting at `start`, all within [start, limit), or -1.
+ * When `marks` is given, marks[k] receives the offset (relative to start) of record 256·k.
+ */
+export function walkNames(
+  bytes: Uint8Array,
+  start: number,
+  count: number,
+  limit: number,
+  budget: Budget,
+  marks?: Uint32Array,
+): number {
+  let p = start;
+  let i = 0;
+  for (; i < count; i++) {
+    if (marks && (i & 0xff) === 0) marks[i >>> 8] = p - start;
+    if (p >= limit) break;
+    let len = bytes[p]!;
+    let p2 = p + 1;
+    if (len & 0x80) {
+      if (p2 >= limit) break;
+      len = (len & 0x7f) | (bytes[p2]! << 7);
+      p2++;
+    }
+    // Every record holds at least the type letter.
+    if (len === 0) break;
+    p = p2 + len;
+  }
+  budget.spend(i + 1);
+  return i === count && p <= limit ? p : -1;
+}
+
+export interface DecodedNames {
+  /** The type letter of each symbol, as a char code. */
+  readonly types: Uint8Array;
+  readonly names: string[];
+}
+
+/**
+ * Expands every record (already bounded by a successful walkNames) through the token table;
+ * undefined if a name expands absurdly long or a token holds a line break. The expansions go into one byte buffer decoded once, because building 10^5 strings by
+ * concatenation costs more than the whole table search.
+ */
+export function decodeNames(
+  bytes: Uint8Array,
+  start: number,
+  count: number,
+  tokens: readonly Uint8Array[],
+): DecodedNames | undefined {
+  const types = new Uint8Array(count);
+  let out: Uint8Array = new Uint8Array(1 << 20);
+  let o = 0;
+  let p = start;
+  for (let i = 0; i < count; i++) {
+    let len = bytes[p++]!;
+    if (len & 0x80) len = (len & 0x7f) | (bytes[p++]! << 7);
+    // The first expanded character is the type letter, not part of the name.
+    let skip = 1;
+    const nameStart = o;
+    for (const end = p + len; p < end; p++) {
+      const t = tokens[bytes[p]!]!;
+      if (o + t.length + 1 > out.length) out = grow(out, o);
+      for (let k = 0; k < t.length; k++) {
+        if (skip) {
+          types[i] = t[k]!;
+          skip = 0;
+        } else out[o++] = t[k]!;
+      }
+    }
+    if (o - nameStart > MAX_NAME_LEN) return undefined;
+    out[o++] = SEPARATOR;
+  }
+  const names = Buffer.from(out.buffer, 0, Math.max(0, o - 1))
+    .toString("latin1")
+    .split("\n");
+  // A separator inside a token would shift every later name.
+  if (names.length !== count) return undefined;
+  return { types, names };
+}
+
+const SEPARATOR = 0x0a;
+/** KSYM_NAME_LEN is 512 since 6.1 (128 before); longer expansions are not real names. */
+const MAX_NAME_LEN = 1024;
+
+function grow(out: Uint8Array, used: number): Uint8Array {
+  const bigger = new Uint8Array(out.length * 2);
+  bigger.set(out.subarray(0, used));
+  return bigger;
+}

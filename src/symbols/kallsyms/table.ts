@@ -1,0 +1,123 @@
+import { hex } from "../../util/address.js";
+import { VmsightError } from "../../util/errors.js";
+
+export interface KernelSymbol {
+  readonly name: string;
+  readonly address: bigint;
+  /** The kallsyms / nm type letter: "T", "t", "D", "A", ... */
+  readonly type: string;
+  /**
+   * Not moved by `rebase`: per-CPU variables, whose "address" is an offset into each CPU's
+   * per-CPU area, stay put when KASLR slides the image.
+   */
+  readonly absolute?: boolean;
+  /** `[module]` column of /proc/kallsyms. */
+  readonly module?: string;
+}
+
+export interface Symbolized {
+  readonly name: string;
+  readonly offset: bigint;
+}
+
+const byAddress = (a: KernelSymbol, b: KernelSymbol): number =>
+  a.address < b.address ? -1 : a.address > b.address ? 1 : 0;
+
+function isSorted(symbols: readonly KernelSymbol[]): boolean {
+  for (let i = 1; i < symbols.length; i++) {
+    if (symbols[i - 1]!.address > symbols[i]!.address) return false;
+  }
+  return true;
+}
+
+/**
+ * An immutable kernel symbol table sorted by address. Names are not unique (static functions
+ * in different files share names): every entry is kept, and lookups by name answer the first
+ * one in address order.
+ */
+export class SymbolTable {
+  readonly symbols: readonly KernelSymbol[];
+  private readonly addresses: BigUint64Array;
+  private byName: Map<string, number> | undefined;
+
+  constructor(symbols: readonly KernelSymbol[]) {
+    // Array.prototype.sort is stable, so aliases keep their source order.
+    const sorted = isSorted(symbols) ? symbols.slice() : symbols.slice().sort(byAddress);
+    this.symbols = sorted;
+    this.addresses = new BigUint64Array(sorted.length);
+    for (let i = 0; i < sorted.length; i++) {
+      this.addresses[i] = BigInt.asUintN(64, sorted[i]!.address);
+    }
+  }
+
+  /** Built on first use: address-only users (symbolizing stack traces) never pay for it. */
+  private firstByName(): Map<string, number> {
+    if (this.byName) return this.byName;
+    const m = new Map<string, number>();
+    this.symbols.forEach((s, i) => {
+      if (!m.has(s.name)) m.set(s.name, i);
+    });
+    this.byName = m;
+    return m;
+  }
+
+  get size(): number {
+    return this.symbols.length;
+  }
+
+  findAddress(name: string): bigint | undefined {
+    const i = this.firstByName().get(name);
+    return i === undefined ? undefined : this.symbols[i]!.address;
+  }
+
+  /** Every symbol of that name (usually one; static functions can repeat). */
+  findAll(name: string): KernelSymbol[] {
+    const i = this.firstByName().get(name);
+    if (i === undefined) return [];
+    return this.symbols.filter((s) => s.name === name);
+  }
+
+  getAddress(name: string): bigint {
+    const a = this.findAddress(name);
+    if (a === undefined) {
+      throw new VmsightError("E_SYMBOL_UNKNOWN", `no kernel symbol named "${name}"`, {
+        hint: `the table has ${this.size} symbols; check the spelling, or whether this kernel build has the symbol (e.g. it may be inlined or renamed)`,
+      });
+    }
+    return a;
+  }
+
+  /**
+   * The symbol an address falls in: the nearest at or below it (the first of several aliases,
+   * as the kernel's own lookup picks). Below the first or above the last symbol (kallsyms ends
+   * with the image's end marker) nothing is known.
+   */
+  symbolize(addr: bigint): Symbolized | undefined {
+    const a = this.addresses;
+    if (a.length === 0 || addr < a[0]! || addr > a[a.length - 1]!) return undefined;
+    let lo = 0;
+    let hi = a.length; // invariant: a[lo] <= addr < a[hi]
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >>> 1;
+      if (a[mid]! <= addr) lo = mid;
+      else hi = mid;
+    }
+    while (lo > 0 && a[lo - 1] === a[lo]) lo--;
+    return { name: this.symbols[lo]!.name, offset: addr - a[lo]! };
+  }
+
+  /** "name+0x12" or the bare address when nothing covers it. */
+  format(addr: bigint): string {
+    const s = this.symbolize(addr);
+    if (!s) return hex(addr);
+    return s.offset === 0n ? s.name : `${s.name}+${hex(s.offset)}`;
+  }
+
+  /** A copy with every non-absolute symbol moved by `delta` (a KASLR slide), modulo 2^64. */
+  rebase(delta: bigint): SymbolTable {
+    if (delta === 0n) return this;
+    return new SymbolTable(
+      this.symbols.map((s) => (s.absolute ? s : { ...s, address: BigInt.asUintN(64, s.address + delta) })),
+    );
+  }
+}

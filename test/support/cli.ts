@@ -1,0 +1,51 @@
+import { spawn } from "node:child_process";
+import { resolve } from "node:path";
+
+const MAIN = resolve(import.meta.dirname, "../../src/cli/main.js");
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the built `vmsight` CLI as a user would, in its own process. */
+export function runCli(args: readonly string[], timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      fail(new Error(`vmsight ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Runs the CLI and parses its --json output; fails the test with stderr when it exits non-zero. */
+export async function cliJson<T = unknown>(args: readonly string[]): Promise<T> {
+  const r = await runCli([...args, "--json"]);
+  if (r.code !== 0) throw new Error(`vmsight ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** A user error is one line ("vmsight: …") plus an optional hint, and never a stack trace. */
+export function assertCleanError(r: CliResult): void {
+  if (r.code === 0) throw new Error(`expected failure, got success: ${r.stdout}`);
+  const lines = r.stderr.trimEnd().split("\n");
+  if (!lines[0]?.startsWith("vmsight: ") || lines.length > 2 || /\n\s+at /.test(r.stderr)) {
+    throw new Error(`not a clean one-line error:\n${r.stderr}`);
+  }
+  if (lines[1] !== undefined && !lines[1].startsWith("  hint: "))
+    throw new Error(`second line is not a hint: ${lines[1]}`);
+}
