@@ -16,6 +16,8 @@ export interface CliCommand {
   readonly summary: string;
   readonly options: Options;
   readonly needsTarget: boolean;
+  /** Validates arguments before anything is attached, so bad input fails fast (exit 2). */
+  check?(ctx: CommandContext): void;
   run(ctx: CommandContext): Promise<number | undefined>;
 }
 

@@ -39,6 +39,17 @@ const regs: CliCommand = {
   },
 };
 
+function readArgs(ctx: CommandContext) {
+  const { phys, virt } = ctx.values;
+  if (phys === virt) throw new UsageError("say which address space: --phys or --virt");
+  const [a, l] = ctx.positionals;
+  const addr = addressArg(a, "ADDR");
+  const length = intArg(l, "LEN", 1, MAX_CLI_READ);
+  const cr3 = stringValue(ctx.values, "cr3");
+  if (cr3 !== undefined) addressArg(cr3, "--cr3");
+  return { space: phys ? ("phys" as const) : ("virt" as const), addr, length };
+}
+
 const read: CliCommand = {
   name: "read",
   usage: "read --phys|--virt ADDR LEN [--cr3 X] [--cpu N] [--raw]",
@@ -51,13 +62,9 @@ const read: CliCommand = {
     raw: { type: "boolean" },
   },
   needsTarget: true,
+  check: (ctx) => void readArgs(ctx),
   async run(ctx) {
-    const { phys, virt } = ctx.values;
-    if (phys === virt) throw new UsageError("say which address space: --phys or --virt");
-    const [a, l] = ctx.positionals;
-    const addr = addressArg(a, "ADDR");
-    const length = intArg(l, "LEN", 1, MAX_CLI_READ);
-    const space = phys ? "phys" : "virt";
+    const { space, addr, length } = readArgs(ctx);
     const bytes = await readGuest(need(ctx), { space, addr, length, ...spaceOptions(ctx) });
     if (ctx.values.raw) process.stdout.write(bytes);
     else if (ctx.json) ctx.out(toJson({ space, address: addr, length, bytes: bytes.toString("hex") }));
@@ -72,6 +79,7 @@ const translate: CliCommand = {
   summary: "guest-virtual to guest-physical, with page size and rights",
   options: { cr3: { type: "string" }, cpu: { type: "string" } },
   needsTarget: true,
+  check: (ctx) => void addressArg(ctx.positionals[0], "VADDR"),
   async run(ctx) {
     const t = await translateAddress(need(ctx), addressArg(ctx.positionals[0], "VADDR"), spaceOptions(ctx));
     ctx.out(ctx.json ? toJson(t) : describeTranslation(t));

@@ -64,6 +64,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     log,
     out: (s: string) => process.stdout.write(`${s}\n`),
   };
+  command.check?.({ ...ctx, target: undefined });
   if (!command.needsTarget) return (await command.run({ ...ctx, target: undefined })) ?? 0;
   const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
   if (!qmp) {

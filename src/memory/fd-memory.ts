@@ -70,7 +70,11 @@ export class FdPhysicalMemory implements PhysicalMemory {
       const at = addr + BigInt(done);
       const region = this.regionAt(at);
       if (!region) {
-        throw new FaultError("phys", pa(at), `no guest RAM backs this address (read of ${length} bytes from ${hex(addr)})`);
+        throw new FaultError(
+          "phys",
+          pa(at),
+          `no guest RAM backs this address (read of ${length} bytes from ${hex(addr)})`,
+        );
       }
       const n = Math.min(length - done, Number(region.start + region.size - at));
       step(region, at, done, n);

@@ -80,7 +80,10 @@ function fileMemory(): { mem: FdPhysicalMemory; bytes: Buffer } {
 
 test("reads cross regions that are contiguous in guest-physical space", () => {
   const { mem, bytes } = fileMemory();
-  assert.deepEqual(mem.read(pa(0x2ff0), 0x20), Buffer.concat([bytes.subarray(0x1ff0, 0x2000), bytes.subarray(0x2000, 0x2010)]));
+  assert.deepEqual(
+    mem.read(pa(0x2ff0), 0x20),
+    Buffer.concat([bytes.subarray(0x1ff0, 0x2000), bytes.subarray(0x2000, 0x2010)]),
+  );
   mem.close();
 });
 

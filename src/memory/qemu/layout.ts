@@ -108,7 +108,10 @@ function checkRamCoverage(flat: ReturnType<typeof parseFlatView>, ramSize: bigin
  * Opens the fastest path to guest RAM: the shared backing file where a region has one, else the
  * QEMU process's memory (firmware ROM is only ever there). `prefer` forces one of the two.
  */
-export function openGuestMemory(layout: RamLayout, prefer: "auto" | "process" | "file" = "auto"): FdPhysicalMemory {
+export function openGuestMemory(
+  layout: RamLayout,
+  prefer: "auto" | "process" | "file" = "auto",
+): FdPhysicalMemory {
   const ram = layout.regions.filter((r) => r.writable);
   if (prefer === "file" && !ram.every((r) => r.file)) {
     throw new VmsightError("E_RAM_LAYOUT", "guest RAM is not in a shared memory-backend-file", {

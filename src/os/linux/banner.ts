@@ -18,7 +18,8 @@ export function findBannerPhys(mem: PhysicalMemory): { addr: PhysAddr; text: str
       for (let i = chunk.indexOf(BANNER); i >= 0 && i < CHUNK; i = chunk.indexOf(BANNER, i + 1)) {
         const end = chunk.indexOf(0x0a, i);
         const text = chunk.subarray(i, end < 0 ? i + 200 : end).toString("latin1");
-        if (/^Linux version \d+\.\d+\S* \(/.test(text)) return { addr: pa(range.start + off + BigInt(i)), text };
+        if (/^Linux version \d+\.\d+\S* \(/.test(text))
+          return { addr: pa(range.start + off + BigInt(i)), text };
       }
     }
   }

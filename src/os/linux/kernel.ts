@@ -2,9 +2,9 @@ import { AddressSpace } from "../../arch/x86/address-space.js";
 import { type PagingFormat, formatFromControlRegisters, rootFromCr3 } from "../../arch/x86/formats.js";
 import { enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
+import { btfLayout } from "../../symbols/btf-layout.js";
 import { TypeDb } from "../../symbols/btf/db.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
-import { btfLayout } from "../../symbols/btf-layout.js";
 import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
@@ -55,7 +55,11 @@ export interface DiscoverOptions {
  * kernel's own page tables (it is the mapping in the KASLR window), kallsyms are decoded from
  * it, and the types come from the BTF blob the kernel carries.
  */
-export function discoverKernel(mem: PhysicalMemory, regs: CpuRegisters, opts: DiscoverOptions = {}): KernelInfo {
+export function discoverKernel(
+  mem: PhysicalMemory,
+  regs: CpuRegisters,
+  opts: DiscoverOptions = {},
+): KernelInfo {
   const timings: Record<string, number> = {};
   const timed = <T>(name: string, fn: () => T): T => {
     const t0 = performance.now();
@@ -79,14 +83,16 @@ export function discoverKernel(mem: PhysicalMemory, regs: CpuRegisters, opts: Di
     const a = symbols.findAddress(name);
     return a === undefined ? undefined : kernel.readU64(va(a));
   };
-  const pageOffset = readVar("page_offset_base") ?? (format.vaBits === 57 ? 0xff11000000000000n : 0xffff888000000000n);
+  const pageOffset =
+    readVar("page_offset_base") ?? (format.vaBits === 57 ? 0xff11000000000000n : 0xffff888000000000n);
   const perCpuOffsets = readPerCpuOffsets(kernel, symbols);
   const bannerAddr = symbols.findAddress("linux_banner");
   const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
   const physBase = readVar("phys_base") ?? 0n;
   const userSpace = (pgd: VirtAddr) => new AddressSpace(mem, format, directToPhys(pgd));
   function directToPhys(addr: VirtAddr): PhysAddr {
-    if (addr < pageOffset) throw new GuestDataError(`${hex(addr)} is not in the direct map (starts ${hex(pageOffset)})`);
+    if (addr < pageOffset)
+      throw new GuestDataError(`${hex(addr)} is not in the direct map (starts ${hex(pageOffset)})`);
     return pa(addr - pageOffset);
   }
   return {
@@ -170,7 +176,9 @@ export function currentTask(k: KernelInfo, cpu: number): VirtAddr {
   const direct = k.symbols.findAddress("current_task");
   const hot = k.symbols.findAddress("pcpu_hot");
   const off =
-    direct ?? (hot === undefined ? undefined : hot + BigInt(k.layout.findOffset("pcpu_hot", "current_task") ?? 0));
-  if (off === undefined) throw new VmsightError("E_SYMBOL_UNKNOWN", "neither current_task nor pcpu_hot is known");
+    direct ??
+    (hot === undefined ? undefined : hot + BigInt(k.layout.findOffset("pcpu_hot", "current_task") ?? 0));
+  if (off === undefined)
+    throw new VmsightError("E_SYMBOL_UNKNOWN", "neither current_task nor pcpu_hot is known");
   return va(k.kernel.readU64(va(base + off)));
 }

@@ -1,0 +1,96 @@
+import {
+  type GuestImage,
+  type GuestImageOptions,
+  ensureGuestImage,
+} from "../../src/target/images/guest-image.js";
+import { type LaunchOptions, type LaunchedGuest, launchGuest } from "../../src/target/launch.js";
+import { VmsightError } from "../../src/util/errors.js";
+import { type GuestView, parseGuestView } from "./oracle.js";
+import { SerialConsole, waitForFile } from "./serial.js";
+
+export const READY_PATTERN = /(^|\n)VMSIGHT-READY\r?\n/;
+
+export interface TestGuestOptions extends Partial<Omit<LaunchOptions, "kernel" | "initrd">> {
+  readonly log?: (line: string) => void;
+  readonly image?: GuestImageOptions;
+}
+
+export interface TestGuest {
+  readonly image: GuestImage;
+  readonly guest: LaunchedGuest;
+  readonly qmpSocket: string;
+  /** The serial console; throws for a qmpOnly guest, which has no console socket. */
+  readonly serial: SerialConsole;
+  /** Milliseconds from launch to VMSIGHT-READY, once waitReady has seen it. */
+  readonly readyAfterMs: number | undefined;
+  /** Waits for init's VMSIGHT-READY on the console (in the serial log for a qmpOnly guest). */
+  waitReady(timeoutMs?: number): Promise<void>;
+  /** Runs vmsight-view in the guest shell and parses what it prints. */
+  view(timeoutMs?: number): Promise<GuestView>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Builds (or reuses) the test image for `kernelId` and boots it, running (not paused) under
+ * TCG (or $VMSIGHT_ACCEL) with 512M unless told otherwise.
+ */
+export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {}): Promise<TestGuest> {
+  const { log, image: imageOpts, ...launch } = opts;
+  const image = await ensureGuestImage(kernelId, log, imageOpts);
+  const startedAt = Date.now();
+  const guest = await launchGuest({
+    // TCG unless VMSIGHT_ACCEL says otherwise: the tests' timings and trap costs assume it.
+    accel: process.env.VMSIGHT_ACCEL ? undefined : "tcg",
+    memory: "512M",
+    append: image.append,
+    ...launch,
+    kernel: image.kernel,
+    initrd: image.initrd,
+  });
+  let serial: SerialConsole | undefined;
+  try {
+    if (guest.serialSocket) serial = await SerialConsole.connect(guest.serialSocket);
+  } catch (e) {
+    await guest.stop();
+    throw e;
+  }
+  let readyAfterMs: number | undefined;
+  let exitCode: number | null | undefined;
+  guest.exited.then((code) => {
+    exitCode = code;
+  });
+  const console = (): SerialConsole => {
+    if (!serial)
+      throw new VmsightError("E_SERIAL", "this guest was launched qmpOnly: it has no serial socket");
+    return serial;
+  };
+  return {
+    image,
+    guest,
+    qmpSocket: guest.qmpSocket,
+    get serial() {
+      return console();
+    },
+    get readyAfterMs() {
+      return readyAfterMs;
+    },
+    async waitReady(timeoutMs = 60_000) {
+      // With a console client, QEMU 7.2's serial.log is not exact (see LaunchedGuest.serialLog):
+      // read the socket stream then, and the log file only when it is the sole output.
+      if (serial) await serial.waitFor(READY_PATTERN, timeoutMs);
+      else {
+        await waitForFile(guest.serialLog, READY_PATTERN, timeoutMs, () =>
+          exitCode === undefined ? undefined : `QEMU exited (code ${exitCode})`,
+        );
+      }
+      readyAfterMs ??= Date.now() - startedAt;
+    },
+    async view(timeoutMs = 60_000) {
+      return parseGuestView(await console().command("vmsight-view", timeoutMs));
+    },
+    async stop() {
+      serial?.close();
+      await guest.stop();
+    },
+  };
+}
