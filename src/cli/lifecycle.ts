@@ -48,6 +48,7 @@ export const runCommand: CliCommand = {
       kernel,
       initrd,
       accel,
+      detach: true,
       paused: ctx.values.paused === true,
       memory: stringValue(ctx.values, "memory") ?? "512M",
       memoryBackend: ctx.values["shared-ram"] ? "shared-file" : "anonymous",

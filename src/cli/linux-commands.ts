@@ -1,6 +1,29 @@
 import { describeKernel, kernelReport, openKernel } from "../commands/linux.js";
-import { type CliCommand, need } from "./command.js";
-import { toJson } from "./render.js";
+import { lsmodRows, mapsRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
+import type { KernelInfo } from "../os/linux/kernel.js";
+import { hex } from "../util/address.js";
+import { intArg } from "./args.js";
+import { type CliCommand, type CommandContext, need } from "./command.js";
+import { table, toJson } from "./render.js";
+
+/** A command that discovers the kernel, then prints rows as a table or a JSON array. */
+function linuxCommand<R extends object>(
+  spec: Pick<CliCommand, "name" | "usage" | "summary"> & { check?: (ctx: CommandContext) => void },
+  rows: (k: KernelInfo, ctx: CommandContext) => R[],
+  columns: readonly (keyof R & string)[],
+  text?: (rows: R[]) => string,
+): CliCommand {
+  return {
+    ...spec,
+    options: {},
+    needsTarget: true,
+    async run(ctx) {
+      const result = rows(await openKernel(need(ctx)), ctx);
+      ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
+      return 0;
+    },
+  };
+}
 
 export const kernelCommand: CliCommand = {
   name: "kernel",
@@ -15,4 +38,48 @@ export const kernelCommand: CliCommand = {
   },
 };
 
-export const LINUX_COMMANDS: readonly CliCommand[] = [kernelCommand];
+const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
+const hexCols = <T extends { start: bigint; end: bigint; offset: bigint }>(r: T) => ({
+  ...r,
+  start: hex(r.start).slice(2).padStart(8, "0"),
+  end: hex(r.end).slice(2).padStart(8, "0"),
+  offset: hex(r.offset).slice(2).padStart(8, "0"),
+});
+
+export const LINUX_COMMANDS: readonly CliCommand[] = [
+  kernelCommand,
+  linuxCommand(
+    { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
+    psRows,
+    ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
+  ),
+  linuxCommand({ name: "threads", usage: "threads", summary: "every thread of every process" }, threadRows, [
+    "tid",
+    "tgid",
+    "ppid",
+    "state",
+    "comm",
+  ]),
+  linuxCommand(
+    { name: "pstree", usage: "pstree", summary: "the process tree" },
+    pstreeLines,
+    ["text"],
+    (rows) => rows.map((r) => r.text).join("\n"),
+  ),
+  linuxCommand(
+    { name: "lsmod", usage: "lsmod", summary: "loaded kernel modules: name, base, size, state" },
+    lsmodRows,
+    ["name", "base", "size", "state"],
+  ),
+  linuxCommand(
+    {
+      name: "maps",
+      usage: "maps PID",
+      summary: "a process's memory maps, as /proc/<pid>/maps",
+      check: (ctx) => void pidArg(ctx),
+    },
+    (k, ctx) => mapsRows(k, pidArg(ctx)),
+    ["start", "end", "perms", "offset", "dev", "inode", "path"],
+    (rows) => table(rows.map(hexCols), ["start", "end", "perms", "offset", "dev", "inode", "path"]),
+  ),
+];

@@ -27,6 +27,11 @@ export interface LaunchOptions {
   readonly extraArgs?: readonly string[];
   /** QEMU binary (default $VMSIGHT_QEMU or qemu-system-x86_64). */
   readonly qemu?: string;
+  /**
+   * Leave QEMU running when this process exits (`vmsight run`): it gets its own session and is
+   * not killed by the exit hook that otherwise stops guests a crashed test run left behind.
+   */
+  readonly detach?: boolean;
   /** How long to wait for QEMU's sockets to appear (default 20 s). */
   readonly startTimeoutMs?: number;
 }
@@ -165,7 +170,8 @@ export async function launchGuest(opts: LaunchOptions): Promise<LaunchedGuest> {
     if (memoryPath) rmSync(memoryPath, { force: true });
   };
 
-  const child = spawnQemu(opts.qemu ?? process.env.VMSIGHT_QEMU ?? "qemu-system-x86_64", args, files.qemuLog);
+  const qemu = opts.qemu ?? process.env.VMSIGHT_QEMU ?? "qemu-system-x86_64";
+  const child = spawnQemu(qemu, args, files.qemuLog, opts.detach ?? false);
   const exited = new Promise<number | null>((done) => {
     child.once("exit", (code) => {
       running.delete(child);
@@ -215,14 +221,16 @@ function checkSocketPath(path: string): void {
   }
 }
 
-function spawnQemu(qemu: string, args: string[], logPath: string): ChildProcess {
+function spawnQemu(qemu: string, args: string[], logPath: string, detach: boolean): ChildProcess {
   const log = openSync(logPath, "w");
   try {
     // Our stdio stays ours: QEMU's stdout is discarded and its stderr goes to qemu.log.
-    const child = spawn(qemu, args, { stdio: ["ignore", "ignore", log] });
+    const child = spawn(qemu, args, { stdio: ["ignore", "ignore", log], detached: detach });
     child.unref();
-    running.add(child);
-    installExitHook();
+    if (!detach) {
+      running.add(child);
+      installExitHook();
+    }
     return child;
   } finally {
     closeSync(log);

@@ -42,7 +42,10 @@ export class Target {
 
   static async attach(qmpPath: string, opts: AttachOptions = {}): Promise<Target> {
     const log = opts.log ?? (() => {});
-    const qmp = await QmpClient.connect(qmpPath, opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+    const qmp = await QmpClient.connect(
+      qmpPath,
+      opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs },
+    );
     try {
       const { pid, vcpuThreads } = await findQemuPid(qmp);
       const layout = await discoverRamLayout(qmp, pid);

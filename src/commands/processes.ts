@@ -1,0 +1,115 @@
+import type { KernelInfo } from "../os/linux/kernel.js";
+import { listVmas } from "../os/linux/maps.js";
+import { listModules } from "../os/linux/modules.js";
+import { readCmdline } from "../os/linux/process-memory.js";
+import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux/pstree.js";
+import { type TaskInfo, listAllThreads, listTasks } from "../os/linux/tasks.js";
+import { VmsightError } from "../util/errors.js";
+
+/** `ps` columns: what /proc/<pid>/stat and /proc/<pid>/cmdline show for each process. */
+export interface PsRow {
+  readonly pid: number;
+  readonly tgid: number;
+  readonly ppid: number;
+  readonly uid: number | null;
+  readonly state: string;
+  readonly comm: string;
+  readonly cmdline: string;
+}
+
+function psRow(k: KernelInfo, t: TaskInfo): PsRow {
+  return {
+    pid: t.pid,
+    tgid: t.tgid,
+    ppid: t.ppid,
+    uid: t.uid ?? null,
+    state: t.state,
+    comm: t.name,
+    cmdline: readCmdline(k, t).strings.join(" "),
+  };
+}
+
+export function psRows(k: KernelInfo): PsRow[] {
+  return listTasks(k)
+    .map((t) => psRow(k, t))
+    .sort((a, b) => a.pid - b.pid);
+}
+
+export interface ThreadRow {
+  readonly tid: number;
+  readonly tgid: number;
+  readonly ppid: number;
+  readonly state: string;
+  readonly comm: string;
+}
+
+export function threadRows(k: KernelInfo): ThreadRow[] {
+  return listAllThreads(k)
+    .map((t) => ({ tid: t.pid, tgid: t.tgid, ppid: t.ppid, state: t.state, comm: t.name }))
+    .sort((a, b) => a.tgid - b.tgid || a.tid - b.tid);
+}
+
+export interface TreeLine {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly depth: number;
+  readonly comm: string;
+  /** The line as drawn: branches then "comm(pid)". */
+  readonly text: string;
+}
+
+export function pstreeLines(k: KernelInfo): TreeLine[] {
+  const rows = flattenProcessTree(buildProcessTree(listTasks(k)));
+  return rows.map((r) => {
+    const lead = ancestorsLast(r)
+      .map((last) => (last ? "   " : "│  "))
+      .join("");
+    const branch = r.depth === 0 ? "" : r.last ? "└─ " : "├─ ";
+    return {
+      pid: r.task.pid,
+      ppid: r.task.ppid,
+      depth: r.depth,
+      comm: r.task.name,
+      text: `${lead}${branch}${r.task.name}(${r.task.pid})`,
+    };
+  });
+}
+
+export interface ModuleListRow {
+  readonly name: string;
+  readonly base: bigint;
+  readonly size: number;
+  readonly state: string;
+}
+
+export function lsmodRows(k: KernelInfo): ModuleListRow[] {
+  return listModules(k).map((m) => ({ name: m.name, base: m.base, size: m.size, state: m.state }));
+}
+
+export interface MapsRow {
+  readonly start: bigint;
+  readonly end: bigint;
+  readonly perms: string;
+  readonly offset: bigint;
+  readonly dev: string;
+  readonly inode: bigint;
+  readonly path: string;
+}
+
+export function mapsRows(k: KernelInfo, pid: number): MapsRow[] {
+  const task = listTasks(k).find((t) => t.pid === pid);
+  if (!task)
+    throw new VmsightError("E_NO_PROCESS", `no process with pid ${pid} in the guest`, {
+      hint: "`vmsight ps` lists them",
+    });
+  if (task.mm === 0n) return [];
+  return listVmas(k, { task: task.addr }).map((v) => ({
+    start: v.start,
+    end: v.end,
+    perms: v.perms,
+    offset: v.offset,
+    dev: v.dev,
+    inode: v.inode,
+    path: v.path,
+  }));
+}

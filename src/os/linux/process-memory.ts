@@ -1,0 +1,157 @@
+import type { AddressSpace } from "../../arch/x86/address-space.js";
+import { PAGE_SIZE, hex, va } from "../../util/address.js";
+import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import type { KernelContext } from "./context.js";
+import { checkKernelPointer } from "./walk.js";
+
+/**
+ * /proc/<pid>/cmdline and /proc/<pid>/environ, read from the process's own pages through its
+ * page tables. The kernel faults swapped-out or never-touched pages in; from outside we
+ * cannot, so a read stops at the first unreadable page and says so (`partial`).
+ */
+export interface ProcessStrings {
+  /** The bytes /proc would return (as far as they were readable). */
+  readonly bytes: Buffer;
+  /** The NUL-separated strings, UTF-8 decoded; a trailing unterminated piece is kept. */
+  readonly strings: string[];
+  /** The strings joined by spaces, as `ps` shows a command line. */
+  readonly text: string;
+  /** A page in the range could not be read: `bytes` stops before it. */
+  readonly partial: boolean;
+  /** The range was longer than MAX_PROCESS_STRINGS and was cut there. */
+  readonly truncated: boolean;
+  /** First user address that could not be read, when partial. */
+  readonly faultAddress: bigint | undefined;
+}
+
+export const MAX_PROCESS_STRINGS = 128 * 1024;
+/** Above this, an address is not in the user half of a 4- or 5-level address space. */
+const USER_END = 0x0100000000000000n;
+const PAGE = BigInt(PAGE_SIZE);
+
+/** What readCmdline/readEnviron need of a task: its mm (0 for kernel threads). */
+export interface HasMm {
+  readonly mm: bigint;
+}
+
+interface MmRanges {
+  readonly pgd: bigint;
+  readonly argStart: bigint;
+  readonly argEnd: bigint;
+  readonly envStart: bigint;
+  readonly envEnd: bigint;
+}
+
+const EMPTY: ProcessStrings = {
+  bytes: Buffer.alloc(0),
+  strings: [],
+  text: "",
+  partial: false,
+  truncated: false,
+  faultAddress: undefined,
+};
+
+/**
+ * The command line as `get_mm_cmdline()` (fs/proc/base.c) returns it: [arg_start, arg_end),
+ * or, when the last argv byte is not NUL because the process rewrote its title
+ * (setproctitle), the first string from arg_start, at most one page, which may run on into
+ * the environment.
+ */
+export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
+  if (task.mm === 0n) return EMPTY;
+  const mm = readMm(ctx, task.mm);
+  if (mm.argStart >= mm.argEnd) return EMPTY;
+  const space = ctx.userSpace(checkKernelPointer(mm.pgd, `mm ${hex(task.mm)} pgd`));
+  let envEnd = mm.envEnd;
+  if (mm.envStart !== mm.argEnd || mm.envEnd < mm.envStart) envEnd = mm.argEnd;
+  const last = readUserByte(space, mm.argEnd - 1n);
+  if (last !== undefined && last !== 0) {
+    const len = envEnd - mm.argStart < PAGE ? envEnd - mm.argStart : PAGE;
+    const r = readUserRange(space, mm.argStart, len);
+    const nul = r.bytes.indexOf(0);
+    // get_mm_proctitle() includes the NUL when it found one.
+    return nul < 0 ? r : finish(r.bytes.subarray(0, nul + 1), false, false, undefined);
+  }
+  return readUserRange(space, mm.argStart, mm.argEnd - mm.argStart);
+}
+
+/** The environment: [env_start, env_end), as environ_read() returns it. */
+export function readEnviron(ctx: KernelContext, task: HasMm): ProcessStrings {
+  if (task.mm === 0n) return EMPTY;
+  const mm = readMm(ctx, task.mm);
+  if (mm.envStart >= mm.envEnd) return EMPTY;
+  const space = ctx.userSpace(checkKernelPointer(mm.pgd, `mm ${hex(task.mm)} pgd`));
+  return readUserRange(space, mm.envStart, mm.envEnd - mm.envStart);
+}
+
+function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
+  const mm = checkKernelPointer(mmPtr, "task mm");
+  const L = ctx.layout;
+  const offs = ["pgd", "arg_start", "arg_end", "env_start", "env_end"].map((m) => {
+    const o = L.findOffset("mm_struct", m);
+    if (o === undefined) {
+      throw new VmsightError("E_MEMBER_UNKNOWN", `mm_struct.${m} is needed to read a command line`, {
+        hint: `layout source: ${L.source}`,
+      });
+    }
+    return o;
+  });
+  const start = Math.min(...offs);
+  const b = ctx.kernel.read(va(mm + BigInt(start)), Math.max(...offs) + 8 - start);
+  const [pgd, argStart, argEnd, envStart, envEnd] = offs.map((o) => b.readBigUInt64LE(o - start)) as [
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+  ];
+  return { pgd, argStart, argEnd, envStart, envEnd };
+}
+
+function readUserByte(space: AddressSpace, addr: bigint): number | undefined {
+  try {
+    return space.readU8(va(addr));
+  } catch (error) {
+    if (error instanceof FaultError) return undefined;
+    throw error;
+  }
+}
+
+/** Reads page by page so one missing page keeps the pages before it. */
+function readUserRange(space: AddressSpace, start: bigint, length: bigint): ProcessStrings {
+  if (start >= USER_END || start + length > USER_END) {
+    throw new GuestDataError(`user range ${hex(start)}+${hex(length)} is outside user space`);
+  }
+  const truncated = length > BigInt(MAX_PROCESS_STRINGS);
+  const end = start + (truncated ? BigInt(MAX_PROCESS_STRINGS) : length);
+  const chunks: Buffer[] = [];
+  for (let cur = start; cur < end; ) {
+    const next = (cur / PAGE + 1n) * PAGE;
+    const n = Number((next < end ? next : end) - cur);
+    try {
+      chunks.push(space.read(va(cur), n));
+    } catch (error) {
+      if (!(error instanceof FaultError)) throw error;
+      return finish(Buffer.concat(chunks), true, truncated, cur);
+    }
+    cur += BigInt(n);
+  }
+  return finish(Buffer.concat(chunks), false, truncated, undefined);
+}
+
+function finish(
+  bytes: Buffer,
+  partial: boolean,
+  truncated: boolean,
+  faultAddress: bigint | undefined,
+): ProcessStrings {
+  const strings = splitNul(bytes);
+  return { bytes, strings, text: strings.join(" "), partial, truncated, faultAddress };
+}
+
+function splitNul(bytes: Buffer): string[] {
+  if (bytes.length === 0) return [];
+  const parts = bytes.toString("utf8").split("\0");
+  if (bytes[bytes.length - 1] === 0) parts.pop();
+  return parts;
+}

@@ -1,0 +1,392 @@
+import type { StructLayout } from "../../symbols/layout.js";
+import { type VirtAddr, hex, va } from "../../util/address.js";
+import { GuestDataError, VmsightError } from "../../util/errors.js";
+import type { KernelContext } from "./context.js";
+import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
+import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
+import { checkKernelPointer, isKernelPointer, listForEachEntry, readFixedString } from "./walk.js";
+
+/**
+ * Processes and threads, as /proc lists them.
+ *
+ * Members read (task_struct unless said otherwise):
+ *   required: tasks, pid, tgid, comm, flags, real_parent, mm, __state (or state before 5.14)
+ *   optional: exit_state (0), real_cred or cred + cred.uid/gid/euid (ids undefined),
+ *             worker_private or set_child_tid (names fall back to comm), signal +
+ *             signal_struct.thread_head + thread_node, or thread_group (listThreads only).
+ *
+ * Hostile data, decided per case:
+ *   - a looping, overlong or unreadable tasks/thread list: GuestDataError (from listForEachEntry).
+ *   - a task_struct that cannot be read in full: FaultError naming the address.
+ *   - a comm with no NUL in its 16 bytes: all 16 bytes are the name, plus a warning.
+ *   - a garbage or unreadable cred or real_parent pointer: that field is undefined (ids) or 0
+ *     (ppid) and the task carries a warning; the rest of the listing stands.
+ *   - a process whose thread list is broken (listAllThreads): its leader alone, with a warning.
+ */
+export interface TaskInfo {
+  /** Address of the task_struct. */
+  readonly addr: VirtAddr;
+  readonly pid: number;
+  readonly tgid: number;
+  /** tgid of real_parent: 0 for init and kthreadd (their parent is the idle task). */
+  readonly ppid: number;
+  /** From real_cred (what /proc/<pid>/status shows), or cred; undefined when unreadable. */
+  readonly uid: number | undefined;
+  readonly gid: number | undefined;
+  readonly euid: number | undefined;
+  /** task->comm up to its NUL (at most 16 bytes), one char per byte. */
+  readonly comm: string;
+  /** The name /proc/<pid>/stat shows: full kthread names, workqueue descriptions. */
+  readonly name: string;
+  /** One of "RSDTtXZPI". */
+  readonly state: string;
+  /** Raw `__state` and `exit_state`. */
+  readonly stateValue: number;
+  readonly exitState: number;
+  readonly flags: number;
+  readonly isKernelThread: boolean;
+  /** task->mm, or 0 for a kernel thread (as get_task_mm() sees it, even while it borrows an mm). */
+  readonly mm: bigint;
+  readonly realParent: VirtAddr;
+  /** Fields that could not be read, each saying why. Empty for a sound task. */
+  readonly warnings: readonly string[];
+}
+
+export interface TaskOptions {
+  readonly stateRules?: StateRules;
+}
+
+interface TaskOffsets {
+  /** The span read per task: [start, start+length) of task_struct. */
+  readonly start: number;
+  readonly length: number;
+  readonly state: number;
+  readonly stateSize: number;
+  readonly flags: number;
+  readonly exitState: number | undefined;
+  readonly mm: number;
+  readonly pid: number;
+  readonly tgid: number;
+  readonly realParent: number;
+  readonly comm: number;
+  readonly commSize: number;
+  readonly cred: number | undefined;
+  readonly kthread: number | undefined;
+  readonly credIds: { readonly uid: number; readonly gid: number; readonly euid: number } | undefined;
+}
+
+const offsetsCache = new WeakMap<StructLayout, TaskOffsets>();
+
+function required(layout: StructLayout, struct: string, ...names: string[]): number {
+  for (const name of names) {
+    const o = layout.findOffset(struct, name);
+    if (o !== undefined) return o;
+  }
+  throw new VmsightError(
+    "E_MEMBER_UNKNOWN",
+    `${struct}.${names.join(` or ${struct}.`)} is needed to list tasks but is not in the struct layout`,
+    { hint: `layout source: ${layout.source}` },
+  );
+}
+
+function taskOffsets(layout: StructLayout): TaskOffsets {
+  const cached = offsetsCache.get(layout);
+  if (cached) return cached;
+  const T = "task_struct";
+  const stateName = layout.findOffset(T, "__state") !== undefined ? "__state" : "state";
+  const o = {
+    state: required(layout, T, "__state", "state"),
+    stateSize: Math.min(layout.memberSize(T, stateName) ?? 4, 4),
+    flags: required(layout, T, "flags"),
+    exitState: layout.findOffset(T, "exit_state"),
+    mm: required(layout, T, "mm"),
+    pid: required(layout, T, "pid"),
+    tgid: required(layout, T, "tgid"),
+    realParent: required(layout, T, "real_parent"),
+    comm: required(layout, T, "comm"),
+    commSize: layout.memberSize(T, "comm") ?? 16,
+    cred: layout.findOffset(T, "real_cred") ?? layout.findOffset(T, "cred"),
+    // worker_private took over from set_child_tid as the struct kthread pointer in 5.19.
+    kthread: layout.findOffset(T, "worker_private") ?? layout.findOffset(T, "set_child_tid"),
+    credIds: credOffsets(layout),
+  };
+  const spans: [number, number][] = [
+    [o.state, o.stateSize],
+    [o.flags, 4],
+    [o.mm, 8],
+    [o.pid, 4],
+    [o.tgid, 4],
+    [o.realParent, 8],
+    [o.comm, o.commSize],
+  ];
+  if (o.exitState !== undefined) spans.push([o.exitState, 4]);
+  if (o.cred !== undefined) spans.push([o.cred, 8]);
+  if (o.kthread !== undefined) spans.push([o.kthread, 8]);
+  const start = Math.min(...spans.map(([at]) => at));
+  const end = Math.max(...spans.map(([at, n]) => at + n));
+  checkObjectBound(layout, end);
+  const result: TaskOffsets = { ...o, start, length: end - start };
+  offsetsCache.set(layout, result);
+  return result;
+}
+
+/**
+ * BTF's sizeof(task_struct) counts a full FPU state that the kernel sizes at boot and
+ * allocates shorter; `thread` (with the FPU) is the last member, so nothing we read may lie
+ * at or beyond it.
+ */
+function checkObjectBound(layout: StructLayout, end: number): void {
+  const limit = layout.findOffset("task_struct", "thread") ?? layout.findSize("task_struct");
+  if (limit !== undefined && end > limit) {
+    throw new VmsightError(
+      "E_MEMBER_UNKNOWN",
+      `task_struct members used for listing end at ${end}, past ${limit} where the real allocation may end`,
+      { hint: `layout source: ${layout.source}` },
+    );
+  }
+}
+
+function credOffsets(layout: StructLayout): TaskOffsets["credIds"] {
+  const uid = layout.findOffset("cred", "uid");
+  const gid = layout.findOffset("cred", "gid");
+  const euid = layout.findOffset("cred", "euid");
+  if (uid === undefined || gid === undefined || euid === undefined) return undefined;
+  return { uid, gid, euid };
+}
+
+/** The fields of one task_struct, from one guest read. */
+interface RawTask {
+  readonly addr: VirtAddr;
+  readonly pid: number;
+  readonly tgid: number;
+  readonly flags: number;
+  readonly stateValue: number;
+  readonly exitState: number;
+  readonly mm: bigint;
+  readonly realParent: bigint;
+  readonly cred: bigint | undefined;
+  readonly kthread: bigint | undefined;
+  readonly comm: string;
+  readonly commTerminated: boolean;
+}
+
+function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
+  const o = taskOffsets(ctx.layout);
+  const b = ctx.kernel.read(va(addr + BigInt(o.start)), o.length);
+  const at = (off: number) => off - o.start;
+  const commBytes = b.subarray(at(o.comm), at(o.comm) + o.commSize);
+  return {
+    addr,
+    pid: b.readInt32LE(at(o.pid)),
+    tgid: b.readInt32LE(at(o.tgid)),
+    flags: b.readUInt32LE(at(o.flags)),
+    // `long state` before 5.14: its low half carries every bit that is reported.
+    stateValue: b.readUInt32LE(at(o.state)),
+    exitState: o.exitState === undefined ? 0 : b.readInt32LE(at(o.exitState)),
+    mm: b.readBigUInt64LE(at(o.mm)),
+    realParent: b.readBigUInt64LE(at(o.realParent)),
+    cred: o.cred === undefined ? undefined : b.readBigUInt64LE(at(o.cred)),
+    kthread: o.kthread === undefined ? undefined : b.readBigUInt64LE(at(o.kthread)),
+    comm: readFixedString(commBytes, 0, o.commSize),
+    commTerminated: commBytes.includes(0),
+  };
+}
+
+interface Ids {
+  uid: number | undefined;
+  gid: number | undefined;
+  euid: number | undefined;
+}
+
+function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[]): Ids {
+  const ids = taskOffsets(ctx.layout).credIds;
+  const none = { uid: undefined, gid: undefined, euid: undefined };
+  if (cred === undefined || ids === undefined) return none;
+  if (!isKernelPointer(cred)) {
+    warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
+    return none;
+  }
+  const start = Math.min(ids.uid, ids.gid, ids.euid);
+  try {
+    const b = ctx.kernel.read(va(cred + BigInt(start)), Math.max(ids.uid, ids.gid, ids.euid) + 4 - start);
+    return {
+      uid: b.readUInt32LE(ids.uid - start),
+      gid: b.readUInt32LE(ids.gid - start),
+      euid: b.readUInt32LE(ids.euid - start),
+    };
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`cred at ${hex(cred)} is unreadable: ${error.message}`);
+    return none;
+  }
+}
+
+/** real_parent's tgid, from tasks already read when possible (one read otherwise). */
+function parentTgid(
+  ctx: KernelContext,
+  raw: RawTask,
+  known: Map<bigint, number>,
+  warnings: string[],
+): number {
+  const hit = known.get(raw.realParent);
+  if (hit !== undefined) return hit;
+  if (!isKernelPointer(raw.realParent)) {
+    warnings.push(`real_parent ${hex(raw.realParent)} is not a kernel pointer`);
+    return 0;
+  }
+  try {
+    const off = taskOffsets(ctx.layout).tgid;
+    const tgid = ctx.kernel.read(va(raw.realParent + BigInt(off)), 4).readInt32LE(0);
+    known.set(raw.realParent, tgid);
+    return tgid;
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`real_parent at ${hex(raw.realParent)} is unreadable`);
+    return 0;
+  }
+}
+
+function toTaskInfo(
+  ctx: KernelContext,
+  raw: RawTask,
+  known: Map<bigint, number>,
+  opts: TaskOptions,
+): TaskInfo {
+  const warnings: string[] = [];
+  if (!raw.commTerminated) warnings.push("comm has no NUL terminator");
+  const ppid = parentTgid(ctx, raw, known, warnings);
+  const ids = readIds(ctx, raw.cred, warnings);
+  const isKernelThread = (raw.flags & PF_KTHREAD) !== 0;
+  return {
+    addr: raw.addr,
+    pid: raw.pid,
+    tgid: raw.tgid,
+    ppid,
+    ...ids,
+    comm: raw.comm,
+    name: procTaskName(ctx, raw),
+    state: taskStateLetter(raw.stateValue, raw.exitState, opts.stateRules ?? CURRENT_STATE_RULES),
+    stateValue: raw.stateValue,
+    exitState: raw.exitState,
+    flags: raw.flags,
+    isKernelThread,
+    mm: isKernelThread ? 0n : raw.mm,
+    realParent: va(raw.realParent),
+    warnings,
+  };
+}
+
+/** The idle task of CPU 0, the head of the tasks list (pid 0, not shown by /proc). */
+export function initTask(ctx: KernelContext): VirtAddr {
+  return va(ctx.symbols.getAddress("init_task"));
+}
+
+/** Addresses of every thread-group leader, in list (creation) order, init_task excluded. */
+export function taskAddresses(ctx: KernelContext): VirtAddr[] {
+  taskOffsets(ctx.layout); // fail on a missing member before walking anything
+  const head = va(initTask(ctx) + BigInt(required(ctx.layout, "task_struct", "tasks")));
+  return [...listForEachEntry(ctx, head, "task_struct", "tasks")];
+}
+
+/** One task_struct at a known address (e.g. the current task of a CPU). */
+export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions = {}): TaskInfo {
+  return toTaskInfo(ctx, readRawTask(ctx, addr), new Map([[initTask(ctx), 0]]), opts);
+}
+
+/** Every process (thread-group leader) on `init_task.tasks`, like the numeric entries of /proc. */
+export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
+  const raws = taskAddresses(ctx).map((addr) => readRawTask(ctx, addr));
+  const known = new Map<bigint, number>([[initTask(ctx), 0]]);
+  for (const r of raws) known.set(r.addr, r.tgid);
+  return raws.map((r) => toTaskInfo(ctx, r, known, opts));
+}
+
+/** Addresses of the threads of `task`'s thread group, in list order. */
+export function threadAddresses(ctx: KernelContext, task: VirtAddr): VirtAddr[] {
+  const L = ctx.layout;
+  const signalOff = L.findOffset("task_struct", "signal");
+  const headOff = L.findOffset("signal_struct", "thread_head");
+  if (
+    signalOff !== undefined &&
+    headOff !== undefined &&
+    L.findOffset("task_struct", "thread_node") !== undefined
+  ) {
+    const signal = checkKernelPointer(
+      ctx.kernel.readU64(va(task + BigInt(signalOff))),
+      `signal of task ${hex(task)}`,
+    );
+    return [...listForEachEntry(ctx, va(signal + BigInt(headOff)), "task_struct", "thread_node")];
+  }
+  if (L.findOffset("task_struct", "thread_group") !== undefined) {
+    // Before 6.7 every thread sits on a headless ring: walking from `task` yields the others.
+    const groupOff = BigInt(L.offsetof("task_struct", "thread_group"));
+    const others = [...listForEachEntry(ctx, va(task + groupOff), "task_struct", "thread_group")];
+    return [task, ...others];
+  }
+  throw new VmsightError(
+    "E_MEMBER_UNKNOWN",
+    "listing threads needs task_struct.signal with signal_struct.thread_head and task_struct.thread_node, or task_struct.thread_group",
+    { hint: `layout source: ${L.source}` },
+  );
+}
+
+/** Every thread of the process `task` belongs to (including `task`), the leader first. */
+export function listThreads(
+  ctx: KernelContext,
+  task: TaskInfo | VirtAddr,
+  opts: TaskOptions = {},
+): TaskInfo[] {
+  const addr = typeof task === "bigint" ? task : task.addr;
+  const raws = threadAddresses(ctx, addr).map((a) => readRawTask(ctx, a));
+  // The leader is first on thread_head unless a non-leader exec()ed and took its place.
+  const leader = raws.findIndex((r) => r.pid === r.tgid);
+  if (leader > 0) raws.unshift(...raws.splice(leader, 1));
+  const known = new Map<bigint, number>([[initTask(ctx), 0]]);
+  for (const r of raws) known.set(r.addr, r.tgid);
+  return raws.map((r) => toTaskInfo(ctx, r, known, opts));
+}
+
+/** Every thread of every process, grouped by process in list order (what /proc/<pid>/task shows). */
+export function listAllThreads(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
+  const out: TaskInfo[] = [];
+  for (const proc of listTasks(ctx, opts)) {
+    try {
+      out.push(...listThreads(ctx, proc, opts));
+    } catch (error) {
+      if (!(error instanceof VmsightError)) throw error;
+      out.push({ ...proc, warnings: [...proc.warnings, `thread list unreadable: ${error.message}`] });
+    }
+  }
+  return out;
+}
+
+const RELEASE_SIZE = 65;
+const BANNER_MAX = 1024;
+const CMDLINE_MAX = 16 * 1024;
+
+/** `uname -r`: init_uts_ns.name.release, or the release word of linux_banner. */
+export function kernelRelease(ctx: KernelContext): string {
+  const uts = ctx.symbols.findAddress("init_uts_ns");
+  const off = ctx.layout.findOffset("uts_namespace", "name.release");
+  let problem = "init_uts_ns or uts_namespace.name.release is unknown";
+  if (uts !== undefined && off !== undefined) {
+    const release = readFixedString(ctx.kernel.read(va(uts + BigInt(off)), RELEASE_SIZE), 0, RELEASE_SIZE);
+    if (/^[\x21-\x7e]+$/.test(release)) return release;
+    problem = `init_uts_ns.name.release is not a release string: ${JSON.stringify(release)}`;
+  }
+  const banner = ctx.symbols.findAddress("linux_banner");
+  if (banner !== undefined) {
+    const text = readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes.toString("latin1");
+    const m = /^Linux version (\S+)/.exec(text);
+    if (m) return m[1]!;
+    throw new GuestDataError(`${problem}, and linux_banner does not start with "Linux version"`);
+  }
+  throw new VmsightError("E_SYMBOL_UNKNOWN", `kernel release: ${problem}, and linux_banner is unknown`);
+}
+
+/** `/proc/cmdline`: the string `saved_command_line` points to. */
+export function kernelCommandLine(ctx: KernelContext): string {
+  const ptr = ctx.kernel.readU64(va(ctx.symbols.getAddress("saved_command_line")));
+  const str = checkKernelPointer(ptr, "saved_command_line");
+  return readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes.toString("latin1");
+}
