@@ -57,11 +57,11 @@ async function eventually(g: TestGuest, check: (view: GuestView) => Promise<void
  * snapshot, taken moments later, finds it asleep. Only that pairing is reconciled; every other
  * state must match exactly.
  */
-function reconcileState(
-  mine: { state: string },
-  theirs: { state: string; ppid?: number } | undefined,
+function reconcileState<T extends { state: string }>(
+  mine: T,
+  theirs: { state: string } | undefined,
   kthread: boolean,
-) {
+): T {
   if (theirs?.state === "R" && kthread && (mine.state === "I" || mine.state === "S"))
     return { ...mine, state: "R" };
   return mine;
