@@ -45,7 +45,12 @@ export function fakeLayout(t: LayoutTable, source = "crafted"): StructLayout {
   };
 }
 
-const STATE_ENUMS = { MODULE_STATE_LIVE: 0, MODULE_STATE_COMING: 1, MODULE_STATE_GOING: 2, MODULE_STATE_UNFORMED: 3 };
+const STATE_ENUMS = {
+  MODULE_STATE_LIVE: 0,
+  MODULE_STATE_COMING: 1,
+  MODULE_STATE_GOING: 2,
+  MODULE_STATE_UNFORMED: 3,
+};
 
 /** Offsets from linux-image-6.1.0-50-amd64's BTF (bpftool btf dump … format c). */
 export const LAYOUT_6_1: LayoutTable = {
@@ -262,7 +267,8 @@ export class CraftedKernel {
     } else {
       this.mem.map(RAM_PHYS, size);
       const tables = new PageTableBuilder(this.mem, "4-level");
-      for (let off = 0; off < size; off += TWO_MIB) tables.map(base + BigInt(off), RAM_PHYS + BigInt(off), TWO_MIB);
+      for (let off = 0; off < size; off += TWO_MIB)
+        tables.map(base + BigInt(off), RAM_PHYS + BigInt(off), TWO_MIB);
       this.space = new AddressSpace(this.mem, X86_64_4LEVEL, tables.root);
     }
     this.next = base + 0x1000n;
@@ -405,7 +411,8 @@ export class Builder {
     this.k.u64(at, at + 0x1000n + 1n); // parent: anything but the node itself
     slots.forEach((slot, i) => {
       this.k.u64(at + this.off(`${s}.slot`) + BigInt(8 * i), slot.value);
-      if (i < npivots) this.k.u64(at + this.off(`${s}.pivot`) + BigInt(8 * i), i === slots.length - 1 ? max : slot.last);
+      if (i < npivots)
+        this.k.u64(at + this.off(`${s}.pivot`) + BigInt(8 * i), i === slots.length - 1 ? max : slot.last);
     });
     if (opts.meta !== false && (arange || slots.length <= npivots)) {
       this.k.u8(at + this.off(`${s}.meta`) + this.off("maple_metadata.end"), slots.length - 1);
