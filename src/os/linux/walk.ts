@@ -32,7 +32,10 @@ export function* listForEachEntry(
   const seen = new Set<bigint>();
   let node = readNext(ctx, head, struct, member);
   while (node !== head) {
-    if (seen.has(node)) throw new GuestDataError(`${struct}.${member} list loops back to ${hex(node)} without reaching its head`);
+    if (seen.has(node))
+      throw new GuestDataError(
+        `${struct}.${member} list loops back to ${hex(node)} without reaching its head`,
+      );
     if (seen.size >= max) throw new GuestDataError(`${struct}.${member} list is longer than ${max} entries`);
     seen.add(node);
     yield va(node - offset);

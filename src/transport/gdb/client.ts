@@ -579,6 +579,7 @@ function openSocket(endpoint: GdbEndpoint, timeoutMs: number): Promise<Socket> {
  */
 function isAsyncStop(data: Buffer, request: Buffer): boolean {
   const first = data[0];
-  const stop = (first === 0x54 || first === 0x53) && /^[TS][0-9a-fA-F]{2}/.test(data.toString("latin1", 0, 3));
+  const stop =
+    (first === 0x54 || first === 0x53) && /^[TS][0-9a-fA-F]{2}/.test(data.toString("latin1", 0, 3));
   return stop && !request.subarray(0, 3).equals(Buffer.from("$?#"));
 }
