@@ -11,6 +11,9 @@ import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, need } from "./command.js";
 import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
+import { CONTROL_COMMANDS } from "./control-commands.js";
+import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
+import { EVENT_COMMANDS } from "./event-commands.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
 
@@ -141,5 +144,8 @@ export const COMMANDS: readonly CliCommand[] = [
   read,
   translate,
   ...LINUX_COMMANDS,
+  ...DISCOVERY_COMMANDS,
+  ...EVENT_COMMANDS,
+  ...CONTROL_COMMANDS,
   imagesCommand,
 ];
