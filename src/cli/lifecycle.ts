@@ -1,18 +1,12 @@
-import { enumerateMappings } from "../arch/x86/mappings.js";
 import { bootDemoGuest, buildImages, waitForGuestReady } from "../commands/guests.js";
-import {
-  cpuSpaces,
-  describeTranslation,
-  registerRows,
-  statusReport,
-  translateAddress,
-} from "../commands/machine.js";
-import { findBannerPhys } from "../os/linux/banner.js";
+import { describeKernel, kernelReport, openKernel } from "../commands/linux.js";
+import { describeTranslation, registerRows, statusReport, translateAddress } from "../commands/machine.js";
+import { lsmodRows, mapsRows, psRows } from "../commands/processes.js";
 import { detectAccel } from "../target/accel.js";
 import { launchGuest } from "../target/launch.js";
 import { Target } from "../target/session.js";
 import { QmpClient } from "../transport/qmp/client.js";
-import { hex, va } from "../util/address.js";
+import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { stringValue } from "./args.js";
 import type { CliCommand, CommandContext } from "./command.js";
@@ -137,17 +131,30 @@ async function showMachine(ctx: CommandContext, target: Target): Promise<void> {
   const wanted = new Set(["rip", "rsp", "cr0", "cr3", "cr4", "efer", "gs_base", "k_gs_base"]);
   const regs = (await registerRows(target, 0)).filter((r) => wanted.has(r.name));
   ctx.out(`\n== vCPU 0 registers (guest paused while reading)\n${table(regs, ["name", "value"])}`);
-  const banner = findBannerPhys(target.memory);
-  if (!banner) return ctx.out("\n(no kernel banner found in guest RAM)");
-  ctx.out(`\n== kernel banner at guest-physical ${hex(banner.addr)}\n${banner.text}`);
-  const spaces = await cpuSpaces(target, {});
-  const space = spaces.kernelHalf ?? spaces.primary;
-  if (!space.format) return;
-  const maps = enumerateMappings(target.memory, space.format, space.root, { start: va(0xffffffff80000000n) });
-  const hit = maps.mappings.find((m) => banner.addr >= m.phys && banner.addr < m.phys + (m.end - m.start));
-  if (!hit) return;
-  const virt = hit.start + (banner.addr - hit.phys);
-  const t = await translateAddress(target, virt, {});
-  ctx.out(`\n== the same bytes through the kernel's page tables\n${describeTranslation(t)}`);
-  ctx.out(space.read(va(virt), banner.text.length).toString("latin1"));
+  const started = performance.now();
+  const k = await openKernel(target);
+  const ms = Math.round(performance.now() - started);
+  ctx.out(
+    `\n== kernel, found in guest RAM in ${ms} ms with no symbol files\n${describeKernel(kernelReport(k))}`,
+  );
+  const banner = k.symbols.getAddress("linux_banner");
+  ctx.out(
+    `\n== linux_banner through the kernel's page tables\n${describeTranslation(await translateAddress(target, banner, {}))}`,
+  );
+  const ps = psRows(k);
+  ctx.out(`\n== processes (${ps.length}; kernel threads omitted here, \`vmsight ps\` shows all)`);
+  ctx.out(
+    table(
+      ps.filter((p) => p.cmdline !== ""),
+      ["pid", "ppid", "uid", "state", "comm", "cmdline"],
+    ),
+  );
+  ctx.out(`\n== modules\n${table(lsmodRows(k), ["name", "base", "size", "state"])}`);
+  const worker = ps.find((p) => p.comm === "wl-memwrite");
+  if (worker) {
+    const rows = mapsRows(k, worker.pid).map((m) => ({ ...m, range: `${hex(m.start)}-${hex(m.end)}` }));
+    ctx.out(
+      `\n== memory map of ${worker.comm} (pid ${worker.pid})\n${table(rows, ["range", "perms", "offset", "path"])}`,
+    );
+  }
 }
