@@ -5,67 +5,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { cliJson } from "../support/cli.js";
+import { type Ps, assertPsMatchesView, eventually, reconcileState, transient } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
-import type { GuestView } from "../support/oracle.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
-
-interface Ps {
-  pid: number;
-  tgid: number;
-  ppid: number;
-  uid: number;
-  state: string;
-  comm: string;
-  cmdline: string;
-}
-
-/** The view script and its children exist only while the view is printed. */
-function transient(view: GuestView): Set<number> {
-  const out = new Set<number>(view.viewerPid === undefined ? [] : [view.viewerPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of view.processes) {
-      if (out.has(p.ppid) && !out.has(p.pid)) {
-        out.add(p.pid);
-        grew = true;
-      }
-    }
-  }
-  return out;
-}
-
-/**
- * The guest is live: a kworker may pick up other work (its /proc name carries the work's
- * description) between the guest's view and ours. Compare a fresh pair a few times; the last
- * comparison must hold exactly.
- */
-async function eventually(g: TestGuest, check: (view: GuestView) => Promise<void>): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const view = await g.view();
-    try {
-      return await check(view);
-    } catch (error) {
-      if (attempt >= 3) throw error;
-    }
-  }
-}
-
-/**
- * A kernel thread that the guest's view caught running (R) is usually one the view itself woke:
- * the RCU grace-period thread and the console workers run while a shell reads /proc. Our paused
- * snapshot, taken moments later, finds it asleep. Only that pairing is reconciled; every other
- * state must match exactly.
- */
-function reconcileState<T extends { state: string }>(
-  mine: T,
-  theirs: { state: string } | undefined,
-  kthread: boolean,
-): T {
-  if (theirs?.state === "R" && kthread && (mine.state === "I" || mine.state === "S"))
-    return { ...mine, state: "R" };
-  return mine;
-}
 
 for (const kernelId of KERNELS) {
   describe(`Linux semantics of a ${kernelId} guest equal its own /proc`, () => {
@@ -79,27 +22,7 @@ for (const kernelId of KERNELS) {
     test("ps: every pid, ppid, uid, state, comm and cmdline", async () => {
       await eventually(g, async (view) => {
         const ours = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
-        const skip = transient(view);
-        const theirs = view.processes
-          .filter((p) => !skip.has(p.pid))
-          .map((p) => ({
-            pid: p.pid,
-            ppid: p.ppid,
-            uid: view.uids.get(p.pid)?.real,
-            state: p.state,
-            comm: p.comm,
-            cmdline: view.cmdlines.get(p.pid) ?? "",
-          }))
-          .sort((a, b) => a.pid - b.pid);
-        const mine = ours.map((p) => ({
-          pid: p.pid,
-          ppid: p.ppid,
-          uid: p.uid,
-          state: p.state,
-          comm: p.comm,
-          cmdline: p.cmdline,
-        }));
-        assert.deepEqual(mine, theirs);
+        assertPsMatchesView(ours, view);
         assert.ok(ours.some((p) => p.comm === "my worker 1"));
         assert.ok(ours.some((p) => p.comm === "abcdefghijklmno"));
         assert.ok(

@@ -1,0 +1,53 @@
+/**
+ * Issue 3 end to end, the variants: a guest without KASLR and with 4 GiB of RAM (memory above
+ * the PCI hole), and a guest busy forking while vmsight lists its tasks.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { DEFAULT_APPEND } from "../../src/target/images/guest-image.js";
+import { cliJson, runCli } from "../support/cli.js";
+import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
+import { type TestGuest, bootTestGuest } from "../support/guest.js";
+
+describe("a 6.1 guest booted with nokaslr and 4 GiB of RAM", () => {
+  let g: TestGuest;
+  before(async () => {
+    g = await bootTestGuest("6.1", { memory: "4G", append: `${DEFAULT_APPEND} nokaslr` });
+    await g.waitReady(180_000);
+  });
+  after(async () => g?.stop());
+
+  test("kernel reports no slide and the default text address", async () => {
+    const [k] = await cliJson<{ slide: string; text: string }[]>(["--qmp", g.qmpSocket, "kernel"]);
+    assert.equal(BigInt(k!.slide), 0n);
+    assert.equal(BigInt(k!.text), 0xffffffff81000000n);
+  });
+
+  test("ps equals the guest's own /proc view", async () => {
+    await eventually(g, async (view) => {
+      assertPsMatchesView(await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]), view);
+    });
+  });
+
+  test("while the guest forks continuously, every listing is whole or a clear error, never a hang", async () => {
+    g.serial.send("workload forkloop 0 >/dev/null 2>&1 &");
+    await new Promise((r) => setTimeout(r, 1000));
+    let whole = 0;
+    for (let i = 0; i < 6; i++) {
+      const r = await runCli(["--qmp", g.qmpSocket, "ps", "--json"], 30_000);
+      if (r.code !== 0) {
+        assert.match(r.stderr, /^vmsight: .+\n( {2}hint: .+\n)?$/, "a failed listing is one clean line");
+        continue;
+      }
+      const rows = JSON.parse(r.stdout) as Ps[];
+      const pids = new Set(rows.map((p) => p.pid));
+      assert.equal(pids.size, rows.length, "no task listed twice");
+      assert.ok(rows.some((p) => p.comm === "wl-forkloop"));
+      for (const p of rows)
+        assert.ok(p.ppid === 0 || pids.has(p.ppid), `parent ${p.ppid} of ${p.pid} is listed`);
+      whole++;
+    }
+    assert.ok(whole >= 5, `${whole} of 6 listings were whole`);
+    await g.serial.command("kill %1 2>/dev/null; killall wl-forkloop 2>/dev/null; true");
+  });
+});
