@@ -10,12 +10,15 @@ import { hex } from "../util/address.js";
 export async function openKernel(target: Target): Promise<KernelInfo> {
   const regs = await target.registers(0);
   const get = (n: string) => regs.get(n) ?? 0n;
-  return discoverKernel(target.memory, {
+  const k = discoverKernel(target.memory, {
     cr0: get("cr0"),
     cr3: get("cr3"),
     cr4: get("cr4"),
     efer: get("efer"),
   });
+  // Cached translations are only true until the guest runs again.
+  target.onRun(() => k.kernel.invalidate());
+  return k;
 }
 
 export interface KernelReport {

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
-import type { PhysicalMemory } from "../memory/types.js";
+import { CachedPhysicalMemory } from "../memory/page-cache.js";
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
@@ -32,11 +32,12 @@ export class Target {
     readonly pid: number,
     readonly vcpuThreads: readonly number[],
     readonly layout: RamLayout,
-    readonly memory: PhysicalMemory,
+    readonly memory: CachedPhysicalMemory,
     private readonly log: (line: string) => void,
   ) {
+    this.onRun(() => memory.invalidate());
     qmp.onEvent((e) => {
-      if (e.event === "RESUME") for (const l of this.runListeners) l();
+      if (e.event === "RESUME") this.ran();
     });
   }
 
@@ -49,7 +50,7 @@ export class Target {
     try {
       const { pid, vcpuThreads } = await findQemuPid(qmp);
       const layout = await discoverRamLayout(qmp, pid);
-      const memory = openGuestMemory(layout, opts.memory ?? "auto");
+      const memory = new CachedPhysicalMemory(openGuestMemory(layout, opts.memory ?? "auto"));
       log(`QEMU pid ${pid}, ${vcpuThreads.length} vCPU(s), guest RAM via ${memory.description}`);
       return new Target(qmp, pid, vcpuThreads, layout, memory, log);
     } catch (error) {
@@ -64,6 +65,11 @@ export class Target {
     return () => this.runListeners.delete(listener);
   }
 
+  /** Tells every cache of guest state that the guest may have run. */
+  private ran(): void {
+    for (const l of this.runListeners) l();
+  }
+
   async runState(): Promise<RunState> {
     const s = await this.qmp.execute<{ status: string; running: boolean }>("query-status");
     return { status: s.status, running: s.running };
@@ -72,12 +78,14 @@ export class Target {
   async pause(): Promise<void> {
     this.runStateChosen = true;
     if ((await this.runState()).running) await this.qmp.execute("stop");
+    this.ran();
   }
 
   async resume(): Promise<void> {
     this.runStateChosen = true;
     const state = await this.runState();
     if (!state.running) await this.qmp.execute("cont");
+    this.ran();
   }
 
   /** The gdbstub client, started (or reused from an earlier vmsight run) on first use. */
@@ -93,6 +101,7 @@ export class Target {
       this.log(`started QEMU's gdbstub on ${path}`);
     }
     this.gdbClient = await GdbClient.connect({ path });
+    this.gdbClient.onRun(() => this.ran());
     return this.gdbClient;
   }
 

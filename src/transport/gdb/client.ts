@@ -88,6 +88,7 @@ function parseFeatures(reply: string): Map<string, string> {
 }
 
 export class GdbClient {
+  private readonly runListeners = new Set<() => void>();
   /** qSupported answer: `name=value` as value, `name+`/`name-`/`name?` as "+", "-", "?". */
   readonly features = new Map<string, string>();
   packetSize = DEFAULT_PACKET_SIZE;
@@ -483,9 +484,23 @@ export class GdbClient {
     return this.resume(thread === undefined ? "vCont;s" : `vCont;s:${thread}`);
   }
 
+  /**
+   * Called whenever the target may have run: when a resume is sent and again when it stops, so
+   * a cache of target memory filled in between (while the packet sat in the queue) is dropped too.
+   */
+  onRun(listener: () => void): () => void {
+    this.runListeners.add(listener);
+    return () => this.runListeners.delete(listener);
+  }
+
   private async resume(packet: string): Promise<StopReply> {
-    const reply = await this.enqueue(packet, "resume");
-    return parseStopReply(reply.toString("latin1"));
+    for (const l of this.runListeners) l();
+    try {
+      const reply = await this.enqueue(packet, "resume");
+      return parseStopReply(reply.toString("latin1"));
+    } finally {
+      for (const l of this.runListeners) l();
+    }
   }
 
   /** Sends the raw 0x03 byte; a pending continue() then resolves with the stop (QEMU: T02). */

@@ -1,0 +1,58 @@
+/**
+ * Cold start (process start to `ps` output on a fresh attach, symbols and types included) and a
+ * warm `ps` refresh, on a guest running 1,000+ tasks. The peer in the same run is the guest's own
+ * busybox `ps`, timed inside the guest. Targets: cold under 1 s, warm under 20 ms.
+ */
+import { openKernel } from "../src/commands/linux.js";
+import { psRows } from "../src/commands/processes.js";
+import { Target } from "../src/target/session.js";
+import { runCli } from "../test/support/cli.js";
+import { bootTestGuest } from "../test/support/guest.js";
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const g = await bootTestGuest("6.12", { log: (l) => process.stderr.write(`${l}\n`) });
+  try {
+    await g.waitReady(180_000);
+    await g.serial.command("i=0; while [ $i -lt 1000 ]; do sleep 100000 & i=$((i+1)); done; true", 120_000);
+    const cold: number[] = [];
+    let tasks = 0;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      const r = await runCli(["--qmp", g.qmpSocket, "ps", "--json"]);
+      cold.push(performance.now() - t0);
+      tasks = (JSON.parse(r.stdout) as unknown[]).length;
+    }
+    const target = await Target.attach(g.qmpSocket);
+    const warm: number[] = [];
+    try {
+      const k = await openKernel(target);
+      for (let i = 0; i < 20; i++) {
+        k.kernel.invalidate();
+        const t0 = performance.now();
+        psRows(k);
+        warm.push(performance.now() - t0);
+      }
+    } finally {
+      await target.close();
+    }
+    // busybox `time` prints "real\t0m 0.12s" on stderr.
+    const out = await g.serial.command("time ps 2>&1 >/dev/null", 60_000);
+    const m = /real\s+(\d+)m\s*([\d.]+)s/.exec(out);
+    const guestPs = m ? (Number(m[1]) * 60 + Number(m[2])) * 1000 : Number.NaN;
+    console.log(`tasks listed                        ${tasks}`);
+    console.log(`cold start to ps output (median/3)  ${median(cold).toFixed(0)} ms   (target < 1000 ms)`);
+    console.log(`warm ps refresh (median/20)         ${median(warm).toFixed(1)} ms   (target < 20 ms)`);
+    console.log(
+      `guest's own busybox ps (inside)     ${guestPs} ms   ratio warm vmsight / guest ps: ${(median(warm) / guestPs).toFixed(3)}x`,
+    );
+  } finally {
+    await g.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

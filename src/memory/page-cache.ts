@@ -1,0 +1,135 @@
+import { type PhysAddr, pa } from "../util/address.js";
+import type { PhysRange, PhysicalMemory, ReadRequest, ReadResult } from "./types.js";
+
+const PAGE = 4096;
+/** Reads larger than this (kernel image, BTF, user dumps) go straight through: caching them would only evict. */
+const BYPASS = 64 * 1024;
+/** Pages fetched together on a miss (an aligned 16 KiB block). */
+const READ_AHEAD = 4;
+/** Reads this short that miss are served uncached. */
+const SMALL = 16;
+/** Reads at least this long (whole objects) trigger read-ahead. */
+const READ_AHEAD_MIN = 512;
+
+/**
+ * A page cache over guest-physical memory, valid only while the guest is stopped: walks over
+ * guest structures re-read the same page-table and slab pages many times, and each uncached read
+ * is a system call. The owner must call `invalidate()` whenever the guest may have run
+ * (Target does, on every resume it causes or hears of). Writes go through and drop the pages they
+ * touch. Buffers returned by `read` may be views into the cache: treat them as read-only.
+ */
+export class CachedPhysicalMemory implements PhysicalMemory {
+  private pages = new Map<number, Buffer>();
+  hits = 0;
+  misses = 0;
+
+  constructor(
+    private readonly inner: PhysicalMemory,
+    private readonly maxPages = 16_384,
+  ) {}
+
+  get description(): string {
+    return this.inner.description;
+  }
+
+  ranges(): readonly PhysRange[] {
+    return this.inner.ranges();
+  }
+
+  invalidate(): void {
+    this.pages = new Map();
+  }
+
+  read(addr: PhysAddr, length: number): Buffer {
+    if (length > BYPASS) return this.inner.read(addr, length);
+    if (length <= SMALL && !this.pages.has(Number(addr >> 12n))) {
+      // A lone field or page-table entry in a page not seen yet: copying the whole page costs
+      // more than the syscall it might save (user page tables are scattered, one entry each).
+      this.misses++;
+      return this.inner.read(addr, length);
+    }
+    try {
+      return this.readPages(addr, length);
+    } catch {
+      // Read again uncached: the error then names the exact first unbacked address.
+      return this.inner.read(addr, length);
+    }
+  }
+
+  private readPages(addr: PhysAddr, length: number): Buffer {
+    const first = Number(addr >> 12n);
+    const offset = Number(addr & 0xfffn);
+    const count = Math.ceil((offset + length) / PAGE);
+    // A view, not a copy: callers treat read results as read-only, and this is the hot path.
+    if (count === 1) return this.page(first, length).subarray(offset, offset + length);
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    for (let i = 0; i < count; i++) {
+      const from = i === 0 ? offset : 0;
+      const n = Math.min(PAGE - from, length - done);
+      this.page(first + i, length).copy(out, done, from, from + n);
+      done += n;
+    }
+    return out;
+  }
+
+  /** `want` is the size of the read that needs the page: only object-sized reads read ahead. */
+  private page(index: number, want: number): Buffer {
+    const cached = this.pages.get(index);
+    if (cached) {
+      this.hits++;
+      return cached;
+    }
+    this.misses++;
+    if (this.pages.size >= this.maxPages) this.pages = new Map();
+    const block = want >= READ_AHEAD_MIN ? this.readAhead(index) : undefined;
+    return block ?? this.fill(index, this.inner.read(pa(BigInt(index) * BigInt(PAGE)), PAGE));
+  }
+
+  /**
+   * One system call for the aligned block around a missed page: kernel objects such as
+   * task_structs sit in multi-page slabs, so the neighbours are usually wanted next. Small reads
+   * (page-table entries, single fields) do not read ahead: their neighbours rarely are. A block that
+   * runs off backed memory is not an error here; the caller then reads the single page.
+   */
+  private readAhead(index: number): Buffer | undefined {
+    const base = index - (index % READ_AHEAD);
+    let block: Buffer;
+    try {
+      block = this.inner.read(pa(BigInt(base) * BigInt(PAGE)), READ_AHEAD * PAGE);
+    } catch {
+      return undefined;
+    }
+    for (let i = 0; i < READ_AHEAD; i++) {
+      if (!this.pages.has(base + i)) this.pages.set(base + i, block.subarray(i * PAGE, (i + 1) * PAGE));
+    }
+    return this.pages.get(index);
+  }
+
+  private fill(index: number, bytes: Buffer): Buffer {
+    this.pages.set(index, bytes);
+    return bytes;
+  }
+
+  readMany(requests: readonly ReadRequest[]): ReadResult[] {
+    return requests.map((r) => {
+      try {
+        return { ok: true, data: this.read(r.addr, r.length) };
+      } catch (error) {
+        return { ok: false, error: error as Error };
+      }
+    });
+  }
+
+  write(addr: PhysAddr, data: Uint8Array): void {
+    this.inner.write(addr, data);
+    const first = Number(addr / BigInt(PAGE));
+    const last = Number((addr + BigInt(Math.max(data.length, 1)) - 1n) / BigInt(PAGE));
+    for (let i = first; i <= last; i++) this.pages.delete(i);
+  }
+
+  close(): void {
+    this.pages = new Map();
+    this.inner.close();
+  }
+}
