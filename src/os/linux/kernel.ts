@@ -46,6 +46,11 @@ export interface KernelInfo extends KernelContext {
 export interface DiscoverOptions {
   /** Use this layout (e.g. a discovered-offsets profile) instead of the guest's BTF. */
   readonly layout?: StructLayout;
+  /**
+   * Use these symbols (a System.map, /proc/kallsyms, or tables from a vmlinux) instead of the
+   * kallsyms in guest memory. Link-time addresses are moved by the KASLR slide found at runtime.
+   */
+  readonly symbols?: SymbolTable;
   readonly log?: (line: string) => void;
 }
 
@@ -75,7 +80,9 @@ export function discoverKernel(
   }
   const kernel = new AddressSpace(mem, format, kernelRoot(regs, format));
   const image = timed("image", () => readKernelImage(mem, kernel, format));
-  const symbols = timed("kallsyms", () => recoverKallsyms(image.bytes, image.base));
+  const symbols = opts.symbols
+    ? relocate(opts.symbols, image.base)
+    : timed("kallsyms", () => recoverKallsyms(image.bytes, image.base));
   const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? image.base;
   const btf = opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols));
   const layout = opts.layout ?? btf!.layout;
@@ -114,6 +121,20 @@ export function discoverKernel(
     typeCount: btf?.typeCount ?? 0,
     timings,
   };
+}
+
+/**
+ * A symbol table from a file matches the running kernel once moved by the KASLR slide: the
+ * runtime `_text` is the first page mapped in the kernel image window.
+ */
+function relocate(table: SymbolTable, runtimeText: bigint): SymbolTable {
+  const text = table.findAddress("_text") ?? table.findAddress("_stext");
+  if (text === undefined) {
+    throw new VmsightError("E_SYMBOL_MAP", "the symbol file has no _text or _stext", {
+      hint: "give the System.map or /proc/kallsyms of the running kernel",
+    });
+  }
+  return text === runtimeText ? table : table.rebase(runtimeText - text);
 }
 
 /**
