@@ -48,6 +48,10 @@ export class BufferPhysicalMemory implements PhysicalMemory {
     return out;
   }
 
+  readInto(addr: PhysAddr, into: Uint8Array): void {
+    this.copy(addr, into.length, (seg, off, done, n) => seg.bytes.copy(into, done, off, off + n));
+  }
+
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
     return requests.map((r) => {
       try {

@@ -30,11 +30,15 @@ export class FdPhysicalMemory implements PhysicalMemory {
 
   read(addr: PhysAddr, length: number): Buffer {
     const out = Buffer.allocUnsafe(length);
-    this.forEachPiece(addr, length, (region, at, done, n) => {
-      const got = readSync(region.fd, out, done, n, region.fdOffset + (at - region.start));
+    this.readInto(addr, out);
+    return out;
+  }
+
+  readInto(addr: PhysAddr, into: Uint8Array): void {
+    this.forEachPiece(addr, into.length, (region, at, done, n) => {
+      const got = readSync(region.fd, into, done, n, region.fdOffset + (at - region.start));
       if (got !== n) throw new FaultError("phys", pa(at + BigInt(got)), `short read from ${region.name}`);
     });
-    return out;
   }
 
   readMany(requests: readonly ReadRequest[]): ReadResult[] {

@@ -28,6 +28,11 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     private readonly maxPages = 16_384,
   ) {}
 
+  /** The memory under the cache, for bulk readers that gain nothing from it. */
+  get source(): PhysicalMemory {
+    return this.inner;
+  }
+
   get description(): string {
     return this.inner.description;
   }
@@ -109,6 +114,11 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   private fill(index: number, bytes: Buffer): Buffer {
     this.pages.set(index, bytes);
     return bytes;
+  }
+
+  readInto(addr: PhysAddr, into: Uint8Array): void {
+    if (into.length > BYPASS) this.inner.readInto(addr, into);
+    else into.set(this.read(addr, into.length));
   }
 
   readMany(requests: readonly ReadRequest[]): ReadResult[] {

@@ -28,6 +28,11 @@ export interface PhysicalMemory {
   ranges(): readonly PhysRange[];
   /** Reads exactly `length` bytes or throws FaultError naming the first unbacked address. */
   read(addr: PhysAddr, length: number): Buffer;
+  /**
+   * Fills `into` from `addr`, like `read`. For bulk readers that reuse one buffer: allocating a
+   * fresh multi-megabyte buffer per read costs more than the read itself.
+   */
+  readInto(addr: PhysAddr, into: Uint8Array): void;
   /** Batched reads: never throws for a bad request, reports it in its slot instead. */
   readMany(requests: readonly ReadRequest[]): ReadResult[];
   write(addr: PhysAddr, data: Uint8Array): void;
