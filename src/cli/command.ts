@@ -1,11 +1,16 @@
+import type { Machine } from "../target/machine.js";
 import type { Target } from "../target/session.js";
+import { UsageError } from "../util/errors.js";
 import type { Options, Values } from "./args.js";
 
 export interface CommandContext {
   readonly values: Values;
   readonly positionals: string[];
   readonly json: boolean;
+  /** The live guest, for commands that control it (undefined when reading a dump). */
   readonly target: Target | undefined;
+  /** The guest to read: the live one, or a dump given with --dump. */
+  readonly machine: Machine | undefined;
   log(line: string): void;
   out(text: string): void;
 }
@@ -16,6 +21,8 @@ export interface CliCommand {
   readonly summary: string;
   readonly options: Options;
   readonly needsTarget: boolean;
+  /** Reads guest state only, so an offline dump (--dump FILE) serves as well as a live guest. */
+  readonly dumpOk?: boolean;
   /** Validates arguments before anything is attached, so bad input fails fast (exit 2). */
   check?(ctx: CommandContext): void;
   run(ctx: CommandContext): Promise<number | undefined>;
@@ -24,4 +31,9 @@ export interface CliCommand {
 export function need(ctx: CommandContext): Target {
   if (!ctx.target) throw new Error("command needs a target but none was attached");
   return ctx.target;
+}
+
+export function needMachine(ctx: CommandContext): Machine {
+  if (!ctx.machine) throw new UsageError("this command needs a guest: --qmp SOCKET or --dump FILE");
+  return ctx.machine;
 }

@@ -9,16 +9,16 @@ import {
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, need } from "./command.js";
-import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
+import { type CliCommand, type CommandContext, need, needMachine } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
+import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
 
 function cpuOption(ctx: CommandContext): number {
-  const t = need(ctx);
+  const t = needMachine(ctx);
   const text = stringValue(ctx.values, "cpu");
   return text === undefined ? 0 : intArg(text, "--cpu", 0, t.vcpuCount() - 1);
 }
@@ -30,12 +30,13 @@ const spaceOptions = (ctx: CommandContext) => {
 
 const regs: CliCommand = {
   name: "regs",
+  dumpOk: true,
   usage: "regs [--cpu N]",
   summary: "registers of a vCPU (pauses the guest while reading)",
   options: { cpu: { type: "string" } },
   needsTarget: true,
   async run(ctx) {
-    const rows = await registerRows(need(ctx), cpuOption(ctx));
+    const rows = await registerRows(needMachine(ctx), cpuOption(ctx));
     if (ctx.json) ctx.out(toJson(Object.fromEntries(rows.map((r) => [r.name, r.value]))));
     else ctx.out(table(rows, ["name", "value"]));
     return 0;
@@ -55,6 +56,7 @@ function readArgs(ctx: CommandContext) {
 
 const read: CliCommand = {
   name: "read",
+  dumpOk: true,
   usage: "read --phys|--virt ADDR LEN [--cr3 X] [--cpu N] [--raw]",
   summary: "read guest memory as a hex dump, raw bytes, or JSON",
   options: {
@@ -68,7 +70,7 @@ const read: CliCommand = {
   check: (ctx) => void readArgs(ctx),
   async run(ctx) {
     const { space, addr, length } = readArgs(ctx);
-    const bytes = await readGuest(need(ctx), { space, addr, length, ...spaceOptions(ctx) });
+    const bytes = await readGuest(needMachine(ctx), { space, addr, length, ...spaceOptions(ctx) });
     if (ctx.values.raw) process.stdout.write(bytes);
     else if (ctx.json) ctx.out(toJson({ space, address: addr, length, bytes: bytes.toString("hex") }));
     else ctx.out(hexdump(bytes, addr));
@@ -78,13 +80,18 @@ const read: CliCommand = {
 
 const translate: CliCommand = {
   name: "translate",
+  dumpOk: true,
   usage: "translate VADDR [--cr3 X] [--cpu N]",
   summary: "guest-virtual to guest-physical, with page size and rights",
   options: { cr3: { type: "string" }, cpu: { type: "string" } },
   needsTarget: true,
   check: (ctx) => void addressArg(ctx.positionals[0], "VADDR"),
   async run(ctx) {
-    const t = await translateAddress(need(ctx), addressArg(ctx.positionals[0], "VADDR"), spaceOptions(ctx));
+    const t = await translateAddress(
+      needMachine(ctx),
+      addressArg(ctx.positionals[0], "VADDR"),
+      spaceOptions(ctx),
+    );
     ctx.out(ctx.json ? toJson(t) : describeTranslation(t));
     return 0;
   },

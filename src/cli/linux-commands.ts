@@ -3,7 +3,7 @@ import { lsmodRows, mapsRows, psRows, pstreeLines, threadRows } from "../command
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { hex } from "../util/address.js";
 import { intArg } from "./args.js";
-import { type CliCommand, type CommandContext, need } from "./command.js";
+import { type CliCommand, type CommandContext, needMachine } from "./command.js";
 import { table, toJson } from "./render.js";
 
 /** A command that discovers the kernel, then prints rows as a table or a JSON array. */
@@ -17,8 +17,9 @@ function linuxCommand<R extends object>(
     ...spec,
     options: {},
     needsTarget: true,
+    dumpOk: true,
     async run(ctx) {
-      const result = rows(await openKernel(need(ctx)), ctx);
+      const result = rows(await openKernel(needMachine(ctx)), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
       return 0;
     },
@@ -31,8 +32,9 @@ export const kernelCommand: CliCommand = {
   summary: "kernel version, KASLR slide, randomised bases, paging mode, symbol and type counts",
   options: {},
   needsTarget: true,
+  dumpOk: true,
   async run(ctx) {
-    const report = kernelReport(await openKernel(need(ctx)));
+    const report = kernelReport(await openKernel(needMachine(ctx)));
     ctx.out(ctx.json ? toJson([report]) : describeKernel(report));
     return 0;
   },

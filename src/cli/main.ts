@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { DumpMachine } from "../target/dump.js";
 import { Target } from "../target/session.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
@@ -8,6 +9,7 @@ import { reportError } from "./errors.js";
 
 const GLOBAL: Options = {
   qmp: { type: "string" },
+  dump: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   verbose: { type: "boolean", short: "v" },
@@ -18,18 +20,19 @@ function helpText(): string {
   return [
     "vmsight — see and steer a running Linux VM from outside",
     "",
-    "usage: vmsight [--qmp SOCKET] [--json] COMMAND [ARGS]",
+    "usage: vmsight [--qmp SOCKET | --dump FILE] [--json] COMMAND [ARGS]",
     "",
     ...COMMANDS.map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
     "",
     "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
+    "--dump FILE reads a QEMU ELF memory dump instead (dump-guest-memory), for the reading commands.",
     '--json prints machine-readable output; addresses are "0x…" strings.',
   ].join("\n");
 }
 
 /** Splits argv at the command word: options before it are global, the rest belong to the command. */
 function splitArgv(argv: string[]): { global: string[]; name: string | undefined; rest: string[] } {
-  const takesValue = new Set(["--qmp"]);
+  const takesValue = new Set(["--qmp", "--dump"]);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith("-")) return { global: argv.slice(0, i), name: a, rest: argv.slice(i + 1) };
@@ -64,8 +67,20 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     log,
     out: (s: string) => process.stdout.write(`${s}\n`),
   };
-  command.check?.({ ...ctx, target: undefined });
-  if (!command.needsTarget) return (await command.run({ ...ctx, target: undefined })) ?? 0;
+  const none = { ...ctx, target: undefined, machine: undefined };
+  command.check?.(none);
+  if (!command.needsTarget) return (await command.run(none)) ?? 0;
+  const dump = typeof values.dump === "string" ? values.dump : undefined;
+  if (dump !== undefined) {
+    if (!command.dumpOk)
+      throw new UsageError(`"${command.name}" needs a live guest, not a dump`, "give --qmp SOCKET");
+    const machine = DumpMachine.open(dump);
+    try {
+      return (await command.run({ ...ctx, target: undefined, machine })) ?? 0;
+    } finally {
+      await machine.close();
+    }
+  }
   const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
   if (!qmp) {
     throw new UsageError(
@@ -78,7 +93,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    return (await command.run({ ...ctx, target })) ?? 0;
+    return (await command.run({ ...ctx, target, machine: target })) ?? 0;
   } finally {
     await target.close();
   }

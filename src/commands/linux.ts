@@ -1,5 +1,5 @@
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
-import type { Target } from "../target/session.js";
+import type { Machine } from "../target/machine.js";
 import { hex } from "../util/address.js";
 
 /**
@@ -7,7 +7,7 @@ import { hex } from "../util/address.js";
  * registers stops the guest (that is how QEMU's gdbstub works); the caller's Target puts the run
  * state back when it closes, so a listing is a consistent snapshot, not a torn read.
  */
-export async function openKernel(target: Target): Promise<KernelInfo> {
+export async function openKernel(target: Machine): Promise<KernelInfo> {
   const regs = await target.registers(0);
   const get = (n: string) => regs.get(n) ?? 0n;
   const k = discoverKernel(target.memory, {

@@ -1,6 +1,7 @@
 import { AddressSpace } from "../arch/x86/address-space.js";
 import { type PagingFormat, formatFromControlRegisters, rootFromCr3 } from "../arch/x86/formats.js";
 import type { Translation } from "../arch/x86/walk.js";
+import type { Machine } from "../target/machine.js";
 import type { Target } from "../target/session.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
@@ -10,7 +11,7 @@ export interface RegisterRow {
   readonly value: bigint;
 }
 
-export async function registerRows(target: Target, cpu: number): Promise<RegisterRow[]> {
+export async function registerRows(target: Machine, cpu: number): Promise<RegisterRow[]> {
   const regs = await target.registers(cpu);
   return [...regs].map(([name, value]) => ({ name, value }));
 }
@@ -58,7 +59,7 @@ const CR3_KPTI_USER = 1n << 12n;
  * lacks most of the kernel: kernel addresses are then translated through the kernel half.
  */
 export async function cpuSpaces(
-  target: Target,
+  target: Machine,
   opts: SpaceOptions,
 ): Promise<{
   primary: AddressSpace;
@@ -105,7 +106,7 @@ export interface ReadRequestOptions extends SpaceOptions {
 
 export const MAX_CLI_READ = 256 * 1024 * 1024;
 
-export async function readGuest(target: Target, req: ReadRequestOptions): Promise<Buffer> {
+export async function readGuest(target: Machine, req: ReadRequestOptions): Promise<Buffer> {
   if (!Number.isSafeInteger(req.length) || req.length <= 0 || req.length > MAX_CLI_READ) {
     throw new VmsightError("E_LENGTH", `length ${req.length} is out of range`, {
       hint: `give a length from 1 to ${MAX_CLI_READ} bytes`,
@@ -123,7 +124,7 @@ export interface TranslationReport extends Translation {
 }
 
 export async function translateAddress(
-  target: Target,
+  target: Machine,
   addr: bigint,
   opts: SpaceOptions,
 ): Promise<TranslationReport> {

@@ -1,16 +1,57 @@
-import { existsSync } from "node:fs";
-import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
+import { existsSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openElfCore } from "../memory/elf-core.js";
 import { CachedPhysicalMemory } from "../memory/page-cache.js";
+import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
+import type { PhysicalMemory } from "../memory/types.js";
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
+import type { Machine } from "./machine.js";
 import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
 
 export interface AttachOptions {
-  /** Which path serves guest RAM: the shared backing file, the QEMU process, or the best found. */
-  readonly memory?: "auto" | "process" | "file";
+  /**
+   * Which path serves guest RAM: the shared backing file, the QEMU process, the best of the two
+   * ("auto"), or a read-only snapshot QEMU dumps to a file ("snapshot"). "auto" falls back to a
+   * snapshot when the QEMU process's memory may not be opened (no ptrace rights).
+   */
+  readonly memory?: "auto" | "process" | "file" | "snapshot";
   readonly timeoutMs?: number;
   readonly log?: (line: string) => void;
+}
+
+/** Guest RAM through the fastest path allowed, else a snapshot QEMU writes for us. */
+async function openMemory(
+  qmp: QmpClient,
+  layout: RamLayout,
+  prefer: NonNullable<AttachOptions["memory"]>,
+  log: (line: string) => void,
+): Promise<PhysicalMemory> {
+  if (prefer === "snapshot") return snapshotMemory(qmp, layout.pid);
+  try {
+    return openGuestMemory(layout, prefer);
+  } catch (error) {
+    if (prefer !== "auto" || !(error instanceof VmsightError) || error.code !== "E_MEMORY_ACCESS")
+      throw error;
+    log(`${error.message}: reading a snapshot of guest RAM instead (read-only, frozen at attach)`);
+    return snapshotMemory(qmp, layout.pid);
+  }
+}
+
+/**
+ * The slow universal path: QEMU dumps guest RAM to an ELF file (about 1.4 s per 512 MiB) that
+ * we read, then unlink while keeping it open. Reads are of the moment of the dump; writes fail.
+ */
+async function snapshotMemory(qmp: QmpClient, pid: number): Promise<PhysicalMemory> {
+  const path = join(tmpdir(), `vmsight-snapshot-${pid}-${Date.now()}.elf`);
+  await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${path}` }, { timeoutMs: 600_000 });
+  try {
+    return openElfCore(path).memory;
+  } finally {
+    rmSync(path, { force: true });
+  }
 }
 
 export type RunState = { readonly status: string; readonly running: boolean };
@@ -21,7 +62,7 @@ export type RunState = { readonly status: string; readonly running: boolean };
  * traps. Connecting a gdb client stops the VM; `close()` puts the run state back as it was
  * unless a caller changed it on purpose with pause()/resume().
  */
-export class Target {
+export class Target implements Machine {
   private gdbClient: GdbClient | undefined;
   private stateBeforeGdb: RunState | undefined;
   private runStateChosen = false;
@@ -50,7 +91,7 @@ export class Target {
     try {
       const { pid, vcpuThreads } = await findQemuPid(qmp);
       const layout = await discoverRamLayout(qmp, pid);
-      const memory = new CachedPhysicalMemory(openGuestMemory(layout, opts.memory ?? "auto"));
+      const memory = new CachedPhysicalMemory(await openMemory(qmp, layout, opts.memory ?? "auto", log));
       log(`QEMU pid ${pid}, ${vcpuThreads.length} vCPU(s), guest RAM via ${memory.description}`);
       return new Target(qmp, pid, vcpuThreads, layout, memory, log);
     } catch (error) {

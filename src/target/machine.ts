@@ -1,0 +1,13 @@
+import type { CachedPhysicalMemory } from "../memory/page-cache.js";
+
+/**
+ * What reading a guest needs, whether it is a live QEMU (Target) or a memory dump (DumpMachine):
+ * guest-physical memory, vCPU registers, and word of when the guest runs (caches go stale).
+ */
+export interface Machine {
+  readonly memory: CachedPhysicalMemory;
+  registers(cpu?: number): Promise<Map<string, bigint>>;
+  onRun(listener: () => void): () => void;
+  vcpuCount(): number;
+  close(): Promise<void>;
+}
