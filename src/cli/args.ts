@@ -28,8 +28,10 @@ export function addressArg(text: string | undefined, what: string): bigint {
   return v;
 }
 
+/** A count, length, pid or CPU: decimal, or hex only with an explicit 0x (so "abc" is refused). */
 export function intArg(text: string | undefined, what: string, min: number, max: number): number {
-  const v = text === undefined ? Number.NaN : Number(parseAddress(text) ?? Number.NaN);
+  const t = text?.trim() ?? "";
+  const v = /^\d+$/.test(t) || /^0x[0-9a-f]+$/i.test(t) ? Number(t) : Number.NaN;
   if (!Number.isSafeInteger(v) || v < min || v > max) {
     throw new UsageError(`${what} must be a number from ${min} to ${max}, got "${text ?? ""}"`);
   }
