@@ -141,9 +141,13 @@ export class Target implements Machine {
       }
       this.log(`started QEMU's gdbstub on ${path}`);
     }
-    this.gdbClient = await GdbClient.connect({ path });
-    this.gdbClient.onRun(() => this.ran());
-    return this.gdbClient;
+    const client = await GdbClient.connect({ path });
+    client.onRun(() => this.ran());
+    // QEMU's gdbstub answers `?` by removing every breakpoint and watchpoint ("gdb is doing an
+    // initial connect"): traps a vmsight that died left behind are gone before we start.
+    await client.stopReason();
+    this.gdbClient = client;
+    return client;
   }
 
   vcpuCount(): number {
