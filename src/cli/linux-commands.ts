@@ -1,10 +1,18 @@
-import { describeKernel, kernelReport, openKernel } from "../commands/linux.js";
+import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
 import { lsmodRows, mapsRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { hex } from "../util/address.js";
-import { intArg } from "./args.js";
+import { type Options, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needMachine } from "./command.js";
 import { table, toJson } from "./render.js";
+
+/** How every Linux command may be told where symbols come from. */
+const KERNEL_OPTIONS: Options = { "system-map": { type: "string" } };
+
+function kernelOptions(ctx: CommandContext): OpenKernelOptions {
+  const systemMap = stringValue(ctx.values, "system-map");
+  return systemMap === undefined ? {} : { systemMap };
+}
 
 /** A command that discovers the kernel, then prints rows as a table or a JSON array. */
 function linuxCommand<R extends object>(
@@ -15,11 +23,11 @@ function linuxCommand<R extends object>(
 ): CliCommand {
   return {
     ...spec,
-    options: {},
+    options: KERNEL_OPTIONS,
     needsTarget: true,
     dumpOk: true,
     async run(ctx) {
-      const result = rows(await openKernel(needMachine(ctx)), ctx);
+      const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
       return 0;
     },
@@ -30,11 +38,11 @@ export const kernelCommand: CliCommand = {
   name: "kernel",
   usage: "kernel",
   summary: "kernel version, KASLR slide, randomised bases, paging mode, symbol and type counts",
-  options: {},
+  options: KERNEL_OPTIONS,
   needsTarget: true,
   dumpOk: true,
   async run(ctx) {
-    const report = kernelReport(await openKernel(needMachine(ctx)));
+    const report = kernelReport(await openKernel(needMachine(ctx), kernelOptions(ctx)));
     ctx.out(ctx.json ? toJson([report]) : describeKernel(report));
     return 0;
   },

@@ -26,6 +26,8 @@ function helpText(): string {
     "",
     "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
     "--dump FILE reads a QEMU ELF memory dump instead (dump-guest-memory), for the reading commands.",
+    "kernel, ps, threads, pstree, lsmod and maps take --system-map FILE to use a System.map or",
+    "/proc/kallsyms instead of the symbols vmsight finds in guest memory.",
     '--json prints machine-readable output; addresses are "0x…" strings.',
   ].join("\n");
 }

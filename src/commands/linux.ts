@@ -1,24 +1,43 @@
+import { readFileSync } from "node:fs";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
+import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import type { Machine } from "../target/machine.js";
 import { hex } from "../util/address.js";
+import { VmsightError } from "../util/errors.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
  * registers stops the guest (that is how QEMU's gdbstub works); the caller's Target puts the run
  * state back when it closes, so a listing is a consistent snapshot, not a torn read.
  */
-export async function openKernel(target: Machine): Promise<KernelInfo> {
+export interface OpenKernelOptions {
+  /** A System.map or /proc/kallsyms file to use instead of the kallsyms in guest memory. */
+  readonly systemMap?: string;
+}
+
+export async function openKernel(target: Machine, opts: OpenKernelOptions = {}): Promise<KernelInfo> {
+  const symbols = opts.systemMap === undefined ? undefined : readSymbolFile(opts.systemMap);
   const regs = await target.registers(0);
   const get = (n: string) => regs.get(n) ?? 0n;
-  const k = discoverKernel(target.memory, {
-    cr0: get("cr0"),
-    cr3: get("cr3"),
-    cr4: get("cr4"),
-    efer: get("efer"),
-  });
+  const k = discoverKernel(
+    target.memory,
+    { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
+    symbols === undefined ? {} : { symbols },
+  );
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;
+}
+
+function readSymbolFile(path: string): SymbolTable {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new VmsightError("E_SYMBOL_MAP", `cannot read ${path} (${(error as NodeJS.ErrnoException).code})`);
+  }
+  return parseSystemMap(text);
 }
 
 export interface KernelReport {

@@ -4,13 +4,17 @@
  * one clear line.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { openKernel } from "../../src/commands/linux.js";
 import { psRows } from "../../src/commands/processes.js";
+import { layoutElfImage } from "../../src/symbols/kallsyms/elf-image.js";
+import { recoverKallsyms } from "../../src/symbols/kallsyms/recover.js";
+import { ensureKernel } from "../../src/target/images/kernels.js";
 import { Target } from "../../src/target/session.js";
+import { parseElf64 } from "../../src/util/elf.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import type { Ps } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
@@ -81,6 +85,22 @@ describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
       await t.resume();
       await t.close();
     }
+  });
+
+  test("a System.map with link-time addresses gives the same listing and slide", async () => {
+    const k = ensureKernel("6.12");
+    const elf = readFileSync(k.vmlinux);
+    const { image, base } = layoutElfImage(parseElf64(elf), elf);
+    const lines = recoverKallsyms(image, base).symbols.map(
+      (x) => `${x.address.toString(16).padStart(16, "0")} ${x.type} ${x.name}`,
+    );
+    const map = join(dir, "System.map");
+    writeFileSync(map, `${lines.join("\n")}\n`);
+    assert.deepEqual(await cliJson<Ps[]>(["--dump", dump, "ps", "--system-map", map]), livePs);
+    const [withMap] = await cliJson<{ slide: string }[]>(["--dump", dump, "kernel", "--system-map", map]);
+    const [fromMemory] = await cliJson<{ slide: string }[]>(["--dump", dump, "kernel"]);
+    assert.equal(withMap!.slide, fromMemory!.slide);
+    assert.notEqual(BigInt(fromMemory!.slide), 0n, "the guest runs with KASLR");
   });
 
   test("bad dump files give one clear line", async () => {
