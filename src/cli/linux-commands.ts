@@ -1,5 +1,5 @@
 import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
-import { lsmodRows, mapsRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
+import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { hex } from "../util/address.js";
 import { type Options, intArg, stringValue } from "./args.js";
@@ -61,6 +61,15 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
   linuxCommand(
     { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
     psRows,
+    ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
+  ),
+  linuxCommand(
+    {
+      name: "pids",
+      usage: "pids",
+      summary: "ps as the PID namespace sees it (independent of the task list: finds unlinked processes)",
+    },
+    pidViewRows,
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
   ),
   linuxCommand({ name: "threads", usage: "threads", summary: "every thread of every process" }, threadRows, [

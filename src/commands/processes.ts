@@ -1,9 +1,10 @@
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { listVmas } from "../os/linux/maps.js";
 import { listModules } from "../os/linux/modules.js";
+import { pidNamespaceEntries } from "../os/linux/pid-ns.js";
 import { readCmdline } from "../os/linux/process-memory.js";
 import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux/pstree.js";
-import { type TaskInfo, listAllThreads, listTasks } from "../os/linux/tasks.js";
+import { type TaskInfo, listAllThreads, listTasks, readTask } from "../os/linux/tasks.js";
 import { VmsightError } from "../util/errors.js";
 
 /** `ps` columns: what /proc/<pid>/stat and /proc/<pid>/cmdline show for each process. */
@@ -31,6 +32,19 @@ function psRow(k: KernelInfo, t: TaskInfo): PsRow {
 
 export function psRows(k: KernelInfo): PsRow[] {
   return listTasks(k)
+    .map((t) => psRow(k, t))
+    .sort((a, b) => a.pid - b.pid);
+}
+
+/**
+ * The same columns as `ps`, but found through the PID namespace's pid table instead of the task
+ * list: on a healthy guest the two agree; a process missing from `ps` but present here has been
+ * unlinked from the task list.
+ */
+export function pidViewRows(k: KernelInfo): PsRow[] {
+  return pidNamespaceEntries(k)
+    .flatMap((e) => (e.task === undefined ? [] : [readTask(k, e.task)]))
+    .filter((t) => t.pid === t.tgid)
     .map((t) => psRow(k, t))
     .sort((a, b) => a.pid - b.pid);
 }

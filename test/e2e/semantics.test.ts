@@ -33,6 +33,14 @@ for (const kernelId of KERNELS) {
       });
     });
 
+    test("pids: the PID namespace's view of the processes equals the task list's", async () => {
+      await eventually(g, async () => {
+        const ps = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
+        const pids = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "pids"]);
+        assert.deepEqual(pids, ps);
+      });
+    });
+
     test("threads: every task of every process, with its tgid", async () => {
       await eventually(g, async (view) => {
         const ours = await cliJson<{ tid: number; tgid: number; state: string; comm: string }[]>([

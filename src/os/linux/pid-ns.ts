@@ -1,0 +1,80 @@
+import { type VirtAddr, hex, va } from "../../util/address.js";
+import { GuestDataError } from "../../util/errors.js";
+import type { KernelContext } from "./context.js";
+import { isKernelPointer } from "./walk.js";
+
+/** An XArray node holds 64 slots; a 64-bit index needs at most 11 levels of them. */
+const XA_CHUNK = 64;
+const MAX_DEPTH = 11;
+const MAX_NODES = 1 << 20;
+const PIDTYPE_PID = 0;
+
+export interface PidEntry {
+  /** The pid number in the initial namespace (`numbers[0].nr`). */
+  readonly nr: number;
+  readonly pid: VirtAddr;
+  /** The task this pid belongs to, from `pid->tasks[PIDTYPE_PID]`; undefined for a pid no task holds. */
+  readonly task: VirtAddr | undefined;
+}
+
+/**
+ * Every entry of an XArray (`xa_head`), in index order. Internal entries are tagged 0b10 in
+ * their low bits: a node pointer (above 4 KiB) or a sibling/retry marker (below), which carry no
+ * value; entries with bit 0 set are XArray values, not pointers.
+ */
+export function* xarrayEntries(
+  ctx: KernelContext,
+  head: bigint,
+): Generator<{ index: bigint; entry: bigint }> {
+  const slotsAt = BigInt(ctx.layout.offsetof("xa_node", "slots"));
+  const shiftAt = BigInt(ctx.layout.offsetof("xa_node", "shift"));
+  const seen = new Set<bigint>();
+  function* visit(entry: bigint, base: bigint, depth: number): Generator<{ index: bigint; entry: bigint }> {
+    if (entry === 0n || (entry & 1n) === 1n) return;
+    if ((entry & 3n) !== 2n) {
+      yield { index: base, entry };
+      return;
+    }
+    if (entry < 4096n) return;
+    const node = entry - 2n;
+    if (!isKernelPointer(node)) throw new GuestDataError(`xarray node ${hex(node)} is not a kernel pointer`);
+    if (depth > MAX_DEPTH) throw new GuestDataError(`xarray deeper than ${MAX_DEPTH} levels at ${hex(node)}`);
+    if (seen.has(node) || seen.size >= MAX_NODES)
+      throw new GuestDataError(`xarray node ${hex(node)} revisited or too many nodes`);
+    seen.add(node);
+    const shift = BigInt(ctx.kernel.readU8(va(node + shiftAt)));
+    if (shift > 60n || shift % 6n !== 0n)
+      throw new GuestDataError(`xarray node ${hex(node)} has shift ${shift}`);
+    const slots = ctx.kernel.read(va(node + slotsAt), XA_CHUNK * 8);
+    for (let i = 0; i < XA_CHUNK; i++) {
+      yield* visit(slots.readBigUInt64LE(i * 8), base + (BigInt(i) << shift), depth + 1);
+    }
+  }
+  yield* visit(head, 0n, 0);
+}
+
+/**
+ * The initial PID namespace's view of the system: every allocated pid (threads included) and
+ * its task, from `init_pid_ns.idr`. It does not depend on the `tasks` list, so a task unlinked
+ * from that list (a classic rootkit trick) still shows up here.
+ */
+export function pidNamespaceEntries(ctx: KernelContext): PidEntry[] {
+  const L = ctx.layout;
+  const ns = ctx.symbols.getAddress("init_pid_ns");
+  const head = ctx.kernel.readU64(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_rt.xa_head"))));
+  const base = BigInt(ctx.kernel.readU32(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_base")))));
+  const nrAt = BigInt(L.offsetof("pid", "numbers") + L.offsetof("upid", "nr"));
+  const tasksAt = BigInt(L.offsetof("pid", "tasks") + PIDTYPE_PID * 8);
+  const linkAt = BigInt(L.offsetof("task_struct", "pid_links") + PIDTYPE_PID * L.sizeof("hlist_node"));
+  const out: PidEntry[] = [];
+  for (const { index, entry } of xarrayEntries(ctx, head)) {
+    if (!isKernelPointer(entry)) throw new GuestDataError(`pid idr slot ${index} holds ${hex(entry)}`);
+    const nr = ctx.kernel.readU32(va(entry + nrAt));
+    if (BigInt(nr) !== index + base) {
+      throw new GuestDataError(`struct pid ${hex(entry)} says ${nr} but sits at idr index ${index + base}`);
+    }
+    const first = ctx.kernel.readU64(va(entry + tasksAt));
+    out.push({ nr, pid: va(entry), task: first === 0n ? undefined : va(first - linkAt) });
+  }
+  return out;
+}
