@@ -1,6 +1,6 @@
 import { type PhysAddr, pa } from "../util/address.js";
 import { FaultError } from "../util/errors.js";
-import type { PhysRange, PhysicalMemory, ReadRequest, ReadResult } from "./types.js";
+import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
 
 interface Segment {
   start: bigint;
@@ -53,13 +53,7 @@ export class BufferPhysicalMemory implements PhysicalMemory {
   }
 
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
-    return requests.map((r) => {
-      try {
-        return { ok: true, data: this.read(r.addr, r.length) };
-      } catch (error) {
-        return { ok: false, error: error as Error };
-      }
-    });
+    return readEach(this, requests);
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

@@ -1,7 +1,7 @@
 import { closeSync, readSync, writeSync } from "node:fs";
 import { type PhysAddr, hex, pa } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
-import type { PhysRange, PhysicalMemory, ReadRequest, ReadResult } from "./types.js";
+import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
 
 /** A guest-physical range served by descriptor `fd` at `fdOffset` (a host address or a file offset). */
 export interface FdRegion extends PhysRange {
@@ -42,13 +42,7 @@ export class FdPhysicalMemory implements PhysicalMemory {
   }
 
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
-    return requests.map((r) => {
-      try {
-        return { ok: true, data: this.read(r.addr, r.length) };
-      } catch (error) {
-        return { ok: false, error: error as Error };
-      }
-    });
+    return readEach(this, requests);
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

@@ -1,5 +1,5 @@
 import { type PhysAddr, pa } from "../util/address.js";
-import type { PhysRange, PhysicalMemory, ReadRequest, ReadResult } from "./types.js";
+import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
 
 const PAGE = 4096;
 /** Reads larger than this (kernel image, BTF, user dumps) go straight through: caching them would only evict. */
@@ -122,13 +122,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   }
 
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
-    return requests.map((r) => {
-      try {
-        return { ok: true, data: this.read(r.addr, r.length) };
-      } catch (error) {
-        return { ok: false, error: error as Error };
-      }
-    });
+    return readEach(this, requests);
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

@@ -38,3 +38,14 @@ export interface PhysicalMemory {
   write(addr: PhysAddr, data: Uint8Array): void;
   close(): void;
 }
+
+/** `readMany` in terms of `read`, for sources with no cheaper way to batch. */
+export function readEach(mem: Pick<PhysicalMemory, "read">, requests: readonly ReadRequest[]): ReadResult[] {
+  return requests.map((r) => {
+    try {
+      return { ok: true, data: mem.read(r.addr, r.length) };
+    } catch (error) {
+      return { ok: false, error: error as Error };
+    }
+  });
+}
