@@ -45,19 +45,25 @@ export async function eventually(g: TestGuest, check: (view: GuestView) => Promi
 }
 
 /**
- * A kernel thread that the guest's view caught running (R) is usually one the view itself woke:
+ * Differences a live guest makes between two moments, reconciled and nothing else. A kernel
+ * thread that the guest's view caught running (R) is usually one the view itself woke:
  * the RCU grace-period thread and the console workers run while a shell reads /proc. Our paused
  * snapshot, taken moments later, finds it asleep. Only that pairing is reconciled; every other
  * state must match exactly.
  */
-export function reconcileState<T extends { state: string }>(
+export function reconcileState<T extends { state: string; comm: string }>(
   mine: T,
-  theirs: { state: string } | undefined,
+  theirs: { state: string; comm: string } | undefined,
   kthread: boolean,
 ): T {
-  if (theirs?.state === "R" && kthread && (mine.state === "I" || mine.state === "S"))
-    return { ...mine, state: "R" };
-  return mine;
+  if (!theirs || !kthread) return mine;
+  let out = mine;
+  if (theirs.state === "R" && (mine.state === "I" || mine.state === "S")) out = { ...out, state: "R" };
+  // A workqueue worker's "-desc" suffix names the last work item it ran, which changes from one
+  // moment to the next; the worker itself ("kworker/u4:3") must still match exactly.
+  const base = (name: string) => (name.startsWith("kworker/") ? name.replace(/[-+].*$/, "") : name);
+  if (mine.comm !== theirs.comm && base(mine.comm) === base(theirs.comm)) out = { ...out, comm: theirs.comm };
+  return out;
 }
 
 /** `vmsight ps --json` rows equal the guest's own /proc view: pid, ppid, uid, state, comm, cmdline. */
