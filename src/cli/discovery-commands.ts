@@ -1,3 +1,161 @@
-import type { CliCommand } from "./command.js";
+import { readFileSync, writeFileSync } from "node:fs";
+import { type BootDiscoveryResult, discoverAtBoot } from "../discovery/boot-trap.js";
+import { type KernelImage, kernelImageFromFile } from "../discovery/kernel-image.js";
+import { describeDiscovery, memberReports } from "../discovery/report.js";
+import { parseAccelPreference } from "../target/accel.js";
+import { launchGuest } from "../target/launch.js";
+import { Target } from "../target/session.js";
+import { parseAddress } from "../util/address.js";
+import { UsageError, VmsightError } from "../util/errors.js";
+import { stringValue } from "./args.js";
+import type { CliCommand, CommandContext } from "./command.js";
+import { toJson } from "./render.js";
 
-export const DISCOVERY_COMMANDS: readonly CliCommand[] = [];
+const USAGE =
+  "discover --kernel BZIMAGE --initrd FILE [--append A] [--memory 512M] [--keep] [--out FILE] | " +
+  "--qmp SOCKET discover (--vmlinux FILE | --kernel BZIMAGE) [--out FILE]  [--slide N] [--timeout SECONDS]";
+
+interface Plan {
+  readonly qmp: string | undefined;
+  readonly image: string;
+  readonly initrd: string | undefined;
+  readonly slide: bigint | undefined;
+  readonly timeoutMs: number;
+}
+
+function plan(ctx: CommandContext): Plan {
+  const qmp = stringValue(ctx.values, "qmp") ?? process.env.VMSIGHT_QMP;
+  const kernel = stringValue(ctx.values, "kernel");
+  const vmlinux = stringValue(ctx.values, "vmlinux");
+  const initrd = stringValue(ctx.values, "initrd");
+  const hint = `usage: vmsight ${USAGE}`;
+  if (kernel && vmlinux) throw new UsageError("give either --kernel or --vmlinux, not both", hint);
+  const image = vmlinux ?? kernel;
+  if (qmp === undefined) {
+    if (!kernel || !initrd)
+      throw new UsageError("discover boots a guest: it needs --kernel and --initrd (or --qmp)", hint);
+  } else if (!image) {
+    throw new UsageError(
+      "discover on a paused guest needs the kernel it boots: --vmlinux FILE or --kernel BZIMAGE",
+      "symbols come from that image's kallsyms before the guest has run (no debug info needed)",
+    );
+  }
+  const slideText = stringValue(ctx.values, "slide");
+  const slide = slideText === undefined ? undefined : parseAddress(slideText);
+  if (slideText !== undefined && slide === undefined)
+    throw new UsageError(`--slide must be a number, got "${slideText}"`);
+  const timeout = Number(stringValue(ctx.values, "timeout") ?? "300");
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new UsageError("--timeout must be a positive number of seconds");
+  return { qmp, image: image!, initrd, slide, timeoutMs: timeout * 1000 };
+}
+
+function loadImage(path: string): KernelImage {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (error) {
+    throw new VmsightError("E_USAGE", `cannot read kernel image ${path}: ${(error as Error).message}`);
+  }
+  return kernelImageFromFile(bytes);
+}
+
+async function discoverOn(target: Target, p: Plan, image: KernelImage, ctx: CommandContext) {
+  return discoverAtBoot(target, {
+    image,
+    log: (line) => ctx.log(line),
+    timeoutMs: p.timeoutMs,
+    ...(p.slide === undefined ? {} : { slide: p.slide }),
+  });
+}
+
+function report(ctx: CommandContext, r: BootDiscoveryResult, out: string | undefined, extra: object): number {
+  const profile = `${JSON.stringify(r.profile, null, 2)}\n`;
+  if (out) writeFileSync(out, profile);
+  if (ctx.json) {
+    ctx.out(
+      toJson({
+        converged: r.converged,
+        profile: r.profile,
+        members: memberReports(r),
+        slide: r.slide,
+        slideFoundMs: r.slideFoundMs,
+        events: r.events,
+        elapsedMs: r.elapsedMs,
+        stoppedMs: r.stoppedMs,
+        traps: r.traps,
+        forks: r.forks,
+        failures: r.failures,
+        ...extra,
+      }),
+    );
+  } else {
+    for (const line of describeDiscovery(r)) ctx.log(line);
+    if (!out) ctx.out(profile.trimEnd());
+    else ctx.log(`profile written to ${out}`);
+  }
+  return r.converged ? 0 : 1;
+}
+
+export const discoverCommand: CliCommand = {
+  name: "discover",
+  usage: USAGE,
+  summary: "learn task/mm/module struct offsets while the guest boots (no debug info, no BTF)",
+  options: {
+    kernel: { type: "string" },
+    vmlinux: { type: "string" },
+    initrd: { type: "string" },
+    append: { type: "string" },
+    memory: { type: "string" },
+    accel: { type: "string" },
+    keep: { type: "boolean" },
+    out: { type: "string" },
+    slide: { type: "string" },
+    timeout: { type: "string" },
+  },
+  // Attaches itself: with --qmp to a paused guest, otherwise to the guest it launches.
+  needsTarget: false,
+  check: (ctx) => void plan(ctx),
+  async run(ctx) {
+    const p = plan(ctx);
+    const image = loadImage(p.image);
+    const out = stringValue(ctx.values, "out");
+    if (p.qmp !== undefined) {
+      const target = await Target.attach(p.qmp);
+      try {
+        return report(ctx, await discoverOn(target, p, image, ctx), out, {});
+      } finally {
+        await target.close();
+      }
+    }
+    const keep = ctx.values.keep === true;
+    const append = stringValue(ctx.values, "append");
+    const guest = await launchGuest({
+      kernel: p.image,
+      initrd: p.initrd!,
+      paused: true,
+      qmpOnly: true,
+      detach: keep,
+      accel: parseAccelPreference(
+        stringValue(ctx.values, "accel") ?? process.env.VMSIGHT_ACCEL ?? "auto",
+        "--accel",
+      ),
+      memory: stringValue(ctx.values, "memory") ?? "512M",
+      ...(append === undefined ? {} : { append }),
+    });
+    let target: Target | undefined;
+    try {
+      target = await Target.attach(guest.qmpSocket);
+      const r = await discoverOn(target, p, image, ctx);
+      await target.close();
+      target = undefined;
+      if (keep) ctx.log(`guest left running: vmsight --qmp ${guest.qmpSocket} ps --no-btf --offsets FILE`);
+      return report(ctx, r, out, keep ? { qmpSocket: guest.qmpSocket, serialLog: guest.serialLog } : {});
+    } finally {
+      await target?.close();
+      if (!keep) await guest.stop();
+    }
+  },
+};
+
+export const DISCOVERY_COMMANDS: readonly CliCommand[] = [discoverCommand];

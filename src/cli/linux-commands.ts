@@ -2,16 +2,36 @@ import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { hex } from "../util/address.js";
+import { UsageError } from "../util/errors.js";
 import { type Options, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needMachine } from "./command.js";
 import { table, toJson } from "./render.js";
 
 /** How every Linux command may be told where symbols come from. */
-const KERNEL_OPTIONS: Options = { "system-map": { type: "string" } };
+const KERNEL_OPTIONS: Options = {
+  "system-map": { type: "string" },
+  // A `vmsight discover` profile instead of the guest's BTF; --no-btf insists on one.
+  offsets: { type: "string" },
+  "no-btf": { type: "boolean" },
+};
 
 function kernelOptions(ctx: CommandContext): OpenKernelOptions {
   const systemMap = stringValue(ctx.values, "system-map");
-  return systemMap === undefined ? {} : { systemMap };
+  const offsets = stringValue(ctx.values, "offsets");
+  return {
+    ...(systemMap === undefined ? {} : { systemMap }),
+    ...(offsets === undefined ? {} : { offsets }),
+    ...(ctx.values["no-btf"] === true ? { noBtf: true } : {}),
+  };
+}
+
+/** Fails before attaching: --no-btf alone would have nothing to read types from. */
+function checkKernelOptions(ctx: CommandContext): void {
+  if (ctx.values["no-btf"] === true && stringValue(ctx.values, "offsets") === undefined)
+    throw new UsageError(
+      "--no-btf needs --offsets FILE",
+      "`vmsight discover` writes one while the guest boots",
+    );
 }
 
 /** A command that discovers the kernel, then prints rows as a table or a JSON array. */
@@ -26,6 +46,10 @@ function linuxCommand<R extends object>(
     options: KERNEL_OPTIONS,
     needsTarget: true,
     dumpOk: true,
+    check(ctx) {
+      checkKernelOptions(ctx);
+      spec.check?.(ctx);
+    },
     async run(ctx) {
       const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
@@ -41,6 +65,7 @@ export const kernelCommand: CliCommand = {
   options: KERNEL_OPTIONS,
   needsTarget: true,
   dumpOk: true,
+  check: checkKernelOptions,
   async run(ctx) {
     const report = kernelReport(await openKernel(needMachine(ctx), kernelOptions(ctx)));
     ctx.out(ctx.json ? toJson([report]) : describeKernel(report));

@@ -2,9 +2,10 @@ import { readFileSync } from "node:fs";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
+import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
 import type { Machine } from "../target/machine.js";
 import { hex } from "../util/address.js";
-import { VmsightError } from "../util/errors.js";
+import { UsageError, VmsightError } from "../util/errors.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
@@ -14,20 +15,45 @@ import { VmsightError } from "../util/errors.js";
 export interface OpenKernelOptions {
   /** A System.map or /proc/kallsyms file to use instead of the kallsyms in guest memory. */
   readonly systemMap?: string;
+  /** An offsets profile from `vmsight discover`, used instead of the guest's BTF. */
+  readonly offsets?: string;
+  /** Do not read the guest's BTF: needs `offsets` (no profile is cached, so nothing else would do). */
+  readonly noBtf?: boolean;
 }
 
 export async function openKernel(target: Machine, opts: OpenKernelOptions = {}): Promise<KernelInfo> {
   const symbols = opts.systemMap === undefined ? undefined : readSymbolFile(opts.systemMap);
+  const layout = offsetsLayout(opts);
   const regs = await target.registers(0);
   const get = (n: string) => regs.get(n) ?? 0n;
   const k = discoverKernel(
     target.memory,
     { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
-    symbols === undefined ? {} : { symbols },
+    { ...(symbols === undefined ? {} : { symbols }), ...(layout === undefined ? {} : { layout }) },
   );
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;
+}
+
+function offsetsLayout(opts: OpenKernelOptions) {
+  if (opts.noBtf && opts.offsets === undefined) {
+    throw new UsageError(
+      "--no-btf needs --offsets FILE",
+      "`vmsight discover` writes one while the guest boots",
+    );
+  }
+  if (opts.offsets === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(opts.offsets, "utf8");
+  } catch (error) {
+    throw new VmsightError(
+      "E_PROFILE",
+      `cannot read offsets profile ${opts.offsets}: ${(error as Error).message}`,
+    );
+  }
+  return profileLayout(parseOffsetsProfile(text, opts.offsets), opts.offsets);
 }
 
 function readSymbolFile(path: string): SymbolTable {

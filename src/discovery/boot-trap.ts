@@ -1,0 +1,550 @@
+import { closeSync, openSync, readSync } from "node:fs";
+import { formatFromControlRegisters, rootFromCr3 } from "../arch/x86/formats.js";
+import type { Target } from "../target/session.js";
+import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
+import type { StopReply } from "../transport/gdb/stop-reply.js";
+import { hex, pa } from "../util/address.js";
+import { VmsightError } from "../util/errors.js";
+import type { MemberStatus } from "./candidates.js";
+import { type MemberGroup, OffsetDiscovery } from "./constraints.js";
+import { guestView } from "./guest-view.js";
+import type { KernelImage } from "./kernel-image.js";
+import { SAMPLE_BYTES, dataPhysFor, findAll, residentRuns, slideFromData } from "./slide.js";
+import type { EventKind, GuestView, KernelFacts } from "./types.js";
+
+/**
+ * Steps 2, 4 and 5 of CN109857520 on QEMU: trap kernel events from the first instruction of
+ * boot, feed each to the candidate filter, and remove every trap once all offsets are known.
+ *
+ * Mechanism. The patent patches the entry of do_fork/release_task/do_one_initcall with a
+ * trapping instruction. Through QEMU's gdbstub the equivalent is a breakpoint, and under TCG
+ * every breakpoint stop throws away all translated code (~100 ms a hit: a boot has ~200
+ * forks). So the events are trapped where the kernel *writes* data instead, with write
+ * watchpoints (Z2), which cost ~0.2 ms a hit and need no stepping over:
+ *   - `total_forks`: incremented by copy_process() (and by nothing else) once the child is
+ *     linked into the tasks list and the pid hash, still under tasklist_lock: one stop per
+ *     process or thread creation, with the child complete and listed.
+ *     The patent also traps release_task() to keep its count of processes right. Here the count
+ *     is the kernel's own (`process_counts`, read at each stop) and the whole tasks list is
+ *     read at each stop, so releases teach nothing new: not trapping them saves a third of the
+ *     stops of a boot (`nr_threads`, written on both, was measured at ~1.2x the boot time of
+ *     this plan).
+ *   - the `modules` list head: written by add_unformed_module() when a module joins the list
+ *     (the patent traps do_one_initcall, which also runs for every built-in initcall and does
+ *     not receive the module; the list head fires only for modules, and the module is its
+ *     `next`; what needs the loaded module - executable text, LIVE state - is checked at later
+ *     events, once its loader has exited).
+ * Under KVM breakpoints are cheap but hardware watchpoints are limited to 4 debug registers;
+ * this plan needs 2, so the same plan serves both accelerators.
+ *
+ * KASLR: the watchpoint addresses move with the slide, which is known only once the
+ * decompressor has relocated the kernel. Guest RAM is polled meanwhile (slide.ts); the
+ * relocation is seen well before the first fork, so no creation is missed - which the report
+ * shows by comparing creations seen with the kernel's own `total_forks`.
+ */
+export interface BootDiscoveryOptions {
+  readonly image: KernelImage;
+  /** Progress lines. */
+  readonly log?: (line: string) => void;
+  /** Give up (remove the traps, report what did not converge) after this long (default 300 s). */
+  readonly timeoutMs?: number;
+  /** How long to wait for the relocated kernel in RAM (default 120 s). */
+  readonly slideTimeoutMs?: number;
+  /** The slide, when known in advance (e.g. 0 for a guest booted with `nokaslr`). */
+  readonly slide?: bigint;
+  readonly groups?: readonly MemberGroup[];
+}
+
+export interface TrapRecord {
+  readonly what: string;
+  readonly type: BreakpointType;
+  readonly address: bigint;
+  readonly length: number;
+  hits: number;
+}
+
+export interface BootDiscoveryResult {
+  readonly converged: boolean;
+  readonly profile: Record<string, number>;
+  readonly members: MemberStatus[];
+  readonly failures: readonly string[];
+  readonly slide: bigint;
+  /** Wall time from the first `continue` until the slide was known. */
+  readonly slideFoundMs: number;
+  readonly events: { total: number; creates: number; releases: number; modules: number };
+  /** Wall time from the first `continue` to convergence (or giving up). */
+  readonly elapsedMs: number;
+  /** Time the guest spent stopped in our event handlers. */
+  readonly stoppedMs: number;
+  readonly traps: {
+    readonly removed: readonly TrapRecord[];
+    /** Traps still in our bookkeeping after removal: must be 0. */
+    readonly remaining: number;
+    /** Removing each trap a second time was refused by the stub: it no longer had them. */
+    readonly verified: boolean;
+    /** Stops that were no event (e.g. early boot clearing .bss under a watchpoint). */
+    readonly spuriousStops: number;
+  };
+  /** Evidence that no process creation was missed. */
+  readonly forks: {
+    /** `total_forks` at the first creation event: 0 if we were there from the first fork. */
+    readonly firstTotalForks: number | undefined;
+    readonly createsSeen: number;
+    /** `total_forks` after the last creation event handled. */
+    readonly totalForks: number | undefined;
+    /** pid of the newest process at convergence. */
+    readonly highestPid: number;
+  };
+}
+
+const GPRS = [
+  "rax",
+  "rbx",
+  "rcx",
+  "rdx",
+  "rsi",
+  "rdi",
+  "rbp",
+  "rsp",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+];
+/** Kernel-stack words scanned for the new child (copy_process may have spilled it). */
+const STACK_WORDS = 64;
+/** Slide polling period: the relocation is seen ~1 s before the first fork; polling harder only
+ * takes memory bandwidth from the guest. */
+const POLL_MS = 40;
+const SCAN_MS = 150;
+const RESCAN_EVERY = 5;
+const RAW_TO_FINAL = 0x200000n;
+const CR4_PCIDE = 1n << 17n;
+const CR0_PG = 1n << 31n;
+
+/** Runs discovery on a guest that has not started yet (QEMU -S). */
+export async function discoverAtBoot(
+  target: Target,
+  opts: BootDiscoveryOptions,
+): Promise<BootDiscoveryResult> {
+  const log = opts.log ?? (() => {});
+  const regs0 = await target.registers(0);
+  if (((regs0.get("cr0") ?? 0n) & CR0_PG) !== 0n) {
+    throw new VmsightError(
+      "E_ALREADY_BOOTED",
+      "the guest is already running a kernel: discovery must see it boot",
+      {
+        hint: "start QEMU paused (-S) and run `vmsight --qmp SOCKET discover` before `cont`, or use `vmsight discover --kernel …`",
+      },
+    );
+  }
+  const gdb = await target.gdb();
+  const t0 = performance.now();
+  const pending = gdb.continue();
+  const slide =
+    opts.slide ?? (await pollSlide(target, opts.image, log, opts.slideTimeoutMs ?? 120_000, pending));
+  const slideFoundMs = performance.now() - t0;
+  await gdb.interrupt();
+  await pending;
+  log(`KASLR slide ${hex(slide)} found ${(slideFoundMs / 1000).toFixed(2)} s after boot started`);
+  const loop = new TrapLoop(target, gdb, opts, slide, log);
+  await loop.arm();
+  return loop.run(t0, slideFoundMs);
+}
+
+async function pollSlide(
+  target: Target,
+  k: KernelImage,
+  log: (line: string) => void,
+  timeoutMs: number,
+  running: Promise<StopReply>,
+): Promise<bigint> {
+  let stopped = false;
+  void running.then(() => {
+    stopped = true;
+  });
+  const deadline = performance.now() + timeoutMs;
+  let known: bigint[] = [];
+  for (let poll = 0; ; poll++) {
+    if (known.length === 0 || poll % RESCAN_EVERY === 0) known = scanForBanner(target, k);
+    // The copy that gets relocated is written after the raw ELF copy, 2 MiB above it (FIELD-NOTES):
+    // watch there too, so it is seen without waiting for the next full scan.
+    const places = [...new Set([...known, ...known.map((a) => a + RAW_TO_FINAL)])];
+    for (const at of places) {
+      let ram: Buffer;
+      try {
+        ram = target.memory.read(pa(dataPhysFor(k, at)), Math.min(SAMPLE_BYTES, k.data.bytes.length));
+      } catch {
+        continue;
+      }
+      const r = slideFromData(k, ram);
+      if (r.slide !== undefined) {
+        log(
+          `relocated kernel at ${hex(at - (k.bannerAddr - k.base))}: ${r.agreeing}/${r.compared} pointers moved by the slide`,
+        );
+        return r.slide;
+      }
+    }
+    if (stopped)
+      throw new VmsightError("E_GUEST_STOPPED", "the guest stopped before its kernel was relocated");
+    if (performance.now() > deadline) {
+      throw new VmsightError(
+        "E_NO_SLIDE",
+        known.length === 0
+          ? "the kernel image's banner never appeared in guest RAM: is this the kernel the guest boots?"
+          : "the relocated kernel was never seen (booted with nokaslr? then its slide is 0)",
+        { hint: "give the guest's own kernel with --kernel/--vmlinux; for nokaslr guests pass --slide 0" },
+      );
+    }
+    // A full scan reads every resident page: while nothing is found, scan seldom, so the
+    // decompressor keeps its memory bandwidth; once the banner is there, check its copies often.
+    await new Promise((r) => setTimeout(r, known.length === 0 ? SCAN_MS : POLL_MS));
+  }
+}
+
+/**
+ * Guest-physical addresses of the banner of this kernel in RAM the guest has written (from the
+ * QEMU process's pagemap), or in all of RAM when the pagemap cannot be read.
+ */
+function scanForBanner(target: Target, k: KernelImage): bigint[] {
+  const found: bigint[] = [];
+  for (const run of scanRuns(target)) {
+    for (let o = 0; o < run.size; o += SCAN_CHUNK) {
+      const len = Math.min(SCAN_CHUNK + k.banner.length, run.size - o);
+      let b: Buffer;
+      try {
+        b = target.memory.read(pa(run.start + BigInt(o)), len);
+      } catch {
+        continue;
+      }
+      for (const at of findAll(b, k.banner)) if (at < SCAN_CHUNK) found.push(run.start + BigInt(o + at));
+    }
+  }
+  return found;
+}
+
+const SCAN_CHUNK = 32 << 20;
+
+function scanRuns(target: Target): { start: bigint; size: number }[] {
+  const runs: { start: bigint; size: number }[] = [];
+  let fd: number | undefined;
+  try {
+    fd = openSync(`/proc/${target.pid}/pagemap`, "r");
+    for (const r of target.layout.regions) {
+      if (!r.writable) continue;
+      const entries = Buffer.alloc(Number(r.size / 4096n) * 8);
+      const got = readSync(fd, entries, 0, entries.length, Number((r.hva / 4096n) * 8n));
+      runs.push(...residentRuns(entries.subarray(0, got), r.start));
+    }
+    return runs;
+  } catch {
+    return target.memory.ranges().map((r) => ({ start: r.start as bigint, size: Number(r.size) }));
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+interface Addresses {
+  readonly nrThreads: bigint;
+  readonly totalForks: bigint;
+  readonly modules: bigint;
+  readonly initTask: bigint;
+  readonly initMm: bigint;
+  readonly perCpuOffset: bigint;
+  readonly nrCpuIds: bigint | undefined;
+  /** Per-CPU offsets (not slid). */
+  readonly processCounts: bigint | undefined;
+  readonly current: bigint;
+  readonly taskSize: bigint | undefined;
+  readonly pageOffsetBase: bigint | undefined;
+}
+
+function addresses(k: KernelImage, slide: bigint): Addresses {
+  const s = k.symbols;
+  const at = (n: string) => {
+    const a = s.findAddress(n);
+    return a === undefined ? undefined : a + slide;
+  };
+  const need = (n: string) => {
+    const a = at(n);
+    if (a === undefined)
+      throw new VmsightError(
+        "E_SYMBOL_UNKNOWN",
+        `boot discovery needs the kernel symbol ${n}, which this image lacks`,
+      );
+    return a;
+  };
+  // 6.1: per-CPU `current_task`; 6.2+: `pcpu_hot.current_task`, its first member.
+  const current = s.findAddress("current_task") ?? s.findAddress("pcpu_hot");
+  if (current === undefined)
+    throw new VmsightError(
+      "E_SYMBOL_UNKNOWN",
+      "neither current_task nor pcpu_hot is in the kernel's symbols",
+    );
+  return {
+    nrThreads: need("nr_threads"),
+    totalForks: need("total_forks"),
+    modules: need("modules"),
+    initTask: need("init_task"),
+    initMm: need("init_mm"),
+    perCpuOffset: need("__per_cpu_offset"),
+    nrCpuIds: at("nr_cpu_ids"),
+    processCounts: s.findAddress("process_counts"),
+    current,
+    taskSize: at("arch_task_struct_size"),
+    pageOffsetBase: at("page_offset_base"),
+  };
+}
+
+class TrapLoop {
+  private readonly traps: TrapRecord[] = [];
+  private readonly a: Addresses;
+  private disc: OffsetDiscovery | undefined;
+  private firstTotalForks: number | undefined;
+  private lastTotalForks: number | undefined;
+  private stoppedMs = 0;
+  private lastForks = 0n;
+  /** Stops that were not events (a trapped variable written without a creation). */
+  private spurious = 0;
+  private events = 0;
+  private lastProgress = 0;
+  /** Where RAM is linearly mapped, once page_offset_base has been read. */
+  private directMap: { base: bigint; size: bigint } | undefined;
+
+  constructor(
+    private readonly target: Target,
+    private readonly gdb: GdbClient,
+    private readonly opts: BootDiscoveryOptions,
+    private readonly slide: bigint,
+    private readonly log: (line: string) => void,
+  ) {
+    this.a = addresses(opts.image, slide);
+  }
+
+  async arm(): Promise<void> {
+    // The plan is chosen for TCG (watchpoints: no translated-code flush per stop) and also fits
+    // KVM (2 of the 4 hardware debug registers); say which one this guest runs on.
+    const kvm = await this.target.qmp.execute<{ enabled: boolean }>("query-kvm").catch(() => undefined);
+    this.log(
+      kvm?.enabled
+        ? "KVM: 2 write watchpoints in hardware debug registers (of 4)"
+        : "TCG: write watchpoints (a breakpoint stop would flush all translated code)",
+    );
+    await this.insert("total_forks (process and thread creation)", this.a.totalForks, 8);
+    await this.insert("modules list head (module load)", this.a.modules, 8);
+    this.log(`traps: ${this.traps.map((t) => `watch ${t.what} at ${hex(t.address)}`).join("; ")}`);
+  }
+
+  private async insert(what: string, address: bigint, length: number): Promise<void> {
+    await this.gdb.insertBreakpoint(2, address, length);
+    this.traps.push({ what, type: 2, address, length, hits: 0 });
+  }
+
+  async run(t0: number, slideFoundMs: number): Promise<BootDiscoveryResult> {
+    const timeout = setTimeout(
+      () => void this.gdb.interrupt().catch(() => {}),
+      this.opts.timeoutMs ?? 300_000,
+    );
+    let why = "";
+    let failure: unknown;
+    try {
+      for (;;) {
+        const stop = await this.gdb.continue();
+        if (stop.type !== "signal" || !stop.watch) {
+          why =
+            stop.type === "signal" ? "timed out before every member converged" : `guest ended (${stop.type})`;
+          break;
+        }
+        const h0 = performance.now();
+        await this.onEvent(stop);
+        this.stoppedMs += performance.now() - h0;
+        if (this.disc?.converged()) break;
+      }
+    } catch (error) {
+      failure = error;
+    } finally {
+      clearTimeout(timeout);
+    }
+    if (failure !== undefined) {
+      // Whatever went wrong, the guest must not be left trapped.
+      await this.removeAll().catch(() => {});
+      await this.target.resume().catch(() => {});
+      throw failure;
+    }
+    const elapsedMs = performance.now() - t0;
+    const removed = await this.removeAll();
+    const verified = await this.verifyRemoved(removed);
+    // Resume with QMP: the stub stays enabled but holds no trap of ours.
+    await this.target.resume();
+    const disc = this.disc;
+    const converged = disc?.converged() === true;
+    if (!converged) this.log(`stopped: ${why || "not converged"}`);
+    return {
+      converged,
+      profile: disc?.profile() ?? {},
+      members: disc?.status() ?? [],
+      failures: [...(disc?.fixedFailures ?? []), ...(why ? [why] : [])],
+      slide: this.slide,
+      slideFoundMs,
+      events: {
+        total: this.events,
+        creates: disc?.creates ?? 0,
+        releases: disc?.releases ?? 0,
+        modules: disc?.moduleEvents ?? 0,
+      },
+      elapsedMs,
+      stoppedMs: this.stoppedMs,
+      traps: { removed, remaining: this.traps.length, verified, spuriousStops: this.spurious },
+      forks: {
+        firstTotalForks: this.firstTotalForks,
+        createsSeen: disc?.creates ?? 0,
+        totalForks: this.lastTotalForks,
+        highestPid: disc?.highestPid ?? 0,
+      },
+    };
+  }
+
+  private async removeAll(): Promise<TrapRecord[]> {
+    const removed: TrapRecord[] = [];
+    while (this.traps.length > 0) {
+      const t = this.traps[this.traps.length - 1]!;
+      await this.gdb.removeBreakpoint(t.type, t.address, t.length);
+      removed.push(this.traps.pop()!);
+    }
+    this.log(`removed ${removed.length} trap(s)`);
+    return removed;
+  }
+
+  /** QEMU refuses to remove a watchpoint it does not have: a second removal must fail. */
+  private async verifyRemoved(removed: readonly TrapRecord[]): Promise<boolean> {
+    for (const t of removed) {
+      try {
+        await this.gdb.removeBreakpoint(t.type, t.address, t.length);
+        return false;
+      } catch (error) {
+        if (!(error instanceof VmsightError)) throw error;
+      }
+    }
+    return true;
+  }
+
+  private async onEvent(stop: StopReply & { type: "signal" }): Promise<void> {
+    const trap = this.traps.find((t) => t.address === stop.watch?.address);
+    if (trap) trap.hits++;
+    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
+    const regs = await this.gdb.readRegisters();
+    const get = (n: string) => regs.get(n) ?? 0n;
+    const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
+    if (!format) return;
+    const pcide = (get("cr4") & CR4_PCIDE) !== 0n;
+    const root = rootFromCr3(get("cr3"), { pcide, format, kptiKernel: true });
+    const view = guestView(this.target.memory, format, root, this.directMap);
+    const u64 = (addr: bigint) => view.read(addr, 8)?.readBigUInt64LE(0);
+    const nr = view.read(this.a.nrThreads, 4)?.readInt32LE(0) ?? 0;
+    const kind: EventKind = stop.watch?.address === this.a.modules ? "module" : "create";
+    // Not every write is a fork: early boot clears .bss (total_forks with it). A creation is a
+    // write that makes the counter grow.
+    const forks = u64(this.a.totalForks);
+    if (kind === "create") {
+      if (forks === undefined || forks <= this.lastForks) {
+        this.spurious++;
+        return;
+      }
+      this.lastForks = forks;
+    }
+    const perCpu = get("gs_base") !== 0n ? get("gs_base") : get("k_gs_base");
+    const current = u64(perCpu + this.a.current);
+    if (current === undefined) return;
+    const disc = this.disc ?? this.start(view);
+    this.directMap ??= this.findDirectMap(view);
+    if (kind === "create") this.checkForks(u64, disc.creates);
+    const rsp = get("rsp");
+    const stack = view.read(rsp, STACK_WORDS * 8);
+    const pointers = GPRS.map(get);
+    if (stack) for (let i = 0; i < STACK_WORDS; i++) pointers.push(stack.readBigUInt64LE(i * 8));
+    disc.observe({
+      index: this.events,
+      kind,
+      current,
+      cr3Root: root,
+      processCount: this.processCount(view),
+      threadCount: nr,
+      pointers,
+      view,
+    });
+    this.events++;
+    this.progress(disc, kind);
+  }
+
+  /** At a creation stop total_forks has just been incremented: it counts this fork too. */
+  private checkForks(u64: (a: bigint) => bigint | undefined, createsBefore: number): void {
+    const v = u64(this.a.totalForks);
+    if (v === undefined) return;
+    this.firstTotalForks ??= Number(v) - 1 - createsBefore;
+    this.lastTotalForks = Number(v);
+  }
+
+  private start(view: GuestView): OffsetDiscovery {
+    const size = this.a.taskSize === undefined ? undefined : view.read(this.a.taskSize, 4)?.readUInt32LE(0);
+    if (size === undefined || size < 1024 || size > 64 * 1024) {
+      throw new VmsightError("E_GUEST_DATA", `arch_task_struct_size is unreadable or implausible (${size})`);
+    }
+    this.log(`task_struct: ${size} bytes allocated per task (arch_task_struct_size)`);
+    const facts: KernelFacts = {
+      initTask: this.a.initTask,
+      initMm: this.a.initMm,
+      modulesHead: this.a.modules,
+      taskSize: size,
+    };
+    this.disc = new OffsetDiscovery(facts, this.opts.groups ? { groups: this.opts.groups } : {});
+    return this.disc;
+  }
+
+  /**
+   * page_offset_base as the kernel set it (kernel_randomize_memory(), early in setup_arch(),
+   * long before the first fork), checked against a page walk before it is trusted.
+   */
+  private findDirectMap(view: GuestView): { base: bigint; size: bigint } | undefined {
+    if (this.a.pageOffsetBase === undefined) return undefined;
+    const base = view.read(this.a.pageOffsetBase, 8)?.readBigUInt64LE(0);
+    if (base === undefined || view.translate(base + 0x100000n) !== 0x100000n) return undefined;
+    const end = this.target.memory
+      .ranges()
+      .reduce((m, r) => (r.start + r.size > m ? r.start + r.size : m), 0n);
+    return { base, size: end };
+  }
+
+  /** Live processes: the per-CPU `process_counts`, summed. */
+  private processCount(view: GuestView): number | undefined {
+    if (this.a.processCounts === undefined) return undefined;
+    const n = this.a.nrCpuIds === undefined ? 1 : (view.read(this.a.nrCpuIds, 4)?.readUInt32LE(0) ?? 1);
+    let sum = 0n;
+    for (let cpu = 0; cpu < Math.min(n, 8192); cpu++) {
+      const base = view.read(this.a.perCpuOffset + BigInt(cpu * 8), 8)?.readBigUInt64LE(0);
+      if (base === undefined) return undefined;
+      const v = view.read(base + this.a.processCounts, 8)?.readBigUInt64LE(0);
+      if (v === undefined) return undefined;
+      sum += v;
+    }
+    return Number(sum);
+  }
+
+  private progress(disc: OffsetDiscovery, kind: EventKind): void {
+    const now = performance.now();
+    if (now - this.lastProgress < 500 && !disc.converged()) return;
+    this.lastProgress = now;
+    const left = disc
+      .status()
+      .filter((m) => m.candidates.length !== 1)
+      .map((m) => `${m.key.replace(/^task_struct\./, "")} ${m.candidates.length}`);
+    const done = disc.status().length - left.length;
+    this.log(
+      `event ${this.events} (${kind}; ${disc.creates} created, ${disc.releases} released, ${disc.moduleEvents} modules): ` +
+        `${done}/${disc.status().length} converged${left.length ? `; left: ${left.join(", ")}` : ""}`,
+    );
+  }
+}

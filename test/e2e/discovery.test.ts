@@ -1,0 +1,247 @@
+/**
+ * Issue 4 end to end: boot-time offset discovery (CN109857520) on real Debian kernels.
+ *
+ * The guest is started paused; `vmsight --qmp S discover --vmlinux V` sees it boot, learns the
+ * offsets with no debug info and without the kernel's BTF, and removes its traps. Then:
+ *   - every discovered offset equals the one the kernel's own BTF (read from the vmlinux file
+ *     here, independently) gives;
+ *   - `ps --no-btf --offsets profile.json` equals the guest's own /proc view;
+ *   - no trap is left: a fresh gdbstub client lets the guest run a fork loop and nothing stops it.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { TypeDb } from "../../src/symbols/btf/db.js";
+import { btfFromElfFile } from "../../src/symbols/btf/file.js";
+import { Target } from "../../src/target/session.js";
+import { cliJson, runCli } from "../support/cli.js";
+import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import type { GuestView } from "../support/oracle.js";
+
+const KERNELS = (process.env.VMSIGHT_DISCOVERY_KERNELS ?? "6.1,6.12,6.1-rt").split(",");
+
+interface DiscoverJson {
+  converged: boolean;
+  profile: Record<string, number>;
+  members: { member: string; eventsNeeded: number | null; required: boolean; candidates: number }[];
+  traps: { remaining: number; verified: boolean; removed: { what: string; hits: number }[] };
+  forks: { firstTotalForks: number; createsSeen: number; totalForks: number; highestPid: number };
+  events: { total: number };
+}
+
+/** The BTF path a profile key stands for; module text is core_layout (6.1) or mem[MOD_TEXT] (6.4+). */
+function btfOffset(db: TypeDb, key: string): number | undefined {
+  const [struct, ...rest] = key.split(".");
+  const path = rest.join(".");
+  if (struct === "module" && (path === "module_core" || path === "core_text_size")) {
+    const core = db.findOffsetof("module", "core_layout");
+    if (core !== undefined)
+      return db.findOffsetof("module", path === "module_core" ? "core_layout.base" : "core_layout.text_size");
+    const text = Number(db.findEnumValue("MOD_TEXT") ?? 0n);
+    const stride = db.sizeof("module_memory");
+    const field = db.offsetof("module_memory", path === "module_core" ? "base" : "size");
+    return db.offsetof("module", "mem") + text * stride + field;
+  }
+  return db.findOffsetof(struct!, path);
+}
+
+/** The view script and its children exist only while the view is printed. */
+function transient(view: GuestView): Set<number> {
+  const out = new Set<number>(view.viewerPid === undefined ? [] : [view.viewerPid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of view.processes) {
+      if (out.has(p.ppid) && !out.has(p.pid)) {
+        out.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The profile has task->comm, not the names /proc derives from struct kthread and struct
+ * worker (full kernel-thread names, workqueue descriptions): for a kernel thread ours must be
+ * the 15-byte comm those names start from.
+ */
+function sameName(ours: string, theirs: string, kthread: boolean): boolean {
+  if (!kthread) return ours === theirs;
+  return theirs.slice(0, 15) === ours || theirs.startsWith(`${ours}+`) || theirs.startsWith(`${ours}-`);
+}
+
+for (const kernelId of KERNELS) {
+  describe(`boot-time discovery on a ${kernelId} guest, without debug info or BTF`, () => {
+    let g: TestGuest;
+    let dir: string;
+    let profilePath: string;
+    let result: DiscoverJson;
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), "vmsight-discovery-"));
+      profilePath = join(dir, "profile.json");
+      g = await bootTestGuest(kernelId, { paused: true });
+      const r = await runCli(
+        [
+          "--qmp",
+          g.qmpSocket,
+          "discover",
+          "--vmlinux",
+          g.image.kernelFiles.vmlinux,
+          "--out",
+          profilePath,
+          "--json",
+        ],
+        300_000,
+      );
+      assert.equal(r.code, 0, `discover failed:\n${r.stderr}`);
+      result = JSON.parse(r.stdout) as DiscoverJson;
+      await g.waitReady(180_000);
+    });
+    after(async () => {
+      await g?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("every discovered offset equals the kernel's own BTF", () => {
+      assert.equal(result.converged, true);
+      const db = new TypeDb(btfFromElfFile(g.image.kernelFiles.vmlinux));
+      const keys = Object.keys(result.profile);
+      for (const k of [
+        "task_struct.tasks",
+        "task_struct.pid",
+        "task_struct.comm",
+        "mm_struct.pgd",
+        "module.name",
+      ]) {
+        assert.ok(keys.includes(k), `${k} in the profile`);
+      }
+      const mismatches = keys
+        .map((k) => ({ k, ours: result.profile[k], btf: btfOffset(db, k) }))
+        .filter((m) => m.ours !== m.btf);
+      assert.deepEqual(mismatches, [], "member by member against BTF");
+    });
+
+    test("no creation was missed and every trap was removed", () => {
+      assert.equal(result.forks.firstTotalForks, 0, "there from the first fork");
+      assert.equal(result.forks.createsSeen, result.forks.totalForks, "creations seen = total_forks");
+      assert.equal(result.traps.remaining, 0);
+      assert.equal(result.traps.verified, true);
+      assert.ok(result.traps.removed.every((t) => t.hits >= 0) && result.traps.removed.length === 2);
+    });
+
+    test("ps --no-btf --offsets equals the guest's own /proc", async () => {
+      for (let attempt = 1; ; attempt++) {
+        const view = await g.view();
+        const ours = await cliJson<
+          { pid: number; ppid: number; uid: number | null; state: string; comm: string; cmdline: string }[]
+        >(["--qmp", g.qmpSocket, "ps", "--no-btf", "--offsets", profilePath]);
+        const skip = transient(view);
+        const theirs = view.processes.filter((p) => !skip.has(p.pid)).sort((a, b) => a.pid - b.pid);
+        try {
+          assert.deepEqual(
+            ours.map((p) => p.pid),
+            theirs.map((p) => p.pid),
+          );
+          ours.forEach((p, i) => {
+            const t = theirs[i]!;
+            const kthread = t.ppid === 2 || t.pid === 2;
+            assert.equal(p.ppid, t.ppid, `ppid of ${p.pid}`);
+            assert.equal(p.cmdline, view.cmdlines.get(p.pid) ?? "", `cmdline of ${p.pid}`);
+            assert.ok(sameName(p.comm, t.comm, kthread), `name of ${p.pid}: ${p.comm} vs ${t.comm}`);
+            // A kernel thread the view itself woke shows R there and asleep in our snapshot.
+            const state = t.state === "R" && kthread && (p.state === "S" || p.state === "I") ? "R" : p.state;
+            assert.equal(state, t.state, `state of ${p.pid}`);
+            // No cred offsets are discovered: ps shows no uid rather than a wrong one.
+            assert.equal(p.uid, null);
+          });
+          assert.ok(
+            ours.some(
+              (p) => p.comm === "averyveryverylo" && p.cmdline === "workload name averyveryverylongname",
+            ),
+          );
+          assert.ok(ours.some((p) => p.state === "T"));
+          return;
+        } catch (error) {
+          if (attempt >= 3) throw error;
+        }
+      }
+    });
+
+    test("after convergence the guest runs untrapped: a fork loop stops nothing", async () => {
+      const target = await Target.attach(g.qmpSocket);
+      try {
+        const gdb = await target.gdb();
+        const stopped = gdb.continue();
+        let early: unknown;
+        void stopped.then((s) => {
+          early = s;
+        });
+        const out = await g.serial.command("workload forkloop 200", 120_000);
+        assert.match(out, /forkloop 200/);
+        assert.equal(early, undefined, "nothing stopped the guest while it forked 200 times");
+        await gdb.interrupt();
+        const stop = await stopped;
+        assert.equal(stop.type, "signal");
+        assert.equal(
+          stop.type === "signal" ? stop.watch : "x",
+          undefined,
+          "the stop is our interrupt, not a watchpoint",
+        );
+      } finally {
+        await target.resume();
+        await target.close();
+      }
+    });
+
+    test("--no-btf without --offsets is a usage error", async () => {
+      const r = await runCli(["--qmp", g.qmpSocket, "ps", "--no-btf"]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /--no-btf needs --offsets/);
+      writeFileSync(join(dir, "bad.json"), "[]");
+      const bad = await runCli(["--qmp", g.qmpSocket, "ps", "--offsets", join(dir, "bad.json")]);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /offsets profile/);
+    });
+  });
+}
+
+describe("vmsight discover --kernel --initrd: a managed boot", () => {
+  test("boots the guest itself, converges, writes the profile and stops the guest", async () => {
+    const kernelId = KERNELS.includes("6.12") ? "6.12" : KERNELS[0]!;
+    const { ensureGuestImage } = await import("../../src/target/images/guest-image.js");
+    const image = await ensureGuestImage(kernelId);
+    const dir = mkdtempSync(join(tmpdir(), "vmsight-discovery-"));
+    try {
+      const out = join(dir, "p.json");
+      const r = await runCli(
+        [
+          "discover",
+          "--kernel",
+          image.kernel,
+          "--initrd",
+          image.initrd,
+          "--append",
+          image.append,
+          "--out",
+          out,
+        ],
+        300_000,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /all awaited members converged/);
+      assert.match(r.stderr, /0 missed/);
+      assert.match(r.stderr, /stub confirms none remains: yes/);
+      const profile = JSON.parse(readFileSync(out, "utf8")) as Record<string, number>;
+      const db = new TypeDb(btfFromElfFile(image.kernelFiles.vmlinux));
+      assert.equal(profile["task_struct.pid"], db.offsetof("task_struct", "pid"));
+      assert.equal(profile["mm_struct.arg_start"], db.offsetof("mm_struct", "arg_start"));
+      const usage = await runCli(["discover", "--kernel", image.kernel]);
+      assert.equal(usage.code, 2);
+      assert.match(usage.stderr, /needs --kernel and --initrd/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
