@@ -1,5 +1,6 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { formatFromControlRegisters, rootFromCr3 } from "../arch/x86/formats.js";
+import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import type { Target } from "../target/session.js";
 import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
@@ -97,24 +98,6 @@ export interface BootDiscoveryResult {
   };
 }
 
-const GPRS = [
-  "rax",
-  "rbx",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "rbp",
-  "rsp",
-  "r8",
-  "r9",
-  "r10",
-  "r11",
-  "r12",
-  "r13",
-  "r14",
-  "r15",
-];
 /** Kernel-stack words scanned for the new child (copy_process may have spilled it). */
 const STACK_WORDS = 64;
 /** Slide polling period: the relocation is seen ~1 s before the first fork; polling harder only
@@ -464,7 +447,7 @@ class TrapLoop {
     if (kind === "create") this.checkForks(u64, disc.creates);
     const rsp = get("rsp");
     const stack = view.read(rsp, STACK_WORDS * 8);
-    const pointers = GPRS.map(get);
+    const pointers = GENERAL_REGISTERS.map(get);
     if (stack) for (let i = 0; i < STACK_WORDS; i++) pointers.push(stack.readBigUInt64LE(i * 8));
     disc.observe({
       index: this.events,

@@ -19,6 +19,7 @@
  * also built with -mpreferred-stack-boundary=3, so the 8-byte-aligned rsp a pushed return address
  * gives the callee is the alignment it expects.
  */
+import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import type { BreakpointType } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex } from "../util/address.js";
@@ -47,26 +48,7 @@ export interface KernelCall {
 }
 
 /** Saved and put back around a call: every general register, rip and rflags. */
-export const SAVED_REGISTERS = [
-  "rax",
-  "rbx",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "rbp",
-  "rsp",
-  "r8",
-  "r9",
-  "r10",
-  "r11",
-  "r12",
-  "r13",
-  "r14",
-  "r15",
-  "rip",
-  "eflags",
-] as const;
+export const SAVED_REGISTERS = [...GENERAL_REGISTERS, "rip", "eflags"] as const;
 
 export const ARG_REGISTERS = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"] as const;
 
