@@ -1,3 +1,12 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { TypeDb } from "../../src/symbols/btf/db.js";
+import { btfFromElfFile } from "../../src/symbols/btf/file.js";
+import { Target } from "../../src/target/session.js";
+import { cliJson, runCli } from "../support/cli.js";
 /**
  * Issue 4 end to end: boot-time offset discovery (CN109857520) on real Debian kernels.
  *
@@ -8,15 +17,7 @@
  *   - `ps --no-btf --offsets profile.json` equals the guest's own /proc view;
  *   - no trap is left: a fresh gdbstub client lets the guest run a fork loop and nothing stops it.
  */
-import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { TypeDb } from "../../src/symbols/btf/db.js";
-import { btfFromElfFile } from "../../src/symbols/btf/file.js";
-import { Target } from "../../src/target/session.js";
-import { cliJson, runCli } from "../support/cli.js";
+import { transient } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 import type { GuestView } from "../support/oracle.js";
 
@@ -45,21 +46,6 @@ function btfOffset(db: TypeDb, key: string): number | undefined {
     return db.offsetof("module", "mem") + text * stride + field;
   }
   return db.findOffsetof(struct!, path);
-}
-
-/** The view script and its children exist only while the view is printed. */
-function transient(view: GuestView): Set<number> {
-  const out = new Set<number>(view.viewerPid === undefined ? [] : [view.viewerPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of view.processes) {
-      if (out.has(p.ppid) && !out.has(p.pid)) {
-        out.add(p.pid);
-        grew = true;
-      }
-    }
-  }
-  return out;
 }
 
 /**
