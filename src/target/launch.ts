@@ -193,7 +193,12 @@ export async function launchGuest(opts: LaunchOptions): Promise<LaunchedGuest> {
   };
 
   try {
-    const sockets = [files.qmpSocket, ...(files.serialSocket ? [files.serialSocket] : [])];
+    // QEMU creates its sockets before the machine, and so before the RAM backing file: wait for all.
+    const sockets = [
+      files.qmpSocket,
+      ...(files.serialSocket ? [files.serialSocket] : []),
+      ...(memoryPath ? [memoryPath] : []),
+    ];
     await waitForSockets(sockets, exited, spawnError, files.qemuLog, opts.startTimeoutMs ?? 20_000);
   } catch (e) {
     await stop();
