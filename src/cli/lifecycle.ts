@@ -1,9 +1,12 @@
+import { describeKill, killProcess } from "../commands/control.js";
 import { bootDemoGuest, buildImages, waitForGuestReady } from "../commands/guests.js";
 import { describeKernel, kernelReport, openKernel } from "../commands/linux.js";
 import { describeTranslation, registerRows, statusReport, translateAddress } from "../commands/machine.js";
 import { lsmodRows, mapsRows, psRows } from "../commands/processes.js";
+import { describeEvent, runTrace } from "../commands/trace.js";
 import { detectAccel } from "../target/accel.js";
 import { launchGuest } from "../target/launch.js";
+import { SerialConsole } from "../target/serial-console.js";
 import { Target } from "../target/session.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { hex } from "../util/address.js";
@@ -115,6 +118,7 @@ export const demoCommand: CliCommand = {
       } finally {
         await target.close();
       }
+      if (guest.serialSocket) await showEventsAndKill(ctx, guest.qmpSocket, guest.serialSocket);
     } finally {
       if (ctx.values.keep) ctx.out(`\nguest left running: vmsight --qmp ${guest.qmpSocket} status`);
       else await guest.stop();
@@ -156,5 +160,51 @@ async function showMachine(ctx: CommandContext, target: Target): Promise<void> {
     ctx.out(
       `\n== memory map of ${worker.comm} (pid ${worker.pid})\n${table(rows, ["range", "perms", "offset", "path"])}`,
     );
+  }
+}
+
+/**
+ * Issue 5's part of the demo: process events traced while the guest forks and execs, then a
+ * workload process killed from outside, with the guest's own `ps` (over its serial console)
+ * before and after as the witness.
+ */
+async function showEventsAndKill(
+  ctx: CommandContext,
+  qmpSocket: string,
+  serialSocket: string,
+): Promise<void> {
+  const serial = await SerialConsole.connect(serialSocket);
+  try {
+    ctx.out("\n== process events for 4 s while the guest runs `workload forkloop 3; ls /`");
+    const tracer = await Target.attach(qmpSocket);
+    try {
+      await runTrace(
+        tracer,
+        {
+          kind: "proc",
+          durationS: 4,
+          onReady: () => serial.send("workload forkloop 3 >/dev/null; ls / >/dev/null"),
+        },
+        (e) => ctx.out(describeEvent(e)),
+      );
+    } finally {
+      await tracer.close();
+    }
+    const guestPs = async () => (await serial.command("ps -o pid,stat,comm | grep -E 'PID|sleep'")).trimEnd();
+    ctx.out(`\n== the guest's own ps, before\n${await guestPs()}`);
+    const victim = Number((await serial.command("cat /run/vmsight/roles")).match(/\bsleep=(\d+)/)?.[1]);
+    ctx.out(
+      `\n== kill -9 of pid ${victim} from outside the guest (the kernel's own signal delivery, no agent)`,
+    );
+    const killer = await Target.attach(qmpSocket);
+    try {
+      const report = await killProcess(killer, { pid: victim, signal: "KILL", method: "send" });
+      for (const line of describeKill(report)) ctx.out(line);
+    } finally {
+      await killer.close();
+    }
+    ctx.out(`\n== the guest's own ps, after\n${await guestPs()}`);
+  } finally {
+    serial.close();
   }
 }
