@@ -20,6 +20,8 @@ const READ_AHEAD_MIN = 512;
  */
 export class CachedPhysicalMemory implements PhysicalMemory {
   private pages = new Map<number, Buffer>();
+  /** Pages read once by a small read: a second small read fills the page. */
+  private touched = new Set<number>();
   hits = 0;
   misses = 0;
 
@@ -43,13 +45,17 @@ export class CachedPhysicalMemory implements PhysicalMemory {
 
   invalidate(): void {
     this.pages = new Map();
+    this.touched = new Set();
   }
 
   read(addr: PhysAddr, length: number): Buffer {
     if (length > BYPASS) return this.inner.read(addr, length);
-    if (length <= SMALL && !this.pages.has(Number(addr >> 12n))) {
+    const index = Number(addr >> 12n);
+    if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
       // A lone field or page-table entry in a page not seen yet: copying the whole page costs
       // more than the syscall it might save (user page tables are scattered, one entry each).
+      // A page asked for twice is worth caching (shared creds, an mm's fields read one by one).
+      this.touched.add(index);
       this.misses++;
       return this.inner.read(addr, length);
     }
