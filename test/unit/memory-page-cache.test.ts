@@ -52,3 +52,14 @@ test("a read past backed memory names the exact first unbacked address", () => {
     (e: unknown) => e instanceof FaultError && e.address === 0x10000n,
   );
 });
+
+test("small reads go straight through once, then cache their page", () => {
+  const { bytes, cached } = setup();
+  assert.equal(cached.read(pa(0x5008), 8).readUInt8(0), bytes[0x5008]);
+  bytes[0x5008] = 0x11;
+  assert.equal(cached.read(pa(0x5008), 8).readUInt8(0), 0x11, "the first small read did not cache the page");
+  bytes[0x5008] = 0x22;
+  assert.equal(cached.read(pa(0x5008), 8).readUInt8(0), 0x11, "the second small read cached the page");
+  cached.invalidate();
+  assert.equal(cached.read(pa(0x5008), 8).readUInt8(0), 0x22);
+});
