@@ -1,5 +1,10 @@
 import { AddressSpace } from "../arch/x86/address-space.js";
-import { type PagingFormat, formatFromControlRegisters, rootFromCr3 } from "../arch/x86/formats.js";
+import {
+  CR3_KPTI_USER,
+  type PagingFormat,
+  formatFromControlRegisters,
+  rootFromRegisters,
+} from "../arch/x86/formats.js";
 import type { Translation } from "../arch/x86/walk.js";
 import type { Machine } from "../target/machine.js";
 import type { Target } from "../target/session.js";
@@ -50,9 +55,6 @@ export interface SpaceOptions {
   readonly cr3?: bigint;
 }
 
-const CR4_PCIDE = 1n << 17n;
-const CR3_KPTI_USER = 1n << 12n;
-
 /**
  * The virtual address space a vCPU sees (or the one an explicit CR3 selects, in the vCPU's paging
  * mode). With KPTI a CPU stopped in user mode has the user half of the PGD pair loaded, which
@@ -72,14 +74,10 @@ export async function cpuSpaces(
   const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
   const cr3 = opts.cr3 ?? get("cr3");
   if (!format) return { primary: AddressSpace.identity(target.memory), cr3, format };
-  const pcide = (get("cr4") & CR4_PCIDE) !== 0n;
-  const primary = new AddressSpace(target.memory, format, rootFromCr3(cr3, { pcide, format }));
+  const cr = { cr3, cr4: get("cr4") };
+  const primary = new AddressSpace(target.memory, format, rootFromRegisters(cr, format));
   if ((cr3 & CR3_KPTI_USER) === 0n) return { primary, cr3, format };
-  const kernelHalf = new AddressSpace(
-    target.memory,
-    format,
-    rootFromCr3(cr3, { pcide, format, kptiKernel: true }),
-  );
+  const kernelHalf = new AddressSpace(target.memory, format, rootFromRegisters(cr, format, true));
   return { primary, kernelHalf, cr3, format };
 }
 

@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync } from "node:fs";
-import { formatFromControlRegisters, rootFromCr3 } from "../arch/x86/formats.js";
+import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import type { Target } from "../target/session.js";
 import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
@@ -106,7 +106,6 @@ const POLL_MS = 40;
 const SCAN_MS = 150;
 const RESCAN_EVERY = 5;
 const RAW_TO_FINAL = 0x200000n;
-const CR4_PCIDE = 1n << 17n;
 const CR0_PG = 1n << 31n;
 
 /** Runs discovery on a guest that has not started yet (QEMU -S). */
@@ -423,8 +422,7 @@ class TrapLoop {
     const get = (n: string) => regs.get(n) ?? 0n;
     const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
     if (!format) return;
-    const pcide = (get("cr4") & CR4_PCIDE) !== 0n;
-    const root = rootFromCr3(get("cr3"), { pcide, format, kptiKernel: true });
+    const root = rootFromRegisters({ cr3: get("cr3"), cr4: get("cr4") }, format, true);
     const view = guestView(this.target.memory, format, root, this.directMap);
     const u64 = (addr: bigint) => view.read(addr, 8)?.readBigUInt64LE(0);
     const nr = view.read(this.a.nrThreads, 4)?.readInt32LE(0) ?? 0;

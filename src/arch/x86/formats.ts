@@ -171,7 +171,8 @@ export function formatFromControlRegisters(regs: ControlRegisters): PagingFormat
 const CR3_PCID = bits(11, 0);
 const CR3_NOFLUSH = bit(63);
 /** With KPTI the user PGD is the kernel PGD + 4 KiB (Linux allocates them as an 8 KiB pair). */
-const CR3_KPTI_USER = bit(12);
+export const CR3_KPTI_USER = bit(12);
+const CR4_PCIDE = bit(17);
 
 export interface RootOptions {
   /** CR4.PCIDE (bit 17): CR3 bits 11:0 are a PCID rather than PWT/PCD. */
@@ -187,4 +188,13 @@ export function rootFromCr3(cr3: bigint, opts: RootOptions): PhysAddr {
   if (opts.pcide) v &= ~CR3_PCID;
   if (opts.kptiKernel) v &= ~CR3_KPTI_USER;
   return pa(v & opts.format.rootMask);
+}
+
+/** `rootFromCr3` with PCID handling taken from the CPU's own CR4, as every live caller wants. */
+export function rootFromRegisters(
+  regs: { readonly cr3: bigint; readonly cr4: bigint },
+  format: PagingFormat,
+  kptiKernel = false,
+): PhysAddr {
+  return rootFromCr3(regs.cr3, { pcide: (regs.cr4 & CR4_PCIDE) !== 0n, format, kptiKernel });
 }

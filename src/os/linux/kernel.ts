@@ -1,5 +1,10 @@
 import { AddressSpace } from "../../arch/x86/address-space.js";
-import { type PagingFormat, formatFromControlRegisters, rootFromCr3 } from "../../arch/x86/formats.js";
+import {
+  CR3_KPTI_USER,
+  type PagingFormat,
+  formatFromControlRegisters,
+  rootFromRegisters,
+} from "../../arch/x86/formats.js";
 import { enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
 import { btfLayout } from "../../symbols/btf-layout.js";
@@ -19,7 +24,6 @@ const IMAGE_WINDOW = { start: 0xffffffff80000000n, end: 0xffffffffc0000000n };
 const MAX_IMAGE = 256 << 20;
 /** A BTF blob larger than this in a guest is a corrupted pointer, not a kernel. */
 const MAX_BTF = 64 << 20;
-const CR4_PCIDE = 1n << 17n;
 
 export interface CpuRegisters {
   readonly cr0: bigint;
@@ -142,8 +146,7 @@ function relocate(table: SymbolTable, runtimeText: bigint): SymbolTable {
  * PGD (the kernel one + 4 KiB), which maps almost none of the kernel.
  */
 function kernelRoot(regs: CpuRegisters, format: PagingFormat): PhysAddr {
-  const pcide = (regs.cr4 & CR4_PCIDE) !== 0n;
-  return rootFromCr3(regs.cr3, { pcide, format, kptiKernel: (regs.cr3 & 0x1000n) !== 0n });
+  return rootFromRegisters(regs, format, (regs.cr3 & CR3_KPTI_USER) !== 0n);
 }
 
 /** The kernel image as mapped in the KASLR window, holes (freed init memory) left as zeros. */
