@@ -69,9 +69,8 @@ export async function killProcess(target: Target, opts: KillOptions): Promise<Ki
   const before = await target.runState();
   try {
     const k = await openKernel(target); // connecting the gdb client stops the VM
+    // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
     const gdb = await target.gdb();
-    // `?` makes QEMU drop every breakpoint: one a killed earlier vmsight left would stop the guest.
-    await gdb.stopReason();
     const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
     const env = {
       gdb,
