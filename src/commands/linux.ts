@@ -44,26 +44,21 @@ function offsetsLayout(opts: OpenKernelOptions) {
     );
   }
   if (opts.offsets === undefined) return undefined;
-  let text: string;
-  try {
-    text = readFileSync(opts.offsets, "utf8");
-  } catch (error) {
-    throw new VmsightError(
-      "E_PROFILE",
-      `cannot read offsets profile ${opts.offsets}: ${(error as Error).message}`,
-    );
-  }
+  const text = readUserFile(opts.offsets, "offsets profile", "E_PROFILE");
   return profileLayout(parseOffsetsProfile(text, opts.offsets), opts.offsets);
 }
 
 function readSymbolFile(path: string): SymbolTable {
-  let text: string;
+  return parseSystemMap(readUserFile(path, "symbol file", "E_SYMBOL_MAP"));
+}
+
+/** A file the user named on the command line, or one clear line saying why it cannot be read. */
+function readUserFile(path: string, what: string, code: string): string {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (error) {
-    throw new VmsightError("E_SYMBOL_MAP", `cannot read ${path} (${(error as NodeJS.ErrnoException).code})`);
+    throw new VmsightError(code, `cannot read ${what} ${path} (${(error as NodeJS.ErrnoException).code})`);
   }
-  return parseSystemMap(text);
 }
 
 export interface KernelReport {
