@@ -127,22 +127,46 @@ test("the cache serves stale translations until invalidate()", () => {
 });
 
 test("the cache is bounded and offsets within cached pages stay exact", () => {
-  const mem = new BufferPhysicalMemory();
-  const pt = new PageTableBuilder(mem, "4-level");
-  pt.map(0xffff_8880_0000_0000n, 0x4000_0000n, 2 * 1024 * 1024);
-  const space = new AddressSpace(mem, X86_64_4LEVEL, pt.root, { cacheSize: 8 });
-  for (let i = 0n; i < 64n; i++) {
-    const addr = 0xffff_8880_0000_0000n + i * 0x1000n + i;
-    assert.equal(space.translate(va(addr)).phys, 0x4000_0000n + i * 0x1000n + i);
-    assert.equal(space.translate(va(addr)).pageSize, 2 * 1024 * 1024);
+  const { space } = setup(2);
+  for (const [addr, phys] of [
+    [0x400123n, 0x10123n],
+    [0x401456n, 0x30456n],
+    [0x404789n, 0x11789n],
+    [0x400fffn, 0x10fffn],
+  ] as const) {
+    assert.equal(space.translate(va(addr)).phys, phys);
+    assert.ok(space.cache!.size <= 2);
   }
-  assert.ok(space.cache!.size <= 8);
   const c = new TranslationCache(2);
-  const t = space.translate(va(0xffff_8880_0000_0000n));
+  const t = space.translate(va(0x400000n));
   c.set(1, t);
   c.set(2, t);
   c.set(3, t);
   assert.deepEqual([c.get(1), c.get(2) === t, c.get(3) === t, c.size], [undefined, true, true, 2]);
+});
+
+test("one walk of a large page serves every 4 KiB page inside it", () => {
+  const mem = new BufferPhysicalMemory();
+  const pt = new PageTableBuilder(mem, "4-level");
+  const base = 0xffff_8880_0000_0000n;
+  pt.map(base, 0x4000_0000n, 2 * 1024 * 1024);
+  pt.map(base + 0x4000_0000n, 0x8000_0000n, 1024 * 1024 * 1024);
+  const space = new AddressSpace(mem, X86_64_4LEVEL, pt.root);
+  for (let i = 0n; i < 512n; i++) {
+    const addr = base + i * 0x1000n + i;
+    assert.equal(space.translate(va(addr)).phys, 0x4000_0000n + i * 0x1000n + i);
+    assert.equal(space.translate(va(addr)).pageSize, 2 * 1024 * 1024);
+  }
+  for (let i = 0n; i < 64n; i++) {
+    const addr = base + 0x4000_0000n + i * 0xff_ffffn;
+    assert.equal(space.translate(va(addr)).phys, 0x8000_0000n + i * 0xff_ffffn);
+  }
+  assert.equal(space.cache!.misses, 2, "one walk per large page");
+  assert.equal(space.cache!.size, 2);
+  // Past the 2 MiB page nothing is mapped: the cached large page must not stretch over it.
+  assert.equal(space.findTranslation(va(base + 0x20_0000n)), undefined);
+  space.invalidate();
+  assert.equal(space.cache!.size, 0);
 });
 
 test("the identity space reads physical memory as virtual", () => {

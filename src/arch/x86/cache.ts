@@ -1,9 +1,12 @@
+import { pa } from "../../util/address.js";
 import type { Translation } from "./walk.js";
 
+const SMALL_PAGE = 4096;
+
 /**
- * Translations of 4 KiB virtual pages, keyed by page number (va >> 12, exact as a number since
- * it is below 2^52). A large page fills one slot per 4 KiB page touched, so a lookup never needs
- * to know the page size first.
+ * Translations keyed by 4 KiB virtual page number (va >> 12, exact as a number since it is below
+ * 2^52). A large page is kept once, under its own index, so that every 4 KiB page inside it
+ * (the kernel's direct map is 1 GiB and 2 MiB pages) hits without a walk of its own.
  *
  * The cache does not know when the guest changes its page tables: whoever owns it must call
  * `invalidate()` every time the guest has run (after a resume/stop cycle, a step, or a write
@@ -14,34 +17,60 @@ export class TranslationCache {
   hits = 0;
   misses = 0;
   private readonly pages = new Map<number, Translation>();
+  /** Per large page size (in 4 KiB pages): large page index → translation of its first byte. */
+  private readonly large = new Map<number, Map<number, Translation>>();
 
   constructor(maxEntries = 65536) {
     this.maxEntries = Math.max(1, Math.floor(maxEntries));
   }
 
   get size(): number {
-    return this.pages.size;
+    let n = this.pages.size;
+    for (const m of this.large.values()) n += m.size;
+    return n;
   }
 
   /** The translation of the first byte of the page, if cached. */
   get(page: number): Translation | undefined {
-    const t = this.pages.get(page);
+    const t = this.pages.get(page) ?? this.fromLarge(page);
     if (t) this.hits++;
     else this.misses++;
     return t;
   }
 
   set(page: number, t: Translation): void {
-    // FIFO eviction through the Map's insertion order: O(1), and the hot working set of an
-    // introspection pass (kernel data structures) is refilled cheaply if evicted.
-    if (this.pages.size >= this.maxEntries && !this.pages.has(page)) {
-      const oldest = this.pages.keys().next();
-      if (!oldest.done) this.pages.delete(oldest.value);
+    if (t.pageSize > SMALL_PAGE) {
+      const span = t.pageSize / SMALL_PAGE;
+      let bySpan = this.large.get(span);
+      if (!bySpan) this.large.set(span, (bySpan = new Map()));
+      evictOne(bySpan, this.maxEntries);
+      bySpan.set(Math.floor(page / span), { ...t, phys: pa(t.phys - BigInt((page % span) * SMALL_PAGE)) });
+      return;
     }
+    if (!this.pages.has(page)) evictOne(this.pages, this.maxEntries);
     this.pages.set(page, t);
   }
 
   invalidate(): void {
     this.pages.clear();
+    this.large.clear();
   }
+
+  private fromLarge(page: number): Translation | undefined {
+    for (const [span, bySpan] of this.large) {
+      const t = bySpan.get(Math.floor(page / span));
+      if (t) return { ...t, phys: pa(t.phys + BigInt((page % span) * SMALL_PAGE)) };
+    }
+    return undefined;
+  }
+}
+
+/**
+ * FIFO eviction through the Map's insertion order: O(1), and the hot working set of an
+ * introspection pass (kernel data structures) is refilled cheaply if evicted.
+ */
+function evictOne(map: Map<number, Translation>, max: number): void {
+  if (map.size < max) return;
+  const oldest = map.keys().next();
+  if (!oldest.done) map.delete(oldest.value);
 }

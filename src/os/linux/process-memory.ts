@@ -64,7 +64,10 @@ export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
   const space = ctx.userSpace(checkKernelPointer(mm.pgd, `mm ${hex(task.mm)} pgd`));
   let envEnd = mm.envEnd;
   if (mm.envStart !== mm.argEnd || mm.envEnd < mm.envStart) envEnd = mm.argEnd;
-  const last = readUserByte(space, mm.argEnd - 1n);
+  const whole = readUserRange(space, mm.argStart, mm.argEnd - mm.argStart);
+  // Read in one go first: a complete argv ending in NUL (nearly every process) is the answer.
+  const complete = !whole.partial && !whole.truncated;
+  const last = complete ? whole.bytes[whole.bytes.length - 1] : readUserByte(space, mm.argEnd - 1n);
   if (last !== undefined && last !== 0) {
     const len = envEnd - mm.argStart < PAGE ? envEnd - mm.argStart : PAGE;
     const r = readUserRange(space, mm.argStart, len);
@@ -72,7 +75,7 @@ export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
     // get_mm_proctitle() includes the NUL when it found one.
     return nul < 0 ? r : finish(r.bytes.subarray(0, nul + 1), false, false, undefined);
   }
-  return readUserRange(space, mm.argStart, mm.argEnd - mm.argStart);
+  return whole;
 }
 
 /** The environment: [env_start, env_end), as environ_read() returns it. */
