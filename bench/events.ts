@@ -18,9 +18,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runTrace } from "../src/commands/trace.js";
 import { openEventSession } from "../src/events/session.js";
+import { skippableLength } from "../src/events/x86-nop.js";
 import { gdbSocketPath } from "../src/target/qemu-process.js";
 import { Target } from "../src/target/session.js";
 import { QmpClient } from "../src/transport/qmp/client.js";
+import { va } from "../src/util/address.js";
 import type { QmpEvent } from "../src/transport/qmp/codec.js";
 import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
 
@@ -184,6 +186,76 @@ async function tracedForkLoop(
   }
 }
 
+/**
+ * The floor any gdbstub client can reach: `trap` is armed on a bare connection and each stop is
+ * answered with `c` at once (after `atStop`), no handler, no guest reads. What QEMU costs per stop.
+ */
+async function bareClient<T>(
+  g: TestGuest,
+  arm: (gdb: Awaited<ReturnType<Target["gdb"]>>) => Promise<() => Promise<void>>,
+  atStop: (gdb: Awaited<ReturnType<Target["gdb"]>>) => Promise<void>,
+  during: () => Promise<T>,
+): Promise<{ result: T; stops: number }> {
+  const target = await Target.attach(g.qmpSocket);
+  try {
+    const gdb = await target.gdb();
+    const disarm = await arm(gdb);
+    let stops = 0;
+    let done = false;
+    const loop = (async () => {
+      while (!done) {
+        await gdb.continue();
+        if (done) break;
+        stops++;
+        await atStop(gdb);
+      }
+    })();
+    const result = await during();
+    done = true;
+    await gdb.interrupt();
+    await loop;
+    await disarm();
+    await target.resume();
+    return { result, stops };
+  } finally {
+    await target.close();
+  }
+}
+
+/** Fork loop with a bare watchpoint on nr_threads (the two stops per fork `trace proc` takes). */
+async function bareForkLoop(g: TestGuest, nrThreads: bigint): Promise<{ guest: number; wall: number }> {
+  const r = await bareClient(
+    g,
+    async (gdb) => {
+      await gdb.insertBreakpoint(2, nrThreads, 4);
+      return () => gdb.removeBreakpoint(2, nrThreads, 4);
+    },
+    async () => {},
+    () => forkLoop(g),
+  );
+  return r.result;
+}
+
+/** Breakpoint events per second for a client that only steps RIP past the NOP and continues. */
+async function bareRate(g: TestGuest, hot: bigint, skip: number): Promise<number> {
+  const times: number[] = [];
+  await bareClient(
+    g,
+    async (gdb) => {
+      await gdb.insertBreakpoint(0, hot, 1);
+      return () => gdb.removeBreakpoint(0, hot, 1);
+    },
+    async (gdb) => {
+      times.push(performance.now());
+      await gdb.writeRegister("rip", hot + BigInt(skip));
+    },
+    async () => {
+      while (times.length < HITS) await new Promise((r) => setTimeout(r, 20));
+    },
+  );
+  return ((times.length - 1) * 1000) / (times.at(-1)! - times[0]!);
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
@@ -194,6 +266,9 @@ async function main(): Promise<void> {
     const qemuPid = target.pid;
     const s = await openEventSession(target, { watchdog: false });
     const hot = s.kernel.symbols.getAddress(HOT);
+    const nrThreads = s.kernel.symbols.getAddress("nr_threads");
+    const skip = skippableLength(s.kernel.kernel.read(va(hot), 16));
+    if (skip === undefined) throw new Error(`${HOT} does not start with a NOP: the bare client cannot skip it`);
     await s.close();
     await target.close();
 
@@ -203,6 +278,7 @@ async function main(): Promise<void> {
     const traced: number[] = [];
     const tracedWall: number[] = [];
     const createOnly: number[] = [];
+    const bare: number[] = [];
     let events = 0;
     await forkLoop(g); // warm up page cache and TCG translations
     for (let i = 0; i < 3; i++) {
@@ -214,6 +290,7 @@ async function main(): Promise<void> {
       tracedWall.push(t.wall);
       events = t.events;
       createOnly.push((await tracedForkLoop(g, { create: true, exec: false, exit: false })).guest);
+      bare.push((await bareForkLoop(g, nrThreads)).guest);
     }
     const slow = median(traced) / median(plain);
     console.log(
@@ -221,6 +298,9 @@ async function main(): Promise<void> {
     );
     console.log(
       `fork loop with trace proc --events create (one stop per fork): ${median(createOnly).toFixed(3)} s -> ${(median(createOnly) / median(plain)).toFixed(2)}x`,
+    );
+    console.log(
+      `fork loop with a bare gdbstub client (watchpoint on nr_threads, \`c\` at once, no handler): ${median(bare).toFixed(3)} s -> ${(median(bare) / median(plain)).toFixed(2)}x — QEMU's own cost of two stops per fork, the floor for any client`,
     );
     console.log(
       `fork loop (host wall clock, incl. console round trip): ${median(plainWall).toFixed(3)} s plain, ${median(tracedWall).toFixed(3)} s traced -> ${(median(tracedWall) / median(plainWall)).toFixed(2)}x`,
@@ -231,11 +311,15 @@ async function main(): Promise<void> {
     await g.serial.waitFor(/# /, 10_000);
     const v = await vmsightRate(g);
     const gdb = await gdbRate(g, hot, qemuPid);
+    const floor = await bareRate(g, hot, skip);
     const v2 = await vmsightRate(g); // again, after gdb: the guest's state is comparable both ways
     const rate = (v.rate + v2.rate) / 2;
     const stopped = (v.stoppedMs + v2.stoppedMs) / 2;
     console.log(
       `breakpoint on ${HOT} (registers + 64 bytes a hit, ${HITS} hits): vmsight ${rate.toFixed(1)} events/s (${(v.skips ?? 0) + (v2.skips ?? 0)} NOP step-overs, ${(v.steps ?? 0) + (v2.steps ?? 0)} single-steps), gdb ${gdb.rate.toFixed(1)} events/s -> ${(rate / gdb.rate).toFixed(2)}x  [target >= 2x]`,
+    );
+    console.log(
+      `bare gdbstub client on the same breakpoint (RIP past the NOP, \`c\`, nothing else): ${floor.toFixed(1)} events/s -> ${(floor / gdb.rate).toFixed(2)}x gdb — the ceiling for any client under TCG`,
     );
     console.log(
       `guest stopped per event (QEMU STOP->RESUME): vmsight ${stopped.toFixed(2)} ms, gdb ${gdb.stoppedMs.toFixed(2)} ms -> ${(gdb.stoppedMs / stopped).toFixed(1)}x less; the rest of each event (~${(1000 / rate - stopped).toFixed(0)} ms) is TCG re-translation after QEMU's per-breakpoint tb_flush`,

@@ -36,7 +36,8 @@ export class FdPhysicalMemory implements PhysicalMemory {
 
   readInto(addr: PhysAddr, into: Uint8Array): void {
     this.forEachPiece(addr, into.length, (region, at, done, n) => {
-      const got = readSync(region.fd, into, done, n, region.fdOffset + (at - region.start));
+      // Host addresses and file offsets stay below 2^47: a number position is exact and faster.
+      const got = readSync(region.fd, into, done, n, Number(region.fdOffset + (at - region.start)));
       if (got !== n) throw new FaultError("phys", pa(at + BigInt(got)), `short read from ${region.name}`);
     });
   }
@@ -48,7 +49,6 @@ export class FdPhysicalMemory implements PhysicalMemory {
   write(addr: PhysAddr, data: Uint8Array): void {
     this.forEachPiece(addr, data.length, (region, at, done, n) => {
       if (!region.writable) throw new FaultError("phys", pa(at), `${region.name} is read-only`);
-      // Host addresses and file offsets stay below 2^47, so they fit a number exactly.
       const put = writeSync(region.fd, data, done, n, Number(region.fdOffset + (at - region.start)));
       if (put !== n) throw new FaultError("phys", pa(at + BigInt(put)), `short write to ${region.name}`);
     });

@@ -1,6 +1,6 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
-import { GuestDataError, VmsightError } from "../../util/errors.js";
+import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
 import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
@@ -283,9 +283,13 @@ export function initTask(ctx: KernelContext): VirtAddr {
 
 /** Addresses of every thread-group leader, in list (creation) order, init_task excluded. */
 export function taskAddresses(ctx: KernelContext): VirtAddr[] {
+  return [...taskList(ctx)];
+}
+
+function taskList(ctx: KernelContext): Generator<VirtAddr> {
   taskOffsets(ctx.layout); // fail on a missing member before walking anything
   const head = va(initTask(ctx) + BigInt(required(ctx.layout, "task_struct", "tasks")));
-  return [...listForEachEntry(ctx, head, "task_struct", "tasks")];
+  return listForEachEntry(ctx, head, "task_struct", "tasks");
 }
 
 /** One task_struct at a known address (e.g. the current task of a CPU). */
@@ -295,7 +299,17 @@ export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions =
 
 /** Every process (thread-group leader) on `init_task.tasks`, like the numeric entries of /proc. */
 export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
-  const raws = taskAddresses(ctx).map((addr) => readRawTask(ctx, addr));
+  // Each task_struct is read as the walk reaches it, before its `next` pointer: the object's
+  // read brings that pointer's page into the page cache, so the walk costs no read of its own.
+  const raws: RawTask[] = [];
+  for (const addr of taskList(ctx)) {
+    try {
+      raws.push(readRawTask(ctx, addr));
+    } catch (error) {
+      if (!(error instanceof FaultError)) throw error;
+      throw new GuestDataError(`task_struct ${hex(addr)} on the tasks list is unreadable`, { cause: error });
+    }
+  }
   const known = new Map<bigint, number>([[initTask(ctx), 0]]);
   for (const r of raws) known.set(r.addr, r.tgid);
   return raws.map((r) => toTaskInfo(ctx, r, known, opts));
