@@ -22,8 +22,8 @@ import { skippableLength } from "../src/events/x86-nop.js";
 import { gdbSocketPath } from "../src/target/qemu-process.js";
 import { Target } from "../src/target/session.js";
 import { QmpClient } from "../src/transport/qmp/client.js";
-import { va } from "../src/util/address.js";
 import type { QmpEvent } from "../src/transport/qmp/codec.js";
+import { va } from "../src/util/address.js";
 import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
 
 const HITS = Number(process.env.BENCH_HITS ?? 60);
@@ -268,7 +268,8 @@ async function main(): Promise<void> {
     const hot = s.kernel.symbols.getAddress(HOT);
     const nrThreads = s.kernel.symbols.getAddress("nr_threads");
     const skip = skippableLength(s.kernel.kernel.read(va(hot), 16));
-    if (skip === undefined) throw new Error(`${HOT} does not start with a NOP: the bare client cannot skip it`);
+    if (skip === undefined)
+      throw new Error(`${HOT} does not start with a NOP: the bare client cannot skip it`);
     await s.close();
     await target.close();
 

@@ -29,4 +29,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+bash scripts/build-native.sh
 npx tsc -p .

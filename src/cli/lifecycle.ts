@@ -48,7 +48,7 @@ export const runCommand: CliCommand = {
       detach: true,
       paused: ctx.values.paused === true,
       memory: stringValue(ctx.values, "memory") ?? "512M",
-      memoryBackend: ctx.values["shared-ram"] ? "shared-file" : "anonymous",
+      memoryBackend: ctx.values["shared-ram"] ? "shared-file" : "memfd",
       ...(append === undefined ? {} : { append }),
       ...(cpus === undefined ? {} : { cpus: Number(cpus) }),
     });

@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { pa } from "../util/address.js";
 import { PT_LOAD, PT_NOTE, parseElf64 } from "../util/elf.js";
 import { GuestDataError, VmsightError } from "../util/errors.js";
-import { FdPhysicalMemory, type FdRegion } from "./fd-memory.js";
+import { FdPhysicalMemory, type FdRegion, mapFileRegions } from "./fd-memory.js";
 
 /** One vCPU's registers as the dump recorded them, keyed like the gdbstub's names. */
 export type DumpCpu = ReadonlyMap<string, bigint>;
@@ -69,7 +69,7 @@ export function openElfCore(path: string): ElfCore {
       throw new GuestDataError(`${path}: no memory segments: not a guest memory dump`);
     const notes = elf.segments.filter((s) => s.type === PT_NOTE);
     const cpus = notes.flatMap((n) => qemuCpuNotes(readAt(fd, n.offset, Math.min(n.fileSize, MAX_NOTES))));
-    return { memory: new FdPhysicalMemory(`dump ${path}`, regions), cpus };
+    return { memory: new FdPhysicalMemory(`dump ${path}`, mapFileRegions(regions)), cpus };
   } catch (error) {
     closeSync(fd);
     throw error;

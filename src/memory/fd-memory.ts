@@ -1,12 +1,36 @@
 import { closeSync, readSync, writeSync } from "node:fs";
 import { type PhysAddr, hex, pa } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
+import { canMapFiles, mapFileRange } from "./mmap.js";
 import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
 
 /** A guest-physical range served by descriptor `fd` at `fdOffset` (a host address or a file offset). */
 export interface FdRegion extends PhysRange {
   readonly fd: number;
   readonly fdOffset: bigint;
+  /** The same bytes memory-mapped, when the descriptor is a file that could be mapped. */
+  readonly view?: Buffer;
+}
+
+/** Largest single mapping: keeps each view within what a Buffer may span. */
+const MAP_CHUNK = 1n << 30n;
+
+/**
+ * Maps each region of an open file into memory where possible, in pieces of at most 1 GiB;
+ * a region that cannot be mapped is returned as it was (served by pread).
+ */
+export function mapFileRegions(regions: readonly FdRegion[]): FdRegion[] {
+  if (!canMapFiles()) return [...regions];
+  return regions.flatMap((r) => {
+    const pieces: FdRegion[] = [];
+    for (let done = 0n; done < r.size; done += MAP_CHUNK) {
+      const size = r.size - done < MAP_CHUNK ? r.size - done : MAP_CHUNK;
+      const view = mapFileRange(r.fd, r.fdOffset + done, Number(size), r.writable);
+      if (!view) return [r];
+      pieces.push({ ...r, start: pa(r.start + done), size, fdOffset: r.fdOffset + done, view });
+    }
+    return pieces;
+  });
 }
 
 /**
@@ -16,12 +40,16 @@ export interface FdRegion extends PhysRange {
  */
 export class FdPhysicalMemory implements PhysicalMemory {
   readonly description: string;
+  /** Every RAM region is mapped: a read is a memory copy, not a system call. */
+  readonly mapped: boolean;
   private readonly regions: FdRegion[];
   private closed = false;
 
   constructor(description: string, regions: readonly FdRegion[]) {
-    this.description = description;
     this.regions = [...regions].sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.mapped =
+      this.regions.some((r) => r.view) && this.regions.every((r) => r.view !== undefined || !r.writable);
+    this.description = this.mapped ? `${description} (mapped)` : description;
   }
 
   ranges(): readonly PhysRange[] {
@@ -36,6 +64,11 @@ export class FdPhysicalMemory implements PhysicalMemory {
 
   readInto(addr: PhysAddr, into: Uint8Array): void {
     this.forEachPiece(addr, into.length, (region, at, done, n) => {
+      if (region.view) {
+        const from = Number(at - region.start);
+        into.set(region.view.subarray(from, from + n), done);
+        return;
+      }
       // Host addresses and file offsets stay below 2^47: a number position is exact and faster.
       const got = readSync(region.fd, into, done, n, Number(region.fdOffset + (at - region.start)));
       if (got !== n) throw new FaultError("phys", pa(at + BigInt(got)), `short read from ${region.name}`);
@@ -49,6 +82,10 @@ export class FdPhysicalMemory implements PhysicalMemory {
   write(addr: PhysAddr, data: Uint8Array): void {
     this.forEachPiece(addr, data.length, (region, at, done, n) => {
       if (!region.writable) throw new FaultError("phys", pa(at), `${region.name} is read-only`);
+      if (region.view) {
+        region.view.set(data.subarray(done, done + n), Number(at - region.start));
+        return;
+      }
       const put = writeSync(region.fd, data, done, n, Number(region.fdOffset + (at - region.start)));
       if (put !== n) throw new FaultError("phys", pa(at + BigInt(put)), `short write to ${region.name}`);
     });

@@ -8,8 +8,11 @@ const BYPASS = 64 * 1024;
 const READ_AHEAD = 4;
 /** Reads this short that miss are served uncached. */
 const SMALL = 16;
-/** Reads at least this long (whole objects) trigger read-ahead. */
-const READ_AHEAD_MIN = 512;
+/**
+ * Reads at least this long (whole objects, or an object's span of fields: a task_struct's,
+ * an mm_struct's pgd..env_end) trigger read-ahead: such objects sit side by side in slabs.
+ */
+const READ_AHEAD_MIN = 256;
 
 /**
  * A page cache over guest-physical memory, valid only while the guest is stopped: walks over
@@ -25,10 +28,15 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   hits = 0;
   misses = 0;
 
+  /** The source is mapped memory: every read goes straight to it. */
+  private readonly direct: boolean;
+
   constructor(
     private readonly inner: PhysicalMemory,
     private readonly maxPages = 16_384,
-  ) {}
+  ) {
+    this.direct = inner.mapped === true;
+  }
 
   /** The memory under the cache, for bulk readers that gain nothing from it. */
   get source(): PhysicalMemory {
@@ -49,7 +57,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   }
 
   read(addr: PhysAddr, length: number): Buffer {
-    if (length > BYPASS) return this.inner.read(addr, length);
+    if (length > BYPASS || this.direct) return this.inner.read(addr, length);
     const index = Number(addr >> 12n);
     if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
       // A lone field or page-table entry in a page not seen yet: copying the whole page costs
@@ -123,7 +131,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   }
 
   readInto(addr: PhysAddr, into: Uint8Array): void {
-    if (into.length > BYPASS) this.inner.readInto(addr, into);
+    if (into.length > BYPASS || this.direct) this.inner.readInto(addr, into);
     else into.set(this.read(addr, into.length));
   }
 

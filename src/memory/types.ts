@@ -25,6 +25,8 @@ export type ReadResult = { ok: true; data: Buffer } | { ok: false; error: Error 
 export interface PhysicalMemory {
   /** Human-readable name of the path that serves reads (logged so users know which one is used). */
   readonly description: string;
+  /** Reads are memory copies (a mapped file), not system calls: a cache in front only adds work. */
+  readonly mapped?: boolean;
   ranges(): readonly PhysRange[];
   /** Reads exactly `length` bytes or throws FaultError naming the first unbacked address. */
   read(addr: PhysAddr, length: number): Buffer;

@@ -20,8 +20,13 @@ export interface LaunchOptions {
   readonly cpu?: string;
   /** Where the sockets and logs go; default a fresh directory under the OS temp dir. */
   readonly runDir?: string;
-  /** "shared-file" backs RAM with /dev/shm/vmsight-<id> (share=on) so it can be mapped from outside. */
-  readonly memoryBackend?: "anonymous" | "shared-file";
+  /**
+   * Guest RAM: "memfd" (default) is a shared memfd, which vmsight maps through the QEMU
+   * process's /proc/<pid>/map_files (reads cost a memory access, not a system call) and which
+   * the kernel frees with QEMU; "shared-file" is /dev/shm/vmsight-<id>, for other tools that want
+   * the file; "anonymous" is QEMU's own default, read through /proc/<pid>/mem.
+   */
+  readonly memoryBackend?: "memfd" | "anonymous" | "shared-file";
   /** Only -qmp as a control channel: the serial console goes to the log file only, no socket. */
   readonly qmpOnly?: boolean;
   readonly extraArgs?: readonly string[];
@@ -90,6 +95,8 @@ export interface QemuArgsInput {
   readonly cpu: string;
   readonly runDir: string;
   readonly memoryPath: string | undefined;
+  /** RAM in a shared memfd (ignored when memoryPath is set). */
+  readonly memfd?: boolean;
   readonly qmpOnly: boolean;
   readonly extraArgs: readonly string[];
 }
@@ -106,6 +113,9 @@ export function qemuArgs(o: QemuArgsInput): string[] {
   args.push("-chardev", serial, "-serial", "chardev:ser0");
   if (o.memoryPath !== undefined) {
     args.push("-object", `memory-backend-file,id=ram0,size=${o.memory},mem-path=${o.memoryPath},share=on`);
+    args.push("-machine", "memory-backend=ram0");
+  } else if (o.memfd) {
+    args.push("-object", `memory-backend-memfd,id=ram0,size=${o.memory},share=on`);
     args.push("-machine", "memory-backend=ram0");
   }
   if (o.paused) args.push("-S");
@@ -155,6 +165,7 @@ export async function launchGuest(opts: LaunchOptions): Promise<LaunchedGuest> {
     cpu: opts.cpu ?? (choice.accel === "kvm" ? "host" : "qemu64"),
     runDir,
     memoryPath,
+    memfd: (opts.memoryBackend ?? "memfd") === "memfd",
     qmpOnly: opts.qmpOnly ?? false,
     extraArgs: opts.extraArgs ?? [],
   });

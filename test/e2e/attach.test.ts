@@ -5,12 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { canMapFiles } from "../../src/memory/mmap.js";
+import { discoverRamLayout, openGuestMemory } from "../../src/memory/qemu/layout.js";
 import { type KernelInfo, discoverKernel } from "../../src/os/linux/kernel.js";
 import { listForEachEntry } from "../../src/os/linux/walk.js";
 import { Target } from "../../src/target/session.js";
-import { va } from "../../src/util/address.js";
+import { pa, va } from "../../src/util/address.js";
 import { cliJson, runCli } from "../support/cli.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 import type { GuestView } from "../support/oracle.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
@@ -42,11 +44,12 @@ function processPgdPhys(k: KernelInfo, pid: number): bigint {
 }
 
 for (const kernelId of KERNELS) {
-  describe(`attach to a ${kernelId} guest through QMP`, () => {
+  const backend = ramBackendFor(kernelId);
+  describe(`attach to a ${kernelId} guest (${backend} RAM) through QMP`, () => {
     let g: TestGuest;
     let view: GuestView;
     before(async () => {
-      g = await bootTestGuest(kernelId);
+      g = await bootTestGuest(kernelId, { memoryBackend: backend });
       await g.waitReady(120_000);
       view = await g.view();
     });
@@ -60,8 +63,46 @@ for (const kernelId of KERNELS) {
       ]);
       assert.equal(s.running, true);
       assert.equal(BigInt(s.ramSize), 512n << 20n);
-      assert.match(s.memoryPath, /^\/proc\/\d+\/mem$/);
+      if (backend === "anonymous") assert.match(s.memoryPath, /^\/proc\/\d+\/mem$/);
+      else {
+        // RAM through the memfd (mapped when the native reader is built); firmware ROM through mem.
+        const mapped = canMapFiles() ? " \\(mapped\\)" : "";
+        assert.match(
+          s.memoryPath,
+          new RegExp(`^shared RAM /proc/\\d+/map_files/[0-9a-f]+-[0-9a-f]+ \\+ /proc/\\d+/mem${mapped}$`),
+        );
+      }
     });
+
+    test(
+      "the same bytes through the memfd and through /proc/<pid>/mem",
+      { skip: backend === "anonymous" },
+      async () => {
+        const auto = await Target.attach(g.qmpSocket);
+        try {
+          await auto.pause();
+          const byProcess = openGuestMemory(await discoverRamLayout(auto.qmp, auto.pid), "process");
+          try {
+            for (const [addr, length] of [
+              [0x1000n, 4096],
+              [0x100000n, 65536],
+              [0x1ff00000n, 4096],
+            ] as const) {
+              assert.deepEqual(
+                auto.memory.read(pa(addr), length),
+                byProcess.read(pa(addr), length),
+                `at ${addr}`,
+              );
+            }
+          } finally {
+            byProcess.close();
+          }
+        } finally {
+          await auto.resume();
+          await auto.close();
+        }
+      },
+    );
 
     test("regs twice in a row (the second reuses the gdbstub); the guest keeps running", async () => {
       for (let i = 0; i < 2; i++) {

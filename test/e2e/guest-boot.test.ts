@@ -120,6 +120,12 @@ describe("launcher pieces (no guest)", () => {
     const full = qemuArgs({ ...base, qmpOnly: false, paused: true, memoryPath: "/dev/shm/vmsight-x" });
     assert.ok(full.includes("-S"));
     assert.ok(full.includes("memory-backend-file,id=ram0,size=512M,mem-path=/dev/shm/vmsight-x,share=on"));
+    assert.ok(
+      qemuArgs({ ...base, qmpOnly: false, memfd: true }).includes(
+        "memory-backend-memfd,id=ram0,size=512M,share=on",
+      ),
+    );
+    assert.ok(!only.some((a) => a.startsWith("memory-backend")), "anonymous RAM is QEMU's default");
   });
 
   test("an early QEMU exit is a VmsightError quoting qemu.log, and leaves none of its files", async (t) => {

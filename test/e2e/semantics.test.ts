@@ -6,15 +6,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { cliJson } from "../support/cli.js";
 import { type Ps, assertPsMatchesView, eventually, reconcileState, transient } from "../support/compare.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
 
 for (const kernelId of KERNELS) {
-  describe(`Linux semantics of a ${kernelId} guest equal its own /proc`, () => {
+  describe(`Linux semantics of a ${kernelId} guest (${ramBackendFor(kernelId)} RAM) equal its own /proc`, () => {
     let g: TestGuest;
     before(async () => {
-      g = await bootTestGuest(kernelId);
+      g = await bootTestGuest(kernelId, { memoryBackend: ramBackendFor(kernelId) });
       await g.waitReady(120_000);
     });
     after(async () => g?.stop());

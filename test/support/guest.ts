@@ -10,6 +10,15 @@ import { SerialConsole, waitForFile } from "./serial.js";
 
 export const READY_PATTERN = /(^|\n)VMSIGHT-READY\r?\n/;
 
+/**
+ * vmsight reads live RAM two ways: mapped from a shared memfd (guests it launches) or with
+ * pread on /proc/<pid>/mem (QEMU's default anonymous RAM). The attach and semantics tests run
+ * their 6.1 guest the second way, so that both are checked against the guest's own view.
+ */
+export function ramBackendFor(kernelId: string): "anonymous" | "memfd" {
+  return kernelId === "6.1" ? "anonymous" : "memfd";
+}
+
 export interface TestGuestOptions extends Partial<Omit<LaunchOptions, "kernel" | "initrd">> {
   readonly log?: (line: string) => void;
   readonly image?: GuestImageOptions;

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { FdPhysicalMemory } from "../../src/memory/fd-memory.js";
+import { FdPhysicalMemory, type FdRegion, mapFileRegions } from "../../src/memory/fd-memory.js";
+import { canMapFiles } from "../../src/memory/mmap.js";
+import { CachedPhysicalMemory } from "../../src/memory/page-cache.js";
 import { parseFlatView, parseGpa2hva, parseProcMaps } from "../../src/memory/qemu/mtree.js";
 import { pa } from "../../src/util/address.js";
 import { FaultError } from "../../src/util/errors.js";
@@ -62,7 +64,7 @@ test("/proc/<pid>/maps lines, with and without a path", () => {
   assert.equal(maps[1]!.end, 0x7f1144000000n);
 });
 
-function fileMemory(): { mem: FdPhysicalMemory; bytes: Buffer } {
+function fileMemory(mapped: boolean): { mem: FdPhysicalMemory; bytes: Buffer; path: string } {
   const dir = mkdtempSync(join(tmpdir(), "fdmem-"));
   const bytes = Buffer.alloc(0x3000);
   for (let i = 0; i < bytes.length; i++) bytes[i] = i & 0xff;
@@ -70,43 +72,89 @@ function fileMemory(): { mem: FdPhysicalMemory; bytes: Buffer } {
   writeFileSync(path, bytes);
   const fd = openSync(path, "r+");
   // Two RAM pieces with a hole between them (like the PCI hole), plus a read-only ROM page.
-  const mem = new FdPhysicalMemory(path, [
+  const regions: FdRegion[] = [
     { start: pa(0), size: 0x1000n, name: "ram", writable: true, fd, fdOffset: 0n },
     { start: pa(0x2000), size: 0x1000n, name: "ram", writable: true, fd, fdOffset: 0x1000n },
     { start: pa(0x3000), size: 0x1000n, name: "rom", writable: false, fd, fdOffset: 0x2000n },
-  ]);
-  return { mem, bytes };
+  ];
+  const mem = new FdPhysicalMemory(path, mapped ? mapFileRegions(regions) : regions);
+  assert.equal(mem.mapped, mapped);
+  return { mem, bytes, path };
 }
 
-test("reads cross regions that are contiguous in guest-physical space", () => {
-  const { mem, bytes } = fileMemory();
-  assert.deepEqual(
-    mem.read(pa(0x2ff0), 0x20),
-    Buffer.concat([bytes.subarray(0x1ff0, 0x2000), bytes.subarray(0x2000, 0x2010)]),
-  );
-  mem.close();
-});
+const MAPPING = canMapFiles()
+  ? false
+  : "native/build/vmsight-mem.node is not built (scripts/build-native.sh)";
 
-test("a read into the hole names the first unbacked address", () => {
-  const { mem } = fileMemory();
-  assert.throws(
-    () => mem.read(pa(0xff0), 0x20),
-    (e: unknown) => e instanceof FaultError && e.address === 0x1000n && /no guest RAM/.test(e.message),
-  );
-  const batch = mem.readMany([
-    { addr: pa(0), length: 4 },
-    { addr: pa(0x1800), length: 4 },
-  ]);
-  assert.equal(batch[0]!.ok, true);
-  assert.equal(batch[1]!.ok, false);
-  mem.close();
-});
+for (const mapped of [false, true]) {
+  const how = mapped ? "mapped" : "pread";
+  const skip = mapped ? MAPPING : false;
 
-test("writes land in the backing file; ROM refuses them", () => {
-  const { mem } = fileMemory();
-  mem.write(pa(0x2004), Buffer.from("vmsight"));
-  assert.equal(mem.read(pa(0x2004), 7).toString(), "vmsight");
-  assert.throws(() => mem.write(pa(0x3000), Buffer.from([1])), /read-only/);
+  test(`${how}: reads cross regions that are contiguous in guest-physical space`, { skip }, () => {
+    const { mem, bytes } = fileMemory(mapped);
+    assert.deepEqual(
+      mem.read(pa(0x2ff0), 0x20),
+      Buffer.concat([bytes.subarray(0x1ff0, 0x2000), bytes.subarray(0x2000, 0x2010)]),
+    );
+    mem.close();
+  });
+
+  test(`${how}: a read into the hole names the first unbacked address`, { skip }, () => {
+    const { mem } = fileMemory(mapped);
+    assert.throws(
+      () => mem.read(pa(0xff0), 0x20),
+      (e: unknown) => e instanceof FaultError && e.address === 0x1000n && /no guest RAM/.test(e.message),
+    );
+    const batch = mem.readMany([
+      { addr: pa(0), length: 4 },
+      { addr: pa(0x1800), length: 4 },
+    ]);
+    assert.equal(batch[0]!.ok, true);
+    assert.equal(batch[1]!.ok, false);
+    mem.close();
+  });
+
+  test(`${how}: writes land in the backing file; ROM refuses them`, { skip }, () => {
+    const { mem, path } = fileMemory(mapped);
+    mem.write(pa(0x2004), Buffer.from("vmsight"));
+    assert.equal(mem.read(pa(0x2004), 7).toString(), "vmsight");
+    assert.equal(readFileSync(path).subarray(0x1004, 0x100b).toString(), "vmsight");
+    assert.throws(() => mem.write(pa(0x3000), Buffer.from([1])), /read-only/);
+    mem.close();
+    assert.throws(() => mem.read(pa(0), 1), /closed/);
+  });
+}
+
+test(
+  "a mapped file is live both ways, reads are copies, and unaligned offsets map",
+  { skip: MAPPING },
+  () => {
+    const { mem, path } = fileMemory(true);
+    const before = mem.read(pa(0x10), 4);
+    const fd = openSync(path, "r+");
+    writeSync(fd, Buffer.from("LIVE"), 0, 4, 0x10); // the guest writes its RAM
+    assert.equal(mem.read(pa(0x10), 4).toString(), "LIVE");
+    assert.deepEqual([...before], [0x10, 0x11, 0x12, 0x13], "an earlier read is a copy, not a view");
+    const odd = mapFileRegions([
+      { start: pa(0x9000), size: 0x100n, name: "ram", writable: false, fd, fdOffset: 0x1234n },
+    ]);
+    assert.ok(odd[0]!.view, "mapped despite the unaligned offset");
+    assert.deepEqual([...new FdPhysicalMemory("odd", odd).read(pa(0x9000), 3)], [0x34, 0x35, 0x36]);
+    closeSync(fd);
+    mem.close();
+  },
+);
+
+test("the page cache steps aside for mapped memory", { skip: MAPPING }, () => {
+  const { mem, path } = fileMemory(true);
+  const cached = new CachedPhysicalMemory(mem);
+  assert.equal(cached.read(pa(0x20), 1)[0], 0x20);
+  assert.equal(cached.read(pa(0x20), 1)[0], 0x20);
+  const fd = openSync(path, "r+");
+  writeSync(fd, Buffer.from([0xaa]), 0, 1, 0x20);
+  closeSync(fd);
+  // No invalidate(): a mapped source is never stale, so the cache must not have kept the page.
+  assert.equal(cached.read(pa(0x20), 1)[0], 0xaa);
+  assert.equal(cached.hits + cached.misses, 0);
   mem.close();
-  assert.throws(() => mem.read(pa(0), 1), /closed/);
 });

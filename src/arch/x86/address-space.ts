@@ -92,6 +92,12 @@ export class AddressSpace {
   }
 
   read(addr: VirtAddr, length: number): Buffer {
+    const a = BigInt.asUintN(64, addr);
+    // Most reads (one object, one field) lie in one page: no piece list for them.
+    if (length > 0 && length <= PAGE_SIZE && Number(a & PAGE_MASK) + length <= PAGE_SIZE) {
+      checkLength(length);
+      return this.readPiece({ va: a, phys: this.translate(va(a)).phys, length });
+    }
     const pieces = this.pieces(addr, length);
     if (pieces.length === 1) return this.readPiece(pieces[0]!);
     const reqs: ReadRequest[] = pieces.map((p) => ({ addr: pa(p.phys), length: p.length }));

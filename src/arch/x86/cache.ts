@@ -42,7 +42,10 @@ export class TranslationCache {
     if (t.pageSize > SMALL_PAGE) {
       const span = t.pageSize / SMALL_PAGE;
       let bySpan = this.large.get(span);
-      if (!bySpan) this.large.set(span, (bySpan = new Map()));
+      if (!bySpan) {
+        bySpan = new Map();
+        this.large.set(span, bySpan);
+      }
       evictOne(bySpan, this.maxEntries);
       bySpan.set(Math.floor(page / span), { ...t, phys: pa(t.phys - BigInt((page % span) * SMALL_PAGE)) });
       return;

@@ -1,7 +1,7 @@
 import { openSync, readFileSync } from "node:fs";
 import { hex } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
-import { FdPhysicalMemory } from "../fd-memory.js";
+import { FdPhysicalMemory, type FdRegion, mapFileRegions } from "../fd-memory.js";
 import type { PhysRange } from "../types.js";
 import { type HostMapping, parseFlatView, parseGpa2hva, parseProcMaps } from "./mtree.js";
 
@@ -53,7 +53,7 @@ export async function discoverRamLayout(monitor: Monitor, pid: number): Promise<
       name: range.region,
       writable: range.kind === "ram",
       hva,
-      ...fileBacking(mapping, hva),
+      ...fileBacking(pid, mapping, hva),
     });
   }
   const ramSize = await reportedRamSize(monitor);
@@ -72,11 +72,18 @@ function readHostMaps(pid: number): HostMapping[] {
   }
 }
 
-function fileBacking(mapping: HostMapping, hva: bigint): Pick<RamRegion, "file"> {
+/**
+ * A shared file mapping can be opened and mapped by us too. A file with a name is opened by it;
+ * a memfd (`/memfd:ram0 (deleted)`) or a deleted file only through the QEMU process's
+ * map_files entry, which needs root (CAP_SYS_ADMIN).
+ */
+function fileBacking(pid: number, mapping: HostMapping, hva: bigint): Pick<RamRegion, "file"> {
   const shared = mapping.perms[3] === "s";
-  const isFile = mapping.path.startsWith("/") && !mapping.path.endsWith("(deleted)");
-  if (!shared || !isFile) return {};
-  return { file: { path: mapping.path, offset: mapping.offset + (hva - mapping.start) } };
+  if (!shared || !mapping.path.startsWith("/")) return {};
+  const path = mapping.path.endsWith("(deleted)")
+    ? `/proc/${pid}/map_files/${mapping.start.toString(16)}-${mapping.end.toString(16)}`
+    : mapping.path;
+  return { file: { path, offset: mapping.offset + (hva - mapping.start) } };
 }
 
 async function reportedRamSize(monitor: Monitor): Promise<bigint> {
@@ -121,12 +128,27 @@ export function openGuestMemory(
   const procPath = `/proc/${layout.pid}/mem`;
   const fds = new Map<string, number>();
   const fdFor = (path: string) => fds.get(path) ?? fds.set(path, openOrExplain(path)).get(path)!;
+  const viaProcess = (r: RamRegion): FdRegion => ({ ...r, fd: fdFor(procPath), fdOffset: r.hva });
+  const viaFile = (r: RamRegion, file: NonNullable<RamRegion["file"]>): FdRegion => {
+    try {
+      return { ...r, fd: fdFor(file.path), fdOffset: file.offset };
+    } catch (error) {
+      // "auto": a memfd's map_files entry needs root; the process's memory serves the same bytes.
+      if (prefer === "file") throw error;
+      return viaProcess(r);
+    }
+  };
   const regions = layout.regions.map((r) =>
-    r.file && prefer !== "process"
-      ? { ...r, fd: fdFor(r.file.path), fdOffset: r.file.offset }
-      : { ...r, fd: fdFor(procPath), fdOffset: r.hva },
+    r.file && prefer !== "process" ? viaFile(r, r.file) : viaProcess(r),
   );
-  return new FdPhysicalMemory([...fds.keys()].join(" + "), regions);
+  const fileBacked = regions.filter((r) => r.fd !== fds.get(procPath));
+  const other = regions.filter((r) => r.fd === fds.get(procPath));
+  return new FdPhysicalMemory(describe([...fds.keys()]), [...mapFileRegions(fileBacked), ...other]);
+}
+
+/** Paths as users know them: a map_files entry is the QEMU process's shared RAM (a memfd). */
+function describe(paths: string[]): string {
+  return paths.map((p) => (p.includes("/map_files/") ? `shared RAM ${p}` : p)).join(" + ");
 }
 
 function openOrExplain(path: string): number {

@@ -1,4 +1,5 @@
 import type { AddressSpace } from "../../arch/x86/address-space.js";
+import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
@@ -87,10 +88,13 @@ export function readEnviron(ctx: KernelContext, task: HasMm): ProcessStrings {
   return readUserRange(space, mm.envStart, mm.envEnd - mm.envStart);
 }
 
-function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
-  const mm = checkKernelPointer(mmPtr, "task mm");
-  const L = ctx.layout;
-  const offs = ["pgd", "arg_start", "arg_end", "env_start", "env_end"].map((m) => {
+const mmOffsetsCache = new WeakMap<StructLayout, readonly number[]>();
+
+/** Offsets of pgd, arg_start, arg_end, env_start, env_end, looked up once per layout. */
+function mmOffsets(L: StructLayout): readonly number[] {
+  let offs = mmOffsetsCache.get(L);
+  if (offs) return offs;
+  offs = ["pgd", "arg_start", "arg_end", "env_start", "env_end"].map((m) => {
     const o = L.findOffset("mm_struct", m);
     if (o === undefined) {
       throw new VmsightError("E_MEMBER_UNKNOWN", `mm_struct.${m} is needed to read a command line`, {
@@ -99,6 +103,13 @@ function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
     }
     return o;
   });
+  mmOffsetsCache.set(L, offs);
+  return offs;
+}
+
+function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
+  const mm = checkKernelPointer(mmPtr, "task mm");
+  const offs = mmOffsets(ctx.layout);
   const start = Math.min(...offs);
   const b = ctx.kernel.read(va(mm + BigInt(start)), Math.max(...offs) + 8 - start);
   const [pgd, argStart, argEnd, envStart, envEnd] = offs.map((o) => b.readBigUInt64LE(o - start)) as [
