@@ -1,6 +1,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
+import { skippableAt } from "../arch/x86/skippable.js";
 import type { Target } from "../target/session.js";
 import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
@@ -243,6 +244,9 @@ interface Addresses {
   readonly current: bigint;
   readonly taskSize: bigint | undefined;
   readonly pageOffsetBase: bigint | undefined;
+  /** Called by __exit_signal() with &tsk->pending: the one trap that can place `pending`. */
+  readonly flushSigqueue: bigint | undefined;
+  readonly fentry: bigint | undefined;
 }
 
 function addresses(k: KernelImage, slide: bigint): Addresses {
@@ -279,6 +283,8 @@ function addresses(k: KernelImage, slide: bigint): Addresses {
     current,
     taskSize: at("arch_task_struct_size"),
     pageOffsetBase: at("page_offset_base"),
+    flushSigqueue: at("flush_sigqueue"),
+    fentry: at("__fentry__"),
   };
 }
 
@@ -296,6 +302,12 @@ class TrapLoop {
   private lastProgress = 0;
   /** Where RAM is linearly mapped, once page_offset_base has been read. */
   private directMap: { base: bigint; size: bigint } | undefined;
+  /** The flush_sigqueue breakpoint while it is armed. */
+  private releaseTrap: { address: bigint } | undefined;
+  /** Where that breakpoint goes, until it is armed. */
+  private releasePlan: { address: bigint; type: BreakpointType } | undefined;
+  /** Traps taken out before convergence (their job done). */
+  private readonly removedEarly: TrapRecord[] = [];
 
   constructor(
     private readonly target: Target,
@@ -318,12 +330,104 @@ class TrapLoop {
     );
     await this.insert("total_forks (process and thread creation)", this.a.totalForks, 8);
     await this.insert("modules list head (module load)", this.a.modules, 8);
-    this.log(`traps: ${this.traps.map((t) => `watch ${t.what} at ${hex(t.address)}`).join("; ")}`);
+    this.planRelease(kvm?.enabled === true);
+    this.log(
+      `traps: ${this.traps.map((t) => `${t.type >= 2 ? "watch" : "break"} ${t.what} at ${hex(t.address)}`).join("; ")}`,
+    );
   }
 
-  private async insert(what: string, address: bigint, length: number): Promise<void> {
-    await this.gdb.insertBreakpoint(2, address, length);
-    this.traps.push({ what, type: 2, address, length, hits: 0 });
+  private async insert(
+    what: string,
+    address: bigint,
+    length: number,
+    type: BreakpointType = 2,
+  ): Promise<void> {
+    await this.gdb.insertBreakpoint(type, address, length);
+    this.traps.push({ what, type, address, length, hits: 0 });
+  }
+
+  /**
+   * A breakpoint on flush_sigqueue(), stepped over by moving RIP past its first instruction (a
+   * NOP, ENDBR or `call __fentry__`: no single-step, no removal). It is the only breakpoint:
+   * under TCG each stop at one re-translates the guest's code, so it is removed as soon as
+   * `pending` is placed (the first released process does it). Under KVM it takes a third
+   * debug register (Z1). Skipped, and `pending` left unplaced, when the symbol is missing or
+   * its first instruction cannot be stepped over that way.
+   */
+  private planRelease(kvm: boolean): void {
+    const at = this.a.flushSigqueue;
+    if (at === undefined) return;
+    const k = this.opts.image;
+    const from = Number(at - this.slide - k.base);
+    const text = from >= 0 ? k.image.subarray(from, from + 16) : new Uint8Array();
+    if (skippableAt(text, at, this.onlyReturn()) === undefined) {
+      this.log("flush_sigqueue does not start with a NOP: task_struct.pending will not be placed");
+      return;
+    }
+    this.releasePlan = { address: at, type: kvm ? 1 : 0 };
+  }
+
+  /**
+   * Arms the flush_sigqueue breakpoint once `tasks` is placed: a release before that could not
+   * be checked (kernel threads exit early in boot), and every stop at a breakpoint costs.
+   */
+  private async armReleaseWhenUseful(disc: OffsetDiscovery): Promise<void> {
+    const plan = this.releasePlan;
+    if (!plan || disc.cands.one("task_struct.tasks") === undefined) return;
+    this.releasePlan = undefined;
+    await this.insert("flush_sigqueue (task release: &tsk->pending)", plan.address, 1, plan.type);
+    this.releaseTrap = { address: plan.address };
+    this.log(`break flush_sigqueue at ${hex(plan.address)} (task release: &tsk->pending)`);
+  }
+
+  /** `call __fentry__` is passed over like a NOP (see skippableAt). */
+  private onlyReturn(): bigint[] {
+    return this.a.fentry === undefined ? [] : [this.a.fentry];
+  }
+
+  /** A stop at the flush_sigqueue breakpoint: feed its argument to the filter and step past it. */
+  private async onRelease(stop: StopReply & { type: "signal" }): Promise<boolean> {
+    const trap = this.releaseTrap;
+    if (!trap || stop.watch) return false;
+    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
+    const regs = await this.gdb.readRegisters();
+    if (regs.get("rip") !== trap.address) return false;
+    const h0 = performance.now();
+    const seen = this.viewOf(regs);
+    const disc = this.disc;
+    if (seen && disc) {
+      disc.sigqueueFlushed(this.events, regs.get("rdi") ?? 0n, seen.view);
+      this.events++;
+    }
+    // The text as it is now: ftrace may have turned `call __fentry__` into a NOP, or (tracing
+    // this function) into a call we cannot pass over, and then the breakpoint has to go.
+    const bytes = seen?.view.read(trap.address, 16);
+    const skip = bytes ? skippableAt(bytes, trap.address, this.onlyReturn()) : undefined;
+    if (skip !== undefined) await this.gdb.writeRegister("rip", trap.address + BigInt(skip));
+    const record = this.traps.find((t) => t.address === trap.address && t.type <= 1);
+    if (record) record.hits++;
+    if (record && (skip === undefined || disc?.cands.one("task_struct.pending") !== undefined)) {
+      await this.gdb.removeBreakpoint(record.type, record.address, record.length);
+      this.traps.splice(this.traps.indexOf(record), 1);
+      this.removedEarly.push(record);
+      this.releaseTrap = undefined;
+      this.log(
+        skip === undefined
+          ? "flush_sigqueue no longer starts with a NOP (traced?): its breakpoint is removed, task_struct.pending left unplaced"
+          : `task_struct.pending placed at a release; flush_sigqueue breakpoint removed after ${record.hits} hit(s)`,
+      );
+    }
+    this.stoppedMs += performance.now() - h0;
+    return true;
+  }
+
+  /** The kernel as the stopped CPU sees it (and its page-table root), or undefined before paging. */
+  private viewOf(regs: Map<string, bigint>): { view: GuestView; root: bigint } | undefined {
+    const get = (n: string) => regs.get(n) ?? 0n;
+    const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
+    if (!format) return undefined;
+    const root = rootFromRegisters({ cr3: get("cr3"), cr4: get("cr4") }, format, true);
+    return { view: guestView(this.target.memory, format, root, this.directMap), root };
   }
 
   async run(t0: number, slideFoundMs: number): Promise<BootDiscoveryResult> {
@@ -336,6 +440,10 @@ class TrapLoop {
     try {
       for (;;) {
         const stop = await this.gdb.continue();
+        if (stop.type === "signal" && (await this.onRelease(stop))) {
+          if (this.disc?.converged()) break;
+          continue;
+        }
         if (stop.type !== "signal" || !stop.watch) {
           why =
             stop.type === "signal" ? "timed out before every member converged" : `guest ended (${stop.type})`;
@@ -358,7 +466,7 @@ class TrapLoop {
       throw failure;
     }
     const elapsedMs = performance.now() - t0;
-    const removed = await this.removeAll();
+    const removed = [...this.removedEarly, ...(await this.removeAll())];
     const verified = await this.verifyRemoved(removed);
     // Resume with QMP: the stub stays enabled but holds no trap of ours.
     await this.target.resume();
@@ -420,10 +528,9 @@ class TrapLoop {
     if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
     const regs = await this.gdb.readRegisters();
     const get = (n: string) => regs.get(n) ?? 0n;
-    const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
-    if (!format) return;
-    const root = rootFromRegisters({ cr3: get("cr3"), cr4: get("cr4") }, format, true);
-    const view = guestView(this.target.memory, format, root, this.directMap);
+    const seen = this.viewOf(regs);
+    if (!seen) return;
+    const { view, root } = seen;
     const u64 = (addr: bigint) => view.read(addr, 8)?.readBigUInt64LE(0);
     const nr = view.read(this.a.nrThreads, 4)?.readInt32LE(0) ?? 0;
     const kind: EventKind = stop.watch?.address === this.a.modules ? "module" : "create";
@@ -458,6 +565,7 @@ class TrapLoop {
       view,
     });
     this.events++;
+    await this.armReleaseWhenUseful(disc);
     this.progress(disc, kind);
   }
 

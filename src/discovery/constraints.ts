@@ -48,6 +48,9 @@ const MAX_ARGS = 128 * 1024;
 /** A joint rule is skipped (not applied) rather than made slow when sets are still large. */
 const MAX_JOINT = 200_000;
 const MAX_MODULES = 4096;
+const MAX_SEEN_TASKS = 1 << 16;
+/** What list_del() leaves in `prev` on x86-64 (POISON_POINTER_DELTA 0xdead000000000000 + 0x122). */
+const LIST_POISON2 = 0xdead000000000122n;
 
 export const TASK_MEMBERS = [
   "task_struct.tasks",
@@ -81,9 +84,10 @@ export const MODULE_MEMBERS = [
 export type MemberGroup = "task" | "mm" | "module";
 
 /**
- * Members reported but not waited for: nothing a boot does tells task_struct.pending from the
- * other list heads that stay empty in every task (it would take a signal sent to one thread,
- * e.g. tgkill or a fault); `ps` does not need it.
+ * Members reported but not waited for. task_struct.pending looks like the other list heads that
+ * stay empty in every task; only the kernel's own use of it tells them apart (sigqueueFlushed,
+ * from a trap on flush_sigqueue), and a guest that releases no task before the rest converges
+ * never shows that. `ps` does not need it.
  */
 export const BEST_EFFORT: ReadonlySet<string> = new Set(["task_struct.pending"]);
 
@@ -203,6 +207,8 @@ export class OffsetDiscovery {
   moduleEvents = 0;
   /** pid of the newest child, once pid has converged. */
   highestPid = 0;
+  /** Every task seen at an event (listed, current or just made): where released tasks come from. */
+  private readonly seen = new Set<bigint>();
 
   constructor(facts: KernelFacts, opts: DiscoveryOptions = {}) {
     this.facts = facts;
@@ -281,6 +287,7 @@ export class OffsetDiscovery {
     this.resolveTwins();
     c.endEvent();
     this.lastList = tasks ? new Set(tasks.map((t) => t.addr)) : undefined;
+    this.remember([obs.current, ...(tasks ?? []).map((t) => t.addr), ...(child ? [child.addr] : [])]);
     const pidOff = c.one("task_struct.pid");
     if (child && pidOff !== undefined) this.highestPid = Math.max(this.highestPid, child.u32(pidOff));
     return {
@@ -652,6 +659,39 @@ export class OffsetDiscovery {
     }
     // (Best effort: checked on the creator only, not on every task at every event.)
     c.filter(k, "a list head", (o) => sane(cur, o));
+  }
+
+  /**
+   * pending, from the kernel's own use of it: release_task() -> __exit_signal() calls
+   * flush_sigqueue(&tsk->pending) for every task it releases, so the argument minus the true
+   * offset is a task seen alive before, which __unhash_process() has just taken off the tasks
+   * list (list_del_rcu leaves LIST_POISON2 in its `prev`; a thread that was not a group leader
+   * stays listed and is skipped). flush_sigqueue() also runs on a signal_struct's
+   * shared_pending and from flush_signals(); an argument that maps to no such task through any
+   * candidate narrows nothing.
+   */
+  sigqueueFlushed(index: number, queue: bigint, view: GuestView): void {
+    this.releases++;
+    const k = "task_struct.pending";
+    const c = this.cands;
+    const tasksOff = c.one("task_struct.tasks");
+    if (!c.has(k) || c.one(k) !== undefined || tasksOff === undefined) return;
+    const releases = (o: number) => {
+      const task = queue - BigInt(o);
+      return (
+        this.seen.has(task) && view.read(task + BigInt(tasksOff) + 8n, 8)?.readBigUInt64LE(0) === LIST_POISON2
+      );
+    };
+    if (!c.get(k).some(releases)) return;
+    c.event = index;
+    c.filter(k, "flush_sigqueue(&tsk->pending) on a released task", releases);
+    c.endEvent();
+  }
+
+  /** Bounded like everything read from the guest: a boot has a few hundred tasks. */
+  private remember(addrs: readonly bigint[]): void {
+    if (this.seen.size > MAX_SEEN_TASKS) this.seen.clear();
+    for (const a of addrs) this.seen.add(a);
   }
 
   // ---- mm_struct (user processes) ------------------------------------------------------------

@@ -1,3 +1,4 @@
+import { skippableLength } from "../arch/x86/skippable.js";
 /**
  * The event engine: breakpoints and watchpoints on a guest through QEMU's gdbstub, each with an
  * async handler that may read and write registers and memory and say how the guest goes on.
@@ -27,7 +28,6 @@ import {
   type TrapRecorder,
   rawKey,
 } from "./types.js";
-import { skippableLength } from "./x86-nop.js";
 
 export type WatchKind = "write" | "read" | "access";
 

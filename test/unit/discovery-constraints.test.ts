@@ -515,6 +515,47 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.equal(d.converged(), false);
   });
 
+  test("pending is told from other always-empty list heads by flush_sigqueue(&tsk->pending) at a release", () => {
+    const b = new Boot();
+    const d = new OffsetDiscovery(FACTS, { groups: ["task"] });
+    // Another list head that every task keeps empty, followed by a zero word, like pending.
+    const DECOY = 1800;
+    b.emptyList(INIT_TASK + BigInt(DECOY));
+    const spawn = (parent: bigint, flags: number) => {
+      const t = b.newTask({
+        pid: b.threads + 1,
+        comm: `k${b.threads}`,
+        state: TASK_NEW,
+        flags,
+        mm: 0n,
+        activeMm: 0n,
+        parent,
+      });
+      b.emptyList(t + BigInt(DECOY));
+      b.observe(d, "create", parent, [t]);
+      return t;
+    };
+    const first = spawn(INIT_TASK, 0x40);
+    const kids = [0, 1, 2, 3].map(() => spawn(first, PF_KTHREAD | 0x40));
+    const pending = () => d.status().find((m) => m.key === "task_struct.pending")!.candidates;
+    assert.deepEqual(pending(), [L.pending, DECOY]);
+
+    // A signal_struct's shared_pending, and a task that is still listed (a thread's release):
+    // neither maps to a released task through any candidate.
+    d.sigqueueFlushed(90, 0xffff888000900040n, b.w);
+    d.sigqueueFlushed(91, kids[1]! + BigInt(L.pending), b.w);
+    assert.deepEqual(pending(), [L.pending, DECOY]);
+
+    // __exit_signal: __unhash_process() took the task off the list, then flush_sigqueue(&tsk->pending).
+    const gone = kids[2]!;
+    b.listed.splice(b.listed.indexOf(gone), 1);
+    b.relink();
+    b.w.u64(gone + BigInt(L.tasks) + 8n, 0xdead000000000122n);
+    d.sigqueueFlushed(92, gone + BigInt(L.pending), b.w);
+    assert.deepEqual(pending(), [L.pending]);
+    assert.equal(d.profile()["task_struct.pending"], L.pending);
+  });
+
   test("identical text and data sizes in every module are resolved by nearness to the base, with a note", () => {
     const { d } = boot({ equalModuleSizes: true });
     const m = d.status().find((s) => s.key === "module.core_text_size")!;

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { skippableLength } from "../../src/events/x86-nop.js";
+import { skippableAt, skippableLength } from "../../src/arch/x86/skippable.js";
 
 const b = (hex: string) => Buffer.from(hex.replace(/ /g, ""), "hex");
 
@@ -52,4 +52,16 @@ test("truncated bytes never read past the buffer", () => {
   assert.equal(skippableLength(b("0f 1f 84 00 00")), undefined);
   assert.equal(skippableLength(b("0f 1f")), undefined);
   assert.equal(skippableLength(b("")), undefined);
+});
+
+test("a call to a function that only returns is passed over; any other call is not", () => {
+  // 6.1's flush_sigqueue as the vmlinux file holds it, before ftrace patches the call to a NOP.
+  const at = 0xffffffff810b3d30n;
+  const fentry = 0xffffffff81076560n;
+  const call = b("e8 2b 28 fc ff 55 48 89 fd");
+  assert.equal(skippableAt(call, at, [fentry]), 5);
+  assert.equal(skippableAt(call, at + 0x10n, [fentry]), undefined, "the same bytes elsewhere call elsewhere");
+  assert.equal(skippableAt(call, at, []), undefined);
+  assert.equal(skippableAt(b("f3 0f 1e fa e8 00 00 00 00"), at, [fentry]), 4, "ENDBR first");
+  assert.equal(skippableAt(b("e8 2b 28"), at, [fentry]), undefined, "truncated");
 });

@@ -53,3 +53,22 @@ export function skippableLength(bytes: Uint8Array): number | undefined {
   const length = i + 3 + tail;
   return length <= 15 && length <= bytes.length ? length : undefined;
 }
+
+/**
+ * Like skippableLength, and also a direct `call rel32` (at `address`) to one of `onlyReturn`,
+ * functions that do nothing but return: a kernel built with ftrace starts each function with
+ * `call __fentry__` until ftrace patches the call into a NOP early in boot, and __fentry__ is a
+ * bare `ret` while nothing is traced. Passing over such a call leaves only the return address
+ * it would have pushed unwritten below RSP.
+ */
+export function skippableAt(
+  bytes: Uint8Array,
+  address: bigint,
+  onlyReturn: readonly bigint[],
+): number | undefined {
+  const n = skippableLength(bytes);
+  if (n !== undefined || bytes[0] !== 0xe8 || bytes.length < 5) return n;
+  const rel = new DataView(bytes.buffer, bytes.byteOffset, 5).getInt32(1, true);
+  const target = BigInt.asUintN(64, address + 5n + BigInt(rel));
+  return onlyReturn.includes(target) ? 5 : undefined;
+}
