@@ -15,7 +15,7 @@ import { READY_PATTERN } from "../test/support/guest.js";
 import { waitForFile } from "../test/support/serial.js";
 
 const KERNELS = (process.env.VMSIGHT_BENCH_KERNELS ?? "6.12,6.1").split(",");
-const ROUNDS = Number(process.env.VMSIGHT_BENCH_ROUNDS ?? "3");
+const ROUNDS = Number(process.env.VMSIGHT_BENCH_ROUNDS ?? "5");
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function bootOnce(

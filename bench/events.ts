@@ -10,6 +10,9 @@
  *   2. the guest's fork rate (`time workload forkloop N`, as the guest measures it) with
  *      `trace proc` running and without; the host's wall clock for the same runs beside it
  *      (under TCG the guest's clock stops while the guest is stopped).
+ *   3. the floor any client can reach on this QEMU: a bare gdbstub connection that answers each
+ *      stop with `c` at once (no handler, no reads), for both measurements above. Under TCG it
+ *      shows how much of the cost is QEMU's own, whatever the client does.
  * Targets: >= 2x GDB's event rate; < 1.5x fork slowdown.
  */
 import { spawn } from "node:child_process";
