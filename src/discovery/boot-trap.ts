@@ -247,6 +247,7 @@ interface Addresses {
   /** Called by __exit_signal() with &tsk->pending: the one trap that can place `pending`. */
   readonly flushSigqueue: bigint | undefined;
   readonly fentry: bigint | undefined;
+  readonly initCred: bigint | undefined;
 }
 
 function addresses(k: KernelImage, slide: bigint): Addresses {
@@ -285,6 +286,7 @@ function addresses(k: KernelImage, slide: bigint): Addresses {
     pageOffsetBase: at("page_offset_base"),
     flushSigqueue: at("flush_sigqueue"),
     fentry: at("__fentry__"),
+    initCred: at("init_cred"),
   };
 }
 
@@ -588,6 +590,7 @@ class TrapLoop {
       initMm: this.a.initMm,
       modulesHead: this.a.modules,
       taskSize: size,
+      ...(this.a.initCred === undefined ? {} : { initCred: this.a.initCred }),
     };
     this.disc = new OffsetDiscovery(facts, this.opts.groups ? { groups: this.opts.groups } : {});
     return this.disc;

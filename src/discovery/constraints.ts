@@ -49,6 +49,25 @@ const MAX_ARGS = 128 * 1024;
 const MAX_JOINT = 200_000;
 const MAX_MODULES = 4096;
 const MAX_SEEN_TASKS = 1 << 16;
+/** Where cred.uid can start: after an atomic_t or atomic_long_t usage, or the debug fields. */
+const CRED_ID_STARTS = [4, 8, 20];
+const CRED_MAGIC = 0x43736564;
+const INIT_CRED_SPAN = 128;
+
+/** A full capability set: every bit below some n >= 32 set, nothing above. */
+function fullCaps(v: bigint): boolean {
+  return v >= 0xffffffffn && (v & (v + 1n)) === 0n;
+}
+
+function credLayoutFits(b: Buffer, uid: number): boolean {
+  if (uid === 20 && b.readUInt32LE(16) !== CRED_MAGIC) return false;
+  for (let i = 0; i < 9; i++) if (b.readUInt32LE(uid + 4 * i) !== 0) return false; // ids, securebits
+  return [4, 8].some((align) => {
+    const inheritable = Math.ceil((uid + 36) / align) * align;
+    const caps = [0, 1, 2, 3].map((i) => b.readBigUInt64LE(inheritable + 8 * i));
+    return caps[0] === 0n && caps.slice(1).every((v) => v === caps[1] && fullCaps(v));
+  });
+}
 /** What list_del() leaves in `prev` on x86-64 (POISON_POINTER_DELTA 0xdead000000000000 + 0x122). */
 const LIST_POISON2 = 0xdead000000000122n;
 
@@ -64,6 +83,8 @@ export const TASK_MEMBERS = [
   "task_struct.real_parent",
   "task_struct.pending",
 ] as const;
+/** Placed from init_cred when the kernel's symbols name it (see credRules). */
+export const CRED_MEMBERS = ["task_struct.real_cred", "cred.uid"] as const;
 export const MM_MEMBERS = [
   "mm_struct.pgd",
   "mm_struct.start_code",
@@ -87,9 +108,10 @@ export type MemberGroup = "task" | "mm" | "module";
  * Members reported but not waited for. task_struct.pending looks like the other list heads that
  * stay empty in every task; only the kernel's own use of it tells them apart (sigqueueFlushed,
  * from a trap on flush_sigqueue), and a guest that releases no task before the rest converges
- * never shows that. `ps` does not need it.
+ * never shows that. The cred members are placed at the first event from init_cred or not at all
+ * (`ps` then shows no uid). None of them keeps the other members from being used.
  */
-export const BEST_EFFORT: ReadonlySet<string> = new Set(["task_struct.pending"]);
+export const BEST_EFFORT: ReadonlySet<string> = new Set(["task_struct.pending", ...CRED_MEMBERS]);
 
 export interface DiscoveryOptions {
   /** Which groups to discover (default all three). */
@@ -226,6 +248,10 @@ export class OffsetDiscovery {
       c.define("task_struct.active_mm", offsetRange(0, t - 8, 8));
       c.define("task_struct.real_parent", offsetRange(0, t - 8, 8));
       c.define("task_struct.pending", offsetRange(0, t - 24, 8));
+      if (facts.initCred !== undefined) {
+        c.define("task_struct.real_cred", offsetRange(0, t - 8, 8));
+        c.define("cred.uid", CRED_ID_STARTS);
+      }
     }
     if (this.groups.has("mm")) {
       for (const k of MM_MEMBERS) c.define(k, offsetRange(0, MM_EXTENT - 8, 8));
@@ -441,6 +467,39 @@ export class OffsetDiscovery {
     this.mmPointers(obs, cur, idle, all, child);
     this.realParent(cur, idle, tasks, child);
     this.pending(cur, child);
+    this.credRules(obs.view, [cur, ...(tasks ?? []), ...(child ? [child] : [])]);
+  }
+
+  /**
+   * real_cred: the idle task runs with init_cred, and so does nothing else in it but its twin
+   * `cred` (declared next; the two differ only while a task overrides its credentials).
+   * cred.uid: init_cred is root with every capability, and struct cred declares a usage count
+   * (atomic_t, or atomic_long_t since 6.7; CONFIG_DEBUG_CREDENTIALS adds three fields ending in
+   * CRED_MAGIC), eight zero ids, zero securebits, then the capability sets inheritable (empty),
+   * permitted, effective and bounding (full), aligned to 4 or 8 bytes. Only one start of the ids
+   * makes that whole sequence line up in init_cred's bytes.
+   */
+  private credRules(view: GuestView, tasks: readonly Obj[]): void {
+    const c = this.cands;
+    const initCred = this.facts.initCred;
+    if (initCred === undefined || !c.has("cred.uid")) return;
+    if (c.get("task_struct.real_cred").length > 1) {
+      const init = this.readTask(view, this.facts.initTask, true);
+      if (init) c.filter("task_struct.real_cred", "idle task runs with init_cred", (o) => init.u64(o) === initCred);
+      this.trackTwins("task_struct.real_cred", tasks, 8);
+    }
+    if (c.get("cred.uid").length > 1) {
+      const bytes = view.read(initCred, INIT_CRED_SPAN);
+      if (!bytes) return;
+      const fits = CRED_ID_STARTS.filter((f) => credLayoutFits(bytes, f));
+      if (fits.length === 1)
+        c.resolve(
+          "cred.uid",
+          fits[0]!,
+          "the only start of eight zero ids in init_cred that a usage count precedes and securebits plus the capability sets (empty, full, full, full) follow",
+        );
+      else c.replace("cred.uid", "init_cred: usage, ids, securebits, capability sets", fits);
+    }
   }
 
   /**
@@ -966,6 +1025,14 @@ export class OffsetDiscovery {
         );
       }
     }
+    const rc = this.cands.get("task_struct.real_cred");
+    if (rc.length === 2 && rc[1]! - rc[0]! === 8 && !this.differed.has("task_struct.real_cred")) {
+      this.cands.resolve(
+        "task_struct.real_cred",
+        rc[0]!,
+        `real_cred and cred (${rc[0]}, ${rc[1]}) held the same pointer at every event; real_cred is declared first`,
+      );
+    }
     const s = this.cands.get("task_struct.real_parent");
     if (s.length === 2 && s[1]! - s[0]! === 8 && !this.differed.has("task_struct.real_parent")) {
       this.cands.resolve(
@@ -1007,6 +1074,11 @@ export class OffsetDiscovery {
     if (this.groups.has("task")) out["task_struct.thread_info.flags"] = 0;
     const pending = c.one("task_struct.pending");
     if (pending !== undefined) out["task_struct.pending.signal"] = pending + 16;
+    const realCred = c.one("task_struct.real_cred");
+    if (realCred !== undefined) out["task_struct.real_cred"] = realCred;
+    const uid = c.one("cred.uid");
+    // gid and euid follow from the ids' declaration order: uid, gid, suid, sgid, euid, ...
+    if (uid !== undefined) Object.assign(out, { "cred.uid": uid, "cred.gid": uid + 4, "cred.euid": uid + 16 });
     const state = c.one("module.state");
     if (state !== undefined) {
       const list = -state;

@@ -60,4 +60,6 @@ export interface KernelFacts {
   readonly modulesHead: bigint;
   /** Bytes the kernel really allocates per task (`arch_task_struct_size`), not BTF's sizeof. */
   readonly taskSize: number;
+  /** `init_cred`: the idle task's credentials (root, every capability). Without it no cred members. */
+  readonly initCred?: bigint;
 }

@@ -99,6 +99,8 @@ for (const kernelId of KERNELS) {
         "task_struct.pid",
         "task_struct.comm",
         "task_struct.pending",
+        "task_struct.real_cred",
+        "cred.uid",
         "mm_struct.pgd",
         "module.name",
       ]) {
@@ -144,8 +146,7 @@ for (const kernelId of KERNELS) {
             // A kernel thread the view itself woke shows R there and asleep in our snapshot.
             const state = t.state === "R" && kthread && (p.state === "S" || p.state === "I") ? "R" : p.state;
             assert.equal(state, t.state, `state of ${p.pid}`);
-            // No cred offsets are discovered: ps shows no uid rather than a wrong one.
-            assert.equal(p.uid, null);
+            assert.equal(p.uid, view.uids.get(p.pid)?.real, `uid of ${p.pid}`);
           });
           assert.ok(
             ours.some(

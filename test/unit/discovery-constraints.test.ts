@@ -556,6 +556,67 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.equal(d.profile()["task_struct.pending"], L.pending);
   });
 
+  for (const [usage, capAlign, uid] of [
+    [4, 4, 4], // atomic_t usage, kernel_cap_t as u32[2] (before 6.3)
+    [8, 8, 8], // atomic_long_t usage (6.7, and stable backports), kernel_cap_t as u64
+    [4, 8, 4],
+  ] as const) {
+    test(`cred: real_cred from init_cred, uid ${uid} from init_cred's layout (usage ${usage} bytes, caps aligned to ${capAlign})`, () => {
+      const b = new Boot();
+      const INIT_CRED = 0xffffffff82040000n;
+      b.w.alloc(INIT_CRED, 128, 9);
+      // usage (a live count), 8 zero ids, zero securebits, padding, then the capability sets.
+      b.w.u64(INIT_CRED, usage === 4 ? 0x0000001100000011n : 17n);
+      for (let i = 0; i < 9; i++) b.w.u32(INIT_CRED + BigInt(usage + 4 * i), 0);
+      const inheritable = Math.ceil((usage + 36) / capAlign) * capAlign;
+      const full = (1n << 41n) - 1n;
+      [0n, full, full, full, 0n].forEach((v, i) => b.w.u64(INIT_CRED + BigInt(inheritable + 8 * i), v));
+      if (inheritable > usage + 36) b.w.u32(INIT_CRED + BigInt(usage + 36), 0);
+      // ptracer_cred (NULL), real_cred and cred of the idle task.
+      b.w.u64(INIT_TASK + 1592n, 0n);
+      b.w.u64(INIT_TASK + 1600n, INIT_CRED);
+      b.w.u64(INIT_TASK + 1608n, INIT_CRED);
+      const d = new OffsetDiscovery({ ...FACTS, initCred: INIT_CRED }, { groups: ["task"] });
+      const kid = b.newTask({
+        pid: 1,
+        comm: "swapper/0",
+        state: TASK_NEW,
+        flags: 0x40,
+        mm: 0n,
+        activeMm: 0n,
+        parent: INIT_TASK,
+      });
+      b.w.u64(kid + 1600n, 0xffff888000a00000n); // a copy of the parent's cred
+      b.w.u64(kid + 1608n, 0xffff888000a00000n);
+      b.observe(d, "create", INIT_TASK, [kid]);
+      const p = d.profile();
+      assert.deepEqual(
+        [p["task_struct.real_cred"], p["cred.uid"], p["cred.gid"], p["cred.euid"]],
+        [1600, uid, uid + 4, uid + 16],
+      );
+    });
+  }
+
+  test("cred.uid is left unplaced when init_cred does not look like root with every capability", () => {
+    const b = new Boot();
+    const INIT_CRED = 0xffffffff82040000n;
+    b.w.alloc(INIT_CRED, 128, 9);
+    b.w.u64(INIT_TASK + 1600n, INIT_CRED);
+    const d = new OffsetDiscovery({ ...FACTS, initCred: INIT_CRED }, { groups: ["task"] });
+    const kid = b.newTask({
+      pid: 1,
+      comm: "swapper/0",
+      state: TASK_NEW,
+      flags: 0x40,
+      mm: 0n,
+      activeMm: 0n,
+      parent: INIT_TASK,
+    });
+    b.observe(d, "create", INIT_TASK, [kid]);
+    assert.equal(d.profile()["cred.uid"], undefined);
+    assert.deepEqual(d.status().find((m) => m.key === "cred.uid")!.candidates, []);
+  });
+
   test("identical text and data sizes in every module are resolved by nearness to the base, with a note", () => {
     const { d } = boot({ equalModuleSizes: true });
     const m = d.status().find((s) => s.key === "module.core_text_size")!;
