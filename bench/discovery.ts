@@ -56,7 +56,13 @@ async function main(): Promise<void> {
       const d = await bootOnce(kernelId, true);
       traced.push(d.readyMs);
       last = d.result;
-      if (!d.result?.converged) console.log(`${kernelId}: round ${i + 1} did not converge`);
+      if (!d.result?.converged) {
+        // Say why, so that a rare miss can be diagnosed from the benchmark's output alone.
+        const open = (d.result?.members ?? []).filter((m) => m.candidates.length !== 1).map((m) => m.key);
+        console.log(
+          `${kernelId}: round ${i + 1} did not converge: ${d.result?.failures.join("; ") || "no failure recorded"}; open: ${open.join(", ")}`,
+        );
+      }
     }
     const p = median(plain);
     const t = median(traced);

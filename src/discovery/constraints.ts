@@ -485,7 +485,8 @@ export class OffsetDiscovery {
     if (initCred === undefined || !c.has("cred.uid")) return;
     if (c.get("task_struct.real_cred").length > 1) {
       const init = this.readTask(view, this.facts.initTask, true);
-      if (init) c.filter("task_struct.real_cred", "idle task runs with init_cred", (o) => init.u64(o) === initCred);
+      if (init)
+        c.filter("task_struct.real_cred", "idle task runs with init_cred", (o) => init.u64(o) === initCred);
       this.trackTwins("task_struct.real_cred", tasks, 8);
     }
     if (c.get("cred.uid").length > 1) {
@@ -1078,7 +1079,8 @@ export class OffsetDiscovery {
     if (realCred !== undefined) out["task_struct.real_cred"] = realCred;
     const uid = c.one("cred.uid");
     // gid and euid follow from the ids' declaration order: uid, gid, suid, sgid, euid, ...
-    if (uid !== undefined) Object.assign(out, { "cred.uid": uid, "cred.gid": uid + 4, "cred.euid": uid + 16 });
+    if (uid !== undefined)
+      Object.assign(out, { "cred.uid": uid, "cred.gid": uid + 4, "cred.euid": uid + 16 });
     const state = c.one("module.state");
     if (state !== undefined) {
       const list = -state;
