@@ -248,6 +248,8 @@ interface Addresses {
   readonly flushSigqueue: bigint | undefined;
   readonly fentry: bigint | undefined;
   readonly initCred: bigint | undefined;
+  readonly workerThread: bigint | undefined;
+  readonly rescuerThread: bigint | undefined;
 }
 
 function addresses(k: KernelImage, slide: bigint): Addresses {
@@ -287,6 +289,8 @@ function addresses(k: KernelImage, slide: bigint): Addresses {
     flushSigqueue: at("flush_sigqueue"),
     fentry: at("__fentry__"),
     initCred: at("init_cred"),
+    workerThread: at("worker_thread"),
+    rescuerThread: at("rescuer_thread"),
   };
 }
 
@@ -591,6 +595,8 @@ class TrapLoop {
       modulesHead: this.a.modules,
       taskSize: size,
       ...(this.a.initCred === undefined ? {} : { initCred: this.a.initCred }),
+      ...(this.a.workerThread === undefined ? {} : { workerThread: this.a.workerThread }),
+      ...(this.a.rescuerThread === undefined ? {} : { rescuerThread: this.a.rescuerThread }),
     };
     this.disc = new OffsetDiscovery(facts, this.opts.groups ? { groups: this.opts.groups } : {});
     return this.disc;

@@ -1,4 +1,5 @@
 import { Candidates, type MemberStatus, offsetRange } from "./candidates.js";
+import { KthreadNames, NAME_MEMBERS } from "./kthread-names.js";
 import type { GuestView, KernelFacts, Observation } from "./types.js";
 
 /**
@@ -109,9 +110,15 @@ export type MemberGroup = "task" | "mm" | "module";
  * stay empty in every task; only the kernel's own use of it tells them apart (sigqueueFlushed,
  * from a trap on flush_sigqueue), and a guest that releases no task before the rest converges
  * never shows that. The cred members are placed at the first event from init_cred or not at all
- * (`ps` then shows no uid). None of them keeps the other members from being used.
+ * (`ps` then shows no uid); the kthread-name members (kthread-names.ts) wait for kworkers to
+ * show them (`ps` then shows comm for kernel threads). None of them keeps the other members from
+ * being used.
  */
-export const BEST_EFFORT: ReadonlySet<string> = new Set(["task_struct.pending", ...CRED_MEMBERS]);
+export const BEST_EFFORT: ReadonlySet<string> = new Set([
+  "task_struct.pending",
+  ...CRED_MEMBERS,
+  ...NAME_MEMBERS,
+]);
 
 export interface DiscoveryOptions {
   /** Which groups to discover (default all three). */
@@ -231,6 +238,7 @@ export class OffsetDiscovery {
   highestPid = 0;
   /** Every task seen at an event (listed, current or just made): where released tasks come from. */
   private readonly seen = new Set<bigint>();
+  private readonly names: KthreadNames | undefined;
 
   constructor(facts: KernelFacts, opts: DiscoveryOptions = {}) {
     this.facts = facts;
@@ -253,6 +261,10 @@ export class OffsetDiscovery {
         c.define("cred.uid", CRED_ID_STARTS);
       }
     }
+    this.names =
+      this.groups.has("task") && facts.workerThread !== undefined
+        ? new KthreadNames(c, { workerThread: facts.workerThread, rescuerThread: facts.rescuerThread }, t)
+        : undefined;
     if (this.groups.has("mm")) {
       for (const k of MM_MEMBERS) c.define(k, offsetRange(0, MM_EXTENT - 8, 8));
     }
@@ -468,6 +480,33 @@ export class OffsetDiscovery {
     this.realParent(cur, idle, tasks, child);
     this.pending(cur, child);
     this.credRules(obs.view, [cur, ...(tasks ?? []), ...(child ? [child] : [])]);
+    if (tasks) this.kthreadNames(obs.view, tasks);
+  }
+
+  /** Once flags, mm and comm are known: the members behind kernel threads' /proc names. */
+  private kthreadNames(view: GuestView, tasks: readonly Obj[]): void {
+    const c = this.cands;
+    const [flags, mm, comm] = ["task_struct.flags", "task_struct.mm", "task_struct.comm"].map((k) =>
+      c.one(k),
+    );
+    if (!this.names?.wanted() || flags === undefined || mm === undefined || comm === undefined) return;
+    // The listing reads only the span of the awaited members by now; these lie elsewhere.
+    const full = tasks.map((t) => Obj.lazy(view, t.addr, 0, this.facts.taskSize));
+    const name = (t: Obj) =>
+      t
+        .slice(comm, TASK_COMM_LEN)
+        ?.toString("latin1")
+        .replace(/\0[\s\S]*$/, "") ?? "";
+    this.names.observe(
+      view,
+      full.map((t) => ({
+        addr: t.addr,
+        flags: t.u32(flags),
+        mm: t.u64(mm),
+        comm: name(t),
+        u64: (o: number) => t.u64(o),
+      })),
+    );
   }
 
   /**
@@ -1075,6 +1114,7 @@ export class OffsetDiscovery {
     if (this.groups.has("task")) out["task_struct.thread_info.flags"] = 0;
     const pending = c.one("task_struct.pending");
     if (pending !== undefined) out["task_struct.pending.signal"] = pending + 16;
+    this.names?.profile(out);
     const realCred = c.one("task_struct.real_cred");
     if (realCred !== undefined) out["task_struct.real_cred"] = realCred;
     const uid = c.one("cred.uid");

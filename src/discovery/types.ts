@@ -62,4 +62,7 @@ export interface KernelFacts {
   readonly taskSize: number;
   /** `init_cred`: the idle task's credentials (root, every capability). Without it no cred members. */
   readonly initCred?: bigint;
+  /** worker_thread() and rescuer_thread(): the thread functions of kworkers (kthread names). */
+  readonly workerThread?: bigint;
+  readonly rescuerThread?: bigint;
 }

@@ -60,8 +60,10 @@ export function reconcileState<T extends { state: string; comm: string }>(
   let out = mine;
   if (theirs.state === "R" && (mine.state === "I" || mine.state === "S")) out = { ...out, state: "R" };
   // A workqueue worker's "-desc" suffix names the last work item it ran, which changes from one
-  // moment to the next; the worker itself ("kworker/u4:3") must still match exactly.
-  const base = (name: string) => (name.startsWith("kworker/") ? name.replace(/[-+].*$/, "") : name);
+  // moment to the next; the worker itself ("kworker/u4:3") must still match exactly. A rescuer
+  // ("kworker/R-edac-poller") has no suffix: all of its name is its name.
+  const base = (name: string) =>
+    name.startsWith("kworker/") && !name.startsWith("kworker/R-") ? name.replace(/[-+].*$/, "") : name;
   if (mine.comm !== theirs.comm && base(mine.comm) === base(theirs.comm)) out = { ...out, comm: theirs.comm };
   return out;
 }

@@ -51,7 +51,21 @@ export function procTaskName(ctx: KernelContext, t: NameInputs, style?: WorkerId
 
 /** 6.10 widened `worker.desc` to 32 bytes in the same release that introduced the full worker id. */
 export function workerIdStyle(ctx: KernelContext): WorkerIdStyle {
-  return (ctx.layout.memberSize("worker", "desc") ?? DEFAULT_WORKER_DESC) >= 32 ? "full-id" : "comm";
+  return workerDescSize(ctx) >= 32 ? "full-id" : "comm";
+}
+
+/**
+ * sizeof(worker.desc): from the types, or, with an offsets profile (no sizes), from the member
+ * declared right after it, rescue_wq (24 bytes plus padding before 6.10, 32 since).
+ */
+function workerDescSize(ctx: KernelContext): number {
+  const L = ctx.layout;
+  const size = L.memberSize("worker", "desc");
+  if (size !== undefined) return size;
+  const desc = L.findOffset("worker", "desc");
+  const next = L.findOffset("worker", "rescue_wq");
+  const gap = desc !== undefined && next !== undefined ? next - desc : undefined;
+  return gap !== undefined && gap >= DEFAULT_WORKER_DESC && gap <= 32 ? gap : DEFAULT_WORKER_DESC;
 }
 
 interface KthreadFields {
@@ -111,7 +125,7 @@ function readWorker(ctx: KernelContext, addr: bigint): WorkerFields | undefined 
   const desc = L.findOffset("worker", "desc");
   if (currentWork === undefined || pool === undefined || desc === undefined) return undefined;
   const rescueWq = L.findOffset("worker", "rescue_wq");
-  const descSize = L.memberSize("worker", "desc") ?? DEFAULT_WORKER_DESC;
+  const descSize = workerDescSize(ctx);
   const ends = [currentWork + 8, pool + 8, desc + descSize, rescueWq === undefined ? 0 : rescueWq + 8];
   const starts = [currentWork, pool, desc, rescueWq ?? desc];
   const start = Math.min(...starts);
