@@ -67,6 +67,10 @@ for (const kernelId of KERNELS) {
           g.image.kernelFiles.vmlinux,
           "--out",
           profilePath,
+          // Well inside the test's own limit: a boot that never converges still ends with a
+          // report of what was left, not a killed process.
+          "--timeout",
+          "240",
           "--json",
         ],
         300_000,
