@@ -120,15 +120,15 @@ export class KthreadNames {
     const c = this.c;
     const k = "task_struct.worker_private";
     const users = tasks.filter((t) => (t.flags & PF_KTHREAD) === 0 && t.mm !== 0n);
-    c.filter(k, "a kworker's struct kthread holds its thread function", (o) => {
+    // One rule, cheapest test first: the struct reads are for the few offsets that get there.
+    c.filter(k, "a kworker's struct kthread holds its thread function; a user process has none", (o) => {
+      if (!users.every((t) => t.u64(o) === 0n) || !kworkers.every((t) => isKernelPtr(t.u64(o)))) return false;
       const structs = kworkers.map((t) => readStruct(view, t.u64(o)));
       return (
         structs.every((b) => b !== undefined) &&
         threadfnOffset(structs as Buffer[], this.threadFns()) !== undefined
       );
     });
-    // Only after the kworker rule: alone it could leave a wrong survivor if a user task kept one.
-    c.filter(k, "a user process has no struct kthread", (o) => users.every((t) => t.u64(o) === 0n));
     return c.one(k);
   }
 
