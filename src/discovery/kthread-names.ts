@@ -162,8 +162,11 @@ export class KthreadNames {
       const p = s.readBigUInt64LE(o);
       if (p === 0n) return null;
       const b = isKernelPtr(p) ? view.read(p, NAME_MAX) : undefined;
-      const nul = b?.indexOf(0) ?? -1;
-      return b && nul > 0 ? b.subarray(0, nul).toString("latin1") : undefined;
+      if (!b) return undefined;
+      // /proc shows at most 63 bytes of it, so a longer name may end past what is read.
+      const nul = b.indexOf(0);
+      const name = (nul < 0 ? b : b.subarray(0, nul)).toString("latin1");
+      return name.length > 0 && /^[\x20-\x7e]+$/.test(name) ? name : undefined;
     };
     const fits = (o: number) => {
       let named = 0;
