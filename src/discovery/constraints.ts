@@ -1,3 +1,5 @@
+import { PF_KTHREAD } from "../os/linux/task-name.js";
+import { isKernelPointer, readFixedString } from "../os/linux/walk.js";
 import { Candidates, type MemberStatus, offsetRange } from "./candidates.js";
 import { KthreadNames, NAME_MEMBERS } from "./kthread-names.js";
 import type { GuestView, KernelFacts, Observation } from "./types.js";
@@ -15,7 +17,6 @@ import type { GuestView, KernelFacts, Observation } from "./types.js";
 
 // ---- kernel ABI facts the rules rest on ----------------------------------------------------
 /** include/linux/sched.h: set for kernel threads. */
-const PF_KTHREAD = 0x00200000;
 /** Set by copy_process() on every child; cleared by exec. */
 const PF_FORKNOEXEC = 0x40;
 /** sched_fork() puts a new child in TASK_NEW until wake_up_new_task(). */
@@ -34,7 +35,6 @@ const AT_EXECFN = 31n;
 const PAGE = 4096n;
 /** Above this nothing is user space, with 4- or 5-level paging. */
 const USER_END = 0x0100000000000000n;
-const KERNEL_START = 0xffff800000000000n;
 /** Module mappings: MODULES_VADDR..MODULES_END on x86-64, whatever the image size. */
 const MODULES_START = 0xffffffffa0000000n;
 const MODULES_END = 0xffffffffff000000n;
@@ -174,6 +174,12 @@ class Obj {
   u64(off: number): bigint {
     return this.slice(off, 8)?.readBigUInt64LE(0) ?? -1n;
   }
+
+  /** A char[len] member up to its NUL, or undefined where unreadable. */
+  str(off: number, len: number): string | undefined {
+    const b = this.slice(off, len);
+    return b && readFixedString(b, 0, len);
+  }
 }
 
 interface ModuleSeen {
@@ -183,7 +189,6 @@ interface ModuleSeen {
   readonly addedAt: number;
 }
 
-const isKernelPtr = (v: bigint) => v >= KERNEL_START && v < 0xfffffffffffff000n;
 const isUser = (v: bigint) => v > 0n && v < USER_END;
 const roundUp = (v: bigint) => ((v + PAGE - 1n) / PAGE) * PAGE;
 
@@ -435,12 +440,7 @@ export class OffsetDiscovery {
     // is named INIT_TASK_COMM, "swapper" ("swapper/<cpu>" once init_idle() ran).
     if (idle)
       c.filter("task_struct.comm", "idle task is swapper", (o) =>
-        /^swapper(\/\d+)?$/.test(
-          cur
-            .slice(o, TASK_COMM_LEN)
-            ?.toString("latin1")
-            .replace(/\0[\s\S]*$/, "") ?? "",
-        ),
+        /^swapper(\/\d+)?$/.test(cur.str(o, TASK_COMM_LEN) ?? ""),
       );
     c.filter("task_struct.comm", "printable NUL-terminated name", (o) =>
       all.every((t) => isNameString(t.slice(o, TASK_COMM_LEN), TASK_COMM_LEN)),
@@ -492,18 +492,13 @@ export class OffsetDiscovery {
     if (!this.names?.wanted() || flags === undefined || mm === undefined || comm === undefined) return;
     // The listing reads only the span of the awaited members by now; these lie elsewhere.
     const full = tasks.map((t) => Obj.lazy(view, t.addr, 0, this.facts.taskSize));
-    const name = (t: Obj) =>
-      t
-        .slice(comm, TASK_COMM_LEN)
-        ?.toString("latin1")
-        .replace(/\0[\s\S]*$/, "") ?? "";
     this.names.observe(
       view,
       full.map((t) => ({
         addr: t.addr,
         flags: t.u32(flags),
         mm: t.u64(mm),
-        comm: name(t),
+        comm: t.str(comm, TASK_COMM_LEN) ?? "",
         u64: (o: number) => t.u64(o),
       })),
     );
@@ -610,7 +605,7 @@ export class OffsetDiscovery {
     const c = this.cands;
     const pids = c.get("task_struct.pid");
     const tgids = c.get("task_struct.tgid");
-    const ptrs = [...new Set(obs.pointers)].filter((p) => isKernelPtr(p) && p !== cur.addr);
+    const ptrs = [...new Set(obs.pointers)].filter((p) => isKernelPointer(p) && p !== cur.addr);
     if (pids.length * tgids.length * ptrs.length > MAX_JOINT) return;
     const objs = ptrs.map((p) => this.readTask(obs.view, p)).filter((o): o is Obj => o !== undefined);
     const lastPid = this.lastChild.get("task_struct.pid")!;
@@ -648,7 +643,7 @@ export class OffsetDiscovery {
       (!this.groups.has("mm") || c.done("mm_struct.pgd"))
     )
       return;
-    const ptrOrNull = (v: bigint) => v === 0n || (isKernelPtr(v) && v % 8n === 0n);
+    const ptrOrNull = (v: bigint) => v === 0n || (isKernelPointer(v) && v % 8n === 0n);
     // Over every task only once few candidates are left: early, the creator and child suffice.
     const seen = (k: string) => (c.get(k).length <= 16 ? all : all.filter((t) => t === cur || t === child));
     for (const k of ["task_struct.mm", "task_struct.active_mm"]) {
@@ -695,7 +690,7 @@ export class OffsetDiscovery {
     };
     const runsOnCr3 = (a: number, p: number) => {
       const mm = cur.u64(a);
-      return isKernelPtr(mm) && pgdOf(mm, p) === obs.cr3Root;
+      return isKernelPointer(mm) && pgdOf(mm, p) === obs.cr3Root;
     };
     c.replace(
       "task_struct.active_mm",
@@ -748,7 +743,7 @@ export class OffsetDiscovery {
       const next = t.u64(o);
       const prev = t.u64(o + 8);
       if (next === self || prev === self) return next === self && prev === self;
-      return isKernelPtr(next) && isKernelPtr(prev);
+      return isKernelPointer(next) && isKernelPointer(prev);
     };
     if (child) {
       c.filter(k, "child's queue is empty", (o) => {
@@ -807,7 +802,7 @@ export class OffsetDiscovery {
     const pgdOff = c.one("mm_struct.pgd");
     if (mmOff === undefined || pgdOff === undefined || c.done(...MM_MEMBERS)) return;
     const mmAddr = cur.u64(mmOff);
-    if (!isKernelPtr(mmAddr)) return;
+    if (!isKernelPointer(mmAddr)) return;
     const bytes = obs.view.read(mmAddr, MM_EXTENT);
     if (!bytes) return;
     const mm = Obj.of(mmAddr, bytes);
@@ -965,12 +960,7 @@ export class OffsetDiscovery {
     );
     // add_unformed_module() refuses a second module of the same name.
     c.filter("module.name", "unique among modules", (o) => {
-      const names = present.map((m) =>
-        m.obj
-          .slice(o, MODULE_NAME_LEN)
-          ?.toString("latin1")
-          .replace(/\0[\s\S]*$/, ""),
-      );
+      const names = present.map((m) => m.obj.str(o, MODULE_NAME_LEN));
       return new Set(names).size === names.length;
     });
     this.innermostString("module.name", MODULE_NAME_LEN);
@@ -1155,7 +1145,7 @@ export function ringNodes(
     const b = view.read(node, 8);
     if (!b) return undefined;
     const next = b.readBigUInt64LE(0);
-    if (!isKernelPtr(next)) return undefined;
+    if (!isKernelPointer(next)) return undefined;
     if (checkBack) {
       const back = view.read(next + 8n, 8);
       if (!back || back.readBigUInt64LE(0) !== node) return undefined;

@@ -1,3 +1,5 @@
+import { PF_KTHREAD, PF_WQ_WORKER } from "../os/linux/task-name.js";
+import { isKernelPointer } from "../os/linux/walk.js";
 import { type Candidates, offsetRange } from "./candidates.js";
 import type { GuestView } from "./types.js";
 
@@ -49,16 +51,12 @@ export const NAME_MEMBERS = [
   "worker.rescue_wq",
 ] as const;
 
-const PF_WQ_WORKER = 0x20;
-const PF_KTHREAD = 0x00200000;
 /** Bytes of struct kthread and struct worker examined (both are smaller in 6.1-6.12). */
 const SPAN = 256;
 const NAME_MAX = 64;
 const DESC_MIN = 24;
 /** Events to look at before giving up on what is still unplaced (a boot has 100-150). */
 const MAX_TRIES = 64;
-
-const isKernelPtr = (v: bigint) => v >= 0xffff800000000000n && v < 0xfffffffffffff000n;
 
 interface Worker {
   readonly task: KthreadTask;
@@ -122,7 +120,8 @@ export class KthreadNames {
     const users = tasks.filter((t) => (t.flags & PF_KTHREAD) === 0 && t.mm !== 0n);
     // One rule, cheapest test first: the struct reads are for the few offsets that get there.
     c.filter(k, "a kworker's struct kthread holds its thread function; a user process has none", (o) => {
-      if (!users.every((t) => t.u64(o) === 0n) || !kworkers.every((t) => isKernelPtr(t.u64(o)))) return false;
+      if (!users.every((t) => t.u64(o) === 0n) || !kworkers.every((t) => isKernelPointer(t.u64(o))))
+        return false;
       const structs = kworkers.map((t) => readStruct(view, t.u64(o)));
       return (
         structs.every((b) => b !== undefined) &&
@@ -161,7 +160,7 @@ export class KthreadNames {
     const nameAt = (s: Buffer, o: number) => {
       const p = s.readBigUInt64LE(o);
       if (p === 0n) return null;
-      const b = isKernelPtr(p) ? view.read(p, NAME_MAX) : undefined;
+      const b = isKernelPointer(p) ? view.read(p, NAME_MAX) : undefined;
       if (!b) return undefined;
       // /proc shows at most 63 bytes of it, so a longer name may end past what is read.
       const nul = b.indexOf(0);
@@ -196,7 +195,7 @@ export class KthreadNames {
       "declared after worker.task; set in pool workers, NULL in idle rescuers",
       (o) =>
         o === taskAt + 8 &&
-        pool.every((w) => isKernelPtr(w.struct!.readBigUInt64LE(o))) &&
+        pool.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o))) &&
         rescuers.every((w) => w.struct!.readBigUInt64LE(o) === 0n),
     );
     const desc = descOffset(structs, taskAt + 16);
@@ -208,7 +207,7 @@ export class KthreadNames {
         .filter(
           (o) =>
             o >= desc + DESC_MIN &&
-            rescuers.every((w) => isKernelPtr(w.struct!.readBigUInt64LE(o))) &&
+            rescuers.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o))) &&
             pool.every((w) => w.struct!.readBigUInt64LE(o) === 0n),
         );
       if (after.length > 0) c.replace("worker.rescue_wq", "set in rescuers only, after desc", [after[0]!]);
@@ -217,7 +216,8 @@ export class KthreadNames {
       "worker.current_work",
       "first after the 16-byte idle-list union; NULL or a work item",
       (o) =>
-        o === 16 && structs.every((s) => s.readBigUInt64LE(o) === 0n || isKernelPtr(s.readBigUInt64LE(o))),
+        o === 16 &&
+        structs.every((s) => s.readBigUInt64LE(o) === 0n || isKernelPointer(s.readBigUInt64LE(o))),
     );
   }
 
@@ -230,7 +230,7 @@ export class KthreadNames {
 }
 
 function readStruct(view: GuestView, p: bigint): Buffer | undefined {
-  return isKernelPtr(p) ? view.read(p, SPAN) : undefined;
+  return isKernelPointer(p) ? view.read(p, SPAN) : undefined;
 }
 
 function u64Bytes(v: bigint): Buffer {

@@ -11,7 +11,6 @@ import { GuestDataError } from "../util/errors.js";
 import type { TaskBrief } from "./types.js";
 
 export const PF_EXITING = 0x4;
-export const PF_KTHREAD = 0x00200000;
 /** exit_state values (include/linux/sched.h). */
 export const EXIT_DEAD = 0x10;
 export const EXIT_ZOMBIE = 0x20;
