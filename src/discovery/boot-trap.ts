@@ -395,8 +395,7 @@ class TrapLoop {
   private async onRelease(stop: StopReply & { type: "signal" }): Promise<boolean> {
     const trap = this.releaseTrap;
     if (!trap || stop.watch) return false;
-    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
-    const regs = await this.gdb.readRegisters();
+    const regs = await this.registersAt(stop);
     if (regs.get("rip") !== trap.address) return false;
     const h0 = performance.now();
     const seen = this.viewOf(regs);
@@ -425,6 +424,12 @@ class TrapLoop {
     }
     this.stoppedMs += performance.now() - h0;
     return true;
+  }
+
+  /** The registers of the vCPU that stopped (selected first when there are several). */
+  private async registersAt(stop: StopReply & { type: "signal" }): Promise<Map<string, bigint>> {
+    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
+    return this.gdb.readRegisters();
   }
 
   /** The kernel as the stopped CPU sees it (and its page-table root), or undefined before paging. */
@@ -531,8 +536,7 @@ class TrapLoop {
   private async onEvent(stop: StopReply & { type: "signal" }): Promise<void> {
     const trap = this.traps.find((t) => t.address === stop.watch?.address);
     if (trap) trap.hits++;
-    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
-    const regs = await this.gdb.readRegisters();
+    const regs = await this.registersAt(stop);
     const get = (n: string) => regs.get(n) ?? 0n;
     const seen = this.viewOf(regs);
     if (!seen) return;
