@@ -311,6 +311,11 @@ class Boot {
   }
 }
 
+/** The idle task's first child, as it is at its creation event (not yet run). */
+function firstChild(b: Boot, comm = "swapper/0"): bigint {
+  return b.newTask({ pid: 1, comm, state: TASK_NEW, flags: 0x40, mm: 0n, activeMm: 0n, parent: INIT_TASK });
+}
+
 const FACTS: KernelFacts = {
   initTask: INIT_TASK,
   initMm: INIT_MM,
@@ -487,15 +492,7 @@ describe("boot-time offset discovery on a crafted kernel", () => {
   test("pid and tgid stay ambiguous until a thread is created", () => {
     const b = new Boot();
     const d = new OffsetDiscovery(FACTS, { groups: ["task"] });
-    const kid = b.newTask({
-      pid: 1,
-      comm: "swapper/0",
-      state: TASK_NEW,
-      flags: 0x40,
-      mm: 0n,
-      activeMm: 0n,
-      parent: INIT_TASK,
-    });
+    const kid = firstChild(b);
     b.observe(d, "create", INIT_TASK, [kid]);
     for (let i = 0; i < 4; i++) {
       const k = b.newTask({
@@ -577,15 +574,7 @@ describe("boot-time offset discovery on a crafted kernel", () => {
       b.w.u64(INIT_TASK + 1600n, INIT_CRED);
       b.w.u64(INIT_TASK + 1608n, INIT_CRED);
       const d = new OffsetDiscovery({ ...FACTS, initCred: INIT_CRED }, { groups: ["task"] });
-      const kid = b.newTask({
-        pid: 1,
-        comm: "swapper/0",
-        state: TASK_NEW,
-        flags: 0x40,
-        mm: 0n,
-        activeMm: 0n,
-        parent: INIT_TASK,
-      });
+      const kid = firstChild(b);
       b.w.u64(kid + 1600n, 0xffff888000a00000n); // a copy of the parent's cred
       b.w.u64(kid + 1608n, 0xffff888000a00000n);
       b.observe(d, "create", INIT_TASK, [kid]);
@@ -603,15 +592,7 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     b.w.alloc(INIT_CRED, 128, 9);
     b.w.u64(INIT_TASK + 1600n, INIT_CRED);
     const d = new OffsetDiscovery({ ...FACTS, initCred: INIT_CRED }, { groups: ["task"] });
-    const kid = b.newTask({
-      pid: 1,
-      comm: "swapper/0",
-      state: TASK_NEW,
-      flags: 0x40,
-      mm: 0n,
-      activeMm: 0n,
-      parent: INIT_TASK,
-    });
+    const kid = firstChild(b);
     b.observe(d, "create", INIT_TASK, [kid]);
     assert.equal(d.profile()["cred.uid"], undefined);
     assert.deepEqual(d.status().find((m) => m.key === "cred.uid")!.candidates, []);
@@ -629,15 +610,7 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     // A kernel whose idle task is not named swapper: comm cannot be found.
     b.w.str(INIT_TASK + BigInt(L.comm), "idle", 16);
     const d = new OffsetDiscovery(FACTS, { groups: ["task"] });
-    const kid = b.newTask({
-      pid: 1,
-      comm: "idle",
-      state: TASK_NEW,
-      flags: 0x40,
-      mm: 0n,
-      activeMm: 0n,
-      parent: INIT_TASK,
-    });
+    const kid = firstChild(b, "idle");
     b.observe(d, "create", INIT_TASK, [kid]);
     const comm = d.status().find((m) => m.key === "task_struct.comm")!;
     assert.deepEqual(comm.candidates, []);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Candidates } from "../../src/discovery/candidates.js";
-import { KthreadNames, type KthreadTask } from "../../src/discovery/kthread-names.js";
+import { type KthreadFacts, KthreadNames, type KthreadTask } from "../../src/discovery/kthread-names.js";
 import type { GuestView, PageRights, PageRun } from "../../src/discovery/types.js";
 
 const WORKER_THREAD = 0xffffffff81090000n;
@@ -115,17 +115,21 @@ function guest(withRescuer: boolean) {
   return { mem, tasks };
 }
 
-test("every kthread-name member is placed, and a slab neighbour's bytes mislead none", () => {
-  const { mem, tasks } = guest(true);
+/** One event's worth of the rules on `guest`: the profile it yields, and what is left. */
+function place(withRescuer: boolean, facts: KthreadFacts = KNOWN_FNS) {
+  const { mem, tasks } = guest(withRescuer);
   const c = new Candidates();
-  const names = new KthreadNames(
-    c,
-    { workerThread: WORKER_THREAD, rescuerThread: RESCUER_THREAD },
-    TASK_SIZE,
-  );
+  const names = new KthreadNames(c, facts, TASK_SIZE);
   names.observe(mem, tasks);
   const out: Record<string, number> = {};
   names.profile(out);
+  return { out, names, c };
+}
+
+const KNOWN_FNS: KthreadFacts = { workerThread: WORKER_THREAD, rescuerThread: RESCUER_THREAD };
+
+test("every kthread-name member is placed, and a slab neighbour's bytes mislead none", () => {
+  const { out, names } = place(true);
   assert.deepEqual(out, {
     "task_struct.worker_private": WP,
     "kthread.data": K.data,
@@ -139,28 +143,14 @@ test("every kthread-name member is placed, and a slab neighbour's bytes mislead 
 });
 
 test("without a rescuer, rescue_wq stays unplaced and the others do not wait for it", () => {
-  const { mem, tasks } = guest(false);
-  const c = new Candidates();
-  const names = new KthreadNames(
-    c,
-    { workerThread: WORKER_THREAD, rescuerThread: RESCUER_THREAD },
-    TASK_SIZE,
-  );
-  names.observe(mem, tasks);
-  const out: Record<string, number> = {};
-  names.profile(out);
+  const { out, names } = place(false);
   assert.equal(out["worker.rescue_wq"], undefined);
   assert.equal(out["worker.desc"], W.desc);
   assert.equal(names.wanted(), true);
 });
 
 test("a guest whose kworkers run no known thread function places nothing", () => {
-  const { mem, tasks } = guest(true);
-  const c = new Candidates();
-  const names = new KthreadNames(c, { workerThread: OTHER_FN - 8n, rescuerThread: undefined }, TASK_SIZE);
-  names.observe(mem, tasks);
-  const out: Record<string, number> = {};
-  names.profile(out);
+  const { out, c } = place(true, { workerThread: OTHER_FN - 8n, rescuerThread: undefined });
   assert.deepEqual(out, {});
   assert.equal(c.get("task_struct.worker_private").length, 0);
 });
