@@ -8,9 +8,9 @@ import { readFileSync } from "node:fs";
 import { type BootDiscoveryResult, discoverAtBoot } from "../src/discovery/boot-trap.js";
 import { kernelImageFromFile } from "../src/discovery/kernel-image.js";
 import { memberReports } from "../src/discovery/report.js";
-import { ensureGuestImage } from "../src/target/images/guest-image.js";
-import { launchGuest } from "../src/target/launch.js";
-import { Target } from "../src/target/session.js";
+import { ensureGuestImage } from "../src/guests/guest-image.js";
+import { launchGuest } from "../src/qemu/launch.js";
+import { Target } from "../src/qemu/session.js";
 import { READY_PATTERN } from "../test/support/guest.js";
 import { waitForFile } from "../test/support/serial.js";
 

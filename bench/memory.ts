@@ -8,7 +8,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { bootDemoGuest, waitForGuestReady } from "../src/commands/guests.js";
-import { Target } from "../src/target/session.js";
+import { Target } from "../src/qemu/session.js";
 import { pa } from "../src/util/address.js";
 
 const MiB = 1 << 20;

@@ -5,7 +5,7 @@
  */
 import { openKernel } from "../src/commands/linux.js";
 import { psRows } from "../src/commands/processes.js";
-import { Target } from "../src/target/session.js";
+import { Target } from "../src/qemu/session.js";
 import { runCli } from "../test/support/cli.js";
 import { bootTestGuest } from "../test/support/guest.js";
 

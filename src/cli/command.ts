@@ -1,5 +1,5 @@
-import type { Machine } from "../target/machine.js";
-import type { Target } from "../target/session.js";
+import type { Machine } from "../qemu/machine.js";
+import type { Target } from "../qemu/session.js";
 import { UsageError } from "../util/errors.js";
 import type { Options, Values } from "./args.js";
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { DumpMachine } from "../target/dump.js";
-import { Target } from "../target/session.js";
+import { DumpMachine } from "../qemu/dump.js";
+import { Target } from "../qemu/session.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";

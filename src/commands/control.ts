@@ -12,7 +12,7 @@ import {
 } from "../events/kill.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { listTasks, listThreads } from "../os/linux/tasks.js";
-import type { Target } from "../target/session.js";
+import type { Target } from "../qemu/session.js";
 import { VmsightError } from "../util/errors.js";
 /**
  * `vmsight kill`: signal a guest process from outside and watch what becomes of it.

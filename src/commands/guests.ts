@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type GuestImage, ensureGuestImage } from "../target/images/guest-image.js";
-import { kernelCatalog } from "../target/images/kernels.js";
-import { type LaunchedGuest, launchGuest } from "../target/launch.js";
+import { type GuestImage, ensureGuestImage } from "../guests/guest-image.js";
+import { kernelCatalog } from "../guests/kernels.js";
+import { type LaunchedGuest, launchGuest } from "../qemu/launch.js";
 import { VmsightError } from "../util/errors.js";
 
 export type Log = (line: string) => void;

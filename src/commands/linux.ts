@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
-import type { Machine } from "../target/machine.js";
 import { hex } from "../util/address.js";
 import { UsageError, VmsightError } from "../util/errors.js";
 

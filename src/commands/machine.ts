@@ -6,8 +6,8 @@ import {
   rootFromRegisters,
 } from "../arch/x86/formats.js";
 import type { Translation } from "../arch/x86/walk.js";
-import type { Machine } from "../target/machine.js";
-import type { Target } from "../target/session.js";
+import type { Machine } from "../qemu/machine.js";
+import type { Target } from "../qemu/session.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
 

@@ -9,7 +9,7 @@ import { type ProcEvent, traceProc } from "../events/proc-stream.js";
 import { type EventSession, openEventSession } from "../events/session.js";
 import { type SwitchEvent, traceSwitches } from "../events/switch-stream.js";
 import { type SyscallEvent, traceSyscalls } from "../events/syscall-stream.js";
-import type { Target } from "../target/session.js";
+import type { Target } from "../qemu/session.js";
 import { hex } from "../util/address.js";
 
 export const TRACE_KINDS = ["proc", "modules", "syscalls", "switch", "break", "watch"] as const;

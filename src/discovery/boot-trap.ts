@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { skippableAt } from "../arch/x86/skippable.js";
-import type { Target } from "../target/session.js";
+import type { Target } from "../qemu/session.js";
 import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";

@@ -3,8 +3,8 @@
  * the run state to restore. One per Target (QEMU serves one gdb client).
  */
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
-import { gdbSocketPath } from "../target/qemu-process.js";
-import type { Target } from "../target/session.js";
+import { gdbSocketPath } from "../qemu/qemu-process.js";
+import type { Target } from "../qemu/session.js";
 import { EventEngine } from "./engine.js";
 import { LinuxGuest } from "./linux-guest.js";
 import { Watchdog } from "./watchdog.js";

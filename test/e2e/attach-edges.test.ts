@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Target } from "../../src/target/session.js";
+import { Target } from "../../src/qemu/session.js";
 import { pa } from "../../src/util/address.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";

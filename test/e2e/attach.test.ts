@@ -9,7 +9,7 @@ import { canMapFiles } from "../../src/memory/mmap.js";
 import { discoverRamLayout, openGuestMemory } from "../../src/memory/qemu/layout.js";
 import { type KernelInfo, discoverKernel } from "../../src/os/linux/kernel.js";
 import { listForEachEntry } from "../../src/os/linux/walk.js";
-import { Target } from "../../src/target/session.js";
+import { Target } from "../../src/qemu/session.js";
 import { pa, va } from "../../src/util/address.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";

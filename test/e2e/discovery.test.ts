@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Target } from "../../src/qemu/session.js";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { btfFromElfFile } from "../../src/symbols/btf/file.js";
-import { Target } from "../../src/target/session.js";
 import { cliJson, runCli } from "../support/cli.js";
 /**
  * Issue 4 end to end: boot-time offset discovery (CN109857520) on real Debian kernels.
@@ -179,7 +179,7 @@ for (const kernelId of KERNELS) {
 describe("vmsight discover --kernel --initrd: a managed boot", () => {
   test("boots the guest itself, converges, writes the profile and stops the guest", async () => {
     const kernelId = KERNELS.includes("6.12") ? "6.12" : KERNELS[0]!;
-    const { ensureGuestImage } = await import("../../src/target/images/guest-image.js");
+    const { ensureGuestImage } = await import("../../src/guests/guest-image.js");
     const image = await ensureGuestImage(kernelId);
     const dir = mkdtempSync(join(tmpdir(), "vmsight-discovery-"));
     try {

@@ -4,10 +4,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { detectAccel } from "../../src/target/accel.js";
-import { ensureGuestImage } from "../../src/target/images/guest-image.js";
-import { kernelSpec } from "../../src/target/images/kernels.js";
-import { launchGuest, parseMemorySize, qemuArgs } from "../../src/target/launch.js";
+import { ensureGuestImage } from "../../src/guests/guest-image.js";
+import { kernelSpec } from "../../src/guests/kernels.js";
+import { detectAccel } from "../../src/qemu/accel.js";
+import { launchGuest, parseMemorySize, qemuArgs } from "../../src/qemu/launch.js";
 import { VmsightError } from "../../src/util/errors.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 import { type GuestView, parseGuestView, roleProcess } from "../support/oracle.js";

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { DEFAULT_APPEND } from "../../src/target/images/guest-image.js";
+import { DEFAULT_APPEND } from "../../src/guests/guest-image.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";

@@ -1,9 +1,5 @@
-import {
-  type GuestImage,
-  type GuestImageOptions,
-  ensureGuestImage,
-} from "../../src/target/images/guest-image.js";
-import { type LaunchOptions, type LaunchedGuest, launchGuest } from "../../src/target/launch.js";
+import { type GuestImage, type GuestImageOptions, ensureGuestImage } from "../../src/guests/guest-image.js";
+import { type LaunchOptions, type LaunchedGuest, launchGuest } from "../../src/qemu/launch.js";
 import { VmsightError } from "../../src/util/errors.js";
 import { type GuestView, parseGuestView } from "./oracle.js";
 import { SerialConsole, waitForFile } from "./serial.js";

@@ -1,2 +1,2 @@
 /** The serial console client lives in src/target (the demo uses it too). */
-export * from "../../src/target/serial-console.js";
+export * from "../../src/qemu/serial-console.js";

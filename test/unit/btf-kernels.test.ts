@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
+import { ensureKernel } from "../../src/guests/kernels.js";
 import type { Btf } from "../../src/symbols/btf/btf.js";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { parseBtf } from "../../src/symbols/btf/parse.js";
 import type { BtfType } from "../../src/symbols/btf/types.js";
 import { parseElf64 } from "../../src/symbols/elf.js";
-import { ensureKernel } from "../../src/target/images/kernels.js";
 
 interface RawType {
   readonly id: number;

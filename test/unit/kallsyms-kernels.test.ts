@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
+import { ensureKernel } from "../../src/guests/kernels.js";
 import { type Elf64, PT_LOAD, parseElf64 } from "../../src/symbols/elf.js";
 import {
   type KallsymsLayout,
@@ -9,7 +10,6 @@ import {
   recoverKallsyms,
   recoverKallsymsWithLayout,
 } from "../../src/symbols/kallsyms/index.js";
-import { ensureKernel } from "../../src/target/images/kernels.js";
 import { GuestDataError } from "../../src/util/errors.js";
 
 /**

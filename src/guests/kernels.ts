@@ -2,7 +2,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { VmsightError } from "../../util/errors.js";
+import { extractVmlinux } from "../os/linux/bzimage.js";
+import { VmsightError } from "../util/errors.js";
 import { cacheRoot } from "./cache.js";
 
 export interface KernelSpec {
@@ -23,7 +24,7 @@ export interface KernelFiles {
   readonly modulesDir: string;
 }
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
 export function kernelCatalog(): { default: string; kernels: KernelSpec[] } {
   const path = join(repoRoot, "guests", "kernels.json");
@@ -81,29 +82,4 @@ export function ensureKernel(id: string, log: (line: string) => void = () => {})
     renameSync(`${vmlinux}.tmp`, vmlinux);
   }
   return { spec, release, vmlinuz, vmlinux, modulesDir: join(root, "lib", "modules", release) };
-}
-
-const COMPRESSORS: { magic: number[]; cmd: string; args: string[] }[] = [
-  { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], cmd: "xz", args: ["-dc", "--single-stream"] },
-  { magic: [0x28, 0xb5, 0x2f, 0xfd], cmd: "zstd", args: ["-dc"] },
-  { magic: [0x02, 0x21, 0x4c, 0x18], cmd: "lz4", args: ["-dc"] },
-  { magic: [0x1f, 0x8b, 0x08], cmd: "gzip", args: ["-dc"] },
-];
-
-/**
- * Finds the compressed payload in a bzImage the way the kernel's scripts/extract-vmlinux does:
- * try each compressor's magic and keep the first output that is an ELF file. Trailing bytes
- * after the stream make some tools exit non-zero, so success is judged by the output.
- */
-export function extractVmlinux(bzImage: Buffer): Buffer {
-  for (const { magic, cmd, args } of COMPRESSORS) {
-    let at = bzImage.indexOf(Buffer.from(magic));
-    while (at >= 0) {
-      const r = spawnSync(cmd, args, { input: bzImage.subarray(at), maxBuffer: 1 << 30 });
-      const out = r.stdout;
-      if (out && out.length > 4 && out.readUInt32BE(0) === 0x7f454c46) return out;
-      at = bzImage.indexOf(Buffer.from(magic), at + 1);
-    }
-  }
-  throw new VmsightError("E_KERNEL_FORMAT", "no compressed ELF kernel found in this bzImage");
 }

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, lstatSync, lutimesSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { VmsightError } from "../../util/errors.js";
+import { VmsightError } from "../util/errors.js";
 
 /** The mtime every archived file gets: SOURCE_DATE_EPOCH when set (the reproducible-builds convention), else 0. */
 export function sourceDateEpoch(): number {

@@ -13,7 +13,7 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { VmsightError } from "../../util/errors.js";
+import { VmsightError } from "../util/errors.js";
 import { cacheRoot } from "./cache.js";
 import { packInitramfs, sourceDateEpoch } from "./initramfs.js";
 import { type KernelFiles, ensureKernel } from "./kernels.js";
@@ -40,7 +40,7 @@ const BUILDER_VERSION = "vmsight-guest-image 1";
 export const DEFAULT_APPEND = "console=ttyS0 quiet loglevel=3 panic=-1";
 const BUSYBOX = "/bin/busybox";
 
-const guestsDir = join(resolve(dirname(fileURLToPath(import.meta.url)), "../../../.."), "guests");
+const guestsDir = join(resolve(dirname(fileURLToPath(import.meta.url)), "../../.."), "guests");
 
 interface ModuleSource {
   /** Path of the (compressed) file in the kernel package. */
