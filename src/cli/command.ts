@@ -1,6 +1,6 @@
 import type { Machine } from "../qemu/machine.js";
 import type { Target } from "../qemu/session.js";
-import { UsageError } from "../util/errors.js";
+import { UsageError, VmsightError } from "../util/errors.js";
 import type { Options, Values } from "./args.js";
 
 export interface CommandContext {
@@ -29,7 +29,7 @@ export interface CliCommand {
 }
 
 export function need(ctx: CommandContext): Target {
-  if (!ctx.target) throw new Error("command needs a target but none was attached");
+  if (!ctx.target) throw new VmsightError("E_INTERNAL", "command needs a target but none was attached");
   return ctx.target;
 }
 

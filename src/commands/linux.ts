@@ -5,7 +5,7 @@ import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
 import { hex } from "../util/address.js";
-import { UsageError, VmsightError } from "../util/errors.js";
+import { type ErrorCode, UsageError, VmsightError } from "../util/errors.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
@@ -53,7 +53,7 @@ function readSymbolFile(path: string): SymbolTable {
 }
 
 /** A file the user named on the command line, or one clear line saying why it cannot be read. */
-function readUserFile(path: string, what: string, code: string): string {
+function readUserFile(path: string, what: string, code: ErrorCode): string {
   try {
     return readFileSync(path, "utf8");
   } catch (error) {

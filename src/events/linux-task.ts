@@ -7,7 +7,7 @@ import type { KernelInfo } from "../os/linux/kernel.js";
 import { currentTask } from "../os/linux/kernel.js";
 import { isKernelPointer, readFixedString } from "../os/linux/walk.js";
 import { va } from "../util/address.js";
-import { GuestDataError } from "../util/errors.js";
+import { GuestDataError, VmsightError } from "../util/errors.js";
 import type { TaskBrief } from "./types.js";
 
 export const PF_EXITING = 0x4;
@@ -57,7 +57,7 @@ export class TaskReader {
 
   offset(member: string): number {
     const o = this.o[member];
-    if (o === undefined) throw new Error(`no cached offset for ${member}`);
+    if (o === undefined) throw new VmsightError("E_INTERNAL", `no cached offset for ${member}`);
     return o;
   }
 

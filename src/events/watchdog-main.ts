@@ -5,6 +5,7 @@
  * without `bye`, vmsight died: undo its traps.
  */
 import { appendFileSync } from "node:fs";
+import { VmsightError } from "../util/errors.js";
 import { type RawTrap, rawKey } from "./types.js";
 import { cleanupTraps } from "./watchdog-cleanup.js";
 
@@ -26,7 +27,7 @@ let bye = false;
 const traps = new Map<string, RawTrap>();
 
 function toRaw(m: { type: number; addr: string; kind: number }): RawTrap {
-  if (![0, 1, 2, 3, 4].includes(m.type)) throw new Error(`bad trap type ${m.type}`);
+  if (![0, 1, 2, 3, 4].includes(m.type)) throw new VmsightError("E_WATCHDOG", `bad trap type ${m.type}`);
   return { type: m.type as RawTrap["type"], addr: BigInt(m.addr), kind: m.kind };
 }
 

@@ -1,12 +1,94 @@
 /**
+ * Every code a VmsightError can carry: the public contract programs match on (the CLI's --json
+ * errors, the library, the server). A new failure mode adds its code here, so the list stays whole.
+ */
+export const ERROR_CODES = [
+  "E_ACCEL",
+  "E_ALREADY_BOOTED",
+  "E_BAD_LENGTH",
+  "E_BOOT_TIMEOUT",
+  "E_BUILDER",
+  "E_BUSY",
+  "E_CLOSED",
+  "E_CPU",
+  "E_DUMP",
+  "E_ENGINE_BUSY",
+  "E_ENGINE_CLOSED",
+  "E_EXITING",
+  "E_FAULT",
+  "E_GDBSTUB",
+  "E_GDB_BAD_ARGUMENT",
+  "E_GDB_BAD_REPLY",
+  "E_GDB_BAD_TDESC",
+  "E_GDB_CLOSED",
+  "E_GDB_CONNECT",
+  "E_GDB_ERROR",
+  "E_GDB_NO_REGISTER",
+  "E_GDB_NO_TDESC",
+  "E_GDB_TIMEOUT",
+  "E_GDB_UNAVAILABLE",
+  "E_GDB_UNSUPPORTED",
+  "E_GUEST_COMMAND",
+  "E_GUEST_DATA",
+  "E_GUEST_GONE",
+  "E_GUEST_STOPPED",
+  "E_IMAGE_BUILD",
+  "E_INJECT_BUSY",
+  "E_INJECT_CALL",
+  "E_INJECT_CLEANUP",
+  "E_INJECT_PLACE",
+  "E_INJECT_REGS",
+  "E_INJECT_STOP",
+  "E_INJECT_TIMEOUT",
+  "E_INTERNAL",
+  "E_INTERRUPTED",
+  "E_KERNEL_FETCH",
+  "E_KERNEL_FORMAT",
+  "E_KERNEL_UNKNOWN",
+  "E_LENGTH",
+  "E_MEMBER_PATH",
+  "E_MEMBER_UNKNOWN",
+  "E_MEMORY_ACCESS",
+  "E_NOT_LINUX64",
+  "E_NO_BTF",
+  "E_NO_KERNEL",
+  "E_NO_PROCESS",
+  "E_NO_SLIDE",
+  "E_PROFILE",
+  "E_QEMU_PROCESS",
+  "E_QEMU_START",
+  "E_QMP_CLOSED",
+  "E_QMP_COMMAND",
+  "E_QMP_CONNECT",
+  "E_QMP_ENCODE",
+  "E_QMP_NOT_QMP",
+  "E_QMP_TIMEOUT",
+  "E_RAM_LAYOUT",
+  "E_REFUSED",
+  "E_SERIAL",
+  "E_SYMBOL_MAP",
+  "E_SYMBOL_UNKNOWN",
+  "E_TRAP_REFUSED",
+  "E_TYPE_INCOMPLETE",
+  "E_TYPE_UNKNOWN",
+  "E_USAGE",
+  "E_WATCHDOG",
+  "E_WATCH_ADDRESS",
+  "E_WATCH_LENGTH",
+  "E_WATCH_UNMAPPED",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/**
  * Every error vmsight raises on purpose carries a stable `code` (for programs) and,
  * where the user can do something about it, a `hint` (for people). The CLI prints
  * `message` and `hint` on one or two lines and never a stack trace for these.
  */
 export class VmsightError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly hint: string | undefined;
-  constructor(code: string, message: string, options: { hint?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -34,7 +116,7 @@ export class FaultError extends VmsightError {
 
 /** A peer (QEMU's QMP or gdbstub) broke its protocol, went away, or refused a command. */
 export class ProtocolError extends VmsightError {
-  constructor(code: string, message: string, options: { hint?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { hint?: string; cause?: unknown } = {}) {
     super(code, message, options);
   }
 }

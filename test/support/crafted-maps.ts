@@ -27,13 +27,14 @@ export function fakeLayout(t: LayoutTable, source = "crafted"): StructLayout {
     source,
     offsetof(s, p) {
       const v = find(s, p);
-      if (v === undefined) throw new VmsightError("E_LAYOUT", `no member ${s}.${p} in the crafted layout`);
+      if (v === undefined)
+        throw new VmsightError("E_MEMBER_UNKNOWN", `no member ${s}.${p} in the crafted layout`);
       return v;
     },
     findOffset: find,
     sizeof(s) {
       const v = t.sizes[s];
-      if (v === undefined) throw new VmsightError("E_LAYOUT", `no struct ${s} in the crafted layout`);
+      if (v === undefined) throw new VmsightError("E_MEMBER_UNKNOWN", `no struct ${s} in the crafted layout`);
       return v;
     },
     findSize: (s) => t.sizes[s],
@@ -348,7 +349,7 @@ export class CraftedKernel {
       },
       pageOffset: DIRECT_MAP,
       userSpace: () => {
-        throw new VmsightError("E_UNSUPPORTED", "crafted kernels have no user space");
+        throw new VmsightError("E_NO_PROCESS", "crafted kernels have no user space");
       },
       perCpuOffsets: [],
       directToPhys: (a) => pa(a - DIRECT_MAP),

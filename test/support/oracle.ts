@@ -2,7 +2,10 @@
  * Parser of the guest's own view, as printed by guests/vmsight-view: the ground truth that the
  * end-to-end tests hold vmsight's answers against. The format is documented in guests/README.md.
  */
-import { VmsightError } from "../../src/util/errors.js";
+/** The guest's view did not parse. The oracle has its own error type: it shares no code with vmsight. */
+export class OracleFormatError extends Error {
+  readonly code = "E_VIEW_FORMAT";
+}
 
 export const VIEW_BEGIN = "<<<VMSIGHT-VIEW-BEGIN v1>>>";
 export const VIEW_END = "<<<VMSIGHT-VIEW-END>>>";
@@ -90,7 +93,7 @@ export interface GuestView {
 }
 
 function bad(line: string, why: string): never {
-  throw new VmsightError("E_VIEW_FORMAT", `guest view: ${why}: ${JSON.stringify(line.slice(0, 200))}`);
+  throw new OracleFormatError(`guest view: ${why}: ${JSON.stringify(line.slice(0, 200))}`);
 }
 
 function int(text: string | undefined, line: string): number {
@@ -209,10 +212,7 @@ export function extractView(text: string): string[] {
   const end = text.lastIndexOf(VIEW_END);
   const begin = end < 0 ? -1 : text.lastIndexOf(VIEW_BEGIN, end);
   if (begin < 0) {
-    throw new VmsightError(
-      "E_VIEW_FORMAT",
-      "no complete vmsight-view output (BEGIN…END markers) in the text",
-    );
+    throw new OracleFormatError("no complete vmsight-view output (BEGIN…END markers) in the text");
   }
   return text
     .slice(begin + VIEW_BEGIN.length, end)
@@ -290,8 +290,7 @@ export function roleProcess(view: GuestView, role: string): StatRow {
   const pid = view.roles.get(role);
   const row = pid === undefined ? undefined : view.processes.find((p) => p.pid === pid);
   if (!row) {
-    throw new VmsightError(
-      "E_VIEW_FORMAT",
+    throw new OracleFormatError(
       `no process for role "${role}" (roles: ${[...view.roles.keys()].join(", ")})`,
     );
   }

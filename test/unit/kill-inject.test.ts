@@ -240,7 +240,7 @@ describe("injected kernel calls", () => {
       injectCalls(cpu, {
         hook: HOOK,
         onTrap: () => {
-          throw new VmsightError("E_TEST", "boom");
+          throw new VmsightError("E_GUEST_DATA", "boom");
         },
       }),
       /boom/,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { VmsightError } from "../../src/util/errors.js";
 import {
+  OracleFormatError,
   parseGuestView,
   parseMapsLine,
   parseModuleLine,
@@ -167,11 +167,11 @@ test("roleProcess finds a role's row or names the roles there are", () => {
   assert.equal(roleProcess(v, "threads").comm, "wl-threads");
   assert.throws(() => roleProcess(v, "memwrite"), /no process for role "memwrite" \(roles: space, full15/);
   // space=132 is in the role table but has no stat line: that is an error too, not undefined.
-  assert.throws(() => roleProcess(v, "space"), VmsightError);
+  assert.throws(() => roleProcess(v, "space"), OracleFormatError);
 });
 
 test("malformed input is a typed error", () => {
-  const codeIs = (e: unknown): boolean => e instanceof VmsightError && e.code === "E_VIEW_FORMAT";
+  const codeIs = (e: unknown): boolean => e instanceof OracleFormatError;
   assert.throws(() => parseGuestView("no markers here"), codeIs);
   assert.throws(() => parseGuestView("<<<VMSIGHT-VIEW-BEGIN v1>>>\nstat 1 (x) S 0\n"), codeIs);
   assert.throws(() => parseStatLine("12 init S 0 0"), codeIs);
