@@ -70,10 +70,10 @@ export async function killProcess(target: Target, opts: KillOptions): Promise<Ki
   try {
     const k = await openKernel(target); // connecting the gdb client stops the VM
     // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
-    const gdb = await target.gdb();
+    const traps = await target.traps();
     const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
     const env = {
-      gdb,
+      traps,
       k,
       ...(opts.abort ? { abort: opts.abort } : {}),
       ...(opts.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: opts.trapTimeoutMs }),

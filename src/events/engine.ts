@@ -1,4 +1,3 @@
-import { skippableLength } from "../arch/x86/skippable.js";
 /**
  * The event engine: breakpoints and watchpoints on a guest through QEMU's gdbstub, each with an
  * async handler that may read and write registers and memory and say how the guest goes on.
@@ -10,24 +9,28 @@ import { skippableLength } from "../arch/x86/skippable.js";
  *   - conditions are checked by reading guest RAM directly (no gdbstub round trips), and every
  *     read a handler makes goes the same way unless it asks for registers;
  *   - identical Z packets are inserted once however many traps share them.
+ * Sharing Z packets and stepping off breakpoints are done by the trap core (qemu/traps.ts), which
+ * alone sends traps and run control to the gdbstub; the engine is one of its clients and tells
+ * it which breakpoints a RIP write passes.
  * Under TCG, gdbstub breakpoints and watchpoints live in QEMU, not in guest memory: the guest
  * reading its own text sees the original bytes. Under KVM, QEMU's software breakpoints write
  * int3 (0xcc) into guest memory, which the guest can see; hardware ones (Z1) cannot be seen but
  * there are four debug registers. `breakpointType` picks.
  */
+import { skippableLength } from "../arch/x86/skippable.js";
+import {
+  type RawTrap,
+  type StoppedCpu,
+  type TrapClient,
+  type TrapCore,
+  type TrapStop,
+  rawKey,
+} from "../qemu/traps.js";
 import type { BreakpointType } from "../transport/gdb/client.js";
 import type { SignalStop, StopReply } from "../transport/gdb/stop-reply.js";
 import { hex } from "../util/address.js";
 import { ProtocolError, VmsightError } from "../util/errors.js";
-import {
-  type GdbLike,
-  type GuestOs,
-  type ProcessSpace,
-  type RawTrap,
-  type TaskBrief,
-  type TrapRecorder,
-  rawKey,
-} from "./types.js";
+import type { GuestOs, ProcessSpace, TaskBrief } from "./types.js";
 
 export type WatchKind = "write" | "read" | "access";
 
@@ -87,9 +90,9 @@ export interface EngineStats {
 }
 
 export interface EngineDeps {
-  readonly gdb: GdbLike;
+  /** The trap core of the guest's gdbstub; the engine is one of its clients. */
+  readonly traps: TrapCore;
   readonly os: GuestOs;
-  readonly recorder?: TrapRecorder;
   /** Lets the guest run when the engine closes (QMP cont); omitted: leave it as it is. */
   readonly resumeGuest?: () => Promise<void>;
   readonly breakpointType?: "software" | "hardware";
@@ -105,15 +108,7 @@ interface Entry {
   removed: boolean;
 }
 
-interface Insertion {
-  readonly raw: RawTrap;
-  count: number;
-  /** Breakpoints: length of a skippable first instruction, from the bytes before insertion. */
-  readonly skip: number | undefined;
-}
-
 const WATCH_TYPE: Record<WatchKind, BreakpointType> = { write: 2, read: 3, access: 4 };
-const INTERRUPT_SIGNAL = 2;
 const MAX_INSN = 15;
 
 function cpuOfThread(thread: string | undefined): number {
@@ -126,26 +121,33 @@ function cpuOfThread(thread: string | undefined): number {
 export class EventEngine {
   readonly stats: EngineStats = { stops: 0, hits: 0, filtered: 0, skips: 0, steps: 0 };
   private readonly entries = new Map<number, Entry>();
-  private readonly inserted = new Map<string, Insertion>();
+  private readonly handle: TrapClient;
+  private readonly stopListening: () => void;
   private nextId = 1;
-  private running = false;
-  private interruptSent = false;
   private stopRequested = false;
   private loop: Promise<void> | undefined;
   private closed = false;
-  private readonly ops: (() => Promise<void>)[] = [];
-  /** Set while the guest sits on a breakpoint we must step over before it runs again. */
-  private atBreakpoint: { addr: bigint; thread: string | undefined } | undefined;
+  /** Whether a handler accepted the stop being dispatched. */
+  private handled = false;
   private warnedStep = false;
 
-  constructor(private readonly deps: EngineDeps) {}
+  constructor(private readonly deps: EngineDeps) {
+    this.handle = deps.traps.client("events");
+    this.handle.onStop((stop, mine) => this.onStop(stop, mine));
+    this.stopListening = deps.traps.onRun(() => deps.os.invalidate());
+  }
 
-  get gdb(): GdbLike {
-    return this.deps.gdb;
+  /** Registers and memory of the stopped vCPU, through the gdbstub. */
+  get cpu(): StoppedCpu {
+    return this.deps.traps.cpu;
   }
 
   get os(): GuestOs {
     return this.deps.os;
+  }
+
+  private get core(): TrapCore {
+    return this.deps.traps;
   }
 
   /** Traps currently set. */
@@ -203,30 +205,11 @@ export class EventEngine {
       length,
       label,
       space,
-      remove: () => this.whenStopped(() => this.removeEntry(id)),
+      remove: () => this.removeEntry(id),
     };
-    await this.whenStopped(() => this.insert(raw));
+    await this.handle.insert(raw, { skip: () => this.firstInstructionSkip(raw.addr) });
     this.entries.set(id, { trap, raw, handler, when, removed: false });
     return trap;
-  }
-
-  private async insert(raw: RawTrap): Promise<void> {
-    const key = rawKey(raw);
-    const have = this.inserted.get(key);
-    if (have) {
-      have.count++;
-      return;
-    }
-    // Read the instruction before inserting: under KVM a software breakpoint replaces it.
-    const skip = raw.type <= 1 ? this.firstInstructionSkip(raw.addr) : undefined;
-    await this.deps.recorder?.add(raw);
-    try {
-      await this.gdb.insertBreakpoint(raw.type, raw.addr, raw.kind);
-    } catch (error) {
-      await this.deps.recorder?.remove(raw);
-      throw refused(raw, error);
-    }
-    this.inserted.set(key, { raw, count: 1, skip });
   }
 
   private firstInstructionSkip(addr: bigint): number | undefined {
@@ -242,12 +225,7 @@ export class EventEngine {
     if (!e || e.removed) return;
     e.removed = true;
     this.entries.delete(id);
-    const key = rawKey(e.raw);
-    const ins = this.inserted.get(key);
-    if (!ins || --ins.count > 0) return;
-    this.inserted.delete(key);
-    await this.gdb.removeBreakpoint(e.raw.type, e.raw.addr, e.raw.kind);
-    await this.deps.recorder?.remove(e.raw);
+    await this.handle.remove(e.raw);
   }
 
   // ---- running ------------------------------------------------------------------------------
@@ -273,133 +251,56 @@ export class EventEngine {
   }
 
   private async runLoop(): Promise<void> {
-    try {
-      while (!this.stopRequested) {
-        const stop = await this.resume();
-        this.os.invalidate();
-        await this.drainOps();
-        if (this.stopRequested) break;
-        await this.dispatch(stop);
-      }
-    } finally {
-      await this.drainOps();
+    while (!this.stopRequested) {
+      const stop = await this.core.resume();
+      this.countStepOver(stop.left);
+      if (this.stopRequested) break;
+      await this.dispatch(stop);
     }
   }
 
   /** Ends run() at the next stop; interrupts the guest if it is running. */
   stop(): void {
     this.stopRequested = true;
-    this.interruptOnce();
+    this.core.interrupt();
   }
 
-  private interruptOnce(): void {
-    if (!this.running || this.interruptSent) return;
-    this.interruptSent = true;
-    this.gdb.interrupt().catch(() => {});
-  }
-
-  /** Runs `fn` with the guest stopped: now if it is, else at the next stop (interrupting it). */
-  private whenStopped<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.running) return fn();
-    return new Promise<T>((resolve, reject) => {
-      this.ops.push(() => fn().then(resolve, reject));
-      this.interruptOnce();
-    });
-  }
-
-  private async drainOps(): Promise<void> {
-    while (this.ops.length > 0) await this.ops.shift()!();
-  }
-
-  /** Steps off a breakpoint if the guest sits on one, then continues; resolves at the next stop. */
-  private async resume(): Promise<StopReply> {
-    const stepStop = await this.leaveBreakpoint();
-    if (stepStop) return stepStop;
-    this.running = true;
-    this.interruptSent = false;
-    // An op queued between two turns of the loop must not wait for a trap that may never come.
-    if (this.ops.length > 0 || this.stopRequested) this.interruptOnce();
-    try {
-      return await this.gdb.continue();
-    } finally {
-      this.running = false;
-    }
-  }
-
-  /**
-   * `c` on a breakpoint address stops again at once (TCG checks breakpoints before executing).
-   * A NOP/ENDBR there is passed by setting RIP; anything else is single-stepped with the
-   * breakpoint lifted. Returns the step's stop when that stop is itself an event to dispatch.
-   */
-  private async leaveBreakpoint(): Promise<StopReply | undefined> {
-    const at = this.atBreakpoint;
-    this.atBreakpoint = undefined;
-    if (!at) return undefined;
-    const here = [...this.inserted.values()].filter((i) => i.raw.type <= 1 && i.raw.addr === at.addr);
-    if (here.length === 0) return undefined;
-    const skip = here[0]!.skip;
-    if (skip !== undefined) {
-      this.stats.skips++;
-      await this.gdb.writeRegister("rip", at.addr + BigInt(skip));
-      return undefined;
-    }
+  private countStepOver(left: TrapStop["left"]): void {
+    if (left?.by === "skip") this.stats.skips++;
+    if (left?.by !== "step") return;
     this.stats.steps++;
-    if (!this.warnedStep) {
-      this.warnedStep = true;
-      this.deps.log?.(
-        `breakpoint at ${hex(at.addr)} is not on a NOP: stepping over it costs extra stops under TCG`,
-      );
-    }
-    for (const i of here) await this.gdb.removeBreakpoint(i.raw.type, i.raw.addr, i.raw.kind);
-    let stop: StopReply;
-    try {
-      stop = await this.gdb.step(at.thread);
-    } finally {
-      for (const i of here) await this.gdb.insertBreakpoint(i.raw.type, i.raw.addr, i.raw.kind);
-    }
-    return stop.type === "signal" && stop.watch ? stop : undefined;
+    if (this.warnedStep) return;
+    this.warnedStep = true;
+    this.deps.log?.(
+      `breakpoint at ${hex(left.addr)} is not on a NOP: stepping over it costs extra stops under TCG`,
+    );
   }
 
-  private async dispatch(stop: StopReply): Promise<void> {
-    if (stop.type !== "signal") {
-      throw new ProtocolError("E_GUEST_GONE", `the guest stopped for good (${stop.type})`);
+  private async dispatch(stop: TrapStop): Promise<void> {
+    if (stop.reply.type !== "signal") {
+      throw new ProtocolError("E_GUEST_GONE", `the guest stopped for good (${stop.reply.type})`);
     }
-    if (stop.signal === INTERRUPT_SIGNAL && !stop.watch) return; // our interrupt (or a pause)
+    if (stop.interrupted) return; // our interrupt (or a pause)
     this.stats.stops++;
-    const cpu = cpuOfThread(stop.thread);
-    const hit = new TrapHit(this, stop, cpu);
-    let matches: Entry[];
-    if (stop.watch) {
-      const a = stop.watch.address;
-      matches = this.matching(
-        (e) => e.raw.type >= 2 && a >= e.raw.addr && a < e.raw.addr + BigInt(e.raw.kind),
-      );
-    } else {
-      const rip = await hit.register("rip");
-      matches = this.matching((e) => e.raw.type <= 1 && e.raw.addr === rip);
-      if (matches.length > 0 || this.hasBreakpointAt(rip))
-        this.atBreakpoint = { addr: rip, thread: stop.thread };
-    }
-    let handled = false;
+    this.handled = false;
+    await this.core.dispatch(stop);
+    if (!this.handled) this.stats.filtered++;
+  }
+
+  /** The core's dispatch of a stop at traps of ours: each matching trap's handler, in order. */
+  private async onStop(stop: TrapStop, mine: readonly RawTrap[]): Promise<void> {
+    const reply = stop.reply as SignalStop;
+    const hit = new TrapHit(this, reply, cpuOfThread(reply.thread));
+    const keys = new Set(mine.map(rawKey));
+    const matches = [...this.entries.values()].filter((e) => keys.has(rawKey(e.raw)));
     for (const e of matches) {
       if (e.removed || !this.accepts(e, hit)) continue;
-      handled = true;
+      this.handled = true;
       this.stats.hits++;
       const decision = await e.handler(hit.forTrap(e.trap));
       if (decision === "remove") await this.removeEntry(e.trap.id);
       else if (decision === "stop") this.stopRequested = true;
     }
-    if (!handled) this.stats.filtered++;
-    if (hit.ripMoved && this.atBreakpoint) this.atBreakpoint = undefined;
-  }
-
-  private matching(pred: (e: Entry) => boolean): Entry[] {
-    return [...this.entries.values()].filter(pred);
-  }
-
-  private hasBreakpointAt(addr: bigint): boolean {
-    for (const i of this.inserted.values()) if (i.raw.type <= 1 && i.raw.addr === addr) return true;
-    return false;
   }
 
   private accepts(e: Entry, hit: TrapHit): boolean {
@@ -416,20 +317,9 @@ export class EventEngine {
   }
 
   /** Single-steps the stopped CPU (off a breakpoint if it sits on one). */
-  async stepFrom(hit: TrapHit): Promise<StopReply> {
-    const at = this.atBreakpoint;
-    const here = at
-      ? [...this.inserted.values()].filter((i) => i.raw.type <= 1 && i.raw.addr === at.addr)
-      : [];
-    this.atBreakpoint = undefined;
-    for (const i of here) await this.gdb.removeBreakpoint(i.raw.type, i.raw.addr, i.raw.kind);
-    try {
-      this.stats.steps++;
-      return await this.gdb.step(hit.stop.thread);
-    } finally {
-      for (const i of here) await this.gdb.insertBreakpoint(i.raw.type, i.raw.addr, i.raw.kind);
-      this.os.invalidate();
-    }
+  stepFrom(hit: TrapHit): Promise<StopReply> {
+    this.stats.steps++;
+    return this.core.step(hit.stop.thread);
   }
 
   // ---- cleanup ------------------------------------------------------------------------------
@@ -446,40 +336,21 @@ export class EventEngine {
       this.stop();
       await loop.catch(() => {}); // run()'s caller sees that failure
     }
-    let failure: unknown;
-    for (const id of [...this.entries.keys()]) {
-      try {
-        await this.removeEntry(id);
-      } catch (error) {
-        failure ??= error;
-      }
-    }
+    for (const e of this.entries.values()) e.removed = true;
+    this.entries.clear();
+    this.stopListening();
     // Whatever a failed removal left behind is still in the watchdog's list: it must not say
     // goodbye then, so that the watchdog cleans up when we exit.
-    if (failure === undefined) {
-      await this.deps.resumeGuest?.();
-      await this.deps.recorder?.goodbye();
-    }
-    if (failure !== undefined) throw failure;
+    await this.handle.release();
+    await this.deps.resumeGuest?.();
+    await this.core.goodbye();
   }
-}
-
-function refused(raw: RawTrap, error: unknown): VmsightError {
-  const what = raw.type <= 1 ? "breakpoint" : "watchpoint";
-  return new VmsightError("E_TRAP_REFUSED", `QEMU refused a ${what} at ${hex(raw.addr)}`, {
-    hint:
-      error instanceof VmsightError
-        ? error.message
-        : "under KVM only 4 hardware breakpoints/watchpoints exist at a time",
-    cause: error,
-  });
 }
 
 /** One stop of the guest at a trap, as a handler sees it. Valid until the handler returns. */
 export class TrapHit {
   private regs: Map<string, bigint> | undefined;
   private current: TaskBrief | undefined;
-  ripMoved = false;
   trap: Trap | undefined;
 
   constructor(
@@ -506,7 +377,7 @@ export class TrapHit {
 
   /** All registers (one `g` packet, cached for this stop). */
   async registers(): Promise<Map<string, bigint>> {
-    this.regs ??= await this.engine.gdb.readRegisters();
+    this.regs ??= await this.engine.cpu.readRegisters();
     return this.regs;
   }
 
@@ -514,14 +385,13 @@ export class TrapHit {
     const n = name.toLowerCase();
     const cached = this.regs?.get(n);
     if (cached !== undefined) return cached;
-    return this.engine.gdb.readRegister(n);
+    return this.engine.cpu.readRegister(n);
   }
 
   async setRegister(name: string, value: bigint): Promise<void> {
     const n = name.toLowerCase();
-    await this.engine.gdb.writeRegister(n, value);
+    await this.engine.cpu.writeRegister(n, value);
     this.regs?.set(n, value);
-    if (n === "rip" || n === "pc") this.ripMoved = true;
   }
 
   /** Memory as the current task sees it (kernel addresses through the kernel's tables). */
@@ -541,7 +411,6 @@ export class TrapHit {
   async step(): Promise<StopReply> {
     const r = await this.engine.stepFrom(this);
     this.regs = undefined;
-    this.ripMoved = true;
     return r;
   }
 

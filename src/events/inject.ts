@@ -20,24 +20,9 @@
  * gives the callee is the alignment it expects.
  */
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
-import type { BreakpointType } from "../transport/gdb/client.js";
-import type { StopReply } from "../transport/gdb/stop-reply.js";
+import type { RawTrap, StoppedCpu, TrapClient, TrapCore, TrapStop } from "../qemu/traps.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
-
-/** What injection needs from a gdb client (GdbClient has it all; tests use a fake CPU). */
-export interface CallGdb {
-  selectThread(op: "g" | "c", id: string): Promise<void>;
-  readRegisters(): Promise<Map<string, bigint>>;
-  readRegister(name: string): Promise<bigint>;
-  writeRegister(name: string, value: bigint): Promise<void>;
-  writeMemory(addr: bigint, data: Uint8Array): Promise<void>;
-  insertBreakpoint(type: BreakpointType, addr: bigint, kind: number): Promise<void>;
-  removeBreakpoint(type: BreakpointType, addr: bigint, kind: number): Promise<void>;
-  continue(): Promise<StopReply>;
-  step(thread?: string): Promise<StopReply>;
-  interrupt(): Promise<void>;
-}
 
 export interface KernelCall {
   /** For messages: "group_send_sig_info". */
@@ -158,7 +143,6 @@ export interface InjectResult {
   readonly passedThrough: number;
 }
 
-const BREAKPOINT: BreakpointType = 0;
 /** Other vCPUs passing the hook during one call; more means something loops on it. */
 const MAX_PASS_THROUGH = 64;
 
@@ -168,28 +152,32 @@ const MAX_PASS_THROUGH = 64;
  * at the hook entry. On every error path the breakpoint is removed; registers are put back
  * unless a call is still running, in which case it is left to return into the hook by itself.
  */
-export async function injectCalls(gdb: CallGdb, opts: InjectOptions): Promise<InjectResult> {
-  const hook = opts.hook;
+export async function injectCalls(core: TrapCore, opts: InjectOptions): Promise<InjectResult> {
   if (opts.signal?.aborted) throw aborted();
-  await gdb.insertBreakpoint(BREAKPOINT, hook, 1);
-  const state: { thread?: string; saved?: Map<string, bigint>; inCall: boolean } = { inCall: false };
+  const traps = core.client("inject");
+  const hook: RawTrap = { type: 0, addr: opts.hook, kind: 1 };
+  await traps.insert(hook);
+  const state: CallState = { inCall: false };
   let failure: unknown;
   try {
-    return await run(gdb, opts, state);
+    return await run(core, opts, state);
   } catch (error) {
     failure = error;
     throw error;
   } finally {
-    await cleanUp(gdb, hook, state, failure);
+    await cleanUp(core.cpu, traps, opts.hook, state, failure);
   }
 }
 
-async function run(
-  gdb: CallGdb,
-  opts: InjectOptions,
-  state: { thread?: string; saved?: Map<string, bigint>; inCall: boolean },
-): Promise<InjectResult> {
+interface CallState {
+  thread?: string;
+  saved?: Map<string, bigint>;
+  inCall: boolean;
+}
+
+async function run(core: TrapCore, opts: InjectOptions, state: CallState): Promise<InjectResult> {
   const hook = opts.hook;
+  const cpu = core.cpu;
   const t0 = performance.now();
   const deadline = t0 + (opts.trapTimeoutMs ?? 5000);
   let calls: readonly KernelCall[] | undefined;
@@ -201,10 +189,10 @@ async function run(
     if (skips > 0) {
       // Nothing was changed at the skipped trap: forget its registers, step off the breakpoint.
       state.saved = undefined;
-      await gdb.step(thread);
+      await core.step(thread);
     }
-    const w = await waitStop(gdb, deadline - performance.now(), opts.signal);
-    const at = await whereStopped(gdb, w.stop);
+    const w = await waitStop(core, deadline - performance.now(), opts.signal);
+    const at = await whereStopped(cpu, w.stop);
     if (at.rip !== hook) {
       if (w.aborted) throw aborted();
       if (w.timedOut) {
@@ -216,7 +204,7 @@ async function run(
     }
     thread = at.thread;
     state.thread = thread;
-    state.saved = await gdb.readRegisters();
+    state.saved = await cpu.readRegisters();
     const decision = await opts.onTrap({ thread, registers: state.saved });
     if (decision !== "skip") calls = decision.calls;
   }
@@ -227,20 +215,20 @@ async function run(
   for (const call of calls) {
     const frame = planCall(saved, call, hook);
     const c0 = performance.now();
-    await gdb.selectThread("g", thread);
-    await gdb.writeMemory(frame.returnSlot, le64(frame.returnAddress));
-    for (const [name, value] of frame.registers) await gdb.writeRegister(name, value);
+    await cpu.selectThread("g", thread);
+    await cpu.writeMemory(frame.returnSlot, le64(frame.returnAddress));
+    for (const [name, value] of frame.registers) await cpu.writeRegister(name, value);
     state.inCall = true;
-    passedThrough += await waitReturn(gdb, thread, hook, frame.rspAfterReturn, opts.callTimeoutMs ?? 2000);
+    passedThrough += await waitReturn(core, thread, hook, frame.rspAfterReturn, opts.callTimeoutMs ?? 2000);
     state.inCall = false;
-    results.push({ name: call.name, rax: await gdb.readRegister("rax"), ms: performance.now() - c0 });
+    results.push({ name: call.name, rax: await cpu.readRegister("rax"), ms: performance.now() - c0 });
   }
   return { thread, trapMs, calls: results, passedThrough };
 }
 
 /** Runs the guest until our call comes back; other vCPUs reaching the hook are stepped past it. */
 async function waitReturn(
-  gdb: CallGdb,
+  core: TrapCore,
   thread: string,
   hook: bigint,
   rsp: bigint,
@@ -248,11 +236,12 @@ async function waitReturn(
 ): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   for (let passed = 0; passed <= MAX_PASS_THROUGH; passed++) {
-    const w = await waitStop(gdb, deadline - performance.now(), undefined);
-    const at = await whereStopped(gdb, w.stop);
-    if (at.thread === thread && at.rip === hook && (await gdb.readRegister("rsp")) === rsp) return passed;
+    const w = await waitStop(core, deadline - performance.now(), undefined);
+    const at = await whereStopped(core.cpu, w.stop);
+    if (at.thread === thread && at.rip === hook && (await core.cpu.readRegister("rsp")) === rsp)
+      return passed;
     if (at.rip === hook && !w.timedOut) {
-      await gdb.step(at.thread);
+      await core.step(at.thread);
       continue;
     }
     throw new VmsightError(
@@ -268,22 +257,23 @@ async function waitReturn(
 }
 
 async function cleanUp(
-  gdb: CallGdb,
+  cpu: StoppedCpu,
+  traps: TrapClient,
   hook: bigint,
-  state: { thread?: string; saved?: Map<string, bigint>; inCall: boolean },
+  state: CallState,
   failure: unknown,
 ): Promise<void> {
   const problems: string[] = [];
   if (state.saved && state.thread !== undefined && !state.inCall) {
     try {
-      await gdb.selectThread("g", state.thread);
-      for (const [name, value] of planRestore(state.saved)) await gdb.writeRegister(name, value);
+      await cpu.selectThread("g", state.thread);
+      for (const [name, value] of planRestore(state.saved)) await cpu.writeRegister(name, value);
     } catch (e) {
       problems.push(`registers not restored: ${(e as Error).message}`);
     }
   }
   try {
-    await gdb.removeBreakpoint(BREAKPOINT, hook, 1);
+    await traps.release();
   } catch (e) {
     problems.push(`breakpoint at ${hex(hook)} not removed: ${(e as Error).message}`);
   }
@@ -299,27 +289,26 @@ function aborted(): VmsightError {
 }
 
 interface Waited {
-  readonly stop: StopReply;
+  readonly stop: TrapStop;
   readonly timedOut: boolean;
   readonly aborted: boolean;
 }
 
-/** continue() until the guest stops by itself, or interrupt it at the deadline or on abort. */
-async function waitStop(gdb: CallGdb, timeoutMs: number, signal: AbortSignal | undefined): Promise<Waited> {
+/** Resumes the guest until it stops by itself, or interrupts it at the deadline or on abort. */
+async function waitStop(core: TrapCore, timeoutMs: number, signal: AbortSignal | undefined): Promise<Waited> {
   let timedOut = false;
   let wasAborted = false;
-  const stop = gdb.continue();
-  const halt = () => void gdb.interrupt().catch(() => {});
+  const stop = core.resume();
   const timer = setTimeout(
     () => {
       timedOut = true;
-      halt();
+      core.interrupt();
     },
     Math.max(0, timeoutMs),
   );
   const onAbort = () => {
     wasAborted = true;
-    halt();
+    core.interrupt();
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
@@ -330,11 +319,12 @@ async function waitStop(gdb: CallGdb, timeoutMs: number, signal: AbortSignal | u
   }
 }
 
-async function whereStopped(gdb: CallGdb, stop: StopReply): Promise<{ thread: string; rip: bigint }> {
-  if (stop.type !== "signal") {
-    throw new VmsightError("E_INJECT_STOP", `the guest ended (${stop.type}) while a call was being made`);
+async function whereStopped(cpu: StoppedCpu, stop: TrapStop): Promise<{ thread: string; rip: bigint }> {
+  const reply = stop.reply;
+  if (reply.type !== "signal") {
+    throw new VmsightError("E_INJECT_STOP", `the guest ended (${reply.type}) while a call was being made`);
   }
-  const thread = stop.thread ?? "";
-  if (thread !== "") await gdb.selectThread("g", thread);
-  return { thread, rip: await gdb.readRegister("rip") };
+  const thread = reply.thread ?? "";
+  if (thread !== "") await cpu.selectThread("g", thread);
+  return { thread, rip: stop.rip ?? (await cpu.readRegister("rip")) };
 }

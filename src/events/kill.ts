@@ -28,9 +28,10 @@
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { type TaskInfo, listAllThreads, listTasks, listThreads, readTask } from "../os/linux/tasks.js";
 import { isKernelPointer } from "../os/linux/walk.js";
+import type { TrapCore } from "../qemu/traps.js";
 import { type VirtAddr, hex, va } from "../util/address.js";
 import { GuestDataError, UsageError, VmsightError } from "../util/errors.js";
-import { type CallGdb, type InjectResult, type KernelCall, injectCalls } from "./inject.js";
+import { type InjectResult, type KernelCall, injectCalls } from "./inject.js";
 import {
   SEND_SIG_PRIV,
   SIGNALS,
@@ -241,7 +242,7 @@ export interface Delivery {
 }
 
 export interface InjectEnv {
-  readonly gdb: CallGdb;
+  readonly traps: TrapCore;
   readonly k: KernelInfo;
   readonly abort?: AbortSignal;
   readonly trapTimeoutMs?: number;
@@ -271,7 +272,7 @@ export async function sendByCall(env: InjectEnv, target: KillTarget, signal: Sig
     args: [BigInt(SIGNALS[signal]), SEND_SIG_PRIV, target.leader.addr, tgid],
   };
   let vanished = false;
-  const r = await injectCalls(env.gdb, {
+  const r = await injectCalls(env.traps, {
     hook,
     ...(env.abort ? { signal: env.abort } : {}),
     ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
@@ -326,7 +327,7 @@ export async function writeAndWake(
   const wake = symbol(k, "wake_up_state");
   let written: Delivery | undefined;
   let woken: TaskInfo | undefined;
-  const r = await injectCalls(env.gdb, {
+  const r = await injectCalls(env.traps, {
     hook,
     ...(env.abort ? { signal: env.abort } : {}),
     ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),

@@ -42,7 +42,7 @@ export async function openEventSession(
   opts: EventSessionOptions = {},
 ): Promise<EventSession> {
   const before = await target.runState();
-  const gdb = await target.gdb(); // stops the guest
+  const traps = await target.traps(); // connecting the gdb client stops the guest
   let kernel = opts.kernel;
   if (!kernel) {
     const regs = await target.registers(0);
@@ -63,11 +63,11 @@ export async function openEventSession(
           qmpPath: target.qmp.path,
           resume: before.running,
         });
+  if (watchdog) await traps.record(watchdog);
   const guest = new LinuxGuest(kernel);
   const engine = new EventEngine({
-    gdb,
+    traps,
     os: guest,
-    ...(watchdog ? { recorder: watchdog } : {}),
     // Under KVM a software breakpoint is an int3 in guest memory; debug registers are not.
     breakpointType: kvm ? "hardware" : "software",
     resumeGuest: async () => {

@@ -1,33 +1,8 @@
 /**
- * Contracts of the event engine: what it needs from the gdbstub and from the guest OS, so the
- * engine's resume logic can be driven by fakes in unit tests and by QEMU in real use.
+ * Contracts of the event engine: what it needs from the guest OS, so the engine can be driven
+ * by fakes in unit tests and by a Linux guest in real use (its gdbstub side is the trap core's,
+ * qemu/traps.ts).
  */
-import type { BreakpointType } from "../transport/gdb/client.js";
-import type { StopReply } from "../transport/gdb/stop-reply.js";
-
-/** The part of GdbClient the engine uses. */
-export interface GdbLike {
-  insertBreakpoint(type: BreakpointType, addr: bigint, kind: number): Promise<void>;
-  removeBreakpoint(type: BreakpointType, addr: bigint, kind: number): Promise<void>;
-  continue(): Promise<StopReply>;
-  step(thread?: string): Promise<StopReply>;
-  interrupt(): Promise<void>;
-  readRegisters(): Promise<Map<string, bigint>>;
-  readRegister(name: string): Promise<bigint>;
-  writeRegister(name: string, value: bigint): Promise<void>;
-}
-
-/** One Z/z packet's worth: gdb type (0 sw, 1 hw breakpoint, 2 write, 3 read, 4 access watch). */
-export interface RawTrap {
-  readonly type: BreakpointType;
-  readonly addr: bigint;
-  readonly kind: number;
-}
-
-export function rawKey(t: RawTrap): string {
-  return `${t.type}:${t.addr.toString(16)}:${t.kind}`;
-}
-
 /** What a condition or a handler needs to know about the task a CPU is running. */
 export interface TaskBrief {
   /** The task_struct. */
@@ -63,12 +38,4 @@ export interface GuestOs {
   write(task: TaskBrief, addr: bigint, data: Uint8Array): void;
   /** Forgets cached translations; called every time the guest has run. */
   invalidate(): void;
-}
-
-/** Keeps a record of inserted traps outside this process (the SIGKILL watchdog). */
-export interface TrapRecorder {
-  add(trap: RawTrap): Promise<void>;
-  remove(trap: RawTrap): Promise<void>;
-  /** Everything is cleaned up: the recorder must not act when this process ends. */
-  goodbye(): Promise<void>;
 }

@@ -1,3 +1,4 @@
+import { type RawTrap, TrapCore } from "../qemu/traps.js";
 /**
  * What the watchdog does when vmsight died without saying goodbye: QEMU 7.2 keeps gdbstub
  * breakpoints, watchpoints and the stopped state after its gdb client disappears, so a vmsight
@@ -7,7 +8,6 @@
  */
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
-import type { RawTrap } from "./types.js";
 
 export interface CleanupPlan {
   readonly gdbPath: string;
@@ -69,9 +69,10 @@ export async function cleanupTraps(plan: CleanupPlan): Promise<CleanupResult> {
     log,
   );
   try {
+    const core = new TrapCore(gdb);
     for (const t of plan.traps) {
       try {
-        await gdb.removeBreakpoint(t.type, t.addr, t.kind);
+        await core.removeStray(t);
         result.removed++;
       } catch (error) {
         result.failed++;

@@ -5,8 +5,8 @@
  * without `bye`, vmsight died: undo its traps.
  */
 import { appendFileSync } from "node:fs";
+import { type RawTrap, rawKey } from "../qemu/traps.js";
 import { VmsightError } from "../util/errors.js";
-import { type RawTrap, rawKey } from "./types.js";
 import { cleanupTraps } from "./watchdog-cleanup.js";
 
 interface Message {

@@ -6,8 +6,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { RawTrap, TrapRecorder } from "../qemu/traps.js";
 import { VmsightError } from "../util/errors.js";
-import type { RawTrap, TrapRecorder } from "./types.js";
 
 const MAIN = fileURLToPath(new URL("./watchdog-main.js", import.meta.url));
 

@@ -10,6 +10,7 @@ import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
 import type { Machine } from "./machine.js";
 import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
+import { TrapCore } from "./traps.js";
 
 export interface AttachOptions {
   /**
@@ -64,6 +65,7 @@ export type RunState = { readonly status: string; readonly running: boolean };
  */
 export class Target implements Machine {
   private gdbClient: GdbClient | undefined;
+  private trapCore: TrapCore | undefined;
   private stateBeforeGdb: RunState | undefined;
   private runStateChosen = false;
   private readonly runListeners = new Set<() => void>();
@@ -150,6 +152,13 @@ export class Target implements Machine {
     return client;
   }
 
+  /** The trap core on this guest's gdbstub: every breakpoint, watchpoint, step and continue. */
+  async traps(): Promise<TrapCore> {
+    const gdb = await this.gdb();
+    this.trapCore ??= new TrapCore(gdb);
+    return this.trapCore;
+  }
+
   vcpuCount(): number {
     return this.vcpuThreads.length;
   }
@@ -173,6 +182,7 @@ export class Target implements Machine {
     if (this.gdbClient) {
       this.gdbClient.close();
       this.gdbClient = undefined;
+      this.trapCore = undefined;
     }
     try {
       if (before?.running && !this.runStateChosen && !(await this.runState()).running) {

@@ -7,14 +7,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EventEngine, type TrapHit } from "../../src/events/engine.js";
-import type {
-  GdbLike,
-  GuestOs,
-  ProcessSpace,
-  RawTrap,
-  TaskBrief,
-  TrapRecorder,
-} from "../../src/events/types.js";
+import type { GuestOs, ProcessSpace, TaskBrief } from "../../src/events/types.js";
+import { type RawTrap, TrapCore, type TrapGdb, type TrapRecorder } from "../../src/qemu/traps.js";
 import type { BreakpointType } from "../../src/transport/gdb/client.js";
 import type { SignalStop, StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
@@ -39,7 +33,7 @@ function stop(fields: Partial<SignalStop> = {}): SignalStop {
 }
 
 /** A gdbstub whose stops come from a script; every call is logged as a packet-like string. */
-class FakeGdb implements GdbLike {
+class FakeGdb implements TrapGdb {
   readonly log: string[] = [];
   regs = new Map<string, bigint>([
     ["rip", 0n],
@@ -90,6 +84,12 @@ class FakeGdb implements GdbLike {
   async writeRegister(name: string, value: bigint) {
     this.log.push(`P:${name}=${value.toString(16)}`);
     this.regs.set(name, value);
+  }
+  async selectThread(op: "g" | "c", id: string) {
+    this.log.push(`H${op}${id}`);
+  }
+  async writeMemory(addr: bigint) {
+    this.log.push(`M:${addr.toString(16)}`);
   }
   /** A breakpoint stop: RIP at addr. */
   at(addr: bigint): () => StopReply {
@@ -160,9 +160,8 @@ function setup() {
   const gdb = new FakeGdb();
   const os = new FakeOs();
   const engine = new EventEngine({
-    gdb,
+    traps: new TrapCore(gdb, { recorder: new Recorder(gdb.log) }),
     os,
-    recorder: new Recorder(gdb.log),
     resumeGuest: async () => {
       gdb.log.push("resume");
     },

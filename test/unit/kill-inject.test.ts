@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
-  type CallGdb,
   type KernelCall,
   SAVED_REGISTERS,
   injectCalls,
   planCall,
   planRestore,
 } from "../../src/events/inject.js";
+import { TrapCore, type TrapGdb } from "../../src/qemu/traps.js";
 import type { StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
 
@@ -51,7 +51,7 @@ interface Script {
   fn?: (args: bigint[]) => bigint | "hang";
 }
 
-class FakeCpu implements CallGdb {
+class FakeCpu implements TrapGdb {
   regs = new Map<string, bigint>([
     ["rip", ELSEWHERE],
     ["rsp", RSP + 0x100n],
@@ -148,7 +148,7 @@ function assertRegistersEqual(actual: Map<string, bigint>, expected: Map<string,
 describe("injected kernel calls", () => {
   test("calls with the arguments in rdi, rsi, rdx, rcx and comes back with every register restored", async () => {
     const cpu = new FakeCpu({ arrivals: [true], fn: () => 0xfffffffdn });
-    const r = await injectCalls(cpu, { hook: HOOK, onTrap: () => ({ calls: [CALL] }) });
+    const r = await injectCalls(new TrapCore(cpu), { hook: HOOK, onTrap: () => ({ calls: [CALL] }) });
     assert.equal(cpu.calls.length, 1);
     assert.deepEqual(cpu.calls[0]!.slice(0, 4), [9n, 1n, 0xffff888004c8a000n, 1n]);
     assert.equal(cpu.mem.get(RSP - 8n), HOOK, "return address pushed just below the hook's rsp");
@@ -167,7 +167,7 @@ describe("injected kernel calls", () => {
         return a[0]! + 1n;
       },
     });
-    const r = await injectCalls(cpu, {
+    const r = await injectCalls(new TrapCore(cpu), {
       hook: HOOK,
       onTrap: () => ({ calls: [CALL, { ...CALL, name: "second", args: [42n] }] }),
     });
@@ -183,7 +183,10 @@ describe("injected kernel calls", () => {
   test("a skipped trap is stepped over and the next one is used, with its own registers", async () => {
     const cpu = new FakeCpu({ arrivals: [true, true] });
     let traps = 0;
-    await injectCalls(cpu, { hook: HOOK, onTrap: () => (++traps === 1 ? "skip" : { calls: [CALL] }) });
+    await injectCalls(new TrapCore(cpu), {
+      hook: HOOK,
+      onTrap: () => (++traps === 1 ? "skip" : { calls: [CALL] }),
+    });
     assert.equal(traps, 2);
     assert.ok(cpu.events.includes("step p1.1"));
     assertRegistersEqual(cpu.regs, cpu.arrivalRegs[1]!);
@@ -192,7 +195,7 @@ describe("injected kernel calls", () => {
 
   test("no calls: nothing changes but the breakpoint comes out", async () => {
     const cpu = new FakeCpu({ arrivals: [true] });
-    const r = await injectCalls(cpu, { hook: HOOK, onTrap: () => ({ calls: [] }) });
+    const r = await injectCalls(new TrapCore(cpu), { hook: HOOK, onTrap: () => ({ calls: [] }) });
     assert.deepEqual(r.calls, []);
     assert.deepEqual(cpu.calls, []);
     assertRegistersEqual(cpu.regs, cpu.arrivalRegs[0]!);
@@ -203,7 +206,7 @@ describe("injected kernel calls", () => {
     const cpu = new FakeCpu({ arrivals: [false] });
     const before = new Map(cpu.regs);
     await assert.rejects(
-      injectCalls(cpu, { hook: HOOK, trapTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), { hook: HOOK, trapTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INJECT_TIMEOUT",
     );
     assert.ok(cpu.events.includes("interrupt"));
@@ -216,7 +219,7 @@ describe("injected kernel calls", () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 20);
     await assert.rejects(
-      injectCalls(cpu, { hook: HOOK, signal: ac.signal, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), { hook: HOOK, signal: ac.signal, onTrap: () => ({ calls: [CALL] }) }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INTERRUPTED",
     );
     assert.equal(cpu.breakpoints.size, 0);
@@ -226,7 +229,7 @@ describe("injected kernel calls", () => {
   test("a call that does not come back is left to return by itself: registers not overwritten", async () => {
     const cpu = new FakeCpu({ arrivals: [true], fn: () => "hang" });
     await assert.rejects(
-      injectCalls(cpu, { hook: HOOK, callTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), { hook: HOOK, callTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INJECT_TIMEOUT",
     );
     assert.equal(cpu.regs.get("rip"), FN, "still inside the function, as the guest would be");
@@ -237,7 +240,7 @@ describe("injected kernel calls", () => {
   test("an error in onTrap still removes the breakpoint and restores registers", async () => {
     const cpu = new FakeCpu({ arrivals: [true] });
     await assert.rejects(
-      injectCalls(cpu, {
+      injectCalls(new TrapCore(cpu), {
         hook: HOOK,
         onTrap: () => {
           throw new VmsightError("E_GUEST_DATA", "boom");
