@@ -3,7 +3,8 @@ import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/forma
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { skippableAt } from "../arch/x86/skippable.js";
 import type { Target } from "../qemu/session.js";
-import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
+import type { RawTrap, TrapClient, TrapCore } from "../qemu/traps.js";
+import type { BreakpointType } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
@@ -125,16 +126,16 @@ export async function discoverAtBoot(
       },
     );
   }
-  const gdb = await target.gdb();
+  const core = await target.traps();
   const t0 = performance.now();
-  const pending = gdb.continue();
+  const pending = core.resume();
   const slide =
     opts.slide ?? (await pollSlide(target, opts.image, log, opts.slideTimeoutMs ?? 120_000, pending));
   const slideFoundMs = performance.now() - t0;
-  await gdb.interrupt();
+  core.interrupt();
   await pending;
   log(`KASLR slide ${hex(slide)} found ${(slideFoundMs / 1000).toFixed(2)} s after boot started`);
-  const loop = new TrapLoop(target, gdb, opts, slide, log);
+  const loop = new TrapLoop(target, core, opts, slide, log);
   await loop.arm();
   return loop.run(t0, slideFoundMs);
 }
@@ -144,7 +145,7 @@ async function pollSlide(
   k: KernelImage,
   log: (line: string) => void,
   timeoutMs: number,
-  running: Promise<StopReply>,
+  running: Promise<unknown>,
 ): Promise<bigint> {
   let stopped = false;
   void running.then(() => {
@@ -294,8 +295,12 @@ function addresses(k: KernelImage, slide: bigint): Addresses {
   };
 }
 
+const raw = (t: TrapRecord): RawTrap => ({ type: t.type, addr: t.address, kind: t.length });
+
 class TrapLoop {
   private readonly traps: TrapRecord[] = [];
+  /** Our share of the trap core. */
+  private readonly held: TrapClient;
   private readonly a: Addresses;
   private disc: OffsetDiscovery | undefined;
   private firstTotalForks: number | undefined;
@@ -317,12 +322,13 @@ class TrapLoop {
 
   constructor(
     private readonly target: Target,
-    private readonly gdb: GdbClient,
+    private readonly core: TrapCore,
     private readonly opts: BootDiscoveryOptions,
     private readonly slide: bigint,
     private readonly log: (line: string) => void,
   ) {
     this.a = addresses(opts.image, slide);
+    this.held = core.client("discovery");
   }
 
   async arm(): Promise<void> {
@@ -348,7 +354,7 @@ class TrapLoop {
     length: number,
     type: BreakpointType = 2,
   ): Promise<void> {
-    await this.gdb.insertBreakpoint(type, address, length);
+    await this.held.insert({ type, addr: address, kind: length });
     this.traps.push({ what, type, address, length, hits: 0 });
   }
 
@@ -408,11 +414,11 @@ class TrapLoop {
     // this function) into a call we cannot pass over, and then the breakpoint has to go.
     const bytes = seen?.view.read(trap.address, 16);
     const skip = bytes ? skippableAt(bytes, trap.address, this.onlyReturn()) : undefined;
-    if (skip !== undefined) await this.gdb.writeRegister("rip", trap.address + BigInt(skip));
+    if (skip !== undefined) await this.core.cpu.writeRegister("rip", trap.address + BigInt(skip));
     const record = this.traps.find((t) => t.address === trap.address && t.type <= 1);
     if (record) record.hits++;
     if (record && (skip === undefined || disc?.cands.one("task_struct.pending") !== undefined)) {
-      await this.gdb.removeBreakpoint(record.type, record.address, record.length);
+      await this.held.remove(raw(record));
       this.traps.splice(this.traps.indexOf(record), 1);
       this.removedEarly.push(record);
       this.releaseTrap = undefined;
@@ -428,8 +434,8 @@ class TrapLoop {
 
   /** The registers of the vCPU that stopped (selected first when there are several). */
   private async registersAt(stop: StopReply & { type: "signal" }): Promise<Map<string, bigint>> {
-    if (stop.thread && this.target.vcpuCount() > 1) await this.gdb.selectThread("g", stop.thread);
-    return this.gdb.readRegisters();
+    if (stop.thread && this.target.vcpuCount() > 1) await this.core.cpu.selectThread("g", stop.thread);
+    return this.core.cpu.readRegisters();
   }
 
   /** The kernel as the stopped CPU sees it (and its page-table root), or undefined before paging. */
@@ -442,15 +448,12 @@ class TrapLoop {
   }
 
   async run(t0: number, slideFoundMs: number): Promise<BootDiscoveryResult> {
-    const timeout = setTimeout(
-      () => void this.gdb.interrupt().catch(() => {}),
-      this.opts.timeoutMs ?? 300_000,
-    );
+    const timeout = setTimeout(() => this.core.interrupt(), this.opts.timeoutMs ?? 300_000);
     let why = "";
     let failure: unknown;
     try {
       for (;;) {
-        const stop = await this.gdb.continue();
+        const { reply: stop } = await this.core.resume();
         if (stop.type === "signal" && (await this.onRelease(stop))) {
           if (this.disc?.converged()) break;
           continue;
@@ -513,7 +516,7 @@ class TrapLoop {
     const removed: TrapRecord[] = [];
     while (this.traps.length > 0) {
       const t = this.traps[this.traps.length - 1]!;
-      await this.gdb.removeBreakpoint(t.type, t.address, t.length);
+      await this.held.remove(raw(t));
       removed.push(this.traps.pop()!);
     }
     this.log(`removed ${removed.length} trap(s)`);
@@ -524,7 +527,7 @@ class TrapLoop {
   private async verifyRemoved(removed: readonly TrapRecord[]): Promise<boolean> {
     for (const t of removed) {
       try {
-        await this.gdb.removeBreakpoint(t.type, t.address, t.length);
+        await this.core.removeStray(raw(t));
         return false;
       } catch (error) {
         if (!(error instanceof VmsightError)) throw error;

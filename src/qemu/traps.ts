@@ -373,10 +373,12 @@ export class TrapCore {
   private async continueGuest(): Promise<StopReply> {
     this.running = true;
     this.interruptSent = false;
-    // Work queued before the `c` went out must not wait for a trap that may never come.
-    if (this.ops.length > 0 || this.interruptWanted) this.sendInterrupt();
     try {
-      return await this.gdb.continue();
+      const stopped = this.gdb.continue();
+      // Work queued before the `c` went out must not wait for a trap that may never come; the
+      // interrupt follows the `c` (one that comes first is lost on a stopped guest).
+      if (this.ops.length > 0 || this.interruptWanted) this.sendInterrupt();
+      return await stopped;
     } finally {
       this.running = false;
     }
