@@ -135,9 +135,9 @@ export class TrapClient {
     this.listener = listener;
   }
 
-  /** @internal the core's dispatch. */
-  listenerFor(): StopListener | undefined {
-    return this.listener;
+  /** @internal The core's dispatch of a stop at traps this handle holds. */
+  async deliver(stop: TrapStop, mine: readonly RawTrap[]): Promise<void> {
+    await this.listener?.(stop, mine);
   }
 
   /**
@@ -359,8 +359,7 @@ export class TrapCore {
     const holders = stop.hits.map((raw) => ({ raw, by: this.inserted.get(rawKey(raw))?.holders }));
     for (const client of [...this.clients]) {
       const mine = holders.filter((h) => h.by?.has(client)).map((h) => h.raw);
-      const listener = client.listenerFor();
-      if (mine.length > 0 && listener) await listener(stop, mine);
+      if (mine.length > 0) await client.deliver(stop, mine);
     }
   }
 
@@ -416,7 +415,10 @@ export class TrapCore {
     return { addr: at.addr, by: "step", stop: s.type === "signal" && s.watch ? s : undefined };
   }
 
-  /** One single-step with `here` (the breakpoints at rip) out of the stub meanwhile. */
+  /**
+   * One single-step with `here` (the breakpoints at rip) out of the stub meanwhile. The recorder
+   * is not told: they are out for one step, and a cleanup that finds one gone only counts it.
+   */
   private async lifted(here: readonly Insertion[], thread: string | undefined): Promise<StopReply> {
     for (const i of here) await this.gdb.removeBreakpoint(i.raw.type, i.raw.addr, i.raw.kind);
     try {
