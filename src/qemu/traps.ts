@@ -149,6 +149,11 @@ export class TrapClient {
     this.listener = undefined;
     await this.core.whenStopped(() => this.core.dropAll(this));
   }
+
+  /** `await using traps = core.client(…)` releases the handle at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
 }
 
 export class TrapCore {

@@ -157,7 +157,7 @@ test("release removes the handle's traps that no other handle holds, and only th
   assert.deepEqual(core.traps(), [W, V]);
   assert.deepEqual(b.traps(), [W, V]);
   await assert.rejects(a.insert(BP), { code: "E_TRAPS_RELEASED" });
-  await b.release();
+  await b[Symbol.asyncDispose](); // what `await using` calls
   assert.deepEqual(stub.log.slice(2), [
     "z2,ffffffff82000000,8",
     "rec-2,ffffffff82000000",
