@@ -8,9 +8,10 @@ import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { MemberStatus } from "./candidates.js";
-import { type MemberGroup, OffsetDiscovery } from "./constraints.js";
+import { OffsetDiscovery } from "./constraints.js";
 import { guestView } from "./guest-view.js";
 import type { KernelImage } from "./kernel-image.js";
+import type { MemberGroup } from "./members.js";
 import { SAMPLE_BYTES, dataPhysFor, findAll, residentRuns, slideFromData } from "./slide.js";
 import type { EventKind, GuestView, KernelFacts } from "./types.js";
 

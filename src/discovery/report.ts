@@ -1,6 +1,6 @@
 import { hex } from "../util/address.js";
 import type { BootDiscoveryResult } from "./boot-trap.js";
-import { BEST_EFFORT } from "./constraints.js";
+import { BEST_EFFORT } from "./members.js";
 
 /** What `discover` prints about a run: per member, the events it took, and the evidence. */
 export interface MemberReport {

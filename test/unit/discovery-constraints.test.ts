@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { OffsetDiscovery, ringNodes } from "../../src/discovery/constraints.js";
+import { OffsetDiscovery } from "../../src/discovery/constraints.js";
+import { ringNodes } from "../../src/discovery/rules/reader.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
 
 const L = {

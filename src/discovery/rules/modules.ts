@@ -1,0 +1,154 @@
+import type { GuestView, Observation } from "../types.js";
+import {
+  MAX_JOINT_WALKS,
+  MAX_MODULES,
+  MODULES_END,
+  MODULES_START,
+  MODULE_FROM,
+  MODULE_NAME_LEN,
+  MODULE_STATE_LIVE,
+  MODULE_STATE_UNFORMED,
+  MODULE_TO,
+  PAGE,
+} from "./abi.js";
+import type { RuleContext } from "./context.js";
+import { keepAgreeing } from "./joint.js";
+import { Obj, codeRange, isNameString, readWindow, ringNodes } from "./reader.js";
+
+interface ModuleSeen {
+  /** Task that was current when the module was added to the list: the loader. */
+  readonly loader: bigint;
+  readonly loaderPid: number | undefined;
+  readonly addedAt: number;
+}
+
+/**
+ * Module members, relative to the `list` node as in the patent (step b4: the newest module is
+ * the head's `next`). At the moment a module joins the list (add_unformed_module) it is
+ * MODULE_STATE_UNFORMED; once the process that loaded it is gone, finit_module() has returned,
+ * so the module is LIVE and its core text is mapped executable: base page-aligned in the module
+ * area, [base, base+text_size) executable and the page after it not.
+ */
+export class ModuleRules {
+  private readonly modules = new Map<bigint, ModuleSeen>();
+  /** A module has been seen loaded and live (its text rules applied). */
+  private settledSeen = false;
+
+  constructor(private readonly ctx: RuleContext) {}
+
+  observe(obs: Observation, cur: Obj, tasks: Obj[] | undefined): void {
+    const c = this.ctx.cands;
+    // At a module event list_add_rcu() has just set head->next; the old first's prev is written
+    // next, so the ring is checked forwards only.
+    const nodes = ringNodes(obs.view, this.ctx.facts.modulesHead, MAX_MODULES, false);
+    if (!nodes) return;
+    const pidOff = c.one("task_struct.pid");
+    // Only a node never seen before was just added (a failed load's removal also writes the head).
+    const added = obs.kind === "module" && nodes.length > 0 && !this.modules.has(nodes[0]!);
+    if (added) {
+      this.modules.set(nodes[0]!, {
+        loader: cur.addr,
+        loaderPid: pidOff === undefined ? undefined : cur.u32(pidOff),
+        addedAt: obs.index,
+      });
+    }
+    const mods = nodes.map((n) => ({ node: n, obj: readModule(obs.view, n) }));
+    const present = mods.filter((m): m is { node: bigint; obj: Obj } => m.obj !== undefined);
+    if (present.length === 0) return;
+    const newest = added ? present.find((m) => m.node === nodes[0]) : undefined;
+    const alive = new Set(tasks?.map((t) => `${t.addr}:${pidOff === undefined ? "" : t.u32(pidOff)}`) ?? []);
+    const settled = present.filter((m) => {
+      const seen = this.modules.get(m.node);
+      if (!seen || !tasks || pidOff === undefined || seen.loaderPid === undefined) return false;
+      return seen.addedAt < obs.index && !alive.has(`${seen.loader}:${seen.loaderPid}`);
+    });
+
+    c.filter("module.state", "a module_state value", (o) =>
+      present.every((m) => m.obj.u32(o) >= 0 && m.obj.u32(o) <= MODULE_STATE_UNFORMED),
+    );
+    if (newest)
+      c.filter("module.state", "UNFORMED when listed", (o) => newest.obj.u32(o) === MODULE_STATE_UNFORMED);
+    if (settled.length > 0)
+      c.filter("module.state", "LIVE once loaded", (o) =>
+        settled.every((m) => m.obj.u32(o) === MODULE_STATE_LIVE),
+      );
+
+    c.filter("module.name", "printable NUL-terminated name", (o) =>
+      present.every((m) => isNameString(m.obj.slice(o, MODULE_NAME_LEN), MODULE_NAME_LEN)),
+    );
+    // add_unformed_module() refuses a second module of the same name.
+    c.filter("module.name", "unique among modules", (o) => {
+      const names = present.map((m) => m.obj.str(o, MODULE_NAME_LEN));
+      return new Set(names).size === names.length;
+    });
+    this.ctx.innermostString("module.name", MODULE_NAME_LEN);
+
+    c.filter("module.core_base", "page-aligned in the module area", (o) =>
+      present.every((m) => {
+        const v = m.obj.u64(o);
+        return v % PAGE === 0n && v >= MODULES_START && v < MODULES_END;
+      }),
+    );
+    c.filter("module.core_text_size", "a whole number of pages", (o) =>
+      present.every((m) => {
+        const v = m.obj.u32(o);
+        return v > 0 && v % 4096 === 0 && v < 1 << 26;
+      }),
+    );
+    if (settled.length === 0) return;
+    this.settledSeen = true;
+    const exec = (a: bigint) => obs.view.kernelPage(a)?.executable === true;
+    const notExec = (a: bigint) => !exec(a);
+    c.filter("module.core_base", "executable once loaded", (o) => settled.every((m) => exec(m.obj.u64(o))));
+    const text = (s: number, b: number) =>
+      settled.every((m) => {
+        const base = m.obj.u64(b);
+        const end = base + BigInt(m.obj.u32(s));
+        return codeRange(base, end, notExec, exec) && !exec(end);
+      });
+    const applied = keepAgreeing(
+      c,
+      { key: "module.core_text_size", rule: "text is exactly the executable pages" },
+      { key: "module.core_base", rule: "text is exactly the executable pages" },
+      text,
+      MAX_JOINT_WALKS,
+    );
+    if (applied)
+      this.ctx.trackTwins(
+        "module.core_text_size",
+        settled.map((m) => m.obj),
+        4,
+      );
+  }
+
+  /**
+   * Sizes that held the same page count in every loaded module (text, and the ro/data sizes of
+   * a module with nothing else): the first after the base, as a layout keeps a region's size
+   * beside its base.
+   */
+  resolveTwins(): void {
+    const c = this.ctx.cands;
+    const sizes = c.get("module.core_text_size");
+    const base = c.one("module.core_base");
+    if (
+      sizes.length > 1 &&
+      base !== undefined &&
+      this.settledSeen &&
+      !this.ctx.differed.has("module.core_text_size")
+    ) {
+      const after = sizes.filter((o) => o > base);
+      if (after.length > 0) {
+        c.resolve(
+          "module.core_text_size",
+          after[0]!,
+          `${sizes.join(", ")} held the same page count in every loaded module; the one nearest after the text base (${base}) is taken, as a layout keeps a region's size beside its base`,
+        );
+      }
+    }
+  }
+}
+
+function readModule(view: GuestView, node: bigint): Obj | undefined {
+  const w = readWindow(view, node, MODULE_FROM, MODULE_TO);
+  return w ? Obj.of(node, w.bytes, w.base) : undefined;
+}
