@@ -113,13 +113,20 @@ export class OffsetDiscovery {
     if (obs.kind === "module") this.moduleEvents++;
     const cur = ctx.readTask(obs.view, obs.current, true);
     let ev: TaskEvent | undefined;
-    if (cur) {
+    let tasks: Obj[] | undefined;
+    if (cur && obs.kind === "quiet") {
+      // Nothing is happening: the rules that judge an event's moment (who created whom, who
+      // runs on which mm) do not apply; a loaded module's lasting state does.
+      tasks = ctx.groups.has("task") ? this.tasks.list(obs) : undefined;
+      if (ctx.groups.has("module")) this.modules.observe(obs, cur, tasks);
+    } else if (cur) {
       if (ctx.groups.has("task")) {
         ev = this.taskEvent(obs, cur);
+        tasks = ev.tasks;
         this.taskRules(ev);
       }
       if (ctx.groups.has("mm")) mmRules(ctx, obs, cur);
-      if (ctx.groups.has("module")) this.modules.observe(obs, cur, ev?.tasks);
+      if (ctx.groups.has("module")) this.modules.observe(obs, cur, tasks);
     }
     this.modules.resolveTwins();
     this.ids.resolveTwins();
@@ -129,13 +136,13 @@ export class OffsetDiscovery {
         `real_parent and parent (${a}, ${b}) held the same value at every event (no ptrace); real_parent is declared first`,
     );
     c.endEvent();
-    this.tasks.endEvent(obs.current, ev?.tasks, ev?.child);
+    this.tasks.endEvent(obs.current, tasks, ev?.child);
     const pidOff = c.one("task_struct.pid");
     if (ev?.child && pidOff !== undefined) this.highestPid = Math.max(this.highestPid, ev.child.u32(pidOff));
     return {
       index: obs.index,
       kind: obs.kind,
-      tasks: ev?.tasks?.length,
+      tasks: tasks?.length,
       child: ev?.child?.addr,
       threadCreated: ev?.threadCreated ?? false,
     };
@@ -178,6 +185,24 @@ export class OffsetDiscovery {
       this.ctx.fixedFailures.length === 0 &&
       this.cands.keys().every((k) => BEST_EFFORT.has(k) || this.cands.get(k).length === 1)
     );
+  }
+
+  /**
+   * The members `ps` needs (task_struct, mm_struct, cred) are settled: everything awaited but
+   * the module members, which only module loads can teach.
+   */
+  processConverged(): boolean {
+    return (
+      this.ctx.fixedFailures.length === 0 &&
+      this.cands
+        .keys()
+        .every((k) => BEST_EFFORT.has(k) || k.startsWith("module.") || this.cands.get(k).length === 1)
+    );
+  }
+
+  /** Awaited members with more or less than one candidate left. */
+  open(): string[] {
+    return this.cands.keys().filter((k) => !BEST_EFFORT.has(k) && this.cands.get(k).length !== 1);
   }
 
   status(): MemberStatus[] {
