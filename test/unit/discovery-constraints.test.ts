@@ -212,7 +212,11 @@ class Boot {
     return addr;
   }
 
-  /** An mm_struct of a process running `argv` from a static binary at 0x401000. */
+  /**
+   * An mm_struct of a process running `argv` from a static binary at 0x401000. With
+   * `codeCopies`, a later member holds the code range again (as mm->context may hold the vDSO's).
+   */
+  codeCopies = false;
   newMm(argv: string[], env: string[]): bigint {
     const k = this.nextMm++;
     const mm = DIRECT + 0x400000n + BigInt(k) * 0x1000n;
@@ -258,6 +262,10 @@ class Boot {
       m(MM.auxv + i * 16, key);
       m(MM.auxv + i * 16 + 8, v);
     });
+    if (this.codeCopies) {
+      m(MM.auxv + 200, 0x401000n);
+      m(MM.auxv + 208, endCode);
+    }
     return mm;
   }
 
@@ -325,12 +333,13 @@ const FACTS: KernelFacts = {
 };
 
 /** A boot like the test guests': kernel threads, init, a forked process, a thread, a module. */
-function boot(opts: { equalModuleSizes?: boolean; oneModuleLast?: boolean } = {}): {
+function boot(opts: { equalModuleSizes?: boolean; oneModuleLast?: boolean; codeCopies?: boolean } = {}): {
   b: Boot;
   d: OffsetDiscovery;
   init: bigint;
 } {
   const b = new Boot();
+  b.codeCopies = opts.codeCopies === true;
   const d = new OffsetDiscovery(FACTS);
   const kthread = (name: string, parent: bigint, state = TASK_NEW) =>
     b.newTask({
@@ -610,6 +619,14 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     const m = d.status().find((s) => s.key === "module.core_text_size")!;
     assert.deepEqual(m.candidates, [MOD.textSize - MOD.list]);
     assert.match(m.note ?? "", /nearest after the text base/);
+  });
+
+  test("a copy of the code range declared after the arguments is not taken for start_code/end_code", () => {
+    const { d } = boot({ codeCopies: true });
+    const p = d.profile();
+    assert.deepEqual([p["mm_struct.start_code"], p["mm_struct.end_code"]], [MM.startCode, MM.endCode]);
+    const start = d.status().find((m) => m.key === "mm_struct.start_code")!;
+    assert.ok((start.history.removedBy["declared before arg_start"] ?? 0) > 0);
   });
 
   test("a module loaded by the last event is seen loaded at a quiet look", () => {

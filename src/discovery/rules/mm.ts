@@ -111,6 +111,12 @@ export function mmRules(ctx: RuleContext, obs: Observation, cur: Obj): void {
     const v = mm.u64(o);
     return isUser(v) && v > PAGE && !notCode(v - 1n) && !isCode(roundUp(v));
   });
+  // mm_struct declares start_code, end_code, ... arg_start, arg_end, env_start, env_end, then
+  // saved_auxv (whose AT_SYSINFO_EHDR is the vDSO: code after a non-code page, like a copy of
+  // start_code): the code members lie before arg_start, whichever arg_start candidate is true.
+  const argStarts = c.get("mm_struct.arg_start");
+  for (const k of argStarts.length > 0 ? ["mm_struct.start_code", "mm_struct.end_code"] : [])
+    c.filter(k, "declared before arg_start", (o) => o < argStarts[argStarts.length - 1]!);
   keepAgreeing(
     c,
     { key: "mm_struct.start_code", rule: "code up to end_code" },
