@@ -42,7 +42,7 @@ export function describeDiscovery(r: BootDiscoveryResult): string[] {
         : `discovery did NOT converge (${r.stopReason})`,
     `KASLR slide ${hex(r.slide)}, known ${s(r.slideFoundMs)} after boot started`,
     `events used: ${r.events.total} (${r.events.creates} creations, ${r.events.releases} releases, ${r.events.modules} module loads, ${r.events.quiet} quiet look(s))`,
-    `guest time to convergence: ${s(r.elapsedMs)} after boot started; stopped in our handlers ${s(r.stoppedMs)}`,
+    `guest time to ${r.converged ? "convergence" : "the end of discovery"}: ${s(r.elapsedMs)} after boot started; stopped in our handlers ${s(r.stoppedMs)}`,
     `traps removed: ${r.traps.removed.map((t) => `${t.what} (${t.hits} hits)`).join(", ")}; ${r.traps.remaining} left; ` +
       `stub confirms none remains: ${r.traps.verified ? "yes" : "NO"}; ${r.traps.spuriousStops} stop(s) were no event`,
   ];

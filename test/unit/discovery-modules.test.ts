@@ -45,6 +45,10 @@ class Memory implements GuestView {
     const { b, o } = this.at(addr, 8);
     b.writeBigUInt64LE(v, o);
   }
+  bytes(addr: bigint, v: Buffer): void {
+    const { b, o } = this.at(addr, v.length);
+    v.copy(b, o);
+  }
   u32(addr: bigint, v: number): void {
     const { b, o } = this.at(addr, 4);
     b.writeUInt32LE(v, o);
@@ -117,7 +121,7 @@ function load(layout: Layout, regionsOf: (i: number) => Region[], count: number)
     const mod = MOD_AREA + 0x100000n * BigInt(i + 1);
     m.alloc(mod, noise(4096, 10 + i));
     m.u32(mod, 3); // UNFORMED
-    m.alloc(mod + 24n, Buffer.from(`mod${i}\0`.padEnd(56, "\0")));
+    m.bytes(mod + 24n, Buffer.from(`mod${i}`.padEnd(56, "\0"), "latin1"));
     layout(m, mod, regionsOf(i), false);
     const first = m.read(HEAD, 8)!.readBigUInt64LE(0);
     m.u64(mod + 8n, first);
@@ -178,6 +182,15 @@ describe("module text size and base from the module layout", () => {
     assert.match(size.note ?? "", /core text is declared first/);
     assert.deepEqual(member(d, "module.core_base").candidates, [TRUTH_612.base]);
     assert.equal(d.profile()["module.core_text_size"], TRUTH_612.size + 8);
+  });
+
+  test("one module is enough for its name: the array is zero-padded after the NUL", () => {
+    const d = load(
+      layout61,
+      () => [1, 2, 2, 3].map((n) => ({ base: MOD_AREA + 0x1000000n, size: n * 4096 })),
+      1,
+    );
+    assert.deepEqual(member(d, "module.name").candidates, [24 - 8]);
   });
 
   test("a layout that fits neither shape leaves the rule unused, not every candidate removed", () => {

@@ -106,6 +106,12 @@ export class ModuleRules {
     c.filter("module.name", "printable NUL-terminated name", (o) =>
       present.every((m) => isNameString(m.obj.slice(o, MODULE_NAME_LEN), MODULE_NAME_LEN)),
     );
+    // The struct is the .ko's __this_module, whose static initializer `.name = KBUILD_MODNAME`
+    // pads the array with zeros: a string seen from inside the array, or in another member,
+    // has something else within its 56 bytes after the NUL.
+    c.filter("module.name", "zero-padded to MODULE_NAME_LEN", (o) =>
+      present.every((m) => zeroPadded(m.obj.slice(o, MODULE_NAME_LEN))),
+    );
     // add_unformed_module() refuses a second module of the same name.
     c.filter("module.name", "unique among modules", (o) => {
       const names = present.map((m) => m.obj.str(o, MODULE_NAME_LEN));
@@ -222,6 +228,11 @@ export class ModuleRules {
       }
     }
   }
+}
+
+function zeroPadded(b: Buffer | undefined): boolean {
+  const nul = b?.indexOf(0) ?? -1;
+  return nul > 0 && b!.subarray(nul).every((x) => x === 0);
 }
 
 function readModule(view: GuestView, node: bigint): Obj | undefined {
