@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 import { OffsetDiscovery } from "../../src/discovery/constraints.js";
 import { ringNodes } from "../../src/discovery/rules/reader.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
+import { noise } from "../support/noise.js";
 
 const L = {
   state: 16,
@@ -46,17 +47,6 @@ const PF_KTHREAD = 0x00200000;
 const PF_FORKNOEXEC = 0x40;
 const TASK_NEW = 0x800;
 const STACK = 0x7ffff0000000n;
-
-/** Deterministic noise for the bytes of a struct nobody set: a real struct is not all zeros. */
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 interface UserSpace {
   readonly pgdPhys: bigint;

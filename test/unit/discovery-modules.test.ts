@@ -7,20 +7,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { OffsetDiscovery } from "../../src/discovery/constraints.js";
 import type { GuestView, KernelFacts } from "../../src/discovery/types.js";
+import { noise } from "../support/noise.js";
 
 const HEAD = 0xffffffff82030000n;
 const TASK = 0xffff888000100000n;
 const MOD_AREA = 0xffffffffc0000000n;
-
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed * 2654435761 + 7;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 class Memory implements GuestView {
   private readonly regions: { addr: bigint; bytes: Buffer }[] = [];
