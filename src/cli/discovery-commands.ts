@@ -76,6 +76,8 @@ function report(ctx: CommandContext, r: BootDiscoveryResult, out: string | undef
     ctx.out(
       toJson({
         converged: r.converged,
+        partial: r.partial,
+        stopReason: r.stopReason,
         profile: r.profile,
         members: memberReports(r),
         slide: r.slide,
@@ -94,7 +96,8 @@ function report(ctx: CommandContext, r: BootDiscoveryResult, out: string | undef
     if (!out) ctx.out(profile.trimEnd());
     else ctx.log(`profile written to ${out}`);
   }
-  return r.converged ? 0 : 1;
+  // A partial profile (process members only) is what `ps --offsets` needs: not a failure.
+  return r.converged || r.partial ? 0 : 1;
 }
 
 export const discoverCommand: CliCommand = {

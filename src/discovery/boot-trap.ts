@@ -9,9 +9,10 @@ import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { MemberStatus } from "./candidates.js";
-import { type MemberGroup, OffsetDiscovery } from "./constraints.js";
+import { OffsetDiscovery } from "./constraints.js";
 import { guestView } from "./guest-view.js";
 import type { KernelImage } from "./kernel-image.js";
+import type { MemberGroup } from "./members.js";
 import { SAMPLE_BYTES, dataPhysFor, findAll, residentRuns, slideFromData } from "./slide.js";
 import type { EventKind, GuestView, KernelFacts } from "./types.js";
 
@@ -51,6 +52,13 @@ export interface BootDiscoveryOptions {
   readonly log?: (line: string) => void;
   /** Give up (remove the traps, report what did not converge) after this long (default 300 s). */
   readonly timeoutMs?: number;
+  /**
+   * Once the process members (task_struct, mm_struct, cred) are known, end after the guest has
+   * gone this long without an event (default 20 s): module loads have stopped, and the module
+   * members that have not converged by then will not. Each such lull is also looked at once
+   * (a "quiet" observation), which is when a module loaded last shows its executable text.
+   */
+  readonly quietMs?: number;
   /** How long to wait for the relocated kernel in RAM (default 120 s). */
   readonly slideTimeoutMs?: number;
   /** The slide, when known in advance (e.g. 0 for a guest booted with `nokaslr`). */
@@ -68,13 +76,20 @@ export interface TrapRecord {
 
 export interface BootDiscoveryResult {
   readonly converged: boolean;
+  /**
+   * Not every member converged, but the process members did before the guest went quiet: the
+   * profile holds them, and `ps --offsets` works with it.
+   */
+  readonly partial: boolean;
+  /** Why discovery ended when it did not converge (quiet guest, timeout, guest ended). */
+  readonly stopReason: string | undefined;
   readonly profile: Record<string, number>;
   readonly members: MemberStatus[];
   readonly failures: readonly string[];
   readonly slide: bigint;
   /** Wall time from the first `continue` until the slide was known. */
   readonly slideFoundMs: number;
-  readonly events: { total: number; creates: number; releases: number; modules: number };
+  readonly events: { total: number; creates: number; releases: number; modules: number; quiet: number };
   /** Wall time from the first `continue` to convergence (or giving up). */
   readonly elapsedMs: number;
   /** Time the guest spent stopped in our event handlers. */
@@ -109,6 +124,7 @@ const SCAN_MS = 150;
 const RESCAN_EVERY = 5;
 const RAW_TO_FINAL = 0x200000n;
 const CR0_PG = 1n << 31n;
+const QUIET_MS = 20_000;
 
 /** Runs discovery on a guest that has not started yet (QEMU -S). */
 export async function discoverAtBoot(
@@ -311,6 +327,11 @@ class TrapLoop {
   private spurious = 0;
   private events = 0;
   private lastProgress = 0;
+  /** Our own interrupts in flight: which timer sent one. */
+  private timedOut = false;
+  private quietFired = false;
+  private quietStops = 0;
+  private processReported = false;
   /** Where RAM is linearly mapped, once page_offset_base has been read. */
   private directMap: { base: bigint; size: bigint } | undefined;
   /** The flush_sigqueue breakpoint while it is armed. */
@@ -448,21 +469,51 @@ class TrapLoop {
   }
 
   async run(t0: number, slideFoundMs: number): Promise<BootDiscoveryResult> {
-    const timeout = setTimeout(() => this.core.interrupt(), this.opts.timeoutMs ?? 300_000);
+    const timeout = setTimeout(() => {
+      this.timedOut = true;
+      this.core.interrupt();
+    }, this.opts.timeoutMs ?? 300_000);
+    const quietMs = this.opts.quietMs ?? QUIET_MS;
+    let quiet: ReturnType<typeof setTimeout> | undefined;
     let why = "";
+    let partial = false;
     let failure: unknown;
     try {
       for (;;) {
+        quiet = setTimeout(() => {
+          this.quietFired = true;
+          this.core.interrupt();
+        }, quietMs);
         const { reply: stop } = await this.core.resume();
+        clearTimeout(quiet);
         if (stop.type === "signal" && (await this.onRelease(stop))) {
           if (this.disc?.converged()) break;
           continue;
         }
-        if (stop.type !== "signal" || !stop.watch) {
-          why =
-            stop.type === "signal" ? "timed out before every member converged" : `guest ended (${stop.type})`;
+        if (stop.type !== "signal") {
+          why = `guest ended (${stop.type})`;
           break;
         }
+        if (!stop.watch) {
+          if (this.timedOut) {
+            why = "timed out before every member converged";
+            break;
+          }
+          // A late interrupt can find the guest stopped for an event already: it is no lull.
+          if (!this.quietFired) continue;
+          this.quietFired = false;
+          const h0 = performance.now();
+          await this.onQuiet(stop);
+          this.stoppedMs += performance.now() - h0;
+          if (this.disc?.converged()) break;
+          if (this.disc?.processConverged()) {
+            why = `no event for ${quietMs / 1000} s once the process members were known (module loads have stopped)`;
+            partial = true;
+            break;
+          }
+          continue;
+        }
+        this.quietFired = false;
         const h0 = performance.now();
         await this.onEvent(stop);
         this.stoppedMs += performance.now() - h0;
@@ -472,6 +523,7 @@ class TrapLoop {
       failure = error;
     } finally {
       clearTimeout(timeout);
+      clearTimeout(quiet);
     }
     if (failure !== undefined) {
       // Whatever went wrong, the guest must not be left trapped.
@@ -489,6 +541,8 @@ class TrapLoop {
     if (!converged) this.log(`stopped: ${why || "not converged"}`);
     return {
       converged,
+      partial: !converged && partial,
+      stopReason: converged ? undefined : why || "not converged",
       profile: disc?.profile() ?? {},
       members: disc?.status() ?? [],
       failures: [...(disc?.fixedFailures ?? []), ...(why ? [why] : [])],
@@ -499,6 +553,7 @@ class TrapLoop {
         creates: disc?.creates ?? 0,
         releases: disc?.releases ?? 0,
         modules: disc?.moduleEvents ?? 0,
+        quiet: this.quietStops,
       },
       elapsedMs,
       stoppedMs: this.stoppedMs,
@@ -557,8 +612,7 @@ class TrapLoop {
       }
       this.lastForks = forks;
     }
-    const perCpu = get("gs_base") !== 0n ? get("gs_base") : get("k_gs_base");
-    const current = u64(perCpu + this.a.current);
+    const current = this.currentTask(view, regs);
     if (current === undefined) return;
     const disc = this.disc ?? this.start(view);
     this.directMap ??= this.findDirectMap(view);
@@ -580,6 +634,36 @@ class TrapLoop {
     this.events++;
     await this.armReleaseWhenUseful(disc);
     this.progress(disc, kind);
+  }
+
+  /** The per-CPU `current` of the stopped vCPU. */
+  private currentTask(view: GuestView, regs: Map<string, bigint>): bigint | undefined {
+    const get = (n: string) => regs.get(n) ?? 0n;
+    const perCpu = get("gs_base") !== 0n ? get("gs_base") : get("k_gs_base");
+    return view.read(perCpu + this.a.current, 8)?.readBigUInt64LE(0);
+  }
+
+  /** Our own stop in a lull: the guest's lasting state, looked at once (see quietMs). */
+  private async onQuiet(stop: StopReply & { type: "signal" }): Promise<void> {
+    const disc = this.disc;
+    if (!disc) return;
+    const regs = await this.registersAt(stop);
+    const seen = this.viewOf(regs);
+    const current = seen && this.currentTask(seen.view, regs);
+    if (!seen || current === undefined) return;
+    this.quietStops++;
+    disc.observe({
+      index: this.events,
+      kind: "quiet",
+      current,
+      cr3Root: seen.root,
+      processCount: this.processCount(seen.view),
+      threadCount: seen.view.read(this.a.nrThreads, 4)?.readInt32LE(0) ?? 0,
+      pointers: [],
+      view: seen.view,
+    });
+    this.events++;
+    this.progress(disc, "quiet");
   }
 
   /** At a creation stop total_forks has just been incremented: it counts this fork too. */
@@ -639,6 +723,12 @@ class TrapLoop {
   }
 
   private progress(disc: OffsetDiscovery, kind: EventKind): void {
+    if (!this.processReported && disc.processConverged()) {
+      this.processReported = true;
+      const open = disc.open();
+      const still = open.length ? `; still open: ${open.join(", ")}` : "";
+      this.log(`process members (task_struct, mm_struct, cred) converged at event ${this.events}${still}`);
+    }
     const now = performance.now();
     if (now - this.lastProgress < 500 && !disc.converged()) return;
     this.lastProgress = now;

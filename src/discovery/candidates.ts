@@ -1,7 +1,7 @@
 /**
  * Candidate offsets per struct member, and the record of what removed them. Step 1 of the
  * method: every member starts with every offset its size and alignment allow inside the
- * object; constraints (constraints.ts) only ever remove candidates, never add them.
+ * object; the rules (rules/, run by constraints.ts) only ever remove candidates, never add them.
  */
 
 export interface MemberHistory {

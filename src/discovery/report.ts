@@ -1,6 +1,6 @@
 import { hex } from "../util/address.js";
 import type { BootDiscoveryResult } from "./boot-trap.js";
-import { BEST_EFFORT } from "./constraints.js";
+import { BEST_EFFORT } from "./members.js";
 
 /** What `discover` prints about a run: per member, the events it took, and the evidence. */
 export interface MemberReport {
@@ -35,10 +35,14 @@ export function memberReports(r: BootDiscoveryResult): MemberReport[] {
 export function describeDiscovery(r: BootDiscoveryResult): string[] {
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const lines = [
-    r.converged ? "all awaited members converged" : "discovery did NOT converge",
+    r.converged
+      ? "all awaited members converged"
+      : r.partial
+        ? `PARTIAL: the process members converged, not every module member (${r.stopReason}); the profile holds what converged`
+        : `discovery did NOT converge (${r.stopReason})`,
     `KASLR slide ${hex(r.slide)}, known ${s(r.slideFoundMs)} after boot started`,
-    `events used: ${r.events.total} (${r.events.creates} creations, ${r.events.releases} releases, ${r.events.modules} module loads)`,
-    `guest time to convergence: ${s(r.elapsedMs)} after boot started; stopped in our handlers ${s(r.stoppedMs)}`,
+    `events used: ${r.events.total} (${r.events.creates} creations, ${r.events.releases} releases, ${r.events.modules} module loads, ${r.events.quiet} quiet look(s))`,
+    `guest time to ${r.converged ? "convergence" : "the end of discovery"}: ${s(r.elapsedMs)} after boot started; stopped in our handlers ${s(r.stoppedMs)}`,
     `traps removed: ${r.traps.removed.map((t) => `${t.what} (${t.hits} hits)`).join(", ")}; ${r.traps.remaining} left; ` +
       `stub confirms none remains: ${r.traps.verified ? "yes" : "NO"}; ${r.traps.spuriousStops} stop(s) were no event`,
   ];

@@ -31,7 +31,11 @@ export interface GuestView {
   readUser(pgd: bigint, addr: bigint, length: number): Buffer | undefined;
 }
 
-export type EventKind = "create" | "release" | "module";
+/**
+ * "quiet": a stop of discovery's own after the guest went a while without an event. Nothing is
+ * happening at that moment, so only rules about lasting state apply (a loaded module's text).
+ */
+export type EventKind = "create" | "release" | "module" | "quiet";
 
 export interface Observation {
   /** 0-based count of events handled so far. */

@@ -25,6 +25,8 @@ const KERNELS = (process.env.VMSIGHT_DISCOVERY_KERNELS ?? "6.1,6.12,6.1-rt").spl
 
 interface DiscoverJson {
   converged: boolean;
+  partial: boolean;
+  stopReason?: string;
   profile: Record<string, number>;
   members: { member: string; eventsNeeded: number | null; required: boolean; candidates: number }[];
   traps: { remaining: number; verified: boolean; removed: { what: string; hits: number }[] };
@@ -54,6 +56,7 @@ for (const kernelId of KERNELS) {
     let dir: string;
     let profilePath: string;
     let result: DiscoverJson;
+    let progress: string;
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), "vmsight-discovery-"));
       profilePath = join(dir, "profile.json");
@@ -77,11 +80,21 @@ for (const kernelId of KERNELS) {
       );
       assert.equal(r.code, 0, `discover failed:\n${r.stderr}`);
       result = JSON.parse(r.stdout) as DiscoverJson;
+      progress = r.stderr;
       await g.waitReady(180_000);
     });
     after(async () => {
       await g?.stop();
       if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("discovery ends by itself, with every member converged and the process members reported first", () => {
+      // The guest loads as few modules as the demo (guests/kernels.json): they must be enough.
+      assert.equal(result.converged, true, `stopped: ${result.stopReason}`);
+      assert.equal(result.partial, false);
+      assert.equal(result.stopReason, undefined);
+      assert.match(progress, /process members \(task_struct, mm_struct, cred\) converged at event \d+/);
+      assert.doesNotMatch(progress, /timed out/);
     });
 
     test("every discovered offset equals the kernel's own BTF", () => {

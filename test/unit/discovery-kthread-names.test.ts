@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Candidates } from "../../src/discovery/candidates.js";
-import { type KthreadFacts, KthreadNames, type KthreadTask } from "../../src/discovery/kthread-names.js";
+import {
+  type KthreadFacts,
+  KthreadNames,
+  type KthreadTask,
+} from "../../src/discovery/rules/kernel-threads.js";
 import type { GuestView, PageRights, PageRun } from "../../src/discovery/types.js";
 
 const WORKER_THREAD = 0xffffffff81090000n;

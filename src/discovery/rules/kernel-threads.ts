@@ -1,7 +1,10 @@
-import { PF_KTHREAD, PF_WQ_WORKER } from "../os/linux/task-name.js";
-import { isKernelPointer } from "../os/linux/walk.js";
-import { type Candidates, offsetRange } from "./candidates.js";
-import type { GuestView } from "./types.js";
+import { PF_KTHREAD, PF_WQ_WORKER } from "../../os/linux/task-name.js";
+import { isKernelPointer } from "../../os/linux/walk.js";
+import { type Candidates, offsetRange } from "../candidates.js";
+import type { GuestView } from "../types.js";
+import { TASK_COMM_LEN } from "./abi.js";
+import type { RuleContext } from "./context.js";
+import { Obj } from "./reader.js";
 
 /**
  * The members behind the names /proc gives kernel threads (proc_task_name()): the full name a
@@ -283,4 +286,28 @@ function descOffset(structs: readonly Buffer[], from: number): number | undefine
     if (strings.every((x) => x !== undefined) && strings.some((x) => x!.length >= 2)) return o;
   }
   return undefined;
+}
+
+/** Once flags, mm and comm are known: the members behind kernel threads' /proc names. */
+export function observeKthreadNames(
+  ctx: RuleContext,
+  names: KthreadNames | undefined,
+  view: GuestView,
+  tasks: readonly Obj[],
+): void {
+  const c = ctx.cands;
+  const [flags, mm, comm] = ["task_struct.flags", "task_struct.mm", "task_struct.comm"].map((k) => c.one(k));
+  if (!names?.wanted() || flags === undefined || mm === undefined || comm === undefined) return;
+  // The listing reads only the span of the awaited members by now; these lie elsewhere.
+  const full = tasks.map((t) => Obj.lazy(view, t.addr, 0, ctx.facts.taskSize));
+  names.observe(
+    view,
+    full.map((t) => ({
+      addr: t.addr,
+      flags: t.u32(flags),
+      mm: t.u64(mm),
+      comm: t.str(comm, TASK_COMM_LEN) ?? "",
+      u64: (o: number) => t.u64(o),
+    })),
+  );
 }
