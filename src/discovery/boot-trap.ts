@@ -11,6 +11,7 @@ import { type MemberGroup, OffsetDiscovery } from "./constraints.js";
 import { guestView } from "./guest-view.js";
 import type { KernelImage } from "./kernel-image.js";
 import { readRelocatedKernel, waitForRelocatedKallsyms } from "./kernel-in-ram.js";
+import { residentRam } from "./resident.js";
 import { pollSlide } from "./slide-poll.js";
 import type { EventKind, GuestView, KernelFacts } from "./types.js";
 
@@ -135,7 +136,8 @@ export async function discoverAtBoot(
     await gdb.interrupt();
     await pending;
   } else {
-    const copy = await waitForRelocatedKallsyms(target, {
+    const ram = residentRam(target);
+    const copy = await waitForRelocatedKallsyms(ram, {
       log,
       timeoutMs: waitMs,
       running: pending,
@@ -145,7 +147,7 @@ export async function discoverAtBoot(
     await gdb.interrupt();
     await pending;
     log(`relocated kallsyms at guest-physical ${hex(copy.tokenTable)}; guest stopped to read them`);
-    kernel = readRelocatedKernel(target, copy, log);
+    kernel = readRelocatedKernel(ram, copy, log);
     slide = copy.slide;
   }
   const slideFoundMs = performance.now() - t0;

@@ -1,6 +1,5 @@
 import type { PhysicalMemory } from "../memory/types.js";
 import { DEFAULT_TEXT } from "../os/linux/kernel.js";
-import type { Target } from "../qemu/session.js";
 import { ImageReader } from "../symbols/kallsyms/bytes.js";
 import { type KallsymsLayout, recoverKallsymsAt } from "../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
@@ -9,7 +8,7 @@ import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { KernelImage } from "./kernel-image.js";
-import { scanRuns } from "./resident.js";
+import type { ResidentRam } from "./resident.js";
 import { POLL_MS, RESCAN_EVERY, SCAN_MS } from "./slide-poll.js";
 
 /**
@@ -46,6 +45,10 @@ export interface RamWaitOptions {
   readonly running: Promise<StopReply>;
 }
 
+/** Polls between full scans once the tables are decoded. */
+const RESCAN_DECODED = 25;
+/** The decompressor's raw ELF copy and the moved one are 2 MiB apart. */
+const COPY_SHIFT = 0x200000n;
 /** KASLR moves the kernel in 2 MiB steps inside a 1 GiB window. */
 const SLIDE_ALIGN = 0x200000n;
 const MAX_SLIDE = 1n << 30n;
@@ -64,34 +67,51 @@ export function plausibleSlide(slide: bigint): boolean {
 
 interface Decoded {
   readonly table: SymbolTable;
+  /** kallsyms_token_table's bytes: another copy of this kernel's tables starts with the same. */
+  readonly tokens: Buffer;
   readonly layout: KallsymsLayout & { readonly relativeBaseAddr: bigint; readonly relativeBase: bigint };
   readonly text: bigint;
 }
 
 /** Waits, with the guest running, until some copy of kallsyms in RAM has been relocated. */
-export async function waitForRelocatedKallsyms(target: Target, o: RamWaitOptions): Promise<RelocatedCopy> {
-  const mem = target.memory.source;
+export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptions): Promise<RelocatedCopy> {
+  const mem = ram.memory;
   let stopped = false;
   void o.running.then(() => {
     stopped = true;
   });
-  const deadline = performance.now() + o.timeoutMs;
+  const t0 = performance.now();
+  const deadline = t0 + o.timeoutMs;
+  const since = () => `${((performance.now() - t0) / 1000).toFixed(2)} s`;
   let decoded: Decoded | undefined;
   let tables: bigint[] = [];
+  let scans = 0;
+  let scanMs = 0;
   for (let poll = 0; ; poll++) {
-    if (tables.length === 0 || poll % RESCAN_EVERY === 0) {
-      tables = findTokenTablesInRam(target, mem);
+    // Once the tables are known the relocated copy is most likely 2 MiB from a copy already
+    // seen (FIELD-NOTES), and those places are checked at every poll: full scans can be rare.
+    if (tables.length === 0 || poll % (decoded ? RESCAN_DECODED : RESCAN_EVERY) === 0) {
+      const s0 = performance.now();
+      tables = findTokenTablesInRam(ram);
       if (!decoded && tables.length > 0) {
-        decoded = decodeFirst(mem, tables, target);
+        decoded = decodeFirst(ram, tables);
         if (decoded)
           o.log(
-            `kallsyms found in guest RAM: ${decoded.table.symbols.length} symbols; waiting for the relocated copy`,
+            `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols; waiting for the relocated copy`,
           );
       }
+      scans++;
+      scanMs += performance.now() - s0;
     }
     if (decoded) {
-      const found = relocatedAmong(mem, tables, decoded, o.slide);
-      if (found) return found;
+      const near = tables.flatMap((t) => [t - COPY_SHIFT, t + COPY_SHIFT]);
+      const found = relocatedAmong(mem, [...new Set([...tables, ...near])], decoded, o.slide);
+      if (found) {
+        o.log(
+          `relocated kallsyms after ${since()} (${scans} scans of the RAM the guest wrote, ${(scanMs / 1000).toFixed(2)} s of reading)`,
+        );
+        return found;
+      }
     }
     if (stopped)
       throw new VmsightError("E_GUEST_STOPPED", "the guest stopped before its kernel was relocated");
@@ -119,16 +139,16 @@ function noKernel(tables: number, decoded: boolean): VmsightError {
 }
 
 /** Guest-physical addresses of every kallsyms_token_table in RAM the guest has written. */
-function findTokenTablesInRam(target: Target, mem: PhysicalMemory): bigint[] {
+function findTokenTablesInRam(ram: ResidentRam): bigint[] {
   const found = new Set<bigint>();
   const buf = Buffer.alloc(SCAN_CHUNK + SCAN_OVERLAP);
-  for (const run of scanRuns(target)) {
+  for (const run of ram.runs()) {
     for (let o = 0; o < run.size; o += SCAN_CHUNK) {
       const len = Math.min(SCAN_CHUNK + SCAN_OVERLAP, run.size - o);
       const at = run.start + BigInt(o);
       const view = buf.subarray(0, len);
       try {
-        mem.readInto(pa(at), view);
+        ram.memory.readInto(pa(at), view);
       } catch {
         continue;
       }
@@ -139,8 +159,8 @@ function findTokenTablesInRam(target: Target, mem: PhysicalMemory): bigint[] {
 }
 
 /** The tables around one token table, decoded from RAM as it is now. */
-function decodeAt(mem: PhysicalMemory, tokenTable: bigint, target: Target): Decoded | undefined {
-  const run = scanRuns(target).find((r) => tokenTable >= r.start && tokenTable < r.start + BigInt(r.size));
+function decodeAt(ram: ResidentRam, tokenTable: bigint): Decoded | undefined {
+  const run = ram.runs().find((r) => tokenTable >= r.start && tokenTable < r.start + BigInt(r.size));
   if (!run) return undefined;
   const from =
     tokenTable - BigInt(BEFORE_TOKENS) > run.start ? tokenTable - BigInt(BEFORE_TOKENS) : run.start;
@@ -148,7 +168,7 @@ function decodeAt(mem: PhysicalMemory, tokenTable: bigint, target: Target): Deco
   const to = tokenTable + BigInt(AFTER_TOKENS) < runEnd ? tokenTable + BigInt(AFTER_TOKENS) : runEnd;
   let bytes: Buffer;
   try {
-    bytes = mem.read(pa(from), Number(to - from));
+    bytes = ram.memory.read(pa(from), Number(to - from));
   } catch {
     return undefined;
   }
@@ -163,6 +183,7 @@ function decodeAt(mem: PhysicalMemory, tokenTable: bigint, target: Target): Deco
       return undefined;
     return {
       table,
+      tokens: Buffer.from(bytes.subarray(tt.table, tt.index)),
       layout: { ...layout, relativeBaseAddr: layout.relativeBaseAddr, relativeBase: layout.relativeBase },
       text,
     };
@@ -172,9 +193,9 @@ function decodeAt(mem: PhysicalMemory, tokenTable: bigint, target: Target): Deco
   }
 }
 
-function decodeFirst(mem: PhysicalMemory, tables: readonly bigint[], target: Target): Decoded | undefined {
+function decodeFirst(ram: ResidentRam, tables: readonly bigint[]): Decoded | undefined {
   for (const tt of tables) {
-    const d = decodeAt(mem, tt, target);
+    const d = decodeAt(ram, tt);
     if (d) return d;
   }
   return undefined;
@@ -195,6 +216,7 @@ function relocatedAmong(
   for (const tokenTable of tables) {
     let rb: bigint;
     try {
+      if (!mem.read(pa(tokenTable), d.tokens.length).equals(d.tokens)) continue;
       rb = mem.read(pa(tokenTable + delta), 8).readBigUInt64LE(0);
     } catch {
       continue;
@@ -214,12 +236,12 @@ function relocatedAmong(
  * from where it sits in RAM. Throws when the copy no longer decodes or changed since it was seen.
  */
 export function readRelocatedKernel(
-  target: Target,
+  ram: ResidentRam,
   copy: RelocatedCopy,
   log: (line: string) => void,
 ): Pick<KernelImage, "symbols" | "image" | "base"> {
-  const mem = target.memory.source;
-  const d = decodeAt(mem, copy.tokenTable, target);
+  const mem = ram.memory;
+  const d = decodeAt(ram, copy.tokenTable);
   if (!d || d.layout.relativeBase !== copy.relativeBase || d.table.symbols.length !== copy.symbols) {
     throw new VmsightError(
       "E_GUEST_DATA",

@@ -1,4 +1,5 @@
 import { closeSync, openSync, readSync } from "node:fs";
+import type { PhysicalMemory } from "../memory/types.js";
 import type { Target } from "../qemu/session.js";
 import { residentRuns } from "./slide.js";
 
@@ -24,4 +25,15 @@ export function scanRuns(target: Target): { start: bigint; size: number }[] {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/** Guest RAM as the boot-time pollers see it: uncached reads, and where the guest has written. */
+export interface ResidentRam {
+  /** Reads that go to RAM every time: the guest is running while it is polled. */
+  readonly memory: PhysicalMemory;
+  runs(): { start: bigint; size: number }[];
+}
+
+export function residentRam(target: Target): ResidentRam {
+  return { memory: target.memory.source, runs: () => scanRuns(target) };
 }

@@ -10,19 +10,64 @@ import { isAbsolute, resolve } from "node:path";
  */
 export function kernelFromQemuArgs(argv: readonly string[]): string | undefined {
   let kernel: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
+  for (let i = 1; i < argv.length; i++) {
     const opt = optionName(argv[i]!);
-    if (opt === undefined) continue;
-    const value = argv[i + 1];
+    // A word that is no option is a disk image (QEMU's `qemu-system-x86_64 disk.img`).
+    if (opt === undefined || NO_ARGUMENT.has(opt)) continue;
+    const value = argv[++i];
     if (value === undefined) break;
-    // Options without an argument (-S, -nographic) are skipped one word at a time.
     if (opt === "kernel") kernel = value;
     else if (opt === "machine" || opt === "M") kernel = machineProperty(value, "kernel") ?? kernel;
-    else continue;
-    i++;
   }
   return kernel;
 }
+
+/**
+ * QEMU's options that take no argument (qemu-options.hx entries without HAS_ARG, 7.2 and
+ * older). Every other option consumes the next word whatever it looks like, as QEMU does: in
+ * `-append -kernel` the second word is the command line, not an option.
+ */
+const NO_ARGUMENT = new Set([
+  "S",
+  "s",
+  "alt-grab",
+  "async-teardown",
+  "audio-help",
+  "ctrl-grab",
+  "curses",
+  "daemonize",
+  "enable-fips",
+  "enable-kvm",
+  "enable-sync-profile",
+  "full-screen",
+  "h",
+  "help",
+  "mem-prealloc",
+  "no-acpi",
+  "no-fd-bootchk",
+  "no-frame",
+  "no-hpet",
+  "no-kvm",
+  "no-quit",
+  "no-reboot",
+  "no-shutdown",
+  "no-user-config",
+  "nodefaults",
+  "nographic",
+  "old-param",
+  "only-migratable",
+  "portrait",
+  "preconfig",
+  "sdl",
+  "semihosting",
+  "singlestep",
+  "snapshot",
+  "usb",
+  "version",
+  "win2k-hack",
+  "xen-attach",
+  "xen-domid-restrict",
+]);
 
 /** `-foo` and `--foo` are the same option to QEMU. */
 function optionName(arg: string): string | undefined {
