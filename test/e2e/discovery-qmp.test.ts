@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ensureGuestImage } from "../../src/guests/guest-image.js";
+import { QmpClient } from "../../src/transport/qmp/client.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
@@ -52,8 +53,14 @@ for (const kernelId of KERNELS) {
         kernelCopy = join(dir, "bzImage");
         copyFileSync((await ensureGuestImage(kernelId)).kernel, kernelCopy);
         g = await bootTestGuest(kernelId, { paused: true, kernel: kernelCopy });
-        // QEMU read the file at startup: from here on only its command line remembers it.
-        if (mode.deleteKernel) unlinkSync(kernelCopy);
+        if (mode.deleteKernel) {
+          // QEMU's QMP socket exists before the machine does: a QMP answer means the machine,
+          // and so the kernel file, is loaded. From then on only QEMU's command line names it.
+          const qmp = await QmpClient.connect(g.qmpSocket);
+          await qmp.execute("query-status");
+          await qmp.close();
+          unlinkSync(kernelCopy);
+        }
         const r = await runCli(
           ["--qmp", g.qmpSocket, "discover", "--out", profilePath, "--timeout", "240", "--json"],
           300_000,
