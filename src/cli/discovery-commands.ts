@@ -192,7 +192,13 @@ export const discoverCommand: CliCommand = {
       await target.close();
       target = undefined;
       if (keep) ctx.log(`guest left running: vmsight --qmp ${guest.qmpSocket} ps --no-btf --offsets FILE`);
-      return report(ctx, r, out, keep ? { qmpSocket: guest.qmpSocket, serialLog: guest.serialLog } : {});
+      const source: KernelSource = { kernelSource: "option", kernelFile: kernelPath };
+      return report(
+        ctx,
+        r,
+        out,
+        keep ? { ...source, qmpSocket: guest.qmpSocket, serialLog: guest.serialLog } : source,
+      );
     } finally {
       await target?.close();
       if (!keep) await guest.stop();
