@@ -10,6 +10,7 @@ import { VmsightError } from "../util/errors.js";
 import type { KernelImage } from "./kernel-image.js";
 import type { ResidentRam } from "./resident.js";
 import { POLL_MS, RESCAN_EVERY, SCAN_MS } from "./slide-poll.js";
+import { SLIDE_ALIGN, plausibleSlide } from "./slide.js";
 
 /**
  * The kernel with no file at all: its own kallsyms tables, read from guest RAM once the
@@ -49,9 +50,6 @@ export interface RamWaitOptions {
 const RESCAN_DECODED = 25;
 /** The decompressor's raw ELF copy and the moved one are 2 MiB apart. */
 const COPY_SHIFT = 0x200000n;
-/** KASLR moves the kernel in 2 MiB steps inside a 1 GiB window. */
-const SLIDE_ALIGN = 0x200000n;
-const MAX_SLIDE = 1n << 30n;
 /** Bytes read per step of the token-table scan; neighbours overlap by a token table's size. */
 const SCAN_CHUNK = 32 << 20;
 const SCAN_OVERLAP = 64 << 10;
@@ -60,10 +58,6 @@ const BEFORE_TOKENS = 64 << 20;
 const AFTER_TOKENS = 16 << 20;
 /** The kernel image is at most this large (KERNEL_IMAGE_SIZE window). */
 const MAX_IMAGE = 256 << 20;
-
-export function plausibleSlide(slide: bigint): boolean {
-  return slide > 0n && slide < MAX_SLIDE && slide % SLIDE_ALIGN === 0n;
-}
 
 interface Decoded {
   readonly table: SymbolTable;
