@@ -8,6 +8,7 @@ import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { MemberStatus } from "./candidates.js";
 import { type MemberGroup, OffsetDiscovery } from "./constraints.js";
+import { GuestRun } from "./guest-run.js";
 import { guestView } from "./guest-view.js";
 import type { KernelImage } from "./kernel-image.js";
 import { readRelocatedKernel, waitForRelocatedKallsyms } from "./kernel-in-ram.js";
@@ -126,26 +127,26 @@ export async function discoverAtBoot(
   }
   const gdb = await target.gdb();
   const t0 = performance.now();
-  const pending = gdb.continue();
   const waitMs = opts.slideTimeoutMs ?? 120_000;
   let kernel: Kernel;
   let slide: bigint;
   if (opts.image) {
+    const pending = gdb.continue();
     kernel = opts.image;
     slide = opts.slide ?? (await pollSlide(target, opts.image, log, waitMs, pending));
     await gdb.interrupt();
     await pending;
   } else {
     const ram = residentRam(target);
+    const run = new GuestRun(gdb);
     const copy = await waitForRelocatedKallsyms(ram, {
       log,
       timeoutMs: waitMs,
-      running: pending,
+      run,
       ...(opts.slide === undefined ? {} : { slide: opts.slide }),
     });
     // Stopped before anything heavy: the first fork must not run while the tables are decoded.
-    await gdb.interrupt();
-    await pending;
+    await run.stop();
     log(`relocated kallsyms at guest-physical ${hex(copy.tokenTable)}; guest stopped to read them`);
     kernel = readRelocatedKernel(ram, copy, log);
     slide = copy.slide;

@@ -4,9 +4,9 @@ import { ImageReader } from "../symbols/kallsyms/bytes.js";
 import { type KallsymsLayout, recoverKallsymsAt } from "../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { findTokenTables } from "../symbols/kallsyms/tokens.js";
-import type { StopReply } from "../transport/gdb/stop-reply.js";
 import { hex, pa } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import type { PausableRun } from "./guest-run.js";
 import type { KernelImage } from "./kernel-image.js";
 import type { ResidentRam } from "./resident.js";
 import { POLL_MS, RESCAN_EVERY, SCAN_MS } from "./slide-poll.js";
@@ -42,8 +42,11 @@ export interface RamWaitOptions {
   readonly timeoutMs: number;
   /** Accept only this slide (0 for a guest booted with nokaslr, where nothing is relocated). */
   readonly slide?: bigint;
-  /** The guest's run: settles when it stops, after which waiting is pointless. */
-  readonly running: Promise<StopReply>;
+  /**
+   * The guest's run. It is held still while tables are decoded (a fraction of a second to a
+   * few seconds on a loaded host): the kernel must not get to its first fork meanwhile.
+   */
+  readonly run: PausableRun;
 }
 
 /** Polls between full scans once the tables are decoded. */
@@ -70,10 +73,6 @@ interface Decoded {
 /** Waits, with the guest running, until some copy of kallsyms in RAM has been relocated. */
 export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptions): Promise<RelocatedCopy> {
   const mem = ram.memory;
-  let stopped = false;
-  void o.running.then(() => {
-    stopped = true;
-  });
   const t0 = performance.now();
   const deadline = t0 + o.timeoutMs;
   const since = () => `${((performance.now() - t0) / 1000).toFixed(2)} s`;
@@ -88,11 +87,14 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
       const s0 = performance.now();
       tables = findTokenTablesInRam(ram);
       if (!decoded && tables.length > 0) {
-        decoded = decodeFirst(ram, tables);
-        if (decoded)
-          o.log(
-            `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols; waiting for the relocated copy`,
-          );
+        const d0 = performance.now();
+        decoded = await o.run.whilePaused(() => decodeFirst(ram, tables));
+        const held = `${((performance.now() - d0) / 1000).toFixed(2)} s`;
+        o.log(
+          decoded
+            ? `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`
+            : `token tables in guest RAM after ${since()} do not decode yet (guest paused ${held}); scanning on`,
+        );
       }
       scans++;
       scanMs += performance.now() - s0;
@@ -107,7 +109,7 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
         return found;
       }
     }
-    if (stopped)
+    if (o.run.ended)
       throw new VmsightError("E_GUEST_STOPPED", "the guest stopped before its kernel was relocated");
     if (performance.now() > deadline) throw noKernel(tables.length, decoded !== undefined);
     await new Promise((r) => setTimeout(r, decoded ? POLL_MS : SCAN_MS));
