@@ -80,6 +80,7 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
   let tables: bigint[] = [];
   let scans = 0;
   let scanMs = 0;
+  let undecodable = 0;
   for (let poll = 0; ; poll++) {
     // Once the tables are known the relocated copy is most likely 2 MiB from a copy already
     // seen (FIELD-NOTES), and those places are checked at every poll: full scans can be rare.
@@ -90,11 +91,14 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
         const d0 = performance.now();
         decoded = await o.run.whilePaused(() => decodeFirst(ram, tables));
         const held = `${((performance.now() - d0) / 1000).toFixed(2)} s`;
-        o.log(
-          decoded
-            ? `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`
-            : `token tables in guest RAM after ${since()} do not decode yet (guest paused ${held}); scanning on`,
-        );
+        if (decoded)
+          o.log(
+            `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`,
+          );
+        else if (undecodable++ === 0)
+          o.log(
+            `token tables in guest RAM after ${since()} do not decode yet (guest paused ${held}); scanning on`,
+          );
       }
       scans++;
       scanMs += performance.now() - s0;
