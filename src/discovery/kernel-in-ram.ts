@@ -257,7 +257,9 @@ export function readRelocatedKernel(
   const textPhys = findTextPhys(mem, d, copy.tokenTable, size);
   let image: Uint8Array = new Uint8Array();
   if (textPhys === undefined || size === 0) {
-    log("the kernel's text was not located in RAM: its code cannot be checked before it runs");
+    log(
+      "the kernel's text was not located in RAM: flush_sigqueue's first instruction cannot be checked, so task_struct.pending will not be placed",
+    );
   } else {
     image = mem.read(pa(textPhys), size);
     log(`kernel image at guest-physical ${hex(textPhys)} (${(size / 2 ** 20).toFixed(1)} MiB)`);
