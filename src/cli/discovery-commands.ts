@@ -4,6 +4,7 @@ import { type KernelImage, kernelImageFromFile } from "../discovery/kernel-image
 import { describeDiscovery, memberReports } from "../discovery/report.js";
 import { parseAccelPreference } from "../qemu/accel.js";
 import { launchGuest } from "../qemu/launch.js";
+import { qemuKernelFile } from "../qemu/qemu-cmdline.js";
 import { Target } from "../qemu/session.js";
 import { parseAddress } from "../util/address.js";
 import { UsageError, VmsightError } from "../util/errors.js";
@@ -13,11 +14,12 @@ import { toJson } from "./render.js";
 
 const USAGE =
   "discover --kernel BZIMAGE --initrd FILE [--append A] [--memory 512M] [--keep] [--out FILE] | " +
-  "--qmp SOCKET discover (--vmlinux FILE | --kernel BZIMAGE) [--out FILE]  [--slide N] [--timeout SECONDS]";
+  "--qmp SOCKET discover [--vmlinux FILE | --kernel BZIMAGE] [--out FILE] [--slide N] [--timeout SECONDS]";
 
 interface Plan {
   readonly qmp: string | undefined;
-  readonly image: string;
+  /** The kernel file given on our command line; with --qmp it may be absent. */
+  readonly image: string | undefined;
   readonly initrd: string | undefined;
   readonly slide: bigint | undefined;
   readonly timeoutMs: number;
@@ -31,15 +33,8 @@ function plan(ctx: CommandContext): Plan {
   const hint = `usage: vmsight ${USAGE}`;
   if (kernel && vmlinux) throw new UsageError("give either --kernel or --vmlinux, not both", hint);
   const image = vmlinux ?? kernel;
-  if (qmp === undefined) {
-    if (!kernel || !initrd)
-      throw new UsageError("discover boots a guest: it needs --kernel and --initrd (or --qmp)", hint);
-  } else if (!image) {
-    throw new UsageError(
-      "discover on a paused guest needs the kernel it boots: --vmlinux FILE or --kernel BZIMAGE",
-      "symbols come from that image's kallsyms before the guest has run (no debug info needed)",
-    );
-  }
+  if (qmp === undefined && (!kernel || !initrd))
+    throw new UsageError("discover boots a guest: it needs --kernel and --initrd (or --qmp)", hint);
   const slideText = stringValue(ctx.values, "slide");
   const slide = slideText === undefined ? undefined : parseAddress(slideText);
   if (slideText !== undefined && slide === undefined)
@@ -47,7 +42,7 @@ function plan(ctx: CommandContext): Plan {
   const timeout = Number(stringValue(ctx.values, "timeout") ?? "300");
   if (!Number.isFinite(timeout) || timeout <= 0)
     throw new UsageError("--timeout must be a positive number of seconds");
-  return { qmp, image: image!, initrd, slide, timeoutMs: timeout * 1000 };
+  return { qmp, image, initrd, slide, timeoutMs: timeout * 1000 };
 }
 
 function loadImage(path: string): KernelImage {
@@ -60,9 +55,54 @@ function loadImage(path: string): KernelImage {
   return kernelImageFromFile(bytes);
 }
 
-async function discoverOn(target: Target, p: Plan, image: KernelImage, ctx: CommandContext) {
+/** Where the kernel's symbols come from, as the JSON report names it. */
+interface KernelSource {
+  readonly kernelSource: "option" | "qemu -kernel" | "guest RAM";
+  readonly kernelFile?: string;
+}
+
+/**
+ * The kernel of a guest we attach to: the file the user named, else the one on QEMU's own
+ * command line (-kernel), else none (undefined image): discovery then reads it from guest RAM.
+ */
+function kernelFor(
+  target: Target,
+  p: Plan,
+  ctx: CommandContext,
+): { image?: KernelImage; source: KernelSource } {
+  if (p.image !== undefined) {
+    ctx.log(`kernel: ${p.image} (given on the command line)`);
+    return { image: loadImage(p.image), source: { kernelSource: "option", kernelFile: p.image } };
+  }
+  const ram = { kernelSource: "guest RAM" } as const;
+  const q = qemuKernelFile(target.pid);
+  if (q.kind === "none") {
+    ctx.log(
+      "kernel: QEMU has no -kernel (firmware or disk boot); reading it from guest RAM once decompressed",
+    );
+    return { source: ram };
+  }
+  if (q.kind === "unusable") {
+    ctx.log(
+      `kernel: QEMU's -kernel ${q.path} is not usable here (${q.why}); reading it from guest RAM instead`,
+    );
+    return { source: ram };
+  }
+  try {
+    const image = loadImage(q.path);
+    ctx.log(`kernel: ${q.path} (QEMU's -kernel)`);
+    return { image, source: { kernelSource: "qemu -kernel", kernelFile: q.path } };
+  } catch (error) {
+    ctx.log(
+      `kernel: QEMU's -kernel ${q.path} is not a Linux kernel we can read (${(error as Error).message}); reading it from guest RAM instead`,
+    );
+    return { source: ram };
+  }
+}
+
+async function discoverOn(target: Target, p: Plan, image: KernelImage | undefined, ctx: CommandContext) {
   return discoverAtBoot(target, {
-    image,
+    ...(image === undefined ? {} : { image }),
     log: (line) => ctx.log(line),
     timeoutMs: p.timeoutMs,
     ...(p.slide === undefined ? {} : { slide: p.slide }),
@@ -121,20 +161,22 @@ export const discoverCommand: CliCommand = {
   check: (ctx) => void plan(ctx),
   async run(ctx) {
     const p = plan(ctx);
-    const image = loadImage(p.image);
     const out = stringValue(ctx.values, "out");
     if (p.qmp !== undefined) {
       const target = await Target.attach(p.qmp);
       try {
-        return report(ctx, await discoverOn(target, p, image, ctx), out, {});
+        const { image, source } = kernelFor(target, p, ctx);
+        return report(ctx, await discoverOn(target, p, image, ctx), out, source);
       } finally {
         await target.close();
       }
     }
+    const kernelPath = p.image!;
+    const image = loadImage(kernelPath);
     const keep = ctx.values.keep === true;
     const append = stringValue(ctx.values, "append");
     const guest = await launchGuest({
-      kernel: p.image,
+      kernel: kernelPath,
       initrd: p.initrd!,
       paused: true,
       qmpOnly: true,
@@ -153,7 +195,13 @@ export const discoverCommand: CliCommand = {
       await target.close();
       target = undefined;
       if (keep) ctx.log(`guest left running: vmsight --qmp ${guest.qmpSocket} ps --no-btf --offsets FILE`);
-      return report(ctx, r, out, keep ? { qmpSocket: guest.qmpSocket, serialLog: guest.serialLog } : {});
+      const source: KernelSource = { kernelSource: "option", kernelFile: kernelPath };
+      return report(
+        ctx,
+        r,
+        out,
+        keep ? { ...source, qmpSocket: guest.qmpSocket, serialLog: guest.serialLog } : source,
+      );
     } finally {
       await target?.close();
       if (!keep) await guest.stop();

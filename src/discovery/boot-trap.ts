@@ -1,4 +1,3 @@
-import { closeSync, openSync, readSync } from "node:fs";
 import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { skippableAt } from "../arch/x86/skippable.js";
@@ -6,14 +5,17 @@ import type { Target } from "../qemu/session.js";
 import type { RawTrap, TrapClient, TrapCore } from "../qemu/traps.js";
 import type { BreakpointType } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
-import { hex, pa } from "../util/address.js";
+import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { MemberStatus } from "./candidates.js";
 import { OffsetDiscovery } from "./constraints.js";
+import { GuestRun } from "./guest-run.js";
 import { guestView } from "./guest-view.js";
 import type { KernelImage } from "./kernel-image.js";
+import { readRelocatedKernel, waitForRelocatedKallsyms } from "./kernel-in-ram.js";
 import type { MemberGroup } from "./members.js";
-import { SAMPLE_BYTES, dataPhysFor, findAll, residentRuns, slideFromData } from "./slide.js";
+import { residentRam } from "./resident.js";
+import { pollSlide } from "./slide-poll.js";
 import type { EventKind, GuestView, KernelFacts } from "./types.js";
 
 /**
@@ -47,7 +49,11 @@ import type { EventKind, GuestView, KernelFacts } from "./types.js";
  * shows by comparing creations seen with the kernel's own `total_forks`.
  */
 export interface BootDiscoveryOptions {
-  readonly image: KernelImage;
+  /**
+   * The kernel the guest boots, from a file. Without it the kernel is read from guest RAM once
+   * the decompressor has relocated it (kernel-in-ram.ts).
+   */
+  readonly image?: KernelImage;
   /** Progress lines. */
   readonly log?: (line: string) => void;
   /** Give up (remove the traps, report what did not converge) after this long (default 300 s). */
@@ -117,12 +123,6 @@ export interface BootDiscoveryResult {
 
 /** Kernel-stack words scanned for the new child (copy_process may have spilled it). */
 const STACK_WORDS = 64;
-/** Slide polling period: the relocation is seen ~1 s before the first fork; polling harder only
- * takes memory bandwidth from the guest. */
-const POLL_MS = 40;
-const SCAN_MS = 150;
-const RESCAN_EVERY = 5;
-const RAW_TO_FINAL = 0x200000n;
 const CR0_PG = 1n << 31n;
 const QUIET_MS = 20_000;
 
@@ -144,109 +144,41 @@ export async function discoverAtBoot(
   }
   const core = await target.traps();
   const t0 = performance.now();
-  const pending = core.resume();
-  const slide =
-    opts.slide ?? (await pollSlide(target, opts.image, log, opts.slideTimeoutMs ?? 120_000, pending));
+  const waitMs = opts.slideTimeoutMs ?? 120_000;
+  let kernel: Kernel;
+  let slide: bigint;
+  if (opts.image) {
+    const pending = core.resume();
+    kernel = opts.image;
+    slide = opts.slide ?? (await pollSlide(target, opts.image, log, waitMs, pending));
+    core.interrupt();
+    await pending;
+  } else {
+    const ram = residentRam(target);
+    const run = new GuestRun(core);
+    const copy = await waitForRelocatedKallsyms(ram, {
+      log,
+      timeoutMs: waitMs,
+      run,
+      ...(opts.slide === undefined ? {} : { slide: opts.slide }),
+    });
+    // Stopped before anything heavy: the first fork must not run while the tables are decoded.
+    await run.stop();
+    log(`relocated kallsyms at guest-physical ${hex(copy.tokenTable)}; guest stopped to read them`);
+    kernel = readRelocatedKernel(ram, copy, log);
+    slide = copy.slide;
+  }
   const slideFoundMs = performance.now() - t0;
-  core.interrupt();
-  await pending;
-  log(`KASLR slide ${hex(slide)} found ${(slideFoundMs / 1000).toFixed(2)} s after boot started`);
-  const loop = new TrapLoop(target, core, opts, slide, log);
+  log(
+    `KASLR slide ${hex(slide)} found ${(slideFoundMs / 1000).toFixed(2)} s after boot started (kernel from ${opts.image ? "the image file" : "guest RAM"})`,
+  );
+  const loop = new TrapLoop(target, core, { ...opts, image: kernel }, slide, log);
   await loop.arm();
   return loop.run(t0, slideFoundMs);
 }
 
-async function pollSlide(
-  target: Target,
-  k: KernelImage,
-  log: (line: string) => void,
-  timeoutMs: number,
-  running: Promise<unknown>,
-): Promise<bigint> {
-  let stopped = false;
-  void running.then(() => {
-    stopped = true;
-  });
-  const deadline = performance.now() + timeoutMs;
-  let known: bigint[] = [];
-  for (let poll = 0; ; poll++) {
-    if (known.length === 0 || poll % RESCAN_EVERY === 0) known = scanForBanner(target, k);
-    // The copy that gets relocated is written after the raw ELF copy, 2 MiB above it (FIELD-NOTES):
-    // watch there too, so it is seen without waiting for the next full scan.
-    const places = [...new Set([...known, ...known.map((a) => a + RAW_TO_FINAL)])];
-    for (const at of places) {
-      let ram: Buffer;
-      try {
-        ram = target.memory.read(pa(dataPhysFor(k, at)), Math.min(SAMPLE_BYTES, k.data.bytes.length));
-      } catch {
-        continue;
-      }
-      const r = slideFromData(k, ram);
-      if (r.slide !== undefined) {
-        log(
-          `relocated kernel at ${hex(at - (k.bannerAddr - k.base))}: ${r.agreeing}/${r.compared} pointers moved by the slide`,
-        );
-        return r.slide;
-      }
-    }
-    if (stopped)
-      throw new VmsightError("E_GUEST_STOPPED", "the guest stopped before its kernel was relocated");
-    if (performance.now() > deadline) {
-      throw new VmsightError(
-        "E_NO_SLIDE",
-        known.length === 0
-          ? "the kernel image's banner never appeared in guest RAM: is this the kernel the guest boots?"
-          : "the relocated kernel was never seen (booted with nokaslr? then its slide is 0)",
-        { hint: "give the guest's own kernel with --kernel/--vmlinux; for nokaslr guests pass --slide 0" },
-      );
-    }
-    // A full scan reads every resident page: while nothing is found, scan seldom, so the
-    // decompressor keeps its memory bandwidth; once the banner is there, check its copies often.
-    await new Promise((r) => setTimeout(r, known.length === 0 ? SCAN_MS : POLL_MS));
-  }
-}
-
-/**
- * Guest-physical addresses of the banner of this kernel in RAM the guest has written (from the
- * QEMU process's pagemap), or in all of RAM when the pagemap cannot be read.
- */
-function scanForBanner(target: Target, k: KernelImage): bigint[] {
-  const found: bigint[] = [];
-  for (const run of scanRuns(target)) {
-    for (let o = 0; o < run.size; o += SCAN_CHUNK) {
-      const len = Math.min(SCAN_CHUNK + k.banner.length, run.size - o);
-      let b: Buffer;
-      try {
-        b = target.memory.read(pa(run.start + BigInt(o)), len);
-      } catch {
-        continue;
-      }
-      for (const at of findAll(b, k.banner)) if (at < SCAN_CHUNK) found.push(run.start + BigInt(o + at));
-    }
-  }
-  return found;
-}
-
-const SCAN_CHUNK = 32 << 20;
-
-function scanRuns(target: Target): { start: bigint; size: number }[] {
-  const runs: { start: bigint; size: number }[] = [];
-  let fd: number | undefined;
-  try {
-    fd = openSync(`/proc/${target.pid}/pagemap`, "r");
-    for (const r of target.layout.regions) {
-      if (!r.writable) continue;
-      const entries = Buffer.alloc(Number(r.size / 4096n) * 8);
-      const got = readSync(fd, entries, 0, entries.length, Number((r.hva / 4096n) * 8n));
-      runs.push(...residentRuns(entries.subarray(0, got), r.start));
-    }
-    return runs;
-  } catch {
-    return target.memory.ranges().map((r) => ({ start: r.start as bigint, size: Number(r.size) }));
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
+/** What the traps need of the kernel: its symbols at link-time addresses and its image bytes. */
+type Kernel = Pick<KernelImage, "symbols" | "image" | "base">;
 
 interface Addresses {
   readonly nrThreads: bigint;
@@ -269,7 +201,7 @@ interface Addresses {
   readonly rescuerThread: bigint | undefined;
 }
 
-function addresses(k: KernelImage, slide: bigint): Addresses {
+function addresses(k: Kernel, slide: bigint): Addresses {
   const s = k.symbols;
   const at = (n: string) => {
     const a = s.findAddress(n);
@@ -344,7 +276,7 @@ class TrapLoop {
   constructor(
     private readonly target: Target,
     private readonly core: TrapCore,
-    private readonly opts: BootDiscoveryOptions,
+    private readonly opts: Omit<BootDiscoveryOptions, "image"> & { readonly image: Kernel },
     private readonly slide: bigint,
     private readonly log: (line: string) => void,
   ) {

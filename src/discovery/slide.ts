@@ -21,8 +21,12 @@ export interface SlideEvidence {
 }
 
 /** KASLR moves the kernel in CONFIG_PHYSICAL_ALIGN (2 MiB) steps inside a 1 GiB window. */
-const SLIDE_ALIGN = 0x200000n;
+export const SLIDE_ALIGN = 0x200000n;
 const MAX_SLIDE = 1n << 30n;
+
+export function plausibleSlide(slide: bigint): boolean {
+  return slide > 0n && slide < MAX_SLIDE && slide % SLIDE_ALIGN === 0n;
+}
 /** Pointer words sampled from .data: plenty to out-vote any coincidence, cheap to read. */
 export const SAMPLE_BYTES = 256 * 1024;
 const MIN_POINTERS = 32;
@@ -66,7 +70,7 @@ export function slideFromData(
       agreeing = c;
     }
   }
-  const plausible = best !== 0n && best % SLIDE_ALIGN === 0n && best < MAX_SLIDE;
+  const plausible = plausibleSlide(best);
   const decisive = compared >= MIN_POINTERS && agreeing * 2 > compared;
   return { slide: plausible && decisive ? best : undefined, compared, agreeing };
 }

@@ -1,5 +1,6 @@
 /** Comparing vmsight's view of a live guest with the guest's own /proc view. */
 import assert from "node:assert/strict";
+import { cliJson } from "./cli.js";
 import type { TestGuest } from "./guest.js";
 import type { GuestView } from "./oracle.js";
 
@@ -91,4 +92,23 @@ export function assertPsMatchesView(ours: readonly Ps[], view: GuestView): void 
     ),
   );
   assert.deepEqual(mine, theirs);
+}
+
+/**
+ * `ps --no-btf --offsets PROFILE` (the offsets boot discovery learned, no BTF) equals the guest's
+ * own /proc, and shows what the test guest's init leaves running: the workload with a name
+ * longer than comm holds, a stopped process, kernel threads by their /proc names (a full name
+ * comm had to cut, a worker's last work).
+ */
+export async function assertProfilePsMatches(g: TestGuest, profilePath: string): Promise<void> {
+  await eventually(g, async (view) => {
+    const ours = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps", "--no-btf", "--offsets", profilePath]);
+    assertPsMatchesView(ours, view);
+    assert.ok(
+      ours.some((p) => p.comm === "averyveryverylo" && p.cmdline === "workload name averyveryverylongname"),
+    );
+    assert.ok(ours.some((p) => p.state === "T"));
+    assert.ok(ours.some((p) => p.comm.length > 15 && p.ppid === 2));
+    assert.ok(ours.some((p) => /^kworker\/[^R].*-/.test(p.comm)));
+  });
 }

@@ -17,6 +17,8 @@ export function ramBackendFor(kernelId: string): "anonymous" | "memfd" {
 
 export interface TestGuestOptions extends Partial<Omit<LaunchOptions, "kernel" | "initrd">> {
   readonly log?: (line: string) => void;
+  /** Boot this bzImage (e.g. a copy of the image's) instead of the image's own file. */
+  readonly kernel?: string;
   readonly image?: GuestImageOptions;
 }
 
@@ -40,7 +42,7 @@ export interface TestGuest {
  * TCG (or $VMSIGHT_ACCEL) with 512M unless told otherwise.
  */
 export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {}): Promise<TestGuest> {
-  const { log, image: imageOpts, ...launch } = opts;
+  const { log, image: imageOpts, kernel, ...launch } = opts;
   const image = await ensureGuestImage(kernelId, log, imageOpts);
   const startedAt = Date.now();
   const guest = await launchGuest({
@@ -49,7 +51,7 @@ export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {
     memory: "512M",
     append: image.append,
     ...launch,
-    kernel: image.kernel,
+    kernel: kernel ?? image.kernel,
     initrd: image.initrd,
   });
   let serial: SerialConsole | undefined;

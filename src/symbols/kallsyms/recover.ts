@@ -104,27 +104,48 @@ export function recoverKallsymsWithLayout(
   const budget = new Budget(WORK_BUDGET);
   const misses: string[] = [];
   for (const tt of findTokenTables(r)) {
-    const names = findNames(r, tt, budget);
-    if (!names) {
-      misses.push(`token table at ${hex(r.va(tt.table))} has no num_syms/names/markers before it`);
-      continue;
-    }
-    const decoded = decodeNames(r.bytes, names.names, names.n, tt.tokens);
-    if (!decoded || letterFraction(decoded.types) < MIN_LETTER_FRACTION) {
-      misses.push(`names before ${hex(r.va(tt.table))} do not decode to typed symbol names`);
-      continue;
-    }
-    const addrs = findAddresses(r, tt, names);
-    if (!addrs) {
-      misses.push(`no address table fits the ${names.n} names at ${hex(r.va(names.names))}`);
-      continue;
-    }
-    const table = new SymbolTable(buildSymbols(decoded, addrs, opts.percpuBase ?? 0n));
-    return { table, layout: describe(r, tt, names, addrs) };
+    const found = fromTokenTable(r, tt, budget, opts);
+    if (typeof found !== "string") return found;
+    misses.push(found);
   }
   const why =
     misses.length > 0 ? `: ${misses.slice(0, 3).join("; ")}` : ": no kallsyms token table in the image";
   throw new GuestDataError(`kallsyms: no valid symbol table found${why}`);
+}
+
+/**
+ * The tables that belong to one token table (found by findTokenTables on the same bytes), for
+ * images holding several copies of the kernel, such as guest RAM while the decompressor runs.
+ */
+export function recoverKallsymsAt(
+  image: Uint8Array,
+  imageBase: bigint,
+  tt: TokenTables,
+  opts: RecoverOptions = {},
+): { table: SymbolTable; layout: KallsymsLayout } {
+  const r = new ImageReader(image, imageBase);
+  const found = fromTokenTable(r, tt, new Budget(WORK_BUDGET), opts);
+  if (typeof found === "string") throw new GuestDataError(`kallsyms: ${found}`);
+  return found;
+}
+
+/** The symbol table anchored on `tt`, or why there is none. */
+function fromTokenTable(
+  r: ImageReader,
+  tt: TokenTables,
+  budget: Budget,
+  opts: RecoverOptions,
+): { table: SymbolTable; layout: KallsymsLayout } | string {
+  const names = findNames(r, tt, budget);
+  if (!names) return `token table at ${hex(r.va(tt.table))} has no num_syms/names/markers before it`;
+  const decoded = decodeNames(r.bytes, names.names, names.n, tt.tokens);
+  if (!decoded || letterFraction(decoded.types) < MIN_LETTER_FRACTION) {
+    return `names before ${hex(r.va(tt.table))} do not decode to typed symbol names`;
+  }
+  const addrs = findAddresses(r, tt, names);
+  if (!addrs) return `no address table fits the ${names.n} names at ${hex(r.va(names.names))}`;
+  const table = new SymbolTable(buildSymbols(decoded, addrs, opts.percpuBase ?? 0n));
+  return { table, layout: describe(r, tt, names, addrs) };
 }
 
 const TYPE_CHARS = Array.from({ length: 256 }, (_, c) => String.fromCharCode(c));
