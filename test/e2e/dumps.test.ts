@@ -4,7 +4,7 @@
  * one clear line.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -49,7 +49,10 @@ describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
     await t2.resume();
     await t2.close();
   });
-  after(async () => g?.stop());
+  after(async () => {
+    await g?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   test("ps from the dump equals ps of the paused live guest, workload included", async () => {
     const fromDump = await cliJson<Ps[]>(["--dump", dump, "ps"]);
