@@ -118,7 +118,7 @@ function renderDemo(r: DemoReport): string {
   ];
   if (r.kill) {
     parts.push(
-      "\n== process events for 4 s while the guest runs `workload forkloop 3; ls /`",
+      `\n== process events for ${r.traceSeconds} s while the guest runs \`${r.traceCommand}\``,
       ...r.events.map(describeEvent),
       `\n== the guest's own ps, before\n${r.kill.guestPsBefore}`,
       `\n== kill -9 of pid ${r.kill.victim} from outside the guest (the kernel's own signal delivery, no agent)`,

@@ -59,8 +59,10 @@ export interface DemoReport {
   readonly accel: AccelChoice;
   readonly qmpSocket: string;
   readonly machine: DemoMachine;
-  /** Process events while the guest ran `workload forkloop 3; ls /`. */
+  /** Process events for `traceSeconds` while the guest ran `traceCommand`. */
   readonly events: readonly TraceEvent[];
+  readonly traceSeconds: number;
+  readonly traceCommand: string;
   /** undefined when the guest has no serial console to witness it. */
   readonly kill: DemoKill | undefined;
   /** The guest was left running (`keep`). */
@@ -69,6 +71,7 @@ export interface DemoReport {
 
 const SHOWN_REGISTERS = new Set(["rip", "rsp", "cr0", "cr3", "cr4", "efer", "gs_base", "k_gs_base"]);
 const TRACE_SECONDS = 4;
+const TRACE_COMMAND = "workload forkloop 3; ls /";
 
 export async function runDemo(opts: DemoOptions, log: Log): Promise<DemoReport> {
   const accel = detectAccel();
@@ -83,6 +86,8 @@ export async function runDemo(opts: DemoOptions, log: Log): Promise<DemoReport> 
       qmpSocket: guest.qmpSocket,
       machine,
       events: witnessed?.events ?? [],
+      traceSeconds: TRACE_SECONDS,
+      traceCommand: TRACE_COMMAND,
       kill: witnessed?.kill,
       kept: opts.keep === true,
     };
@@ -134,7 +139,8 @@ async function eventsAndKill(
         {
           kind: "proc",
           durationS: TRACE_SECONDS,
-          onReady: () => serial.send("workload forkloop 3 >/dev/null; ls / >/dev/null"),
+          // A brace group, not a subshell: no extra sh process among the traced events.
+          onReady: () => serial.send(`{ ${TRACE_COMMAND}; } >/dev/null`),
         },
         (e) => events.push(e),
       ),
