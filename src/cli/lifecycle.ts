@@ -1,18 +1,14 @@
-import { describeKill, killProcess } from "../commands/control.js";
-import { bootDemoGuest, buildImages, waitForGuestReady } from "../commands/guests.js";
-import { describeKernel, kernelReport, openKernel } from "../commands/linux.js";
-import { describeTranslation, registerRows, statusReport, translateAddress } from "../commands/machine.js";
-import { lsmodRows, mapsRows, psRows } from "../commands/processes.js";
-import { describeEvent, runTrace } from "../commands/trace.js";
-import { detectAccel } from "../qemu/accel.js";
+import { describeKill } from "../commands/control.js";
+import { type DemoMachine, type DemoReport, runDemo } from "../commands/demo.js";
+import { buildImages, stopGuest } from "../commands/guests.js";
+import { describeKernel } from "../commands/linux.js";
+import { describeTranslation } from "../commands/machine.js";
+import { describeEvent } from "../commands/trace.js";
 import { launchGuest } from "../qemu/launch.js";
-import { SerialConsole } from "../qemu/serial-console.js";
-import { Target } from "../qemu/session.js";
-import { QmpClient } from "../transport/qmp/client.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { stringValue } from "./args.js";
-import type { CliCommand, CommandContext } from "./command.js";
+import type { CliCommand } from "./command.js";
 import { table, toJson } from "./render.js";
 
 export const runCommand: CliCommand = {
@@ -75,9 +71,7 @@ export const stopCommand: CliCommand = {
   async run(ctx) {
     const path = stringValue(ctx.values, "qmp") ?? process.env.VMSIGHT_QMP;
     if (!path) throw new UsageError("stop needs --qmp SOCKET");
-    const qmp = await QmpClient.connect(path);
-    await qmp.execute("quit").catch(() => undefined);
-    qmp.close();
+    await stopGuest(path);
     ctx.out("guest stopped");
     return 0;
   },
@@ -106,105 +100,55 @@ export const demoCommand: CliCommand = {
   options: { "kernel-id": { type: "string" }, keep: { type: "boolean" } },
   needsTarget: false,
   async run(ctx) {
-    const { accel, reason } = detectAccel();
-    ctx.out(`accelerator: ${accel} (${reason})`);
-    const { guest } = await bootDemoGuest(stringValue(ctx.values, "kernel-id"), ctx.log);
-    try {
-      await waitForGuestReady(guest, 180_000, ctx.log);
-      ctx.out(`guest up; attaching through nothing but its QMP socket ${guest.qmpSocket}\n`);
-      const target = await Target.attach(guest.qmpSocket);
-      try {
-        await showMachine(ctx, target);
-      } finally {
-        await target.close();
-      }
-      if (guest.serialSocket) await showEventsAndKill(ctx, guest.qmpSocket, guest.serialSocket);
-    } finally {
-      if (ctx.values.keep) ctx.out(`\nguest left running: vmsight --qmp ${guest.qmpSocket} status`);
-      else await guest.stop();
-    }
+    const kernelId = stringValue(ctx.values, "kernel-id");
+    const report = await runDemo(
+      { ...(kernelId === undefined ? {} : { kernelId }), keep: ctx.values.keep === true },
+      ctx.log,
+    );
+    ctx.out(ctx.json ? toJson(report) : renderDemo(report));
     return 0;
   },
 };
 
-async function showMachine(ctx: CommandContext, target: Target): Promise<void> {
-  const s = await statusReport(target);
-  ctx.out(
-    `== status\nQEMU pid ${s.qemuPid}, ${s.vcpus} vCPU, ${Number(s.ramSize >> 20n)} MiB, read through ${s.memoryPath}`,
-  );
-  const wanted = new Set(["rip", "rsp", "cr0", "cr3", "cr4", "efer", "gs_base", "k_gs_base"]);
-  const regs = (await registerRows(target, 0)).filter((r) => wanted.has(r.name));
-  ctx.out(`\n== vCPU 0 registers (guest paused while reading)\n${table(regs, ["name", "value"])}`);
-  const started = performance.now();
-  const k = await openKernel(target);
-  const ms = Math.round(performance.now() - started);
-  ctx.out(
-    `\n== kernel, found in guest RAM in ${ms} ms with no symbol files\n${describeKernel(kernelReport(k))}`,
-  );
-  const banner = k.symbols.getAddress("linux_banner");
-  ctx.out(
-    `\n== linux_banner through the kernel's page tables\n${describeTranslation(await translateAddress(target, banner, {}))}`,
-  );
-  const ps = psRows(k);
-  ctx.out(`\n== processes (${ps.length}; kernel threads omitted here, \`vmsight ps\` shows all)`);
-  ctx.out(
-    table(
-      ps.filter((p) => p.cmdline !== ""),
-      ["pid", "ppid", "uid", "state", "comm", "cmdline"],
-    ),
-  );
-  ctx.out(`\n== modules\n${table(lsmodRows(k), ["name", "base", "size", "state"])}`);
-  const worker = ps.find((p) => p.comm === "wl-memwrite");
-  if (worker) {
-    const rows = mapsRows(k, worker.pid).map((m) => ({ ...m, range: `${hex(m.start)}-${hex(m.end)}` }));
-    ctx.out(
-      `\n== memory map of ${worker.comm} (pid ${worker.pid})\n${table(rows, ["range", "perms", "offset", "path"])}`,
+function renderDemo(r: DemoReport): string {
+  const parts = [
+    `accelerator: ${r.accel.accel} (${r.accel.reason})`,
+    `guest up; attached through nothing but its QMP socket ${r.qmpSocket}\n`,
+    renderMachine(r.machine),
+  ];
+  if (r.kill) {
+    parts.push(
+      `\n== process events for ${r.traceSeconds} s while the guest runs \`${r.traceCommand}\``,
+      ...r.events.map(describeEvent),
+      `\n== the guest's own ps, before\n${r.kill.guestPsBefore}`,
+      `\n== kill -9 of pid ${r.kill.victim} from outside the guest (the kernel's own signal delivery, no agent)`,
+      ...describeKill(r.kill.report),
+      `\n== the guest's own ps, after\n${r.kill.guestPsAfter}`,
     );
   }
+  if (r.kept) parts.push(`\nguest left running: vmsight --qmp ${r.qmpSocket} status`);
+  return parts.join("\n");
 }
 
-/**
- * Issue 5's part of the demo: process events traced while the guest forks and execs, then a
- * workload process killed from outside, with the guest's own `ps` (over its serial console)
- * before and after as the witness.
- */
-async function showEventsAndKill(
-  ctx: CommandContext,
-  qmpSocket: string,
-  serialSocket: string,
-): Promise<void> {
-  const serial = await SerialConsole.connect(serialSocket);
-  try {
-    ctx.out("\n== process events for 4 s while the guest runs `workload forkloop 3; ls /`");
-    const tracer = await Target.attach(qmpSocket);
-    try {
-      await runTrace(
-        tracer,
-        {
-          kind: "proc",
-          durationS: 4,
-          onReady: () => serial.send("workload forkloop 3 >/dev/null; ls / >/dev/null"),
-        },
-        (e) => ctx.out(describeEvent(e)),
-      );
-    } finally {
-      await tracer.close();
-    }
-    const guestPs = async () => (await serial.command("ps -o pid,stat,comm | grep -E 'PID|sleep'")).trimEnd();
-    ctx.out(`\n== the guest's own ps, before\n${await guestPs()}`);
-    const victim = Number((await serial.command("cat /run/vmsight/roles")).match(/\bsleep=(\d+)/)?.[1]);
-    ctx.out(
-      `\n== kill -9 of pid ${victim} from outside the guest (the kernel's own signal delivery, no agent)`,
+function renderMachine(m: DemoMachine): string {
+  const s = m.status;
+  const parts = [
+    `== status\nQEMU pid ${s.qemuPid}, ${s.vcpus} vCPU, ${Number(s.ramSize >> 20n)} MiB, read through ${s.memoryPath}`,
+    `\n== vCPU 0 registers (guest paused while reading)\n${table(m.registers, ["name", "value"])}`,
+    `\n== kernel, found in guest RAM in ${m.kernelMs} ms with no symbol files\n${describeKernel(m.kernel)}`,
+    `\n== linux_banner through the kernel's page tables\n${describeTranslation(m.banner)}`,
+    `\n== processes (${m.processes.length}; kernel threads omitted here, \`vmsight ps\` shows all)`,
+    table(
+      m.processes.filter((p) => p.cmdline !== ""),
+      ["pid", "ppid", "uid", "state", "comm", "cmdline"],
+    ),
+    `\n== modules\n${table(m.modules, ["name", "base", "size", "state"])}`,
+  ];
+  if (m.worker) {
+    const rows = m.worker.maps.map((x) => ({ ...x, range: `${hex(x.start)}-${hex(x.end)}` }));
+    parts.push(
+      `\n== memory map of ${m.worker.comm} (pid ${m.worker.pid})\n${table(rows, ["range", "perms", "offset", "path"])}`,
     );
-    const killer = await Target.attach(qmpSocket);
-    try {
-      const report = await killProcess(killer, { pid: victim, signal: "KILL", method: "send" });
-      for (const line of describeKill(report)) ctx.out(line);
-    } finally {
-      await killer.close();
-    }
-    ctx.out(`\n== the guest's own ps, after\n${await guestPs()}`);
-  } finally {
-    serial.close();
   }
+  return parts.join("\n");
 }

@@ -6,6 +6,7 @@ import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
+import { helpText } from "./help.js";
 
 const GLOBAL: Options = {
   qmp: { type: "string" },
@@ -14,23 +15,6 @@ const GLOBAL: Options = {
   help: { type: "boolean", short: "h" },
   verbose: { type: "boolean", short: "v" },
 };
-
-function helpText(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.usage.length));
-  return [
-    "vmsight — see and steer a running Linux VM from outside",
-    "",
-    "usage: vmsight [--qmp SOCKET | --dump FILE] [--json] COMMAND [ARGS]",
-    "",
-    ...COMMANDS.map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
-    "",
-    "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
-    "--dump FILE reads a QEMU ELF memory dump instead (dump-guest-memory), for the reading commands.",
-    "kernel, ps, threads, pstree, lsmod and maps take --system-map FILE to use a System.map or",
-    "/proc/kallsyms instead of the symbols vmsight finds in guest memory.",
-    '--json prints machine-readable output; addresses are "0x…" strings.',
-  ].join("\n");
-}
 
 /** Splits argv at the command word: options before it are global, the rest belong to the command. */
 function splitArgv(argv: string[]): { global: string[]; name: string | undefined; rest: string[] } {

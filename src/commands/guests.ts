@@ -3,7 +3,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type GuestImage, ensureGuestImage } from "../guests/guest-image.js";
 import { kernelCatalog } from "../guests/kernels.js";
 import { type LaunchedGuest, launchGuest } from "../qemu/launch.js";
-import { VmsightError } from "../util/errors.js";
+import { QmpClient } from "../transport/qmp/client.js";
+import { ProtocolError, VmsightError } from "../util/errors.js";
 
 export type Log = (line: string) => void;
 
@@ -47,4 +48,19 @@ export async function bootDemoGuest(
     memory: "512M",
   });
   return { image, guest };
+}
+
+/**
+ * Powers a guest off: QEMU quits. QEMU may close the connection before its reply arrives, so
+ * a closed connection counts as done; resolves once the connection is closed on our side too.
+ */
+export async function stopGuest(qmpSocket: string): Promise<void> {
+  const qmp = await QmpClient.connect(qmpSocket);
+  try {
+    await qmp.execute("quit");
+  } catch (error) {
+    if (!(error instanceof ProtocolError && error.code === "E_QMP_CLOSED")) throw error;
+  } finally {
+    await qmp.close();
+  }
 }

@@ -1,8 +1,8 @@
 import { extractVmlinux } from "../os/linux/bzimage.js";
-import { type Elf64, parseElf64 } from "../symbols/elf.js";
 import { layoutElfImage } from "../symbols/kallsyms/elf-image.js";
 import { recoverKallsyms } from "../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
+import { type Elf64, parseElf64 } from "../util/elf.js";
 import { GuestDataError, VmsightError } from "../util/errors.js";
 
 /**

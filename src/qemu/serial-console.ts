@@ -2,13 +2,51 @@ import { readFileSync } from "node:fs";
 import { type Socket, createConnection } from "node:net";
 import { VmsightError } from "../util/errors.js";
 
+/** The longest text a waitFor pattern may match (a marker line, a prompt, a ready line). */
+const MAX_MATCH = 4096;
+
+/**
+ * Appended text kept as the chunks it arrived in: reading a recent piece copies only that
+ * piece, where one growing string would be flattened (copied whole) at every read.
+ */
+class ChunkedText {
+  private readonly chunks: string[] = [];
+  private readonly starts: number[] = [];
+  length = 0;
+
+  append(chunk: string): void {
+    if (chunk === "") return;
+    this.starts.push(this.length);
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  slice(from: number, to = this.length): string {
+    const start = Math.max(0, Math.min(from, this.length));
+    const end = Math.max(start, Math.min(to, this.length));
+    if (start === end) return "";
+    // The last chunk that starts at or before `start`.
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid]! <= start) lo = mid;
+      else hi = mid - 1;
+    }
+    const parts: string[] = [];
+    for (let i = lo; i < this.chunks.length && this.starts[i]! < end; i++) parts.push(this.chunks[i]!);
+    const base = this.starts[lo]!;
+    return parts.join("").slice(start - base, end - base);
+  }
+}
+
 /**
  * The guest's serial console over QEMU's unix socket, used like `expect`: everything received
  * is kept, and each successful waitFor moves a cursor past its match so the next wait only sees
  * newer output.
  */
 export class SerialConsole {
-  private text = "";
+  private readonly text = new ChunkedText();
   private cursor = 0;
   private closed = false;
   private readonly waiters = new Set<() => void>();
@@ -17,7 +55,7 @@ export class SerialConsole {
   private constructor(private readonly socket: Socket) {
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => {
-      this.text += chunk;
+      this.text.append(chunk);
       this.wake();
     });
     socket.on("close", () => {
@@ -39,7 +77,7 @@ export class SerialConsole {
 
   /** Everything received so far (CRs kept, as the tty sent them). */
   get output(): string {
-    return this.text;
+    return this.text.slice(0);
   }
 
   private wake(): void {
@@ -56,13 +94,18 @@ export class SerialConsole {
         ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
         : new RegExp(pattern.source, pattern.flags.replace("g", ""));
     const deadline = Date.now() + timeoutMs;
+    // Text already searched holds no match, except one that starts there and ends in new text:
+    // rescanning only the new text (plus the line that reaches MAX_MATCH back) keeps a long
+    // output linear.
+    let from = this.cursor;
     for (;;) {
-      const m = re.exec(this.text.slice(this.cursor));
+      const m = re.exec(this.text.slice(from));
       if (m) {
-        m.index += this.cursor;
+        m.index += from;
         this.cursor = m.index + m[0].length;
         return m;
       }
+      from = Math.max(from, this.lineStartBefore(this.text.length - MAX_MATCH));
       const left = deadline - Date.now();
       if (this.closed || left <= 0) {
         const why = this.closed ? "the console closed" : `nothing after ${timeoutMs} ms`;
@@ -81,6 +124,17 @@ export class SerialConsole {
         this.waiters.add(done);
       });
     }
+  }
+
+  /**
+   * The start of the line holding `at` (so a `^` in a pattern still means a line start), or 0
+   * when that line is longer than MAX_MATCH.
+   */
+  private lineStartBefore(at: number): number {
+    if (at <= 0) return 0;
+    const piece = this.text.slice(at - MAX_MATCH, at);
+    const newline = piece.lastIndexOf("\n");
+    return newline < 0 ? 0 : at - piece.length + newline + 1;
   }
 
   /** Types a line (a newline is added). */
@@ -119,7 +173,7 @@ export class SerialConsole {
   }
 
   private recent(): string {
-    return this.text.slice(-2000).replace(/\r/g, "");
+    return this.text.slice(this.text.length - 2000).replace(/\r/g, "");
   }
 
   close(): void {

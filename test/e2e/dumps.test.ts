@@ -4,7 +4,7 @@
  * one clear line.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,12 +12,15 @@ import { openKernel } from "../../src/commands/linux.js";
 import { psRows } from "../../src/commands/processes.js";
 import { ensureKernel } from "../../src/guests/kernels.js";
 import { Target } from "../../src/qemu/session.js";
-import { layoutElfImage } from "../../src/symbols/kallsyms/elf-image.js";
-import { recoverKallsyms } from "../../src/symbols/kallsyms/recover.js";
-import { parseElf64 } from "../../src/util/elf.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import type { Ps } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import {
+  guestSymbol,
+  linkedTextAddress,
+  readGuestKallsyms,
+  systemMapFromKallsyms,
+} from "../support/kallsyms-oracle.js";
 import type { GuestView } from "../support/oracle.js";
 
 describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
@@ -46,7 +49,10 @@ describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
     await t2.resume();
     await t2.close();
   });
-  after(async () => g?.stop());
+  after(async () => {
+    await g?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   test("ps from the dump equals ps of the paused live guest, workload included", async () => {
     const fromDump = await cliJson<Ps[]>(["--dump", dump, "ps"]);
@@ -87,20 +93,22 @@ describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
     }
   });
 
-  test("a System.map with link-time addresses gives the same listing and slide", async () => {
-    const k = ensureKernel("6.12");
-    const elf = readFileSync(k.vmlinux);
-    const { image, base } = layoutElfImage(parseElf64(elf), elf);
-    const lines = recoverKallsyms(image, base).symbols.map(
-      (x) => `${x.address.toString(16).padStart(16, "0")} ${x.type} ${x.name}`,
-    );
+  test("the guest's own symbol list, as System.map or as /proc/kallsyms, gives the same listing and slide", async () => {
+    const kallsyms = await readGuestKallsyms(g.serial);
+    const files = ensureKernel("6.12");
+    const slide = (await guestSymbol(g.serial, "_text")) - linkedTextAddress(files.vmlinuz, files.release);
     const map = join(dir, "System.map");
-    writeFileSync(map, `${lines.join("\n")}\n`);
-    assert.deepEqual(await cliJson<Ps[]>(["--dump", dump, "ps", "--system-map", map]), livePs);
-    const [withMap] = await cliJson<{ slide: string }[]>(["--dump", dump, "kernel", "--system-map", map]);
+    writeFileSync(map, systemMapFromKallsyms(kallsyms, slide));
+    const procKallsyms = join(dir, "kallsyms");
+    writeFileSync(procKallsyms, kallsyms);
     const [fromMemory] = await cliJson<{ slide: string }[]>(["--dump", dump, "kernel"]);
-    assert.equal(withMap!.slide, fromMemory!.slide);
-    assert.notEqual(BigInt(fromMemory!.slide), 0n, "the guest runs with KASLR");
+    assert.equal(BigInt(fromMemory!.slide), slide);
+    assert.notEqual(slide, 0n, "the guest runs with KASLR");
+    for (const file of [map, procKallsyms]) {
+      assert.deepEqual(await cliJson<Ps[]>(["--dump", dump, "ps", "--system-map", file]), livePs, file);
+      const [withMap] = await cliJson<{ slide: string }[]>(["--dump", dump, "kernel", "--system-map", file]);
+      assert.equal(BigInt(withMap!.slide), slide, file);
+    }
   });
 
   test("bad dump files give one clear line", async () => {

@@ -234,10 +234,11 @@ export class CraftedKernel {
     return va(this.pageOffset + (1n << 30n));
   }
 
-  context(): KernelContext {
+  /** The kernel as the Linux readers see it; `layout` replaces the crafted one (maps, modules). */
+  context(layout: StructLayout = this.layout): KernelContext {
     return {
       kernel: this.kernel,
-      layout: this.layout,
+      layout,
       symbols: this.symbols,
       pageOffset: this.pageOffset,
       perCpuOffsets: [0n],
@@ -286,6 +287,16 @@ export class CraftedKernel {
 
   write(addr: bigint, data: Uint8Array): void {
     this.kernel.write(va(addr), data);
+  }
+
+  writeU8(addr: bigint, value: number): void {
+    this.write(addr, Buffer.of(value & 0xff));
+  }
+
+  writeI32(addr: bigint, value: number): void {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(value);
+    this.write(addr, b);
   }
 
   writeU32(addr: bigint, value: number): void {

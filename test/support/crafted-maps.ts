@@ -1,16 +1,12 @@
 /**
- * Crafted guest memory for the maps/modules tests: a kernel direct-map window reached through
- * real x86-64 4-level page tables (or an identity space), a bump allocator in it, and a fake
- * StructLayout with the offsets of the two Debian kernels (copied from each build's BTF).
+ * Builders for the maps/modules tests, over the one CraftedKernel (crafted-kernel.ts): a fake
+ * StructLayout given as flat "struct.member" offsets of the two Debian kernels (copied from
+ * each build's BTF), and writers of maple trees, VMAs, dentries and mounts.
  */
-import { AddressSpace } from "../../src/arch/x86/address-space.js";
-import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
-import { PageTableBuilder } from "../../src/arch/x86/page-table-builder.js";
-import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
-import type { KernelContext } from "../../src/os/linux/context.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
-import { type VirtAddr, pa, va } from "../../src/util/address.js";
+import type { VirtAddr } from "../../src/util/address.js";
 import { VmsightError } from "../../src/util/errors.js";
+import type { CraftedKernel } from "./crafted-kernel.js";
 
 export interface LayoutTable {
   /** "struct.member.path" → byte offset. */
@@ -240,123 +236,6 @@ export const LAYOUT_6_12: LayoutTable = {
   enums: { ...STATE_ENUMS, MOD_TEXT: 0, MOD_MEM_NUM_TYPES: 7 },
 };
 
-/** Direct-map base the crafted memory lives at (the non-randomised page_offset_base). */
-export const DIRECT_MAP = 0xffff888000000000n;
-const RAM_PHYS = 0x400000n;
-const TWO_MIB = 2 << 20;
-
-export interface CraftedOptions {
-  /** "4-level": reached through real page tables (default); "identity": a segment at the VA. */
-  readonly paging?: "4-level" | "identity";
-  /** RAM size, a multiple of 2 MiB (default 4 MiB). */
-  readonly size?: number;
-}
-
-export class CraftedKernel {
-  readonly mem = new BufferPhysicalMemory("crafted");
-  readonly space: AddressSpace;
-  readonly symbols = new Map<string, bigint>();
-  private next: bigint;
-  private readonly end: bigint;
-
-  constructor(opts: CraftedOptions = {}) {
-    const size = opts.size ?? 2 * TWO_MIB;
-    const base = DIRECT_MAP + RAM_PHYS;
-    if (opts.paging === "identity") {
-      this.mem.map(base, size);
-      this.space = AddressSpace.identity(this.mem);
-    } else {
-      this.mem.map(RAM_PHYS, size);
-      const tables = new PageTableBuilder(this.mem, "4-level");
-      for (let off = 0; off < size; off += TWO_MIB)
-        tables.map(base + BigInt(off), RAM_PHYS + BigInt(off), TWO_MIB);
-      this.space = new AddressSpace(this.mem, X86_64_4LEVEL, tables.root);
-    }
-    this.next = base + 0x1000n;
-    this.end = base + BigInt(size);
-  }
-
-  /** Zeroed guest memory; maple nodes want `align` 256. */
-  alloc(size: number, align = 16): VirtAddr {
-    const a = BigInt(align);
-    const at = (this.next + a - 1n) & ~(a - 1n);
-    if (at + BigInt(size) > this.end) throw new Error("crafted kernel memory exhausted");
-    this.next = at + BigInt(size);
-    return va(at);
-  }
-
-  u8(addr: bigint, v: number): void {
-    this.space.write(va(addr), Buffer.from([v]));
-  }
-
-  u32(addr: bigint, v: number): void {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(v >>> 0);
-    this.space.write(va(addr), b);
-  }
-
-  i32(addr: bigint, v: number): void {
-    const b = Buffer.alloc(4);
-    b.writeInt32LE(v);
-    this.space.write(va(addr), b);
-  }
-
-  u64(addr: bigint, v: bigint): void {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt.asUintN(64, v));
-    this.space.write(va(addr), b);
-  }
-
-  bytes(addr: bigint, data: Uint8Array): void {
-    this.space.write(va(addr), data);
-  }
-
-  /** A NUL-terminated copy of `s` in guest memory. */
-  cstring(s: string | Buffer): VirtAddr {
-    const b = Buffer.concat([typeof s === "string" ? Buffer.from(s, "utf8") : s, Buffer.from([0])]);
-    const at = this.alloc(b.length, 8);
-    this.bytes(at, b);
-    return at;
-  }
-
-  /** A circular list head pointing at itself (INIT_LIST_HEAD). */
-  listHead(at: bigint): void {
-    this.u64(at, at);
-    this.u64(at + 8n, at);
-  }
-
-  /** list_add_tail(node, head). */
-  listAddTail(head: bigint, node: bigint): void {
-    const prev = this.space.readU64(va(head + 8n));
-    this.u64(node, head);
-    this.u64(node + 8n, prev);
-    this.u64(prev, node);
-    this.u64(head + 8n, node);
-  }
-
-  context(layout: StructLayout): KernelContext {
-    const symbols = this.symbols;
-    return {
-      kernel: this.space,
-      layout,
-      symbols: {
-        findAddress: (n) => symbols.get(n),
-        getAddress: (n) => {
-          const a = symbols.get(n);
-          if (a === undefined) throw new VmsightError("E_SYMBOL_UNKNOWN", `no crafted symbol ${n}`);
-          return a;
-        },
-      },
-      pageOffset: DIRECT_MAP,
-      userSpace: () => {
-        throw new VmsightError("E_NO_PROCESS", "crafted kernels have no user space");
-      },
-      perCpuOffsets: [],
-      directToPhys: (a) => pa(a - DIRECT_MAP),
-    };
-  }
-}
-
 /*
  * Builders for maple trees, VMAs, dentries and mounts. They write structures the way the kernel
  * lays them out (include/linux/maple_tree.h, fs/mount.h) and know nothing of the readers under test.
@@ -396,7 +275,7 @@ export class Builder {
   }
 
   set(base: bigint, key: string, v: bigint): void {
-    this.k.u64(base + this.off(key), v);
+    this.k.writeU64(base + this.off(key), v);
   }
 
   /**
@@ -409,21 +288,24 @@ export class Builder {
     const s = arange ? "maple_arange_64" : "maple_range_64";
     const npivots = arange ? 9 : 15;
     const max = opts.max ?? slots[slots.length - 1]!.last;
-    this.k.u64(at, at + 0x1000n + 1n); // parent: anything but the node itself
+    this.k.writeU64(at, at + 0x1000n + 1n); // parent: anything but the node itself
     slots.forEach((slot, i) => {
-      this.k.u64(at + this.off(`${s}.slot`) + BigInt(8 * i), slot.value);
+      this.k.writeU64(at + this.off(`${s}.slot`) + BigInt(8 * i), slot.value);
       if (i < npivots)
-        this.k.u64(at + this.off(`${s}.pivot`) + BigInt(8 * i), i === slots.length - 1 ? max : slot.last);
+        this.k.writeU64(
+          at + this.off(`${s}.pivot`) + BigInt(8 * i),
+          i === slots.length - 1 ? max : slot.last,
+        );
     });
     if (opts.meta !== false && (arange || slots.length <= npivots)) {
-      this.k.u8(at + this.off(`${s}.meta`) + this.off("maple_metadata.end"), slots.length - 1);
+      this.k.writeU8(at + this.off(`${s}.meta`) + this.off("maple_metadata.end"), slots.length - 1);
     }
     return at | (BigInt(type) << 3n) | 4n;
   }
 
   dense(values: readonly bigint[]): bigint {
     const at = this.k.alloc(256, 256);
-    values.forEach((v, i) => this.k.u64(at + this.off("maple_node.slot") + BigInt(8 * i), v));
+    values.forEach((v, i) => this.k.writeU64(at + this.off("maple_node.slot") + BigInt(8 * i), v));
     return at | (BigInt(MAPLE_DENSE) << 3n) | 4n;
   }
 
@@ -469,7 +351,7 @@ export class Vfs {
 
   sb(dev: number): VirtAddr {
     const sb = this.b.obj("super_block");
-    this.b.k.u32(sb + this.b.off("super_block.s_dev"), dev);
+    this.b.k.writeU32(sb + this.b.off("super_block.s_dev"), dev);
     return sb;
   }
 
@@ -489,8 +371,8 @@ export class Vfs {
     const d = this.b.obj("dentry");
     const bytes = typeof name === "string" ? Buffer.from(name) : name;
     this.b.set(d, "dentry.d_parent", parent ?? d);
-    this.b.k.u32(d + this.b.off("dentry.d_name.len"), bytes.length);
-    this.b.set(d, "dentry.d_name.name", this.b.k.cstring(bytes));
+    this.b.k.writeU32(d + this.b.off("dentry.d_name.len"), bytes.length);
+    this.b.set(d, "dentry.d_name.name", this.b.k.allocString(bytes));
     this.b.set(d, "dentry.d_hash.pprev", opts.unhashed || parent === undefined ? 0n : d + 0x800n);
     if (opts.op !== undefined) this.b.set(d, "dentry.d_op", opts.op);
     if (opts.inode !== undefined) this.b.set(d, "dentry.d_inode", opts.inode);
@@ -513,7 +395,7 @@ export class Vfs {
     this.b.set(p, "path.mnt", mnt);
     this.b.set(p, "path.dentry", dentry);
     this.b.set(f, "file.f_inode", inode);
-    if (opts.mode !== undefined) this.b.k.u32(f + this.b.off("file.f_mode"), opts.mode);
+    if (opts.mode !== undefined) this.b.k.writeU32(f + this.b.off("file.f_mode"), opts.mode);
     return f;
   }
 }

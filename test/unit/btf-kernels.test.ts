@@ -11,7 +11,7 @@ import type { Btf } from "../../src/symbols/btf/btf.js";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { parseBtf } from "../../src/symbols/btf/parse.js";
 import type { BtfType } from "../../src/symbols/btf/types.js";
-import { parseElf64 } from "../../src/symbols/elf.js";
+import { parseElf64 } from "../../src/util/elf.js";
 
 interface RawType {
   readonly id: number;

@@ -1,6 +1,6 @@
 /**
  * Against a real, paused, BIOS-only QEMU (no kernel or disk needed). Skipped when
- * qemu-system-x86_64 is not on PATH.
+ * qemu-system-x86_64 is not on PATH (a failure under VMSIGHT_REQUIRE_ALL=1).
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { after, before, test } from "node:test";
 import { GdbClient } from "../../src/transport/gdb/client.js";
+import { skipUnless } from "../support/skip.js";
 
 const QEMU = "qemu-system-x86_64";
 
@@ -23,7 +24,7 @@ function onPath(bin: string): boolean {
   });
 }
 
-const skip = onPath(QEMU) ? false : `${QEMU} is not on PATH`;
+const skip = skipUnless(onPath(QEMU), `${QEMU} is not on PATH`);
 let qemu: ChildProcess | undefined;
 let dir = "";
 let client: GdbClient;
@@ -77,21 +78,6 @@ test("physical reset vector holds a far jump to f000:e05b", { skip }, async () =
   const bytes = await client.readMemory(0xffff0n, 5);
   await client.setPhysicalMemoryMode(false);
   assert.deepEqual(bytes, Buffer.from([0xea, 0x5b, 0xe0, 0x00, 0xf0]));
-});
-
-test("median round trip of p (cr3) over 200 reads", { skip }, async () => {
-  for (let i = 0; i < 500; i++) await client.readRegister("cr3"); // warm-up: let the JIT settle
-  const times: number[] = [];
-  for (let i = 0; i < 200; i++) {
-    const t0 = process.hrtime.bigint();
-    await client.readRegister("cr3");
-    times.push(Number(process.hrtime.bigint() - t0) / 1000);
-  }
-  times.sort((a, b) => a - b);
-  const median = (times[99]! + times[100]!) / 2;
-  console.log(
-    `gdbstub p1d (cr3) round trip: median ${median.toFixed(1)} µs, p10 ${times[20]!.toFixed(1)} µs, p90 ${times[180]!.toFixed(1)} µs (target < 100 µs)`,
-  );
 });
 
 test(

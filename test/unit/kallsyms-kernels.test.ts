@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { ensureKernel } from "../../src/guests/kernels.js";
-import { type Elf64, PT_LOAD, parseElf64 } from "../../src/symbols/elf.js";
 import {
   type KallsymsLayout,
   type SymbolTable,
@@ -10,6 +9,7 @@ import {
   recoverKallsyms,
   recoverKallsymsWithLayout,
 } from "../../src/symbols/kallsyms/index.js";
+import { type Elf64, PT_LOAD, parseElf64 } from "../../src/util/elf.js";
 import { GuestDataError } from "../../src/util/errors.js";
 
 /**

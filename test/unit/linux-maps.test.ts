@@ -10,9 +10,9 @@ import { mapleTreeEntries } from "../../src/os/linux/maple-tree.js";
 import { type ListVmasOptions, formatMapsLine, listVmas } from "../../src/os/linux/maps.js";
 import { type VirtAddr, va } from "../../src/util/address.js";
 import { GuestDataError } from "../../src/util/errors.js";
+import { CraftedKernel } from "../support/crafted-kernel.js";
 import {
   Builder,
-  CraftedKernel,
   LAYOUT_6_1,
   LAYOUT_6_12,
   type LayoutTable,
@@ -24,8 +24,8 @@ import {
   fakeLayout,
 } from "../support/crafted-maps.js";
 
-function setup(table: LayoutTable = LAYOUT_6_1, paging: "4-level" | "identity" = "4-level") {
-  const k = new CraftedKernel({ paging });
+function setup(table: LayoutTable = LAYOUT_6_1) {
+  const k = new CraftedKernel();
   const b = new Builder(k, table);
   return { k, b, ctx: () => k.context(fakeLayout(table)) };
 }
@@ -106,7 +106,7 @@ describe("maple tree", () => {
   });
 
   test("the builder's generic tree and a dense node", () => {
-    const { b, ctx } = setup(LAYOUT_6_12, "identity");
+    const { b, ctx } = setup(LAYOUT_6_12);
     const list = Array.from({ length: 40 }, (_, i) => ({
       start: 0x400000n + 0x2000n * BigInt(i),
       last: 0x400fffn + 0x2000n * BigInt(i),
@@ -174,7 +174,7 @@ describe("maple tree", () => {
       { last: ULONG_MAX, value: leaf },
     ]);
     // Second child slot: the node itself.
-    k.u64((loop & ~0xffn) + 80n + 8n, loop);
+    k.writeU64((loop & ~0xffn) + 80n + 8n, loop);
     assert.throws(() => entries(ctx(), loop | 2n), /twice \(a loop\)/);
 
     const bad = b.node(MAPLE_LEAF_64, [
@@ -185,7 +185,7 @@ describe("maple tree", () => {
     assert.throws(() => entries(ctx(), bad | 2n), GuestDataError);
 
     const dead = b.node(MAPLE_LEAF_64, [{ last: ULONG_MAX, value: P(1) }]);
-    k.u64(dead & ~0xffn, (dead & ~0xffn) | 1n);
+    k.writeU64(dead & ~0xffn, (dead & ~0xffn) | 1n);
     assert.throws(() => entries(ctx(), dead | 2n), /dead/);
   });
 });
@@ -241,8 +241,8 @@ describe("d_path", () => {
   test("d_dname pseudo files: simple_dname and anon_inodefs_dname", () => {
     const { b, k, ctx } = setup();
     const v = new Vfs(b);
-    k.symbols.set("simple_dname", 0xffffffff813aa760n);
-    k.symbols.set("anon_inodefs_dname", 0xffffffff813c5b50n);
+    k.symbols.table.set("simple_dname", 0xffffffff813aa760n);
+    k.symbols.table.set("anon_inodefs_dname", 0xffffffff813c5b50n);
     const ops = (fn: bigint) => {
       const o = b.obj("dentry_operations");
       b.set(o, "dentry_operations.d_dname", fn);
@@ -312,7 +312,7 @@ class Process {
     b.set(this.mm, "mm_struct.brk", mmFields.brk);
     b.set(this.mm, "mm_struct.start_brk", mmFields.startBrk);
     b.set(this.mm, "mm_struct.start_stack", mmFields.startStack);
-    if (mmFields.vsyscall) b.k.u8(this.mm + b.off("mm_struct.context.flags"), 2);
+    if (mmFields.vsyscall) b.k.writeU8(this.mm + b.off("mm_struct.context.flags"), 2);
   }
 
   vma(s: VmaSpec): VirtAddr {
@@ -337,8 +337,8 @@ class Process {
       treeOpts,
     );
     this.b.set(this.mm, "mm_struct.mm_mt", 0n);
-    this.b.k.u64(this.mm + this.b.off("mm_struct.mm_mt") + this.b.off("maple_tree.ma_root"), root);
-    this.b.k.u32(this.mm + this.b.off("mm_struct.map_count"), specs.length);
+    this.b.k.writeU64(this.mm + this.b.off("mm_struct.mm_mt") + this.b.off("maple_tree.ma_root"), root);
+    this.b.k.writeU32(this.mm + this.b.off("mm_struct.map_count"), specs.length);
     return vmas;
   }
 }
@@ -348,28 +348,28 @@ function specialMappings(b: Builder) {
   const k = b.k;
   const nameFn = 0xffffffff812d5230n;
   const gateFn = 0xffffffff81004f50n;
-  k.symbols.set("special_mapping_name", nameFn);
-  k.symbols.set("gate_vma_name", gateFn);
+  k.symbols.table.set("special_mapping_name", nameFn);
+  k.symbols.table.set("gate_vma_name", gateFn);
   const ops = (fn: bigint) => {
     const o = b.obj("vm_operations_struct");
     b.set(o, "vm_operations_struct.name", fn);
     return o;
   };
   const special = ops(nameFn);
-  k.symbols.set("special_mapping_vmops", special);
+  k.symbols.table.set("special_mapping_vmops", special);
   // 6.1's legacy_special_mapping_vmops: close and fault only, no name.
   const legacy = b.obj("vm_operations_struct");
-  k.symbols.set("legacy_special_mapping_vmops", legacy);
+  k.symbols.table.set("legacy_special_mapping_vmops", legacy);
   const named = (name: string) => {
     const sm = b.obj("vm_special_mapping");
-    b.set(sm, "vm_special_mapping.name", k.cstring(name));
+    b.set(sm, "vm_special_mapping.name", k.allocString(name));
     return sm;
   };
   return { special, legacy, named, gateOps: ops(gateFn) };
 }
 
 function banner(k: CraftedKernel, text: string): void {
-  k.symbols.set("linux_banner", k.cstring(text));
+  k.symbols.table.set("linux_banner", k.allocString(text));
 }
 
 const lines = (ctx: ReturnType<CraftedKernel["context"]>, task: VirtAddr, opts: ListVmasOptions = {}) =>
@@ -476,7 +476,7 @@ describe("/proc/<pid>/maps", () => {
     const v = new Vfs(b);
     const m = mounts(v);
     const sm = specialMappings(b);
-    k.symbols.set("simple_dname", 0xffffffff813aa760n);
+    k.symbols.table.set("simple_dname", 0xffffffff813aa760n);
     const dname = b.obj("dentry_operations");
     b.set(dname, "dentry_operations.d_dname", 0xffffffff813aa760n);
     const shmSb = v.sb(0x1);
@@ -497,10 +497,10 @@ describe("/proc/<pid>/maps", () => {
       ops: sm.gateOps,
       noMm: true,
     });
-    k.symbols.set("gate_vma", gate);
+    k.symbols.table.set("gate_vma", gate);
     const mode = k.alloc(8);
-    k.u32(mode, 1); // XONLY
-    k.symbols.set("vsyscall_mode", mode);
+    k.writeU32(mode, 1); // XONLY
+    k.symbols.table.set("vsyscall_mode", mode);
     const p = new Process(b, {
       brk: 0x1000000n,
       startBrk: 0x1000000n,
@@ -527,7 +527,7 @@ describe("/proc/<pid>/maps", () => {
     ];
     assert.deepEqual(lines(ctx(), p.task), want);
     assert.deepEqual(lines(ctx(), p.task, { includeGate: false }), want.slice(0, -1));
-    k.u32(mode, 2); // vsyscall=none
+    k.writeU32(mode, 2); // vsyscall=none
     assert.deepEqual(lines(ctx(), p.task), want.slice(0, -1));
   });
 
@@ -601,7 +601,7 @@ describe("/proc/<pid>/maps", () => {
     const c = p.vma({ start: 0x7ff000000000n, end: 0x7ff000021000n, flags: STACK });
     b.set(p.mm, "mm_struct.mmap", a);
     b.set(a, "vm_area_struct.vm_next", c);
-    b.k.u32(p.mm + b.off("mm_struct.map_count"), 2);
+    b.k.writeU32(p.mm + b.off("mm_struct.map_count"), 2);
     assert.deepEqual(lines(ctx(), p.task), [
       "01ff0000-02000000 rw-p 00000000 00:00 0                                  [heap]",
       "7ff000000000-7ff000021000 rw-p 00000000 00:00 0                          [stack]",
@@ -617,7 +617,7 @@ describe("/proc/<pid>/maps", () => {
       { start: 0x1000n, end: 0x2000n, flags: R },
       { start: 0x3000n, end: 0x4000n, flags: R },
     ]);
-    k.u32(p.mm + b.off("mm_struct.map_count"), 0);
+    k.writeU32(p.mm + b.off("mm_struct.map_count"), 0);
     assert.throws(() => listVmas(ctx(), { mm: p.mm }, { slack: 1 }), /more VMAs than map_count/);
     assert.equal(listVmas(ctx(), { mm: p.mm }, { slack: 2 }).length, 2);
     // The tree says 0x3000-0x3fff, the VMA says otherwise.

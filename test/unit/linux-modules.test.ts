@@ -9,14 +9,8 @@ import { describe, test } from "node:test";
 import { formatModulesLine, listModules } from "../../src/os/linux/modules.js";
 import type { VirtAddr } from "../../src/util/address.js";
 import { GuestDataError } from "../../src/util/errors.js";
-import {
-  Builder,
-  CraftedKernel,
-  LAYOUT_6_1,
-  LAYOUT_6_12,
-  type LayoutTable,
-  fakeLayout,
-} from "../support/crafted-maps.js";
+import { CraftedKernel } from "../support/crafted-kernel.js";
+import { Builder, LAYOUT_6_1, LAYOUT_6_12, type LayoutTable, fakeLayout } from "../support/crafted-maps.js";
 
 interface ModSpec {
   name: string;
@@ -40,19 +34,20 @@ class Modules {
   constructor(readonly table: LayoutTable) {
     this.b = new Builder(this.k, table);
     this.head = this.k.alloc(16);
-    this.k.listHead(this.head);
-    this.k.symbols.set("modules", this.head);
+    this.k.listInit(this.head);
+    this.k.symbols.table.set("modules", this.head);
   }
 
   /** list_add_rcu(&mod->list, &modules): the newest module comes first. */
   add(s: ModSpec): VirtAddr {
     const { b, k } = this;
     const m = b.obj("module");
-    k.i32(m + b.off("module.state"), s.state ?? 0);
-    k.bytes(m + b.off("module.name"), Buffer.from(s.name));
-    k.listHead(m + b.off("module.source_list"));
-    k.listHead(m + b.off("module.target_list"));
-    if (this.table.offsets["module.refcnt"] !== undefined) k.i32(m + b.off("module.refcnt"), s.refcnt ?? 1);
+    k.writeI32(m + b.off("module.state"), s.state ?? 0);
+    k.write(m + b.off("module.name"), Buffer.from(s.name));
+    k.listInit(m + b.off("module.source_list"));
+    k.listInit(m + b.off("module.target_list"));
+    if (this.table.offsets["module.refcnt"] !== undefined)
+      k.writeI32(m + b.off("module.refcnt"), s.refcnt ?? 1);
     b.set(m, "module.init", s.init === false ? 0n : 0xffffffffc0001000n);
     b.set(m, "module.exit", s.exit === false ? 0n : 0xffffffffc0002000n);
     b.set(m, "module.taints", s.taints ?? 0n);
@@ -60,14 +55,14 @@ class Modules {
       const stride = BigInt(this.table.sizes.module_memory!);
       s.sizes.forEach((size, i) => {
         const mem = m + b.off("module.mem") + stride * BigInt(i);
-        k.u32(mem + b.off("module_memory.size"), size);
+        k.writeU32(mem + b.off("module_memory.size"), size);
         b.set(mem, "module_memory.base", i === 0 ? s.base : (s.bases?.[i] ?? 0n));
       });
     } else {
       const core = m + b.off("module.core_layout");
       b.set(core, "module_layout.base", s.base);
-      k.u32(core + b.off("module_layout.size"), s.sizes[0]!);
-      k.u32(m + b.off("module.init_layout") + b.off("module_layout.size"), s.sizes[1] ?? 0);
+      k.writeU32(core + b.off("module_layout.size"), s.sizes[0]!);
+      k.writeU32(m + b.off("module.init_layout") + b.off("module_layout.size"), s.sizes[1] ?? 0);
     }
     this.listAdd(this.head, m + b.off("module.list"));
     return m;
@@ -84,11 +79,11 @@ class Modules {
   }
 
   private listAdd(head: bigint, node: bigint): void {
-    const first = this.k.space.readU64(head as VirtAddr);
-    this.k.u64(node, first);
-    this.k.u64(node + 8n, head);
-    this.k.u64(first + 8n, node);
-    this.k.u64(head, node);
+    const first = this.k.kernel.readU64(head as VirtAddr);
+    this.k.writeU64(node, first);
+    this.k.writeU64(node + 8n, head);
+    this.k.writeU64(first + 8n, node);
+    this.k.writeU64(head, node);
   }
 
   lines(table = this.table): string[] {
@@ -176,8 +171,8 @@ describe("/proc/modules", () => {
     const a = m.add({ name: "a", base: 0xffffffffc0000000n, sizes: [4096, 0] });
     m.add({ name: "b", base: 0xffffffffc0010000n, sizes: [4096, 0] });
     // a is last in the list: point its next back at b instead of the head.
-    const first = m.k.space.readU64(m.head);
-    m.k.u64(a + m.b.off("module.list"), first);
+    const first = m.k.kernel.readU64(m.head);
+    m.k.writeU64(a + m.b.off("module.list"), first);
     assert.throws(() => m.lines(), GuestDataError);
   });
 
@@ -188,9 +183,9 @@ describe("/proc/modules", () => {
     m.uses(user, lib);
     m.uses(user, lib);
     const src = lib + m.b.off("module.source_list");
-    const firstUse = m.k.space.readU64(src as VirtAddr);
-    const secondUse = m.k.space.readU64(firstUse as VirtAddr);
-    m.k.u64(secondUse, firstUse);
+    const firstUse = m.k.kernel.readU64(src as VirtAddr);
+    const secondUse = m.k.kernel.readU64(firstUse as VirtAddr);
+    m.k.writeU64(secondUse, firstUse);
     assert.throws(() => m.lines(), GuestDataError);
   });
 });

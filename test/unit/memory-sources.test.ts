@@ -9,6 +9,7 @@ import { CachedPhysicalMemory } from "../../src/memory/page-cache.js";
 import { parseFlatView, parseGpa2hva, parseProcMaps } from "../../src/memory/qemu/mtree.js";
 import { pa } from "../../src/util/address.js";
 import { FaultError } from "../../src/util/errors.js";
+import { skipUnless } from "../support/skip.js";
 
 // Recorded from QEMU 7.2 with -m 4G and a memory-backend-file: RAM is split around the PCI hole.
 const MTREE_4G = `FlatView #0
@@ -82,9 +83,10 @@ function fileMemory(mapped: boolean): { mem: FdPhysicalMemory; bytes: Buffer; pa
   return { mem, bytes, path };
 }
 
-const MAPPING = canMapFiles()
-  ? false
-  : "native/build/vmsight-mem.node is not built (scripts/build-native.sh)";
+const MAPPING = skipUnless(
+  canMapFiles(),
+  "native/build/vmsight-mem.node is not built (scripts/build-native.sh)",
+);
 
 for (const mapped of [false, true]) {
   const how = mapped ? "mapped" : "pread";

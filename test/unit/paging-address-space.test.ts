@@ -197,31 +197,3 @@ test("absurd lengths are typed errors, not RangeErrors", () => {
   }
   assert.throws(() => space.readCString(va(0x400000n), -5), VmsightError);
 });
-
-test("micro-benchmark: translations per second on a 4-level table", () => {
-  const mem = new BufferPhysicalMemory();
-  const pt = new PageTableBuilder(mem, "4-level", { maxTables: 128 });
-  const base = 0xffff_c900_0000_0000n;
-  const pages = 4096;
-  for (let i = 0; i < pages; i++)
-    pt.map(base + BigInt(i) * 0x1000n, 0x1000_0000n + BigInt(i) * 0x1000n, 4096);
-  const addrs = Array.from({ length: 1024 }, (_, i) =>
-    va(base + BigInt((i * 2654435761) % pages) * 0x1000n + 8n),
-  );
-  const rate = (space: AddressSpace, n: number) => {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) space.translate(addrs[i & 1023]!);
-    return n / (Number(process.hrtime.bigint() - t0) / 1e9);
-  };
-  const uncached = new AddressSpace(mem, X86_64_4LEVEL, pt.root, { cacheSize: 0 });
-  const cached = new AddressSpace(mem, X86_64_4LEVEL, pt.root);
-  rate(uncached, 20_000);
-  rate(cached, 20_000);
-  const u = rate(uncached, 200_000);
-  const c = rate(cached, 1_000_000);
-  // Correctness of what was measured.
-  assert.equal(cached.translate(addrs[5]!).phys, uncached.translate(addrs[5]!).phys);
-  console.log(
-    `translate: ${Math.round(u).toLocaleString("en")}/s uncached, ${Math.round(c).toLocaleString("en")}/s cached`,
-  );
-});

@@ -11,10 +11,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { QmpClient } from "../../src/transport/qmp/client.js";
 import { ProtocolError } from "../../src/util/errors.js";
 import { tempDir } from "../fixtures/qmp/fake-server.js";
+import { skipUnless } from "../support/skip.js";
 
 const QEMU = "qemu-system-x86_64";
 const missing = spawnSync(QEMU, ["--version"]).error !== undefined;
-const skip = missing ? `${QEMU} is not installed` : false;
+const skip = skipUnless(!missing, `${QEMU} is not installed`);
 
 let qemu: ChildProcess | undefined;
 let dir = "";

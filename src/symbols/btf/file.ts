@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
+import { parseElf64 } from "../../util/elf.js";
 import { VmsightError } from "../../util/errors.js";
-import { parseElf64 } from "../elf.js";
 import type { Btf } from "./btf.js";
 import { parseBtf } from "./parse.js";
 

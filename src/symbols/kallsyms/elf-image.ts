@@ -1,5 +1,5 @@
+import { type Elf64, PT_LOAD } from "../../util/elf.js";
 import { GuestDataError } from "../../util/errors.js";
-import { type Elf64, PT_LOAD } from "../elf.js";
 
 /** A kernel image is tens of MiB; anything past this is a broken or hostile header. */
 const MAX_IMAGE_SPAN = 1 << 30;
