@@ -2,6 +2,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { skippableAt } from "../arch/x86/skippable.js";
+import { currentTaskOffset } from "../os/linux/current.js";
 import type { Target } from "../qemu/session.js";
 import type { BreakpointType, GdbClient } from "../transport/gdb/client.js";
 import type { StopReply } from "../transport/gdb/stop-reply.js";
@@ -267,13 +268,7 @@ function addresses(k: KernelImage, slide: bigint): Addresses {
       );
     return a;
   };
-  // 6.1: per-CPU `current_task`; 6.2+: `pcpu_hot.current_task`, its first member.
-  const current = s.findAddress("current_task") ?? s.findAddress("pcpu_hot");
-  if (current === undefined)
-    throw new VmsightError(
-      "E_SYMBOL_UNKNOWN",
-      "neither current_task nor pcpu_hot is in the kernel's symbols",
-    );
+  const current = currentTaskOffset(s);
   return {
     nrThreads: need("nr_threads"),
     totalForks: need("total_forks"),

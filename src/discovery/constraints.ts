@@ -1,5 +1,5 @@
 import { PF_KTHREAD } from "../os/linux/task-name.js";
-import { isKernelPointer, readFixedString } from "../os/linux/walk.js";
+import { type AddressBounds, isKernelPointer, isUserAddress, readFixedString } from "../os/linux/walk.js";
 import { Candidates, type MemberStatus, offsetRange } from "./candidates.js";
 import { KthreadNames, NAME_MEMBERS } from "./kthread-names.js";
 import type { GuestView, KernelFacts, Observation } from "./types.js";
@@ -33,8 +33,6 @@ const MODULE_STATE_UNFORMED = 3;
 /** Auxiliary vector key whose value (bprm->exec) equals env_end: see the env_end rule. */
 const AT_EXECFN = 31n;
 const PAGE = 4096n;
-/** Above this nothing is user space, with 4- or 5-level paging. */
-const USER_END = 0x0100000000000000n;
 /** Module mappings: MODULES_VADDR..MODULES_END on x86-64, whatever the image size. */
 const MODULES_START = 0xffffffffa0000000n;
 const MODULES_END = 0xffffffffff000000n;
@@ -189,7 +187,6 @@ interface ModuleSeen {
   readonly addedAt: number;
 }
 
-const isUser = (v: bigint) => v > 0n && v < USER_END;
 const roundUp = (v: bigint) => ((v + PAGE - 1n) / PAGE) * PAGE;
 
 /** comm / module name: printable, not empty, NUL-terminated inside its array. */
@@ -478,7 +475,7 @@ export class OffsetDiscovery {
 
     this.mmPointers(obs, cur, idle, all, child);
     this.realParent(cur, idle, tasks, child);
-    this.pending(cur, child);
+    this.pending(cur, child, obs.view.bounds);
     this.credRules(obs.view, [cur, ...(tasks ?? []), ...(child ? [child] : [])]);
     if (tasks) this.kthreadNames(obs.view, tasks);
   }
@@ -605,7 +602,9 @@ export class OffsetDiscovery {
     const c = this.cands;
     const pids = c.get("task_struct.pid");
     const tgids = c.get("task_struct.tgid");
-    const ptrs = [...new Set(obs.pointers)].filter((p) => isKernelPointer(p) && p !== cur.addr);
+    const ptrs = [...new Set(obs.pointers)].filter(
+      (p) => isKernelPointer(p, obs.view.bounds) && p !== cur.addr,
+    );
     if (pids.length * tgids.length * ptrs.length > MAX_JOINT) return;
     const objs = ptrs.map((p) => this.readTask(obs.view, p)).filter((o): o is Obj => o !== undefined);
     const lastPid = this.lastChild.get("task_struct.pid")!;
@@ -643,7 +642,7 @@ export class OffsetDiscovery {
       (!this.groups.has("mm") || c.done("mm_struct.pgd"))
     )
       return;
-    const ptrOrNull = (v: bigint) => v === 0n || (isKernelPointer(v) && v % 8n === 0n);
+    const ptrOrNull = (v: bigint) => v === 0n || (isKernelPointer(v, obs.view.bounds) && v % 8n === 0n);
     // Over every task only once few candidates are left: early, the creator and child suffice.
     const seen = (k: string) => (c.get(k).length <= 16 ? all : all.filter((t) => t === cur || t === child));
     for (const k of ["task_struct.mm", "task_struct.active_mm"]) {
@@ -690,7 +689,7 @@ export class OffsetDiscovery {
     };
     const runsOnCr3 = (a: number, p: number) => {
       const mm = cur.u64(a);
-      return isKernelPointer(mm) && pgdOf(mm, p) === obs.cr3Root;
+      return isKernelPointer(mm, obs.view.bounds) && pgdOf(mm, p) === obs.cr3Root;
     };
     c.replace(
       "task_struct.active_mm",
@@ -735,7 +734,7 @@ export class OffsetDiscovery {
    * a child an empty queue (list pointing at itself) and no signal bits; in every task the list
    * is empty or links kernel objects.
    */
-  private pending(cur: Obj, child: Obj | undefined): void {
+  private pending(cur: Obj, child: Obj | undefined, bounds: AddressBounds): void {
     const c = this.cands;
     const k = "task_struct.pending";
     const sane = (t: Obj, o: number) => {
@@ -743,7 +742,7 @@ export class OffsetDiscovery {
       const next = t.u64(o);
       const prev = t.u64(o + 8);
       if (next === self || prev === self) return next === self && prev === self;
-      return isKernelPointer(next) && isKernelPointer(prev);
+      return isKernelPointer(next, bounds) && isKernelPointer(prev, bounds);
     };
     if (child) {
       c.filter(k, "child's queue is empty", (o) => {
@@ -798,11 +797,12 @@ export class OffsetDiscovery {
    */
   private mmRules(obs: Observation, cur: Obj): void {
     const c = this.cands;
+    const isUser = (v: bigint) => v > 0n && isUserAddress(v, obs.view.bounds);
     const mmOff = c.one("task_struct.mm");
     const pgdOff = c.one("mm_struct.pgd");
     if (mmOff === undefined || pgdOff === undefined || c.done(...MM_MEMBERS)) return;
     const mmAddr = cur.u64(mmOff);
-    if (!isKernelPointer(mmAddr)) return;
+    if (!isKernelPointer(mmAddr, obs.view.bounds)) return;
     const bytes = obs.view.read(mmAddr, MM_EXTENT);
     if (!bytes) return;
     const mm = Obj.of(mmAddr, bytes);
@@ -1145,7 +1145,7 @@ export function ringNodes(
     const b = view.read(node, 8);
     if (!b) return undefined;
     const next = b.readBigUInt64LE(0);
-    if (!isKernelPointer(next)) return undefined;
+    if (!isKernelPointer(next, view.bounds)) return undefined;
     if (checkBack) {
       const back = view.read(next + 8n, 8);
       if (!back || back.readBigUInt64LE(0) !== node) return undefined;

@@ -1,13 +1,14 @@
-/**
- * Crafted guest memory for the maps/modules tests: a kernel direct-map window reached through
- * real x86-64 4-level page tables (or an identity space), a bump allocator in it, and a fake
- * StructLayout with the offsets of the two Debian kernels (copied from each build's BTF).
- */
 import { AddressSpace } from "../../src/arch/x86/address-space.js";
 import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { PageTableBuilder } from "../../src/arch/x86/page-table-builder.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
 import type { KernelContext } from "../../src/os/linux/context.js";
+/**
+ * Crafted guest memory for the maps/modules tests: a kernel direct-map window reached through
+ * real x86-64 4-level page tables (or an identity space), a bump allocator in it, and a fake
+ * StructLayout with the offsets of the two Debian kernels (copied from each build's BTF).
+ */
+import { addressBounds } from "../../src/os/linux/walk.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { type VirtAddr, pa, va } from "../../src/util/address.js";
 import { VmsightError } from "../../src/util/errors.js";
@@ -339,6 +340,7 @@ export class CraftedKernel {
     return {
       kernel: this.space,
       layout,
+      bounds: addressBounds(X86_64_4LEVEL),
       symbols: {
         findAddress: (n) => symbols.get(n),
         getAddress: (n) => {

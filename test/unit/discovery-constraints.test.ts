@@ -1,13 +1,15 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
 /**
  * The candidate filter on a crafted boot: a kernel whose struct layout is made up here (no real
  * kernel has it), whose tasks, mm_structs and modules are written into sparse memory event by
  * event as the kernel would. The filter must find exactly the made-up offsets - the layout is
  * the ground truth, the filter never sees it.
  */
-import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { OffsetDiscovery, ringNodes } from "../../src/discovery/constraints.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 
 const L = {
   state: 16,
@@ -65,6 +67,7 @@ interface UserSpace {
 
 /** Sparse kernel memory, per-process user memory, and the rights of module pages. */
 class World implements GuestView {
+  readonly bounds = addressBounds(X86_64_4LEVEL);
   private readonly regions: { addr: bigint; bytes: Buffer }[] = [];
   readonly users = new Map<bigint, UserSpace>();
   readonly execPages = new Set<bigint>();

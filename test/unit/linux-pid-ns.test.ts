@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { AddressSpace } from "../../src/arch/x86/address-space.js";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
 import type { KernelContext } from "../../src/os/linux/context.js";
 import { pidNamespaceEntries, xarrayEntries } from "../../src/os/linux/pid-ns.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { type VirtAddr, pa } from "../../src/util/address.js";
 import { GuestDataError } from "../../src/util/errors.js";
@@ -54,6 +56,7 @@ function craft() {
   const ctx: KernelContext = {
     kernel: AddressSpace.identity(mem),
     layout,
+    bounds: addressBounds(X86_64_4LEVEL),
     symbols: {
       findAddress: (n) => (n === "init_pid_ns" ? ns : undefined),
       getAddress: (n) => (n === "init_pid_ns" ? ns : assert.fail(n)),

@@ -105,7 +105,7 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
   const span =
     Math.max(nameAt + nameLen, rule.base, ...rule.sizes, refcnt ?? 0, init ?? 0, exit ?? 0, taints ?? 0) + 8;
   const rows: ModuleRow[] = [];
-  for (const mod of listForEachEntry(ctx, head, "module", "list", opts.maxModules ?? 1 << 16)) {
+  for (const mod of listForEachEntry(ctx, head, "module", "list", { max: opts.maxModules ?? 1 << 16 })) {
     const b = ctx.kernel.read(mod, span);
     const stateValue = BigInt(b.readInt32LE(off("state")));
     if (stateValue === states.unformed) continue;
@@ -148,8 +148,12 @@ function users(ctx: KernelContext, mod: VirtAddr, max: number): string[] {
   const nameAt = BigInt(L.offsetof("module", "name"));
   const nameLen = L.memberSize("module", "name") ?? 56;
   const out: string[] = [];
-  for (const use of listForEachEntry(ctx, head, "module_use", "source_list", max)) {
-    const user = checkKernelPointer(ctx.kernel.readU64(va(use + source)), `module_use ${hex(use)} source`);
+  for (const use of listForEachEntry(ctx, head, "module_use", "source_list", { max })) {
+    const user = checkKernelPointer(
+      ctx.kernel.readU64(va(use + source)),
+      ctx.bounds,
+      `module_use ${hex(use)} source`,
+    );
     out.push(readFixedString(ctx.kernel.read(va(user + nameAt), nameLen), 0, nameLen));
   }
   return out;

@@ -1,6 +1,7 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
 import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
@@ -202,7 +203,7 @@ function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[
   const ids = taskOffsets(ctx.layout).credIds;
   const none = { uid: undefined, gid: undefined, euid: undefined };
   if (cred === undefined || ids === undefined) return none;
-  if (!isKernelPointer(cred)) {
+  if (!isKernelPointer(cred, ctx.bounds)) {
     warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
     return none;
   }
@@ -230,7 +231,7 @@ function parentTgid(
 ): number {
   const hit = known.get(raw.realParent);
   if (hit !== undefined) return hit;
-  if (!isKernelPointer(raw.realParent)) {
+  if (!isKernelPointer(raw.realParent, ctx.bounds)) {
     warnings.push(`real_parent ${hex(raw.realParent)} is not a kernel pointer`);
     return 0;
   }
@@ -327,6 +328,7 @@ export function threadAddresses(ctx: KernelContext, task: VirtAddr): VirtAddr[] 
   ) {
     const signal = checkKernelPointer(
       ctx.kernel.readU64(va(task + BigInt(signalOff))),
+      ctx.bounds,
       `signal of task ${hex(task)}`,
     );
     return [...listForEachEntry(ctx, va(signal + BigInt(headOff)), "task_struct", "thread_node")];
@@ -391,8 +393,8 @@ export function kernelRelease(ctx: KernelContext): string {
   const banner = ctx.symbols.findAddress("linux_banner");
   if (banner !== undefined) {
     const text = readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes.toString("latin1");
-    const m = /^Linux version (\S+)/.exec(text);
-    if (m) return m[1]!;
+    const parsed = parseBanner(text);
+    if (parsed) return parsed.release;
     throw new GuestDataError(`${problem}, and linux_banner does not start with "Linux version"`);
   }
   throw new VmsightError("E_SYMBOL_UNKNOWN", `kernel release: ${problem}, and linux_banner is unknown`);
@@ -401,6 +403,6 @@ export function kernelRelease(ctx: KernelContext): string {
 /** `/proc/cmdline`: the string `saved_command_line` points to. */
 export function kernelCommandLine(ctx: KernelContext): string {
   const ptr = ctx.kernel.readU64(va(ctx.symbols.getAddress("saved_command_line")));
-  const str = checkKernelPointer(ptr, "saved_command_line");
+  const str = checkKernelPointer(ptr, ctx.bounds, "saved_command_line");
   return readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes.toString("latin1");
 }
