@@ -390,7 +390,7 @@ export class CraftedUserSpace {
       this.pt.map(page, this.ck.allocPage().phys, 4096, { user: true, nx: true });
       this.mapped.add(page);
     }
-    const space = new AddressSpace(this.ck.mem, X86_64_4LEVEL, this.ck.directToPhys(this.pgd), {
+    const space = new AddressSpace(this.ck.mem, this.ck.format, this.ck.directToPhys(this.pgd), {
       cacheSize: 0,
     });
     space.write(va(uva), data);

@@ -122,3 +122,23 @@ test("hostile idr data: a looping node, a bad shift, a pid whose number disagree
   liar.u64(liar.ns + 8n, leaf + 2n);
   assert.throws(() => pidNamespaceEntries(liar.ctx), /says 5 but sits at idr index 9/);
 });
+
+test("an unreadable struct pid and a garbage task link are GuestDataErrors naming the pid", () => {
+  const gone = craft();
+  const leaf = gone.alloc(40 + 64 * 8);
+  gone.u64(leaf + 40n + 3n * 8n, BASE + (4n << 20n)); // a kernel pointer past the buffer
+  gone.u64(gone.ns + 8n, leaf + 2n);
+  assert.throws(
+    () => pidNamespaceEntries(gone.ctx),
+    (e: unknown) =>
+      e instanceof GuestDataError && /struct pid 0x[0-9a-f]+ \(idr index 3\) is unreadable/.test(e.message),
+  );
+
+  const garbage = craft();
+  const [p] = garbage.pid(7);
+  garbage.u64(p + 40n, 0x4141414141414141n);
+  const slots = garbage.alloc(40 + 64 * 8);
+  garbage.u64(slots + 40n + 7n * 8n, p);
+  garbage.u64(garbage.ns + 8n, slots + 2n);
+  assert.throws(() => pidNamespaceEntries(garbage.ctx), /pid 7: tasks\[PIDTYPE_PID\] 0x4141414141414141/);
+});
