@@ -43,32 +43,44 @@ function listDel(k: KernelInfo, entry: bigint): Patch[] {
 }
 
 /**
- * Pauses the guest, applies the patches `plan` makes, runs `check` on the frozen corrupt guest,
- * then writes the original bytes back and lets the guest run.
+ * Pauses the guest, applies the patches `plan` makes, runs `check` on the frozen corrupt guest
+ * (QEMU takes one QMP client at a time, so vmsight's own runs come between two attaches), then
+ * writes the original bytes back and lets the guest run.
  */
 async function whileCorrupt(
   g: TestGuest,
   plan: (k: KernelInfo) => Patch[],
   check: () => Promise<void>,
 ): Promise<void> {
-  const target = await Target.attach(g.qmpSocket);
   let saved: Patch[] = [];
-  let k: KernelInfo | undefined;
+  try {
+    await withPausedKernel(g, (k) => {
+      for (const p of plan(k)) {
+        saved.unshift({ addr: p.addr, value: k.kernel.readU64(va(p.addr)) });
+        write(k, p);
+      }
+    });
+    await check();
+  } finally {
+    await withPausedKernel(g, (k) => {
+      for (const p of saved) write(k, p);
+    });
+    saved = [];
+    const target = await Target.attach(g.qmpSocket);
+    await target.resume();
+    await target.close();
+  }
+}
+
+/** Attaches, pauses the guest (it stays paused), finds its kernel and runs `fn` on it. */
+async function withPausedKernel(g: TestGuest, fn: (k: KernelInfo) => void): Promise<void> {
+  const target = await Target.attach(g.qmpSocket);
   try {
     await target.pause();
     const regs = await target.registers(0);
     const r = (n: string) => regs.get(n) ?? 0n;
-    k = discoverKernel(target.memory, { cr0: r("cr0"), cr3: r("cr3"), cr4: r("cr4"), efer: r("efer") });
-    const patches = plan(k);
-    for (const p of patches) {
-      saved.unshift({ addr: p.addr, value: k.kernel.readU64(va(p.addr)) });
-      write(k, p);
-    }
-    await check();
+    fn(discoverKernel(target.memory, { cr0: r("cr0"), cr3: r("cr3"), cr4: r("cr4"), efer: r("efer") }));
   } finally {
-    if (k) for (const p of saved) write(k, p);
-    saved = [];
-    await target.resume();
     await target.close();
   }
 }
