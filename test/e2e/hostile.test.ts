@@ -5,7 +5,7 @@
  * wrong, and find what the task list hides through the PID namespace.
  *   (a) a task list that loops: a task's tasks.next points back at an earlier task;
  *   (b) a workload process unlinked from the task list with list_del, kept in the PID namespace;
- *   (c) a module unlinked from the modules list with list_del.
+ *   (c) a module unlinked from the modules list with list_del, left in sysfs.
  * The pids and module names come from the guest's own /proc.
  */
 import assert from "node:assert/strict";
@@ -167,7 +167,7 @@ describe("a hostile 6.12 guest: corrupted kernel lists, live", () => {
     await assertHealthy(g, view);
   });
 
-  test("(c) a module unlinked from the modules list: lsmod omits it and the rest stands", async (t) => {
+  test("(c) a module unlinked from the modules list: lsmod omits it, and says sysfs still has it", async (t) => {
     const name = view.modules[0]!.name;
     await whileCorrupt(
       g,
@@ -184,7 +184,13 @@ describe("a hostile 6.12 guest: corrupted kernel lists, live", () => {
           names,
           view.modules.map((m) => m.name).filter((n) => n !== name),
         );
-        t.diagnostic(`lsmod: rc 0, ${names.join(", ")} (${name} unlinked)`);
+        t.diagnostic(`lsmod: rc 0, ${names.join(", ")} (${name} unlinked); stderr: ${r.stderr.trim()}`);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `^warning: module ${name} \\(struct module 0x[0-9a-f]+\\) is in sysfs \\(module_kset\\) but not on the modules list`,
+          ),
+        );
         for (const command of ["ps", "pids"]) {
           const c = await vmsight(command);
           assert.equal(c.code, 0, c.stderr);
@@ -205,4 +211,5 @@ async function assertHealthy(g: TestGuest, before: GuestView): Promise<void> {
   const lsmod = await runCli(["--qmp", g.qmpSocket, "lsmod", "--json"], BOUND_MS);
   assert.equal(lsmod.code, 0, lsmod.stderr);
   assert.equal((JSON.parse(lsmod.stdout) as unknown[]).length, before.modules.length);
+  assert.doesNotMatch(lsmod.stderr, /warning/, "a healthy modules list gives no warning");
 }
