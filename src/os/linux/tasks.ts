@@ -316,6 +316,31 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   return raws.map((r) => toTaskInfo(ctx, r, known, opts));
 }
 
+/**
+ * `nr_processes()`: the sum over possible CPUs of the per-CPU `process_counts`, which
+ * copy_process() raises and __unhash_process() lowers exactly where a thread-group leader joins
+ * and leaves init_task.tasks. Undefined without the symbol or the per-CPU offsets.
+ */
+export function nrProcesses(ctx: KernelContext): number | undefined {
+  const counter = ctx.symbols.findAddress("process_counts");
+  if (counter === undefined || ctx.perCpuOffsets.length === 0) return undefined;
+  let sum = 0n;
+  for (const base of ctx.perCpuOffsets) sum += ctx.kernel.readU64(va(base + counter));
+  return Number(BigInt.asIntN(64, sum));
+}
+
+/**
+ * On a paused guest the tasks list holds exactly nr_processes() entries: fewer means a process
+ * was unlinked from it (the PID namespace still has it: `vmsight pids`).
+ */
+export function taskListWarnings(ctx: KernelContext, listed: number): string[] {
+  const counted = nrProcesses(ctx);
+  if (counted === undefined || counted === listed) return [];
+  return [
+    `the task_struct.tasks list has ${listed} processes but the kernel counts ${counted} (process_counts): ${counted > listed ? "some are unlinked from the list; `vmsight pids` lists them" : "the list holds tasks the kernel does not count"}`,
+  ];
+}
+
 /** Addresses of the threads of `task`'s thread group, in list order. */
 export function threadAddresses(ctx: KernelContext, task: VirtAddr): VirtAddr[] {
   const L = ctx.layout;
