@@ -431,7 +431,8 @@ class TrapLoop {
   private viewOf(regs: Map<string, bigint>): { view: GuestView; root: bigint } | undefined {
     const get = (n: string) => regs.get(n) ?? 0n;
     const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
-    if (!format) return undefined;
+    // A stop outside 64-bit paging (none is expected: the traps are on kernel data) shows nothing.
+    if (!format || format.vaBits < 48) return undefined;
     const root = rootFromRegisters({ cr3: get("cr3"), cr4: get("cr4") }, format, true);
     return { view: guestView(this.target.memory, format, root, this.directMap), root };
   }
