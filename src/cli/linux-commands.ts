@@ -1,6 +1,8 @@
 import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
+import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
+import { taskListWarnings } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, intArg, stringValue } from "./args.js";
@@ -85,7 +87,11 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,
   linuxCommand(
     { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
-    psRows,
+    (k, ctx) => {
+      const rows = psRows(k);
+      for (const line of taskListWarnings(k, rows.length)) ctx.log(`warning: ${line}`);
+      return rows;
+    },
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
   ),
   linuxCommand(
@@ -112,7 +118,11 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
   ),
   linuxCommand(
     { name: "lsmod", usage: "lsmod", summary: "loaded kernel modules: name, base, size, state" },
-    lsmodRows,
+    (k, ctx) => {
+      const rows = lsmodRows(k);
+      for (const line of unlistedModuleWarnings(k, listModules(k))) ctx.log(`warning: ${line}`);
+      return rows;
+    },
     ["name", "base", "size", "state"],
   ),
   linuxCommand(

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { parseBanner } from "../os/linux/banner.js";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
 import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
@@ -79,7 +80,7 @@ export interface KernelReport {
 
 export function kernelReport(k: KernelInfo): KernelReport {
   return {
-    version: /^Linux version (\S+)/.exec(k.banner)?.[1] ?? "unknown",
+    version: parseBanner(k.banner)?.release ?? "unknown",
     banner: k.banner,
     slide: k.slide,
     text: k.textStart,

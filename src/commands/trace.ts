@@ -132,7 +132,7 @@ async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => vo
       const when = (e: ProcEvent) =>
         (req.pid === undefined || e.pid === req.pid || e.ppid === req.pid) &&
         (req.comm === undefined || e.comm === req.comm);
-      await traceProc(engine, guest, (e) => when(e) && out(e), req.events ?? {});
+      await traceProc(engine, guest, (e) => when(e) && out(e), { ...req.events, warn: req.log });
       return;
     }
     case "modules":

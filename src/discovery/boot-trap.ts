@@ -1,6 +1,7 @@
 import { formatFromControlRegisters, rootFromRegisters } from "../arch/x86/formats.js";
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { skippableAt } from "../arch/x86/skippable.js";
+import { currentTaskOffset } from "../os/linux/current.js";
 import type { Target } from "../qemu/session.js";
 import type { RawTrap, TrapClient, TrapCore } from "../qemu/traps.js";
 import type { BreakpointType } from "../transport/gdb/client.js";
@@ -216,13 +217,7 @@ function addresses(k: Kernel, slide: bigint): Addresses {
       );
     return a;
   };
-  // 6.1: per-CPU `current_task`; 6.2+: `pcpu_hot.current_task`, its first member.
-  const current = s.findAddress("current_task") ?? s.findAddress("pcpu_hot");
-  if (current === undefined)
-    throw new VmsightError(
-      "E_SYMBOL_UNKNOWN",
-      "neither current_task nor pcpu_hot is in the kernel's symbols",
-    );
+  const current = currentTaskOffset(s);
   return {
     nrThreads: need("nr_threads"),
     totalForks: need("total_forks"),
@@ -395,7 +390,8 @@ class TrapLoop {
   private viewOf(regs: Map<string, bigint>): { view: GuestView; root: bigint } | undefined {
     const get = (n: string) => regs.get(n) ?? 0n;
     const format = formatFromControlRegisters({ cr0: get("cr0"), cr4: get("cr4"), efer: get("efer") });
-    if (!format) return undefined;
+    // A stop outside 64-bit paging (none is expected: the traps are on kernel data) shows nothing.
+    if (!format || format.vaBits < 48) return undefined;
     const root = rootFromRegisters({ cr3: get("cr3"), cr4: get("cr4") }, format, true);
     return { view: guestView(this.target.memory, format, root, this.directMap), root };
   }

@@ -2,12 +2,11 @@ import { AddressSpace } from "../arch/x86/address-space.js";
 import type { PagingFormat } from "../arch/x86/formats.js";
 import { enumerateMappings } from "../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../memory/types.js";
+import { addressBounds } from "../os/linux/walk.js";
 import { pa, va } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { GuestView, PageRights, PageRun } from "./types.js";
 
-/** User space of a 4- or 5-level address space ends below this. */
-const USER_TOP = 0x0100000000000000n;
 /** A process has a few thousand present pages; a bigger walk is cut short (runs then undefined). */
 const MAX_ENTRIES = 1 << 16;
 
@@ -24,6 +23,7 @@ export function guestView(
   directMap?: { readonly base: bigint; readonly size: bigint },
 ): GuestView {
   const kernel = new AddressSpace(mem, format, pa(kernelRoot));
+  const bounds = addressBounds(format);
   const users = new Map<bigint, AddressSpace | null>();
   const quiet = <T>(fn: () => T): T | undefined => {
     try {
@@ -54,7 +54,9 @@ export function guestView(
     if (r === undefined) {
       const s = userSpace(pgd);
       const list = s
-        ? quiet(() => enumerateMappings(mem, format, s.root, { end: USER_TOP, maxEntries: MAX_ENTRIES }))
+        ? quiet(() =>
+            enumerateMappings(mem, format, s.root, { end: bounds.userEnd, maxEntries: MAX_ENTRIES }),
+          )
         : undefined;
       r =
         list && !list.truncated
@@ -87,6 +89,7 @@ export function guestView(
     return off + BigInt(length) <= directMap.size ? off : undefined;
   };
   return {
+    bounds,
     read(addr, length) {
       const phys = direct(addr, length);
       if (phys !== undefined) return quiet(() => mem.read(pa(phys), length));

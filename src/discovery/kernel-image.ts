@@ -1,3 +1,4 @@
+import { parseBanner } from "../os/linux/banner.js";
 import { extractVmlinux } from "../os/linux/bzimage.js";
 import { layoutElfImage } from "../symbols/kallsyms/elf-image.js";
 import { recoverKallsyms } from "../symbols/kallsyms/recover.js";
@@ -39,7 +40,7 @@ export function kernelImageFromElf(elf: Elf64, bytes: Uint8Array): KernelImage {
   if (bannerAddr === undefined) throw new GuestDataError("kernel image: kallsyms has no linux_banner");
   const at = Number(bannerAddr - base);
   const banner = image.subarray(at, at + BANNER_PROBE);
-  if (!Buffer.from(banner).toString("latin1").startsWith("Linux version ")) {
+  if (!parseBanner(Buffer.from(banner).toString("latin1"))) {
     throw new GuestDataError('kernel image: linux_banner does not start with "Linux version"');
   }
   const data = elf.section(".data");

@@ -1,3 +1,5 @@
+import type { AddressBounds } from "../os/linux/walk.js";
+
 /**
  * What the candidate filter sees of a guest at one trapped event. Everything here is read
  * through interfaces, so the filter runs the same on a live guest and on crafted memory.
@@ -16,6 +18,8 @@ export interface PageRun extends PageRights {
 }
 
 export interface GuestView {
+  /** Where the kernel half starts in this guest's paging mode. */
+  readonly bounds: AddressBounds;
   /** Kernel-virtual read; undefined when any byte of it is not mapped. Never throws. */
   read(addr: bigint, length: number): Buffer | undefined;
   /** Guest-physical address of a kernel-virtual one, or undefined. */

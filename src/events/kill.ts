@@ -27,7 +27,7 @@
  */
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { type TaskInfo, listAllThreads, listTasks, listThreads, readTask } from "../os/linux/tasks.js";
-import { isKernelPointer } from "../os/linux/walk.js";
+import { checkKernelPointer, isKernelPointer } from "../os/linux/walk.js";
 import type { TrapCore } from "../qemu/traps.js";
 import { type VirtAddr, hex, va } from "../util/address.js";
 import { GuestDataError, UsageError, VmsightError } from "../util/errors.js";
@@ -123,9 +123,7 @@ function signalOffsets(k: KernelInfo): SignalOffsets {
 }
 
 function pointerAt(k: KernelInfo, addr: bigint, what: string): VirtAddr {
-  const p = k.kernel.readU64(va(addr));
-  if (!isKernelPointer(p)) throw new GuestDataError(`${what} is ${hex(p)}, not a kernel pointer`);
-  return va(p);
+  return checkKernelPointer(k.kernel.readU64(va(addr)), k.bounds, what);
 }
 
 /** One 8-byte guest write, with the value it replaces so it can be checked and reported. */

@@ -2,13 +2,11 @@
 import type { AddressSpace } from "../arch/x86/address-space.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { listTasks } from "../os/linux/tasks.js";
-import { checkKernelPointer } from "../os/linux/walk.js";
+import { checkKernelPointer, isKernelPointer, isUserAddress } from "../os/linux/walk.js";
 import { hex, parseAddress, va } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
 import { TaskReader } from "./linux-task.js";
 import type { GuestOs, ProcessSpace, TaskBrief } from "./types.js";
-
-const KERNEL_HALF = 0xffff800000000000n;
 
 export class LinuxGuest implements GuestOs {
   readonly tasks: TaskReader;
@@ -43,7 +41,7 @@ export class LinuxGuest implements GuestOs {
   }
 
   symbolize(addr: bigint): string | undefined {
-    if (addr < KERNEL_HALF) return undefined; // per-CPU symbols are small offsets, not user code
+    if (!isKernelPointer(addr, this.k.bounds)) return undefined; // per-CPU symbols are small offsets, not user code
     return this.k.symbols.symbolize(addr) ? this.k.symbols.format(addr) : undefined;
   }
 
@@ -56,7 +54,7 @@ export class LinuxGuest implements GuestOs {
   }
 
   processSpace(pid: number, addr: bigint, length: number): ProcessSpace {
-    if (addr >= KERNEL_HALF) {
+    if (!isUserAddress(addr, this.k.bounds)) {
       throw new VmsightError("E_WATCH_ADDRESS", `${hex(addr)} is a kernel address`, {
         hint: "leave out the pid to watch kernel addresses",
       });
@@ -81,7 +79,7 @@ export class LinuxGuest implements GuestOs {
     let s = this.spaces.get(mm);
     if (!s) {
       const pgd = this.k.kernel.readU64(va(mm + BigInt(this.pgdOffset)));
-      s = this.k.userSpace(checkKernelPointer(pgd, `pgd of mm ${hex(mm)}`));
+      s = this.k.userSpace(checkKernelPointer(pgd, this.k.bounds, `pgd of mm ${hex(mm)}`));
       this.spaces.set(mm, s);
     }
     return s;
@@ -89,7 +87,7 @@ export class LinuxGuest implements GuestOs {
 
   /** The address space of `task`'s user half (a kernel thread's borrowed mm), or the kernel's. */
   spaceFor(task: TaskBrief, addr: bigint): AddressSpace {
-    if (addr >= KERNEL_HALF) return this.k.kernel;
+    if (!isUserAddress(addr, this.k.bounds)) return this.k.kernel;
     const mm = task.mm !== 0n ? task.mm : this.tasks.activeMm(task.addr);
     if (mm === 0n) throw new FaultError("user", addr, `task ${task.pid} has no user address space`);
     return this.space(mm);

@@ -1,10 +1,10 @@
+import { currentTask, currentTaskSlot } from "../os/linux/current.js";
 /**
  * The few task_struct members the event streams read at every stop, with offsets looked up
  * once. At a few hundred stops a second, TaskInfo's full read (creds, parent, names) would cost
  * more than the stop needs.
  */
 import type { KernelInfo } from "../os/linux/kernel.js";
-import { currentTask } from "../os/linux/kernel.js";
 import { isKernelPointer, readFixedString } from "../os/linux/walk.js";
 import { va } from "../util/address.js";
 import { GuestDataError, VmsightError } from "../util/errors.js";
@@ -25,7 +25,6 @@ export interface TaskDetail extends TaskBrief {
 export class TaskReader {
   private readonly o: Record<string, number>;
   private readonly commSize: number;
-  private readonly currentOffset: bigint;
 
   constructor(readonly k: KernelInfo) {
     const L = k.layout;
@@ -50,9 +49,6 @@ export class TaskReader {
       stack: off("stack"),
     };
     this.commSize = L.memberSize(T, "comm") ?? 16;
-    const direct = k.symbols.findAddress("current_task");
-    const hot = k.symbols.findAddress("pcpu_hot");
-    this.currentOffset = direct ?? (hot ?? 0n) + BigInt(L.findOffset("pcpu_hot", "current_task") ?? 0);
   }
 
   offset(member: string): number {
@@ -63,13 +59,11 @@ export class TaskReader {
 
   /** Per-CPU address of `current` on `cpu` (a watchpoint there fires at every task switch). */
   currentSlot(cpu: number): bigint {
-    const base = this.k.perCpuOffsets[cpu];
-    if (base === undefined) throw new GuestDataError(`no per-CPU area for CPU ${cpu}`);
-    return base + this.currentOffset;
+    return currentTaskSlot(this.k, cpu);
   }
 
   current(cpu: number): bigint {
-    return va(currentTask(this.k, cpu));
+    return currentTask(this.k, cpu);
   }
 
   u64(addr: bigint): bigint {
@@ -81,7 +75,7 @@ export class TaskReader {
   }
 
   brief(addr: bigint): TaskDetail {
-    if (!isKernelPointer(addr))
+    if (!isKernelPointer(addr, this.k.bounds))
       throw new GuestDataError(`task pointer ${addr.toString(16)} is not a kernel pointer`);
     const o = this.o;
     const kernel = this.k.kernel;
@@ -128,7 +122,7 @@ export class TaskReader {
     const child = leader === undefined ? undefined : this.brief(leader);
     if (child?.pid === newPid) return { task: child, thread: false };
     const signal = this.u64(current + BigInt(this.offset("signal")));
-    if (!isKernelPointer(signal)) return undefined;
+    if (!isKernelPointer(signal, this.k.bounds)) return undefined;
     const last = this.lastEntry(signal + o.threadHead, "threadNode");
     const t = last === undefined ? undefined : this.brief(last);
     return t?.pid === newPid ? { task: t, thread: true } : undefined;
@@ -138,13 +132,15 @@ export class TaskReader {
 
   /** tgid of the task's real parent (0 when unreadable). */
   parentTgid(t: TaskDetail): number {
-    return isKernelPointer(t.realParent) ? this.i32(t.realParent + BigInt(this.offset("tgid"))) : 0;
+    return isKernelPointer(t.realParent, this.k.bounds)
+      ? this.i32(t.realParent + BigInt(this.offset("tgid")))
+      : 0;
   }
 
   /** Last entry of a list_head at `head`, as the containing task (list member at `member`). */
   lastEntry(head: bigint, member: string): bigint | undefined {
     const prev = this.u64(head + 8n);
-    if (prev === head || !isKernelPointer(prev)) return undefined;
+    if (prev === head || !isKernelPointer(prev, this.k.bounds)) return undefined;
     return prev - BigInt(this.offset(member));
   }
 }

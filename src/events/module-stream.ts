@@ -89,7 +89,7 @@ export async function traceModules(
   const listTrap = await engine.watch(
     head,
     async () => {
-      for (const mod of listForEachEntry(k, va(head), "module", "list", MAX_MODULES)) {
+      for (const mod of listForEachEntry(k, va(head), "module", "list", { max: MAX_MODULES })) {
         if (!known.has(mod)) await follow(mod, undefined);
       }
       return undefined;

@@ -12,7 +12,7 @@ import { filePath } from "../os/linux/dpath.js";
  * A fork + exit costs two stops, an exec four; nothing else stops the guest.
  */
 import { readCmdline } from "../os/linux/process-memory.js";
-import { isKernelPointer } from "../os/linux/walk.js";
+import { type ListPolicy, isKernelPointer, listForEachEntry } from "../os/linux/walk.js";
 import { va } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import type { EventEngine, Trap, TrapHit } from "./engine.js";
@@ -76,6 +76,8 @@ export interface ProcOptions {
   readonly create?: boolean;
   readonly exec?: boolean;
   readonly exit?: boolean;
+  /** Told when a task list the stream reads is broken (the events it hides are lost). */
+  readonly warn?: (message: string) => void;
 }
 
 /**
@@ -148,23 +150,23 @@ export async function traceProc(
     });
   };
 
-  const listAt = (head: bigint, member: bigint): bigint[] => {
-    const out: bigint[] = [];
-    let node = tr.u64(head);
-    while (node !== head && out.length < MAX_GROUP_SCAN && isKernelPointer(node)) {
-      out.push(node - member);
-      node = tr.u64(node);
-    }
-    return out;
+  // A broken list costs the exits it hides, with a warning, not the whole trace.
+  const policy: ListPolicy = {
+    onBroken: "stop",
+    max: MAX_GROUP_SCAN,
+    warn: (e) => opts.warn?.(`process events: ${e.message}`),
   };
+  const listAt = (head: bigint, member: string): bigint[] => [
+    ...listForEachEntry(k, va(head), "task_struct", member, policy),
+  ];
   const groupOf = (t: TaskDetail): bigint[] => {
     const signal = tr.u64(t.addr + BigInt(tr.offset("signal")));
-    return isKernelPointer(signal) ? listAt(signal + threadHead, BigInt(tr.offset("threadNode"))) : [];
+    return isKernelPointer(signal, k.bounds) ? listAt(signal + threadHead, "thread_node") : [];
   };
 
   /** The task being released is EXIT_DEAD: the reaper itself, one of its threads or children. */
   const onRelease = (current: TaskDetail) => {
-    const children = listAt(current.addr + BigInt(tr.offset("children")), BigInt(tr.offset("sibling")));
+    const children = listAt(current.addr + BigInt(tr.offset("children")), "sibling");
     for (const addr of new Set([current.addr, ...groupOf(current), ...children])) {
       const t = addr === current.addr ? current : tr.brief(addr);
       if (t.exitState !== EXIT_DEAD || reported.has(keyOf(t))) continue;
@@ -250,13 +252,13 @@ async function execFilename(guest: LinuxGuest, hit: TrapHit, t: TaskDetail): Pro
   const k = guest.k;
   const L = k.layout;
   const exeFile = t.mm === 0n ? 0n : guest.tasks.u64(t.mm + BigInt(L.offsetof("mm_struct", "exe_file")));
-  if (!isKernelPointer(exeFile)) return "";
+  if (!isKernelPointer(exeFile, guest.k.bounds)) return "";
   const fileOff = BigInt(L.offsetof("linux_binprm", "file"));
   const nameOff = BigInt(L.offsetof("linux_binprm", "filename"));
   const regs = await hit.registers();
   const candidates = ["rbx", "rbp", "r12", "r13", "r14", "r15"].map((r) => regs.get(r) ?? 0n);
   const rsp = regs.get("rsp") ?? 0n;
-  if (isKernelPointer(rsp)) {
+  if (isKernelPointer(rsp, guest.k.bounds)) {
     try {
       const stack = k.kernel.read(va(rsp), 512);
       for (let i = 0; i < stack.length; i += 8) candidates.push(stack.readBigUInt64LE(i));
@@ -265,11 +267,11 @@ async function execFilename(guest: LinuxGuest, hit: TrapHit, t: TaskDetail): Pro
     }
   }
   for (const p of candidates) {
-    if (!isKernelPointer(p)) continue;
+    if (!isKernelPointer(p, guest.k.bounds)) continue;
     try {
       if (guest.tasks.u64(p + fileOff) !== exeFile) continue;
       const name = guest.tasks.u64(p + nameOff);
-      if (isKernelPointer(name)) return k.kernel.readCString(va(name), MAX_FILENAME);
+      if (isKernelPointer(name, guest.k.bounds)) return k.kernel.readCString(va(name), MAX_FILENAME);
     } catch {
       // not a readable linux_binprm
     }

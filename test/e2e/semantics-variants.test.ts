@@ -1,6 +1,7 @@
 /**
  * Issue 3 end to end, the variants: a guest without KASLR and with 4 GiB of RAM (memory above
- * the PCI hole), and a guest busy forking while vmsight lists its tasks.
+ * the PCI hole), a guest busy forking while vmsight lists its tasks, and a guest with 5-level
+ * paging.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -8,6 +9,7 @@ import { DEFAULT_APPEND } from "../../src/guests/guest-image.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { checkLsmod, checkMaps, checkPids, checkPs, checkThreads } from "../support/semantics-checks.js";
 
 describe("a 6.1 guest booted with nokaslr and 4 GiB of RAM", () => {
   let g: TestGuest;
@@ -50,4 +52,31 @@ describe("a 6.1 guest booted with nokaslr and 4 GiB of RAM", () => {
     assert.ok(whole >= 5, `${whole} of 6 listings were whole`);
     await g.serial.command("kill %1 2>/dev/null; killall wl-forkloop 2>/dev/null; true");
   });
+});
+
+describe("a 6.12 guest on QEMU's `-cpu max`: 5-level paging (CR4.LA57)", () => {
+  let g: TestGuest;
+  before(async () => {
+    g = await bootTestGuest("6.12", { cpu: "max" });
+    await g.waitReady(180_000);
+  });
+  after(async () => g?.stop());
+
+  test("the guest runs with la57, and vmsight reads 5-level paging and a direct map below 0xffff800000000000", async () => {
+    const flags = await g.serial.command("grep -o -w la57 /proc/cpuinfo | head -1");
+    assert.equal(flags.trim(), "la57", "TCG's -cpu max offers LA57 and the kernel turned it on");
+    const [k] = await cliJson<{ pagingLevels: number; pageOffsetBase: string }[]>([
+      "--qmp",
+      g.qmpSocket,
+      "kernel",
+    ]);
+    assert.equal(k!.pagingLevels, 5);
+    assert.ok(BigInt(k!.pageOffsetBase) < 0xffff800000000000n, `direct map at ${k!.pageOffsetBase}`);
+  });
+
+  test("ps equals the guest's own /proc view", () => checkPs(g));
+  test("pids equals ps", () => checkPids(g));
+  test("threads equal the guest's own /proc view", () => checkThreads(g));
+  test("lsmod equals /proc/modules", () => checkLsmod(g));
+  test("maps of two workload processes equal /proc/PID/maps", () => checkMaps(g));
 });

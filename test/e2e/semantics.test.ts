@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { ensureKernel } from "../../src/guests/kernels.js";
 import { cliJson } from "../support/cli.js";
-import { type Ps, assertPsMatchesView, eventually, reconcileState, transient } from "../support/compare.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
+import { checkLsmod, checkMaps, checkPids, checkPs, checkThreads } from "../support/semantics-checks.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
 
@@ -21,113 +21,15 @@ for (const kernelId of KERNELS) {
     });
     after(async () => g?.stop());
 
-    test("ps: every pid, ppid, uid, state, comm and cmdline", async () => {
-      await eventually(g, async (view) => {
-        const ours = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
-        assertPsMatchesView(ours, view);
-        assert.ok(ours.some((p) => p.comm === "my worker 1"));
-        assert.ok(ours.some((p) => p.comm === "abcdefghijklmno"));
-        assert.ok(
-          ours.some(
-            (p) => p.comm === "averyveryverylo" && p.cmdline === "workload name averyveryverylongname",
-          ),
-        );
-      });
-    });
+    test("ps: every pid, ppid, uid, state, comm and cmdline", () => checkPs(g));
 
-    test("pids: the PID namespace's view of the processes equals the task list's", async () => {
-      await eventually(g, async () => {
-        const ps = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
-        const pids = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "pids"]);
-        assert.deepEqual(pids, ps);
-      });
-    });
+    test("pids: the PID namespace's view of the processes equals the task list's", () => checkPids(g));
 
-    test("threads: every task of every process, with its tgid", async () => {
-      await eventually(g, async (view) => {
-        const ours = await cliJson<{ tid: number; tgid: number; state: string; comm: string }[]>([
-          "--qmp",
-          g.qmpSocket,
-          "threads",
-        ]);
-        const skip = transient(view);
-        const theirs = [...view.threads.entries()]
-          .filter(([tgid]) => !skip.has(tgid))
-          .flatMap(([, tasks]) =>
-            tasks.map((t) => ({ tid: t.pid, tgid: t.tgid, state: t.state, comm: t.comm })),
-          )
-          .sort((a, b) => a.tgid - b.tgid || a.tid - b.tid);
-        const byTid = new Map(theirs.map((t) => [t.tid, t]));
-        const kthreads = new Set(view.processes.filter((p) => p.ppid === 2).map((p) => p.pid));
-        assert.deepEqual(
-          ours.map((t) =>
-            reconcileState(
-              { tid: t.tid, tgid: t.tgid, state: t.state, comm: t.comm },
-              byTid.get(t.tid),
-              kthreads.has(t.tgid),
-            ),
-          ),
-          theirs,
-        );
-        const threaded = ours.filter((t) => t.tgid === view.roles.get("threads"));
-        assert.equal(threaded.length, 5);
-      });
-    });
+    test("threads: every task of every process, with its tgid", () => checkThreads(g));
 
-    test("lsmod: names, sizes, states and base addresses of /proc/modules", async () => {
-      const view = await g.view();
-      const ours = await cliJson<{ name: string; base: string; size: number; state: string }[]>([
-        "--qmp",
-        g.qmpSocket,
-        "lsmod",
-      ]);
-      assert.deepEqual(
-        ours.map((m) => ({ name: m.name, size: m.size, state: m.state, base: BigInt(m.base) })),
-        view.modules.map((m) => ({ name: m.name, size: m.size, state: m.state, base: m.address })),
-      );
-      assert.equal(ours.length, 3);
-    });
+    test("lsmod: names, sizes, states and base addresses of /proc/modules", () => checkLsmod(g));
 
-    test("maps: two workload processes, line for line", async () => {
-      const view = await g.view();
-      for (const role of ["memwrite", "threads"]) {
-        const pid = view.roles.get(role)!;
-        const ours = await cliJson<
-          {
-            start: string;
-            end: string;
-            perms: string;
-            offset: string;
-            dev: string;
-            inode: string;
-            path: string;
-          }[]
-        >(["--qmp", g.qmpSocket, "maps", String(pid)]);
-        const theirs = view.maps.get(pid)!;
-        assert.ok(theirs.length > 3, `the guest printed maps for ${role}`);
-        assert.deepEqual(
-          ours.map((m) => ({
-            start: BigInt(m.start),
-            end: BigInt(m.end),
-            perms: m.perms,
-            offset: BigInt(m.offset),
-            dev: m.dev,
-            inode: BigInt(m.inode),
-            path: m.path,
-          })),
-          theirs.map((m) => ({
-            start: m.start,
-            end: m.end,
-            perms: m.perms,
-            offset: m.offset,
-            dev: m.dev,
-            inode: m.inode,
-            path: m.path,
-          })),
-          `maps of ${role} (pid ${pid})`,
-        );
-      }
-    });
+    test("maps: two workload processes, line for line", () => checkMaps(g));
 
     test("kernel: the release the guest reports, KASLR on, symbols and types from memory", async () => {
       const view = await g.view();

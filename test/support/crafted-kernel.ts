@@ -1,8 +1,9 @@
 import { AddressSpace } from "../../src/arch/x86/address-space.js";
-import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
+import { type PagingFormat, X86_64_4LEVEL, X86_64_5LEVEL } from "../../src/arch/x86/formats.js";
 import { PageTableBuilder } from "../../src/arch/x86/page-table-builder.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
 import type { KernelContext, Symbols } from "../../src/os/linux/context.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { type PhysAddr, type VirtAddr, pa, va } from "../../src/util/address.js";
 import { FaultError, VmsightError } from "../../src/util/errors.js";
@@ -184,6 +185,8 @@ export const MINIMAL_PROFILE: LayoutSpec = {
 };
 
 export const DEFAULT_PAGE_OFFSET = 0xffff888000000000n;
+/** A randomised 5-level direct map as a Debian 6.12 guest under `-cpu max` had it. */
+export const LA57_PAGE_OFFSET = 0xff2ffac280000000n;
 export const IMAGE_BASE = 0xffffffff81000000n;
 const IMAGE_PHYS = 0x3000000n;
 const IMAGE_SIZE = 2 << 20;
@@ -198,6 +201,8 @@ export interface CraftedKernelOptions {
   readonly layout?: LayoutSpec;
   readonly heapSize?: number;
   readonly pageOffset?: bigint;
+  /** 5: 5-level page tables (CR4.LA57), with the direct map where such kernels put it. */
+  readonly levels?: 4 | 5;
 }
 
 export type MemberValue = number | bigint | string | Uint8Array;
@@ -208,6 +213,7 @@ export class CraftedKernel {
   readonly symbols = new FakeSymbols();
   readonly pageOffset: bigint;
   readonly kernel: AddressSpace;
+  readonly format: PagingFormat;
   private readonly pt: PageTableBuilder;
   private readonly heapEnd: bigint;
   private heapLow = HEAP_PHYS;
@@ -217,16 +223,18 @@ export class CraftedKernel {
 
   constructor(opts: CraftedKernelOptions = {}) {
     this.layout = new FakeLayout(opts.layout ?? LINUX_6_1);
-    this.pageOffset = opts.pageOffset ?? DEFAULT_PAGE_OFFSET;
+    const five = opts.levels === 5;
+    this.format = five ? X86_64_5LEVEL : X86_64_4LEVEL;
+    this.pageOffset = opts.pageOffset ?? (five ? LA57_PAGE_OFFSET : DEFAULT_PAGE_OFFSET);
     this.heapEnd = HEAP_PHYS + BigInt(opts.heapSize ?? 16 << 20);
     this.heapHigh = this.heapEnd;
     this.mem.map(HEAP_PHYS, Number(this.heapEnd - HEAP_PHYS), "heap");
     this.mem.map(IMAGE_PHYS, IMAGE_SIZE, "kernel image");
-    this.pt = new PageTableBuilder(this.mem, "4-level");
+    this.pt = new PageTableBuilder(this.mem, five ? "5-level" : "4-level");
     for (let off = 0n; off < DIRECT_MAP_SIZE; off += 2n << 20n)
       this.pt.map(this.pageOffset + off, off, 2 << 20);
     this.pt.map(IMAGE_BASE, IMAGE_PHYS, IMAGE_SIZE);
-    this.kernel = new AddressSpace(this.mem, X86_64_4LEVEL, this.pt.root);
+    this.kernel = new AddressSpace(this.mem, this.format, this.pt.root);
   }
 
   /** A kernel address nothing maps (its PDPTE is not present). */
@@ -240,9 +248,10 @@ export class CraftedKernel {
       kernel: this.kernel,
       layout,
       symbols: this.symbols,
+      bounds: addressBounds(this.format),
       pageOffset: this.pageOffset,
       perCpuOffsets: [0n],
-      userSpace: (pgd) => new AddressSpace(this.mem, X86_64_4LEVEL, this.directToPhys(pgd)),
+      userSpace: (pgd) => new AddressSpace(this.mem, this.format, this.directToPhys(pgd)),
       directToPhys: (addr) => this.directToPhys(addr),
     };
   }
@@ -364,7 +373,7 @@ export class CraftedKernel {
     if (this.userSpaces >= MAX_USER_SPACES)
       throw new VmsightError("E_BUILDER", "too many crafted user spaces");
     const tableBase = USER_TABLES + BigInt(this.userSpaces++) * BigInt(USER_TABLE_PAGES) * PAGE;
-    const pt = new PageTableBuilder(this.mem, "4-level", { tableBase, maxTables: USER_TABLE_PAGES });
+    const pt = new PageTableBuilder(this.mem, this.pt.mode, { tableBase, maxTables: USER_TABLE_PAGES });
     return new CraftedUserSpace(this, pt, va(this.pageOffset + pt.root));
   }
 
@@ -392,7 +401,7 @@ export class CraftedUserSpace {
       this.pt.map(page, this.ck.allocPage().phys, 4096, { user: true, nx: true });
       this.mapped.add(page);
     }
-    const space = new AddressSpace(this.ck.mem, X86_64_4LEVEL, this.ck.directToPhys(this.pgd), {
+    const space = new AddressSpace(this.ck.mem, this.ck.format, this.ck.directToPhys(this.pgd), {
       cacheSize: 0,
     });
     space.write(va(uva), data);

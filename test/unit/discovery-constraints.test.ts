@@ -6,9 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { OffsetDiscovery } from "../../src/discovery/constraints.js";
 import { ringNodes } from "../../src/discovery/rules/reader.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import { noise } from "../support/noise.js";
 
 const L = {
@@ -56,6 +58,7 @@ interface UserSpace {
 
 /** Sparse kernel memory, per-process user memory, and the rights of module pages. */
 class World implements GuestView {
+  readonly bounds = addressBounds(X86_64_4LEVEL);
   private readonly regions: { addr: bigint; bytes: Buffer }[] = [];
   readonly users = new Map<bigint, UserSpace>();
   readonly execPages = new Set<bigint>();

@@ -5,11 +5,11 @@ import { readRelocatedKernel, waitForRelocatedKallsyms } from "../../src/discove
 import type { ResidentRam } from "../../src/discovery/resident.js";
 import { ensureKernel } from "../../src/guests/kernels.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
-import { parseElf64 } from "../../src/util/elf.js";
 import { layoutElfImage } from "../../src/symbols/kallsyms/elf-image.js";
 import { type KallsymsLayout, recoverKallsymsWithLayout } from "../../src/symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../src/symbols/kallsyms/table.js";
 import { pa } from "../../src/util/address.js";
+import { parseElf64 } from "../../src/util/elf.js";
 import { VmsightError } from "../../src/util/errors.js";
 
 /**

@@ -1,11 +1,12 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
 /**
  * The kthread-name members on a crafted kernel laid out like Debian's 6.1 (struct kthread with
  * threadfn at 16, data at 24, full_name at 104; struct worker with task at 64, pool at 72,
  * desc[24] at 116, rescue_wq at 144). Every object is followed by a neighbour of the same kind,
  * as in a slab: rules must not take a neighbour's bytes for the object's own.
  */
-import assert from "node:assert/strict";
-import { test } from "node:test";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { Candidates } from "../../src/discovery/candidates.js";
 import {
   type KthreadFacts,
@@ -13,6 +14,7 @@ import {
   type KthreadTask,
 } from "../../src/discovery/rules/kernel-threads.js";
 import type { GuestView, PageRights, PageRun } from "../../src/discovery/types.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 
 const WORKER_THREAD = 0xffffffff81090000n;
 const RESCUER_THREAD = 0xffffffff81091000n;
@@ -25,6 +27,7 @@ const PF_WQ_WORKER = 0x20;
 const PF_KTHREAD = 0x00200000;
 
 class Memory implements GuestView {
+  readonly bounds = addressBounds(X86_64_4LEVEL);
   private readonly regions: { addr: bigint; bytes: Buffer }[] = [];
   private next = 0xffff888000100000n;
 

@@ -5,8 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { OffsetDiscovery } from "../../src/discovery/constraints.js";
 import type { GuestView, KernelFacts } from "../../src/discovery/types.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import { noise } from "../support/noise.js";
 
 const HEAD = 0xffffffff82030000n;
@@ -14,6 +16,7 @@ const TASK = 0xffff888000100000n;
 const MOD_AREA = 0xffffffffc0000000n;
 
 class Memory implements GuestView {
+  readonly bounds = addressBounds(X86_64_4LEVEL);
   private readonly regions: { addr: bigint; bytes: Buffer }[] = [];
   alloc(addr: bigint, bytes: Buffer): Buffer {
     this.regions.push({ addr, bytes });

@@ -6,8 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { formatModulesLine, listModules } from "../../src/os/linux/modules.js";
-import type { VirtAddr } from "../../src/util/address.js";
+import {
+  formatModulesLine,
+  listModules,
+  sysfsModules,
+  unlistedModuleWarnings,
+} from "../../src/os/linux/modules.js";
+import { type VirtAddr, va } from "../../src/util/address.js";
 import { GuestDataError } from "../../src/util/errors.js";
 import { CraftedKernel } from "../support/crafted-kernel.js";
 import { Builder, LAYOUT_6_1, LAYOUT_6_12, type LayoutTable, fakeLayout } from "../support/crafted-maps.js";
@@ -187,5 +192,70 @@ describe("/proc/modules", () => {
     const secondUse = m.k.kernel.readU64(firstUse as VirtAddr);
     m.k.writeU64(secondUse, firstUse);
     assert.throws(() => m.lines(), GuestDataError);
+  });
+});
+
+describe("sysfs against the modules list", () => {
+  /** kset.list at 0; module_kobject: kobj (kobject, entry at 8) at 0, mod at 64. */
+  const table: LayoutTable = {
+    ...LAYOUT_6_12,
+    offsets: {
+      ...LAYOUT_6_12.offsets,
+      "kset.list": 0,
+      "kobject.entry": 8,
+      "module_kobject.kobj": 0,
+      "module_kobject.mod": 64,
+    },
+  };
+
+  /** A module_kset holding a module_kobject for each of `mods` (0n: built-in parameters only). */
+  function sysfs(m: Modules, mods: readonly bigint[]): void {
+    const kset = m.k.alloc(64);
+    m.k.listInit(kset);
+    for (const mod of mods) {
+      const mk = m.k.alloc(128);
+      m.k.writeU64(mk + 64n, mod);
+      const last = m.k.kernel.readU64(va(kset + 8n));
+      m.k.writeU64(mk + 8n, kset);
+      m.k.writeU64(mk + 16n, last);
+      m.k.writeU64(last, mk + 8n);
+      m.k.writeU64(kset + 8n, mk + 8n);
+    }
+    const variable = m.k.alloc(8);
+    m.k.writeU64(variable, kset);
+    m.k.symbols.table.set("module_kset", variable);
+  }
+
+  test("a module list_del'd from the modules list but left in sysfs is named; a sound guest gives nothing", () => {
+    const m = new Modules(table);
+    const sizes = [4096, 0, 0, 0, 0, 0, 0];
+    const crc7 = m.add({ name: "crc7", base: 0xffffffffc02c8000n, sizes });
+    const dummy = m.add({ name: "dummy", base: 0xffffffffc02d4000n, sizes });
+    sysfs(m, [0n, crc7, dummy]);
+    const ctx = m.k.context(fakeLayout(table));
+    assert.deepEqual(
+      sysfsModules(ctx).map((x) => x.name),
+      ["crc7", "dummy"],
+    );
+    assert.deepEqual(unlistedModuleWarnings(ctx, listModules(ctx)), []);
+    // list_del(&dummy->list): the newest module, right after the head.
+    const node = dummy + BigInt(table.offsets["module.list"]!);
+    const next = m.k.kernel.readU64(va(node));
+    m.k.writeU64(m.head, next);
+    m.k.writeU64(next + 8n, m.head);
+    assert.deepEqual(
+      listModules(ctx).map((x) => x.name),
+      ["crc7"],
+    );
+    assert.deepEqual(unlistedModuleWarnings(ctx, listModules(ctx)), [
+      `module dummy (struct module 0x${dummy.toString(16)}) is in sysfs (module_kset) but not on the modules list: unlinked from it`,
+    ]);
+  });
+
+  test("without module_kset in the symbols there is no second view, and no warning", () => {
+    const m = new Modules(table);
+    m.add({ name: "crc7", base: 0xffffffffc02c8000n, sizes: [4096, 0, 0, 0, 0, 0, 0] });
+    const ctx = m.k.context(fakeLayout(table));
+    assert.deepEqual(sysfsModules(ctx), []);
   });
 });

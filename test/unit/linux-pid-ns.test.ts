@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { AddressSpace } from "../../src/arch/x86/address-space.js";
+import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
 import type { KernelContext } from "../../src/os/linux/context.js";
 import { pidNamespaceEntries, xarrayEntries } from "../../src/os/linux/pid-ns.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { type VirtAddr, pa } from "../../src/util/address.js";
 import { GuestDataError } from "../../src/util/errors.js";
@@ -54,6 +56,7 @@ function craft() {
   const ctx: KernelContext = {
     kernel: AddressSpace.identity(mem),
     layout,
+    bounds: addressBounds(X86_64_4LEVEL),
     symbols: {
       findAddress: (n) => (n === "init_pid_ns" ? ns : undefined),
       getAddress: (n) => (n === "init_pid_ns" ? ns : assert.fail(n)),
@@ -118,4 +121,24 @@ test("hostile idr data: a looping node, a bad shift, a pid whose number disagree
   liar.u64(leaf + 40n + 9n * 8n, p);
   liar.u64(liar.ns + 8n, leaf + 2n);
   assert.throws(() => pidNamespaceEntries(liar.ctx), /says 5 but sits at idr index 9/);
+});
+
+test("an unreadable struct pid and a garbage task link are GuestDataErrors naming the pid", () => {
+  const gone = craft();
+  const leaf = gone.alloc(40 + 64 * 8);
+  gone.u64(leaf + 40n + 3n * 8n, BASE + (4n << 20n)); // a kernel pointer past the buffer
+  gone.u64(gone.ns + 8n, leaf + 2n);
+  assert.throws(
+    () => pidNamespaceEntries(gone.ctx),
+    (e: unknown) =>
+      e instanceof GuestDataError && /struct pid 0x[0-9a-f]+ \(idr index 3\) is unreadable/.test(e.message),
+  );
+
+  const garbage = craft();
+  const [p] = garbage.pid(7);
+  garbage.u64(p + 40n, 0x4141414141414141n);
+  const slots = garbage.alloc(40 + 64 * 8);
+  garbage.u64(slots + 40n + 7n * 8n, p);
+  garbage.u64(garbage.ns + 8n, slots + 2n);
+  assert.throws(() => pidNamespaceEntries(garbage.ctx), /pid 7: tasks\[PIDTYPE_PID\] 0x4141414141414141/);
 });

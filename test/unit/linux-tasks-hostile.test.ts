@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { readCmdline } from "../../src/os/linux/process-memory.js";
-import { listAllThreads, listTasks, listThreads, readTask } from "../../src/os/linux/tasks.js";
+import {
+  listAllThreads,
+  listTasks,
+  listThreads,
+  nrProcesses,
+  readTask,
+  taskListWarnings,
+} from "../../src/os/linux/tasks.js";
 import { va } from "../../src/util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../src/util/errors.js";
 import {
@@ -195,3 +202,27 @@ test("readCmdline: a garbage mm or an argument range outside user space is a Gue
 function ctxPgd(t: CraftedTasks, mm: bigint): bigint {
   return t.ck.kernel.readU64(va(mm + BigInt(LINUX_6_1.mm_struct!.members.pgd![0])));
 }
+
+test("a process list_del'd from the tasks list: process_counts still counts it, and the warning says so", () => {
+  const { ck, t, ctx } = setup();
+  const counter = ck.defineSymbol("process_counts", 8);
+  t.addTask({ pid: 1, comm: "init" });
+  const hidden = t.addTask({ pid: 2, comm: "hidden" });
+  t.addTask({ pid: 3, comm: "shown" });
+  ck.writeU64(counter, 3n); // per-CPU offset 0: the one CPU's counter is the symbol itself
+  assert.deepEqual(taskListWarnings(ctx, listTasks(ctx).length), []);
+  const node = hidden + TASKS;
+  const next = ck.kernel.readU64(va(node));
+  const prev = ck.kernel.readU64(va(node + 8n));
+  ck.writeU64(prev, next);
+  ck.writeU64(next + 8n, prev);
+  const listed = listTasks(ctx);
+  assert.deepEqual(
+    listed.map((x) => x.pid),
+    [1, 3],
+  );
+  assert.equal(nrProcesses(ctx), 3);
+  assert.deepEqual(taskListWarnings(ctx, listed.length), [
+    "the task_struct.tasks list has 2 processes but the kernel counts 3 (process_counts): some are unlinked from the list; `vmsight pids` lists them",
+  ]);
+});

@@ -87,7 +87,9 @@ export class IdRules {
    */
   private threadChild(ev: TaskEvent): void {
     const { obs, cur } = ev;
-    const ptrs = [...new Set(obs.pointers)].filter((p) => isKernelPointer(p) && p !== cur.addr);
+    const ptrs = [...new Set(obs.pointers)].filter(
+      (p) => isKernelPointer(p, obs.view.bounds) && p !== cur.addr,
+    );
     const objs = ptrs.map((p) => this.ctx.readTask(obs.view, p)).filter((o): o is Obj => o !== undefined);
     const lastPid = this.lastChild.get("task_struct.pid")!;
     const ok = (t: number, p: number) =>

@@ -1,5 +1,5 @@
 import { PF_KTHREAD, PF_WQ_WORKER } from "../../os/linux/task-name.js";
-import { isKernelPointer } from "../../os/linux/walk.js";
+import { type AddressBounds, isKernelPointer } from "../../os/linux/walk.js";
 import { type Candidates, offsetRange } from "../candidates.js";
 import type { GuestView } from "../types.js";
 import { TASK_COMM_LEN } from "./abi.js";
@@ -103,7 +103,7 @@ export class KthreadNames {
     }));
     const data = this.kthreadData(view, workers, fn);
     this.fullName(view, tasks, wp);
-    if (data !== undefined) this.workerMembers(workers);
+    if (data !== undefined) this.workerMembers(workers, view.bounds);
   }
 
   private threadFns(): bigint[] {
@@ -123,7 +123,10 @@ export class KthreadNames {
     const users = tasks.filter((t) => (t.flags & PF_KTHREAD) === 0 && t.mm !== 0n);
     // One rule, cheapest test first: the struct reads are for the few offsets that get there.
     c.filter(k, "a kworker's struct kthread holds its thread function; a user process has none", (o) => {
-      if (!users.every((t) => t.u64(o) === 0n) || !kworkers.every((t) => isKernelPointer(t.u64(o))))
+      if (
+        !users.every((t) => t.u64(o) === 0n) ||
+        !kworkers.every((t) => isKernelPointer(t.u64(o), view.bounds))
+      )
         return false;
       const structs = kworkers.map((t) => readStruct(view, t.u64(o)));
       return (
@@ -163,7 +166,7 @@ export class KthreadNames {
     const nameAt = (s: Buffer, o: number) => {
       const p = s.readBigUInt64LE(o);
       if (p === 0n) return null;
-      const b = isKernelPointer(p) ? view.read(p, NAME_MAX) : undefined;
+      const b = isKernelPointer(p, view.bounds) ? view.read(p, NAME_MAX) : undefined;
       if (!b) return undefined;
       // /proc shows at most 63 bytes of it, so a longer name may end past what is read.
       const nul = b.indexOf(0);
@@ -185,7 +188,7 @@ export class KthreadNames {
     if (kept.length > 0) c.replace(k, "the full name of kthreads whose comm is cut", kept);
   }
 
-  private workerMembers(all: readonly Worker[]): void {
+  private workerMembers(all: readonly Worker[], bounds: AddressBounds): void {
     const c = this.c;
     const workers = all.filter((w) => w.struct !== undefined);
     const structs = workers.map((w) => w.struct!);
@@ -198,7 +201,7 @@ export class KthreadNames {
       "declared after worker.task; set in pool workers, NULL in idle rescuers",
       (o) =>
         o === taskAt + 8 &&
-        pool.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o))) &&
+        pool.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o), bounds)) &&
         rescuers.every((w) => w.struct!.readBigUInt64LE(o) === 0n),
     );
     const desc = descOffset(structs, taskAt + 16);
@@ -210,7 +213,7 @@ export class KthreadNames {
         .filter(
           (o) =>
             o >= desc + DESC_MIN &&
-            rescuers.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o))) &&
+            rescuers.every((w) => isKernelPointer(w.struct!.readBigUInt64LE(o), bounds)) &&
             pool.every((w) => w.struct!.readBigUInt64LE(o) === 0n),
         );
       if (after.length > 0) c.replace("worker.rescue_wq", "set in rescuers only, after desc", [after[0]!]);
@@ -220,7 +223,7 @@ export class KthreadNames {
       "first after the 16-byte idle-list union; NULL or a work item",
       (o) =>
         o === 16 &&
-        structs.every((s) => s.readBigUInt64LE(o) === 0n || isKernelPointer(s.readBigUInt64LE(o))),
+        structs.every((s) => s.readBigUInt64LE(o) === 0n || isKernelPointer(s.readBigUInt64LE(o), bounds)),
     );
   }
 
@@ -233,7 +236,7 @@ export class KthreadNames {
 }
 
 function readStruct(view: GuestView, p: bigint): Buffer | undefined {
-  return isKernelPointer(p) ? view.read(p, SPAN) : undefined;
+  return isKernelPointer(p, view.bounds) ? view.read(p, SPAN) : undefined;
 }
 
 function u64Bytes(v: bigint): Buffer {

@@ -17,7 +17,7 @@ export function mmPointers(ctx: RuleContext, ev: TaskEvent): void {
   const { cur, idle, child, all } = ev;
   if (c.done("task_struct.mm", "task_struct.active_mm") && (!ctx.groups.has("mm") || c.done("mm_struct.pgd")))
     return;
-  const ptrOrNull = (v: bigint) => v === 0n || (isKernelPointer(v) && v % 8n === 0n);
+  const ptrOrNull = (v: bigint) => v === 0n || (isKernelPointer(v, ev.obs.view.bounds) && v % 8n === 0n);
   // Over every task only once few candidates are left: early, the creator and child suffice.
   const seen = (k: string) => (c.get(k).length <= 16 ? all : all.filter((t) => t === cur || t === child));
   for (const k of ["task_struct.mm", "task_struct.active_mm"]) {
@@ -63,7 +63,7 @@ function pgdRule(ctx: RuleContext, obs: Observation, cur: Obj): void {
     { key: "mm_struct.pgd", rule: "active_mm's pgd is CR3" },
     (a, p) => {
       const mm = cur.u64(a);
-      return isKernelPointer(mm) && pgdOf(mm, p) === obs.cr3Root;
+      return isKernelPointer(mm, obs.view.bounds) && pgdOf(mm, p) === obs.cr3Root;
     },
   );
 }
@@ -81,7 +81,7 @@ export function mmRules(ctx: RuleContext, obs: Observation, cur: Obj): void {
   const pgdOff = c.one("mm_struct.pgd");
   if (mmOff === undefined || pgdOff === undefined || c.done(...MM_MEMBERS)) return;
   const mmAddr = cur.u64(mmOff);
-  if (!isKernelPointer(mmAddr)) return;
+  if (!isKernelPointer(mmAddr, obs.view.bounds)) return;
   const bytes = obs.view.read(mmAddr, MM_EXTENT);
   if (!bytes) return;
   const mm = Obj.of(mmAddr, bytes);

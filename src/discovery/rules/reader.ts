@@ -84,7 +84,7 @@ export function ringNodes(
     const b = view.read(node, 8);
     if (!b) return undefined;
     const next = b.readBigUInt64LE(0);
-    if (!isKernelPointer(next)) return undefined;
+    if (!isKernelPointer(next, view.bounds)) return undefined;
     if (checkBack) {
       const back = view.read(next + 8n, 8);
       if (!back || back.readBigUInt64LE(0) !== node) return undefined;

@@ -189,7 +189,7 @@ export class TaskRules {
       const next = t.u64(o);
       const prev = t.u64(o + 8);
       if (next === self || prev === self) return next === self && prev === self;
-      return isKernelPointer(next) && isKernelPointer(prev);
+      return isKernelPointer(next, ev.obs.view.bounds) && isKernelPointer(prev, ev.obs.view.bounds);
     };
     if (child) {
       c.filter(k, "child's queue is empty", (o) => {

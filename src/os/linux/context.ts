@@ -1,6 +1,7 @@
 import type { AddressSpace } from "../../arch/x86/address-space.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import type { PhysAddr, VirtAddr } from "../../util/address.js";
+import type { AddressBounds } from "./walk.js";
 
 /** What the object model needs to know about a kernel symbol table. */
 export interface Symbols {
@@ -17,6 +18,8 @@ export interface KernelContext {
   readonly kernel: AddressSpace;
   readonly layout: StructLayout;
   readonly symbols: Symbols;
+  /** Where the kernel half starts under the paging mode of the kernel's page tables. */
+  readonly bounds: AddressBounds;
   /** Randomised base of the direct map (`page_offset_base`): phys + this = kernel virtual. */
   readonly pageOffset: bigint;
   /** The address space of a process whose `mm->pgd` (a direct-map virtual address) is given. */

@@ -68,7 +68,7 @@ function offsets(ctx: KernelContext): Offsets {
 }
 
 function ptr(ctx: KernelContext, addr: bigint, what: string): VirtAddr {
-  return checkKernelPointer(ctx.kernel.readU64(va(addr)), what);
+  return checkKernelPointer(ctx.kernel.readU64(va(addr)), ctx.bounds, what);
 }
 
 /** A dentry's name as `prepend_name()` copies it: `d_name.len` bytes, stopping at a NUL. */
@@ -141,7 +141,9 @@ function syntheticName(
   if (o.dOp === undefined || o.dDname === undefined) return undefined;
   const op = ctx.kernel.readU64(va(dentry + o.dOp));
   if (op === 0n) return undefined;
-  const fn = ctx.kernel.readU64(va(checkKernelPointer(op, `d_op of dentry ${hex(dentry)}`) + o.dDname));
+  const fn = ctx.kernel.readU64(
+    va(checkKernelPointer(op, ctx.bounds, `d_op of dentry ${hex(dentry)}`) + o.dDname),
+  );
   if (fn === 0n) return undefined;
   // A pseudo filesystem that is mounted names its root through the mount, not d_dname.
   const isRoot = ctx.kernel.readU64(va(dentry + o.dParent)) === dentry;

@@ -16,12 +16,15 @@ import type { StructLayout } from "../../symbols/layout.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
 import { GuestDataError, VmsightError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
+import { addressBounds } from "./walk.js";
 
 /** The non-randomised link address of `_text` on x86-64 (__START_KERNEL). */
 export const DEFAULT_TEXT = 0xffffffff81000000n;
 /** KASLR places the kernel image somewhere in this 1 GiB window (KERNEL_IMAGE_SIZE). */
 const IMAGE_WINDOW = { start: 0xffffffff80000000n, end: 0xffffffffc0000000n };
 const MAX_IMAGE = 256 << 20;
+/** The direct map's base without KASLR (`__PAGE_OFFSET_BASE_L4`/`_L5`). */
+const DEFAULT_PAGE_OFFSET = { 4: 0xffff888000000000n, 5: 0xff11000000000000n } as const;
 /** A BTF blob larger than this in a guest is a corrupted pointer, not a kernel. */
 const MAX_BTF = 64 << 20;
 
@@ -94,8 +97,8 @@ export function discoverKernel(
     const a = symbols.findAddress(name);
     return a === undefined ? undefined : kernel.readU64(va(a));
   };
-  const pageOffset =
-    readVar("page_offset_base") ?? (format.vaBits === 57 ? 0xff11000000000000n : 0xffff888000000000n);
+  const bounds = addressBounds(format);
+  const pageOffset = readVar("page_offset_base") ?? DEFAULT_PAGE_OFFSET[bounds.levels];
   const perCpuOffsets = readPerCpuOffsets(kernel, symbols);
   const bannerAddr = symbols.findAddress("linux_banner");
   const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
@@ -110,6 +113,7 @@ export function discoverKernel(
     kernel,
     layout,
     symbols,
+    bounds,
     format,
     pageOffset,
     perCpuOffsets,
@@ -121,7 +125,7 @@ export function discoverKernel(
     physBase: BigInt.asIntN(64, physBase),
     vmallocBase: readVar("vmalloc_base"),
     vmemmapBase: readVar("vmemmap_base"),
-    pagingLevels: format.vaBits === 57 ? 5 : 4,
+    pagingLevels: bounds.levels,
     typeCount: btf?.typeCount ?? 0,
     timings,
   };
@@ -191,18 +195,4 @@ function readPerCpuOffsets(kernel: AddressSpace, symbols: SymbolTable): bigint[]
   const n = nrAddr === undefined ? 1 : kernel.readU32(va(nrAddr));
   if (n < 1 || n > 8192) throw new GuestDataError(`implausible nr_cpu_ids ${n}`);
   return Array.from({ length: n }, (_, i) => kernel.readU64(va(array + BigInt(i * 8))));
-}
-
-/** `current` on a CPU: the per-CPU `current_task` (6.1) or `pcpu_hot.current_task` (6.2+). */
-export function currentTask(k: KernelInfo, cpu: number): VirtAddr {
-  const base = k.perCpuOffsets[cpu];
-  if (base === undefined) throw new VmsightError("E_CPU", `no per-CPU area for CPU ${cpu}`);
-  const direct = k.symbols.findAddress("current_task");
-  const hot = k.symbols.findAddress("pcpu_hot");
-  const off =
-    direct ??
-    (hot === undefined ? undefined : hot + BigInt(k.layout.findOffset("pcpu_hot", "current_task") ?? 0));
-  if (off === undefined)
-    throw new VmsightError("E_SYMBOL_UNKNOWN", "neither current_task nor pcpu_hot is known");
-  return va(k.kernel.readU64(va(base + off)));
 }

@@ -144,7 +144,7 @@ function* walkNode(w: Walk, enode: bigint, min: bigint, max: bigint, depth: numb
   if (type > MapleType.Arange64)
     throw new GuestDataError(`maple node ${hex(enode)} has unknown type ${type}`);
   if (depth > w.maxDepth) throw new GuestDataError(`maple tree is deeper than ${w.maxDepth} levels`);
-  if (!isKernelPointer(node))
+  if (!isKernelPointer(node, w.ctx.bounds))
     throw new GuestDataError(`maple node pointer ${hex(enode)} is not a kernel pointer`);
   if (w.seen.has(node)) throw new GuestDataError(`maple tree reaches node ${hex(node)} twice (a loop)`);
   if (w.seen.size >= w.maxNodes) throw new GuestDataError(`maple tree has more than ${w.maxNodes} nodes`);

@@ -1,9 +1,10 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { GuestDataError } from "../../util/errors.js";
+import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
 import { type DPathOptions, dPath, escapePath } from "./dpath.js";
 import { type MapleTreeOptions, mapleTreeEntries } from "./maple-tree.js";
-import { checkKernelPointer } from "./walk.js";
+import { chainForEach, checkKernelPointer } from "./walk.js";
 
 /**
  * /proc/<pid>/maps from outside the guest: `show_map_vma()` of fs/proc/task_mmu.c applied to
@@ -68,8 +69,8 @@ const MAX_MAP_COUNT = 1 << 20;
 export function kernelVersion(ctx: KernelContext): { major: number; minor: number } | undefined {
   const addr = ctx.symbols.findAddress("linux_banner");
   if (addr === undefined) return undefined;
-  const m = /^Linux version (\d+)\.(\d+)/.exec(ctx.kernel.readCString(va(addr), 64));
-  return m ? { major: Number(m[1]), minor: Number(m[2]) } : undefined;
+  const v = parseBanner(ctx.kernel.readCString(va(addr), 64));
+  return v?.major === undefined || v.minor === undefined ? undefined : { major: v.major, minor: v.minor };
 }
 
 const atLeast = (v: { major: number; minor: number }, major: number, minor: number) =>
@@ -109,7 +110,7 @@ export function vmaAddresses(ctx: KernelContext, mm: VirtAddr, opts: ListVmasOpt
     const start = BigInt(L.offsetof("vm_area_struct", "vm_start"));
     const end = BigInt(L.offsetof("vm_area_struct", "vm_end"));
     for (const e of mapleTreeEntries(ctx, root, opts.mapleTree)) {
-      const vma = checkKernelPointer(e.entry, `mm_mt entry at ${hex(e.index)}`);
+      const vma = checkKernelPointer(e.entry, ctx.bounds, `mm_mt entry at ${hex(e.index)}`);
       const s = ctx.kernel.readU64(va(vma + start));
       const t = ctx.kernel.readU64(va(vma + end));
       if (s !== e.index || t - 1n !== e.last) {
@@ -121,16 +122,9 @@ export function vmaAddresses(ctx: KernelContext, mm: VirtAddr, opts: ListVmasOpt
     }
     return out;
   }
-  const next = BigInt(L.offsetof("vm_area_struct", "vm_next"));
-  const seen = new Set<bigint>();
-  let vma = ctx.kernel.readU64(va(mm + BigInt(L.offsetof("mm_struct", "mmap"))));
-  while (vma !== 0n) {
-    const v = checkKernelPointer(vma, `VMA list of mm ${hex(mm)}`);
-    if (seen.has(v)) throw new GuestDataError(`VMA list of mm ${hex(mm)} loops back to ${hex(v)}`);
-    seen.add(v);
-    push(v);
-    vma = ctx.kernel.readU64(va(v + next));
-  }
+  const first = va(mm + BigInt(L.offsetof("mm_struct", "mmap")));
+  const next = L.offsetof("vm_area_struct", "vm_next");
+  for (const v of chainForEach(ctx, first, `vm_area_struct.vm_next (mm ${hex(mm)})`, next)) push(v);
   return out;
 }
 
@@ -144,7 +138,7 @@ interface MmInfo {
 export function listVmas(ctx: KernelContext, source: VmaSource, opts: ListVmasOptions = {}): VmaRow[] {
   const mmAddr = mmOf(ctx, source);
   if (mmAddr === 0n) return [];
-  const mm = checkKernelPointer(mmAddr, "task mm");
+  const mm = checkKernelPointer(mmAddr, ctx.bounds, "task mm");
   const L = ctx.layout;
   const field = (p: string) => ctx.kernel.readU64(va(mm + BigInt(L.offsetof("mm_struct", p))));
   const info: MmInfo = { brk: field("brk"), startBrk: field("start_brk"), startStack: field("start_stack") };
@@ -256,7 +250,7 @@ class VmaReader {
     const base = { vma, start, end, flags, perms: permsOf(flags) };
     const file = u64(this.o.file);
     if (file !== 0n) {
-      const f = this.fileInfo(checkKernelPointer(file, `vm_file of VMA ${hex(vma)}`));
+      const f = this.fileInfo(checkKernelPointer(file, this.ctx.bounds, `vm_file of VMA ${hex(vma)}`));
       const offset = BigInt.asUintN(64, u64(this.o.pgoff) << 12n);
       return { ...base, offset, dev: formatDev(f.dev), inode: f.ino, path: escapePath(f.path), kind: "file" };
     }
@@ -286,18 +280,18 @@ class VmaReader {
       this.opsName === undefined
         ? undefined
         : this.ctx.kernel.readU64(
-            va(checkKernelPointer(ops, `vm_ops of VMA ${hex(vma)}`) + BigInt(this.opsName)),
+            va(checkKernelPointer(ops, this.ctx.bounds, `vm_ops of VMA ${hex(vma)}`) + BigInt(this.opsName)),
           );
     if (fn === 0n) return undefined;
     const is = (fnName: string, opsName: string) =>
       (fn !== undefined && fn === this.sym(fnName)) || ops === this.sym(opsName);
     if (is("special_mapping_name", "special_mapping_vmops")) {
-      const sm = checkKernelPointer(priv, `vm_special_mapping of VMA ${hex(vma)}`);
+      const sm = checkKernelPointer(priv, this.ctx.bounds, `vm_special_mapping of VMA ${hex(vma)}`);
       const name = this.ctx.kernel.readU64(
         va(sm + BigInt(this.ctx.layout.offsetof("vm_special_mapping", "name"))),
       );
       return this.ctx.kernel.readCString(
-        checkKernelPointer(name, `special mapping name of VMA ${hex(vma)}`),
+        checkKernelPointer(name, this.ctx.bounds, `special mapping name of VMA ${hex(vma)}`),
         256,
       );
     }
@@ -312,10 +306,12 @@ class VmaReader {
     const pathAt = (p: bigint) => ({
       mnt: checkKernelPointer(
         k.readU64(va(p + BigInt(L.offsetof("path", "mnt")))),
+        this.ctx.bounds,
         `path.mnt of file ${hex(file)}`,
       ),
       dentry: checkKernelPointer(
         k.readU64(va(p + BigInt(L.offsetof("path", "dentry")))),
+        this.ctx.bounds,
         `path.dentry of file ${hex(file)}`,
       ),
     });
@@ -325,9 +321,10 @@ class VmaReader {
       path = pathAt(file + this.backing.userPath);
       inode = k.readU64(va(path.dentry + BigInt(L.offsetof("dentry", "d_inode"))));
     }
-    const ino = checkKernelPointer(inode, `inode of file ${hex(file)}`);
+    const ino = checkKernelPointer(inode, this.ctx.bounds, `inode of file ${hex(file)}`);
     const sb = checkKernelPointer(
       k.readU64(va(ino + BigInt(L.offsetof("inode", "i_sb")))),
+      this.ctx.bounds,
       `i_sb of ${hex(ino)}`,
     );
     return {

@@ -105,7 +105,7 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
   const span =
     Math.max(nameAt + nameLen, rule.base, ...rule.sizes, refcnt ?? 0, init ?? 0, exit ?? 0, taints ?? 0) + 8;
   const rows: ModuleRow[] = [];
-  for (const mod of listForEachEntry(ctx, head, "module", "list", opts.maxModules ?? 1 << 16)) {
+  for (const mod of listForEachEntry(ctx, head, "module", "list", { max: opts.maxModules ?? 1 << 16 })) {
     const b = ctx.kernel.read(mod, span);
     const stateValue = BigInt(b.readInt32LE(off("state")));
     if (stateValue === states.unformed) continue;
@@ -131,6 +131,45 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
   return rows;
 }
 
+/**
+ * The loaded modules sysfs knows (/sys/module/NAME): each kobject on `module_kset`'s list is the
+ * `kobj` of a struct module_kobject whose `mod` is the module (NULL for built-in code that only
+ * has parameters). It does not depend on the `modules` list: a module list_del'd from it (a
+ * rootkit hiding itself) but left in sysfs is here and not in listModules(). Empty when the
+ * symbol or the members are unknown (an offsets profile without them).
+ */
+export function sysfsModules(ctx: KernelContext): { addr: VirtAddr; name: string }[] {
+  const L = ctx.layout;
+  const ksetVar = ctx.symbols.findAddress("module_kset");
+  const listAt = L.findOffset("kset", "list");
+  const kobjAt = L.findOffset("module_kobject", "kobj");
+  const modAt = L.findOffset("module_kobject", "mod");
+  if (ksetVar === undefined || listAt === undefined || kobjAt === undefined || modAt === undefined) return [];
+  const kset = checkKernelPointer(ctx.kernel.readU64(va(ksetVar)), ctx.bounds, "module_kset");
+  const nameAt = BigInt(L.offsetof("module", "name"));
+  const nameLen = L.memberSize("module", "name") ?? 56;
+  const out: { addr: VirtAddr; name: string }[] = [];
+  for (const kobj of listForEachEntry(ctx, va(kset + BigInt(listAt)), "kobject", "entry")) {
+    const mk = kobj - BigInt(kobjAt);
+    const mod = ctx.kernel.readU64(va(mk + BigInt(modAt)));
+    if (mod === 0n) continue;
+    const addr = checkKernelPointer(mod, ctx.bounds, `module_kobject ${hex(mk)} mod`);
+    out.push({ addr, name: readFixedString(ctx.kernel.read(va(addr + nameAt), nameLen), 0, nameLen) });
+  }
+  return out;
+}
+
+/** Modules in sysfs but not on the modules list: one line each saying so. */
+export function unlistedModuleWarnings(ctx: KernelContext, listed: readonly ModuleRow[]): string[] {
+  const known = new Set(listed.map((m) => m.addr));
+  return sysfsModules(ctx)
+    .filter((m) => !known.has(m.addr))
+    .map(
+      (m) =>
+        `module ${m.name} (struct module ${hex(m.addr)}) is in sysfs (module_kset) but not on the modules list: unlinked from it`,
+    );
+}
+
 function stateValues(ctx: KernelContext): { coming: bigint; going: bigint; unformed: bigint } {
   const e = (n: string, d: bigint) => ctx.layout.findEnumValue(n) ?? d;
   return {
@@ -148,8 +187,12 @@ function users(ctx: KernelContext, mod: VirtAddr, max: number): string[] {
   const nameAt = BigInt(L.offsetof("module", "name"));
   const nameLen = L.memberSize("module", "name") ?? 56;
   const out: string[] = [];
-  for (const use of listForEachEntry(ctx, head, "module_use", "source_list", max)) {
-    const user = checkKernelPointer(ctx.kernel.readU64(va(use + source)), `module_use ${hex(use)} source`);
+  for (const use of listForEachEntry(ctx, head, "module_use", "source_list", { max })) {
+    const user = checkKernelPointer(
+      ctx.kernel.readU64(va(use + source)),
+      ctx.bounds,
+      `module_use ${hex(use)} source`,
+    );
     out.push(readFixedString(ctx.kernel.read(va(user + nameAt), nameLen), 0, nameLen));
   }
   return out;

@@ -1,5 +1,5 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
-import { GuestDataError } from "../../util/errors.js";
+import { FaultError, GuestDataError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
 import { isKernelPointer } from "./walk.js";
 
@@ -37,15 +37,19 @@ export function* xarrayEntries(
     }
     if (entry < 4096n) return;
     const node = entry - 2n;
-    if (!isKernelPointer(node)) throw new GuestDataError(`xarray node ${hex(node)} is not a kernel pointer`);
+    if (!isKernelPointer(node, ctx.bounds))
+      throw new GuestDataError(`xarray node ${hex(node)} is not a kernel pointer`);
     if (depth > MAX_DEPTH) throw new GuestDataError(`xarray deeper than ${MAX_DEPTH} levels at ${hex(node)}`);
     if (seen.has(node) || seen.size >= MAX_NODES)
       throw new GuestDataError(`xarray node ${hex(node)} revisited or too many nodes`);
     seen.add(node);
-    const shift = BigInt(ctx.kernel.readU8(va(node + shiftAt)));
+    const bytes = guestRead(`xarray node ${hex(node)}`, () => ({
+      shift: BigInt(ctx.kernel.readU8(va(node + shiftAt))),
+      slots: ctx.kernel.read(va(node + slotsAt), XA_CHUNK * 8),
+    }));
+    const { shift, slots } = bytes;
     if (shift > 60n || shift % 6n !== 0n)
       throw new GuestDataError(`xarray node ${hex(node)} has shift ${shift}`);
-    const slots = ctx.kernel.read(va(node + slotsAt), XA_CHUNK * 8);
     for (let i = 0; i < XA_CHUNK; i++) {
       yield* visit(slots.readBigUInt64LE(i * 8), base + (BigInt(i) << shift), depth + 1);
     }
@@ -61,20 +65,38 @@ export function* xarrayEntries(
 export function pidNamespaceEntries(ctx: KernelContext): PidEntry[] {
   const L = ctx.layout;
   const ns = ctx.symbols.getAddress("init_pid_ns");
-  const head = ctx.kernel.readU64(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_rt.xa_head"))));
-  const base = BigInt(ctx.kernel.readU32(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_base")))));
+  const { head, base } = guestRead("init_pid_ns", () => ({
+    head: ctx.kernel.readU64(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_rt.xa_head")))),
+    base: BigInt(ctx.kernel.readU32(va(ns + BigInt(L.offsetof("pid_namespace", "idr.idr_base"))))),
+  }));
   const nrAt = BigInt(L.offsetof("pid", "numbers") + L.offsetof("upid", "nr"));
   const tasksAt = BigInt(L.offsetof("pid", "tasks") + PIDTYPE_PID * 8);
   const linkAt = BigInt(L.offsetof("task_struct", "pid_links") + PIDTYPE_PID * L.sizeof("hlist_node"));
   const out: PidEntry[] = [];
   for (const { index, entry } of xarrayEntries(ctx, head)) {
-    if (!isKernelPointer(entry)) throw new GuestDataError(`pid idr slot ${index} holds ${hex(entry)}`);
-    const nr = ctx.kernel.readU32(va(entry + nrAt));
+    if (!isKernelPointer(entry, ctx.bounds))
+      throw new GuestDataError(`pid idr slot ${index} holds ${hex(entry)}`);
+    const { nr, first } = guestRead(`struct pid ${hex(entry)} (idr index ${index + base})`, () => ({
+      nr: ctx.kernel.readU32(va(entry + nrAt)),
+      first: ctx.kernel.readU64(va(entry + tasksAt)),
+    }));
     if (BigInt(nr) !== index + base) {
       throw new GuestDataError(`struct pid ${hex(entry)} says ${nr} but sits at idr index ${index + base}`);
     }
-    const first = ctx.kernel.readU64(va(entry + tasksAt));
+    if (first !== 0n && !isKernelPointer(first - linkAt, ctx.bounds)) {
+      throw new GuestDataError(`pid ${nr}: tasks[PIDTYPE_PID] ${hex(first)} is not a task's pid_links`);
+    }
     out.push({ nr, pid: va(entry), task: first === 0n ? undefined : va(first - linkAt) });
   }
   return out;
+}
+
+/** Runs guest reads; a fault becomes a GuestDataError naming the object that could not be read. */
+function guestRead<T>(what: string, read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    if (!(error instanceof FaultError)) throw error;
+    throw new GuestDataError(`${what} is unreadable`, { cause: error });
+  }
 }

@@ -3,7 +3,7 @@ import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
-import { checkKernelPointer } from "./walk.js";
+import { type AddressBounds, checkKernelPointer, isUserAddress } from "./walk.js";
 
 /**
  * /proc/<pid>/cmdline and /proc/<pid>/environ, read from the process's own pages through its
@@ -26,8 +26,6 @@ export interface ProcessStrings {
 }
 
 export const MAX_PROCESS_STRINGS = 128 * 1024;
-/** Above this, an address is not in the user half of a 4- or 5-level address space. */
-const USER_END = 0x0100000000000000n;
 const PAGE = BigInt(PAGE_SIZE);
 
 /** What readCmdline/readEnviron need of a task: its mm (0 for kernel threads). */
@@ -62,16 +60,16 @@ export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
   if (task.mm === 0n) return EMPTY;
   const mm = readMm(ctx, task.mm);
   if (mm.argStart >= mm.argEnd) return EMPTY;
-  const space = ctx.userSpace(checkKernelPointer(mm.pgd, `mm ${hex(task.mm)} pgd`));
+  const space = ctx.userSpace(checkKernelPointer(mm.pgd, ctx.bounds, `mm ${hex(task.mm)} pgd`));
   let envEnd = mm.envEnd;
   if (mm.envStart !== mm.argEnd || mm.envEnd < mm.envStart) envEnd = mm.argEnd;
-  const whole = readUserRange(space, mm.argStart, mm.argEnd - mm.argStart);
+  const whole = readUserRange(space, ctx.bounds, mm.argStart, mm.argEnd - mm.argStart);
   // Read in one go first: a complete argv ending in NUL (nearly every process) is the answer.
   const complete = !whole.partial && !whole.truncated;
   const last = complete ? whole.bytes[whole.bytes.length - 1] : readUserByte(space, mm.argEnd - 1n);
   if (last !== undefined && last !== 0) {
     const len = envEnd - mm.argStart < PAGE ? envEnd - mm.argStart : PAGE;
-    const r = readUserRange(space, mm.argStart, len);
+    const r = readUserRange(space, ctx.bounds, mm.argStart, len);
     const nul = r.bytes.indexOf(0);
     // get_mm_proctitle() includes the NUL when it found one.
     return nul < 0 ? r : finish(r.bytes.subarray(0, nul + 1), false, false, undefined);
@@ -84,8 +82,8 @@ export function readEnviron(ctx: KernelContext, task: HasMm): ProcessStrings {
   if (task.mm === 0n) return EMPTY;
   const mm = readMm(ctx, task.mm);
   if (mm.envStart >= mm.envEnd) return EMPTY;
-  const space = ctx.userSpace(checkKernelPointer(mm.pgd, `mm ${hex(task.mm)} pgd`));
-  return readUserRange(space, mm.envStart, mm.envEnd - mm.envStart);
+  const space = ctx.userSpace(checkKernelPointer(mm.pgd, ctx.bounds, `mm ${hex(task.mm)} pgd`));
+  return readUserRange(space, ctx.bounds, mm.envStart, mm.envEnd - mm.envStart);
 }
 
 const mmOffsetsCache = new WeakMap<StructLayout, readonly number[]>();
@@ -108,7 +106,7 @@ function mmOffsets(L: StructLayout): readonly number[] {
 }
 
 function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
-  const mm = checkKernelPointer(mmPtr, "task mm");
+  const mm = checkKernelPointer(mmPtr, ctx.bounds, "task mm");
   const offs = mmOffsets(ctx.layout);
   const start = Math.min(...offs);
   const b = ctx.kernel.read(va(mm + BigInt(start)), Math.max(...offs) + 8 - start);
@@ -132,8 +130,13 @@ function readUserByte(space: AddressSpace, addr: bigint): number | undefined {
 }
 
 /** Reads page by page so one missing page keeps the pages before it. */
-function readUserRange(space: AddressSpace, start: bigint, length: bigint): ProcessStrings {
-  if (start >= USER_END || start + length > USER_END) {
+function readUserRange(
+  space: AddressSpace,
+  bounds: AddressBounds,
+  start: bigint,
+  length: bigint,
+): ProcessStrings {
+  if (!isUserAddress(start, bounds) || start + length > bounds.userEnd) {
     throw new GuestDataError(`user range ${hex(start)}+${hex(length)} is outside user space`);
   }
   const truncated = length > BigInt(MAX_PROCESS_STRINGS);

@@ -80,12 +80,12 @@ function kthreadComm(ctx: KernelContext, t: NameInputs): string {
 }
 
 function kthreadName(ctx: KernelContext, k: KthreadFields | undefined, comm: string): string {
-  if (!k?.fullName || !isKernelPointer(k.fullName)) return clip(comm);
+  if (!k?.fullName || !isKernelPointer(k.fullName, ctx.bounds)) return clip(comm);
   return readStringBytes(ctx.kernel, va(k.fullName), TCOMM_SIZE - 1).bytes.toString("latin1");
 }
 
 function readKthread(ctx: KernelContext, ptr: bigint | undefined): KthreadFields | undefined {
-  if (ptr === undefined || !isKernelPointer(ptr)) return undefined;
+  if (ptr === undefined || !isKernelPointer(ptr, ctx.bounds)) return undefined;
   const data = ctx.layout.findOffset("kthread", "data");
   const fullName = ctx.layout.findOffset("kthread", "full_name");
   const present = [data, fullName].filter((o): o is number => o !== undefined);
@@ -107,7 +107,8 @@ interface WorkerFields {
 function wqWorkerComm(ctx: KernelContext, t: NameInputs, style: WorkerIdStyle): string {
   const k = readKthread(ctx, t.kthread);
   // kthread_data(task): the worker_thread() argument, the struct worker.
-  const w = k?.data !== undefined && isKernelPointer(k.data) ? readWorker(ctx, k.data) : undefined;
+  const w =
+    k?.data !== undefined && isKernelPointer(k.data, ctx.bounds) ? readWorker(ctx, k.data) : undefined;
   if (!w) return clip(t.comm);
   let base: string;
   if (style === "comm") base = clip(t.comm);

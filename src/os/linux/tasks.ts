@@ -1,6 +1,7 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
 import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
@@ -202,7 +203,7 @@ function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[
   const ids = taskOffsets(ctx.layout).credIds;
   const none = { uid: undefined, gid: undefined, euid: undefined };
   if (cred === undefined || ids === undefined) return none;
-  if (!isKernelPointer(cred)) {
+  if (!isKernelPointer(cred, ctx.bounds)) {
     warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
     return none;
   }
@@ -230,7 +231,7 @@ function parentTgid(
 ): number {
   const hit = known.get(raw.realParent);
   if (hit !== undefined) return hit;
-  if (!isKernelPointer(raw.realParent)) {
+  if (!isKernelPointer(raw.realParent, ctx.bounds)) {
     warnings.push(`real_parent ${hex(raw.realParent)} is not a kernel pointer`);
     return 0;
   }
@@ -315,6 +316,31 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   return raws.map((r) => toTaskInfo(ctx, r, known, opts));
 }
 
+/**
+ * `nr_processes()`: the sum over possible CPUs of the per-CPU `process_counts`, which
+ * copy_process() raises and __unhash_process() lowers exactly where a thread-group leader joins
+ * and leaves init_task.tasks. Undefined without the symbol or the per-CPU offsets.
+ */
+export function nrProcesses(ctx: KernelContext): number | undefined {
+  const counter = ctx.symbols.findAddress("process_counts");
+  if (counter === undefined || ctx.perCpuOffsets.length === 0) return undefined;
+  let sum = 0n;
+  for (const base of ctx.perCpuOffsets) sum += ctx.kernel.readU64(va(base + counter));
+  return Number(BigInt.asIntN(64, sum));
+}
+
+/**
+ * On a paused guest the tasks list holds exactly nr_processes() entries: fewer means a process
+ * was unlinked from it (the PID namespace still has it: `vmsight pids`).
+ */
+export function taskListWarnings(ctx: KernelContext, listed: number): string[] {
+  const counted = nrProcesses(ctx);
+  if (counted === undefined || counted === listed) return [];
+  return [
+    `the task_struct.tasks list has ${listed} processes but the kernel counts ${counted} (process_counts): ${counted > listed ? "some are unlinked from the list; `vmsight pids` lists them" : "the list holds tasks the kernel does not count"}`,
+  ];
+}
+
 /** Addresses of the threads of `task`'s thread group, in list order. */
 export function threadAddresses(ctx: KernelContext, task: VirtAddr): VirtAddr[] {
   const L = ctx.layout;
@@ -327,6 +353,7 @@ export function threadAddresses(ctx: KernelContext, task: VirtAddr): VirtAddr[] 
   ) {
     const signal = checkKernelPointer(
       ctx.kernel.readU64(va(task + BigInt(signalOff))),
+      ctx.bounds,
       `signal of task ${hex(task)}`,
     );
     return [...listForEachEntry(ctx, va(signal + BigInt(headOff)), "task_struct", "thread_node")];
@@ -391,8 +418,8 @@ export function kernelRelease(ctx: KernelContext): string {
   const banner = ctx.symbols.findAddress("linux_banner");
   if (banner !== undefined) {
     const text = readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes.toString("latin1");
-    const m = /^Linux version (\S+)/.exec(text);
-    if (m) return m[1]!;
+    const parsed = parseBanner(text);
+    if (parsed) return parsed.release;
     throw new GuestDataError(`${problem}, and linux_banner does not start with "Linux version"`);
   }
   throw new VmsightError("E_SYMBOL_UNKNOWN", `kernel release: ${problem}, and linux_banner is unknown`);
@@ -401,6 +428,6 @@ export function kernelRelease(ctx: KernelContext): string {
 /** `/proc/cmdline`: the string `saved_command_line` points to. */
 export function kernelCommandLine(ctx: KernelContext): string {
   const ptr = ctx.kernel.readU64(va(ctx.symbols.getAddress("saved_command_line")));
-  const str = checkKernelPointer(ptr, "saved_command_line");
+  const str = checkKernelPointer(ptr, ctx.bounds, "saved_command_line");
   return readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes.toString("latin1");
 }
