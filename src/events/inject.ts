@@ -20,6 +20,7 @@
  * gives the callee is the alignment it expects.
  */
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
+import { type AddressBounds, isKernelPointer } from "../os/linux/walk.js";
 import type { RawTrap, StoppedCpu, TrapClient, TrapCore, TrapStop } from "../qemu/traps.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
@@ -37,8 +38,6 @@ export const SAVED_REGISTERS = [...GENERAL_REGISTERS, "rip", "eflags"] as const;
 
 export const ARG_REGISTERS = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"] as const;
 
-/** The kernel half of x86-64 (4- and 5-level paging alike): text and stacks live up there. */
-const KERNEL_HALF = 0xff00000000000000n;
 const U64 = 1n << 64n;
 
 export interface CallFrame {
@@ -62,7 +61,12 @@ function need(saved: ReadonlyMap<string, bigint>, name: string): bigint {
  * registers, call `call` and come back to `hook`. Pure: refuses anything but a stop at the hook
  * entry on a kernel stack.
  */
-export function planCall(saved: ReadonlyMap<string, bigint>, call: KernelCall, hook: bigint): CallFrame {
+export function planCall(
+  saved: ReadonlyMap<string, bigint>,
+  call: KernelCall,
+  hook: bigint,
+  bounds: AddressBounds,
+): CallFrame {
   const rip = need(saved, "rip");
   const rsp = need(saved, "rsp");
   if (rip !== hook) {
@@ -71,10 +75,10 @@ export function planCall(saved: ReadonlyMap<string, bigint>, call: KernelCall, h
       `the vCPU is at ${hex(rip)}, not at the hook entry ${hex(hook)}`,
     );
   }
-  if (rsp < KERNEL_HALF || rsp % 8n !== 0n) {
+  if (!isKernelPointer(rsp, bounds) || rsp % 8n !== 0n) {
     throw new VmsightError("E_INJECT_PLACE", `rsp ${hex(rsp)} is not an aligned kernel stack address`);
   }
-  if (call.fn < KERNEL_HALF || call.fn >= U64) {
+  if (!isKernelPointer(call.fn, bounds) || call.fn >= U64) {
     throw new VmsightError("E_INJECT_CALL", `${call.name} at ${hex(call.fn)} is not kernel text`);
   }
   if (call.args.length > ARG_REGISTERS.length) {
@@ -116,6 +120,8 @@ export type TrapDecision = { readonly calls: readonly KernelCall[] } | "skip";
 export interface InjectOptions {
   /** Entry of a `void f(void)` kernel function that runs often in a safe context. */
   readonly hook: bigint;
+  /** The guest's kernel half (its paging mode): stacks and text must lie there. */
+  readonly bounds: AddressBounds;
   /** Called with the VM stopped at the hook: the last moment to check guest state. */
   onTrap(ctx: TrapContext): Promise<TrapDecision> | TrapDecision;
   /** How long to wait for the hook to run (default 5 s). */
@@ -213,7 +219,7 @@ async function run(core: TrapCore, opts: InjectOptions, state: CallState): Promi
   const results: CallResult[] = [];
   let passedThrough = 0;
   for (const call of calls) {
-    const frame = planCall(saved, call, hook);
+    const frame = planCall(saved, call, hook, opts.bounds);
     const c0 = performance.now();
     await cpu.selectThread("g", thread);
     await cpu.writeMemory(frame.returnSlot, le64(frame.returnAddress));

@@ -272,6 +272,7 @@ export async function sendByCall(env: InjectEnv, target: KillTarget, signal: Sig
   let vanished = false;
   const r = await injectCalls(env.traps, {
     hook,
+    bounds: env.k.bounds,
     ...(env.abort ? { signal: env.abort } : {}),
     ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
     // The task_struct pointer is only safe to pass while the task is still listed: it is freed
@@ -327,6 +328,7 @@ export async function writeAndWake(
   let woken: TaskInfo | undefined;
   const r = await injectCalls(env.traps, {
     hook,
+    bounds: env.k.bounds,
     ...(env.abort ? { signal: env.abort } : {}),
     ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
     onTrap: () => {

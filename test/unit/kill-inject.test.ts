@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { X86_64_4LEVEL, X86_64_5LEVEL } from "../../src/arch/x86/formats.js";
 import {
   type KernelCall,
   SAVED_REGISTERS,
@@ -13,11 +14,13 @@ import {
   planCall,
   planRestore,
 } from "../../src/events/inject.js";
+import { addressBounds } from "../../src/os/linux/walk.js";
 import { TrapCore, type TrapGdb } from "../../src/qemu/traps.js";
 import type { StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
 
 const HOOK = 0xffffffff81a0c0d0n;
+const BOUNDS = addressBounds(X86_64_4LEVEL);
 const FN = 0xffffffff81b00000n;
 const ELSEWHERE = 0xffffffff81234567n;
 const RSP = 0xffffc90000403f48n;
@@ -148,7 +151,11 @@ function assertRegistersEqual(actual: Map<string, bigint>, expected: Map<string,
 describe("injected kernel calls", () => {
   test("calls with the arguments in rdi, rsi, rdx, rcx and comes back with every register restored", async () => {
     const cpu = new FakeCpu({ arrivals: [true], fn: () => 0xfffffffdn });
-    const r = await injectCalls(new TrapCore(cpu), { hook: HOOK, onTrap: () => ({ calls: [CALL] }) });
+    const r = await injectCalls(new TrapCore(cpu), {
+      hook: HOOK,
+      bounds: BOUNDS,
+      onTrap: () => ({ calls: [CALL] }),
+    });
     assert.equal(cpu.calls.length, 1);
     assert.deepEqual(cpu.calls[0]!.slice(0, 4), [9n, 1n, 0xffff888004c8a000n, 1n]);
     assert.equal(cpu.mem.get(RSP - 8n), HOOK, "return address pushed just below the hook's rsp");
@@ -169,6 +176,7 @@ describe("injected kernel calls", () => {
     });
     const r = await injectCalls(new TrapCore(cpu), {
       hook: HOOK,
+      bounds: BOUNDS,
       onTrap: () => ({ calls: [CALL, { ...CALL, name: "second", args: [42n] }] }),
     });
     assert.deepEqual(seen, [9n, 42n]);
@@ -185,6 +193,7 @@ describe("injected kernel calls", () => {
     let traps = 0;
     await injectCalls(new TrapCore(cpu), {
       hook: HOOK,
+      bounds: BOUNDS,
       onTrap: () => (++traps === 1 ? "skip" : { calls: [CALL] }),
     });
     assert.equal(traps, 2);
@@ -195,7 +204,11 @@ describe("injected kernel calls", () => {
 
   test("no calls: nothing changes but the breakpoint comes out", async () => {
     const cpu = new FakeCpu({ arrivals: [true] });
-    const r = await injectCalls(new TrapCore(cpu), { hook: HOOK, onTrap: () => ({ calls: [] }) });
+    const r = await injectCalls(new TrapCore(cpu), {
+      hook: HOOK,
+      bounds: BOUNDS,
+      onTrap: () => ({ calls: [] }),
+    });
     assert.deepEqual(r.calls, []);
     assert.deepEqual(cpu.calls, []);
     assertRegistersEqual(cpu.regs, cpu.arrivalRegs[0]!);
@@ -206,7 +219,12 @@ describe("injected kernel calls", () => {
     const cpu = new FakeCpu({ arrivals: [false] });
     const before = new Map(cpu.regs);
     await assert.rejects(
-      injectCalls(new TrapCore(cpu), { hook: HOOK, trapTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), {
+        hook: HOOK,
+        bounds: BOUNDS,
+        trapTimeoutMs: 30,
+        onTrap: () => ({ calls: [CALL] }),
+      }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INJECT_TIMEOUT",
     );
     assert.ok(cpu.events.includes("interrupt"));
@@ -219,7 +237,12 @@ describe("injected kernel calls", () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 20);
     await assert.rejects(
-      injectCalls(new TrapCore(cpu), { hook: HOOK, signal: ac.signal, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), {
+        hook: HOOK,
+        bounds: BOUNDS,
+        signal: ac.signal,
+        onTrap: () => ({ calls: [CALL] }),
+      }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INTERRUPTED",
     );
     assert.equal(cpu.breakpoints.size, 0);
@@ -229,7 +252,12 @@ describe("injected kernel calls", () => {
   test("a call that does not come back is left to return by itself: registers not overwritten", async () => {
     const cpu = new FakeCpu({ arrivals: [true], fn: () => "hang" });
     await assert.rejects(
-      injectCalls(new TrapCore(cpu), { hook: HOOK, callTimeoutMs: 30, onTrap: () => ({ calls: [CALL] }) }),
+      injectCalls(new TrapCore(cpu), {
+        hook: HOOK,
+        bounds: BOUNDS,
+        callTimeoutMs: 30,
+        onTrap: () => ({ calls: [CALL] }),
+      }),
       (e: unknown) => e instanceof VmsightError && e.code === "E_INJECT_TIMEOUT",
     );
     assert.equal(cpu.regs.get("rip"), FN, "still inside the function, as the guest would be");
@@ -242,6 +270,7 @@ describe("injected kernel calls", () => {
     await assert.rejects(
       injectCalls(new TrapCore(cpu), {
         hook: HOOK,
+        bounds: BOUNDS,
         onTrap: () => {
           throw new VmsightError("E_GUEST_DATA", "boom");
         },
@@ -255,7 +284,7 @@ describe("injected kernel calls", () => {
 
 describe("call and restore plans", () => {
   test("call frame: arguments, rsp one slot lower, rip last", () => {
-    const f = planCall(hookRegisters(), CALL, HOOK);
+    const f = planCall(hookRegisters(), CALL, HOOK, BOUNDS);
     assert.deepEqual(f.registers, [
       ["rdi", 9n],
       ["rsi", 1n],
@@ -267,21 +296,30 @@ describe("call and restore plans", () => {
     assert.equal(f.returnSlot, RSP - 8n);
     assert.equal(f.rspAfterReturn, RSP);
   });
+  test("the kernel half follows the paging mode: a 5-level stack is refused under 4-level bounds", () => {
+    const la57 = hookRegisters();
+    la57.set("rsp", 0xff2ffac281214ab0n);
+    assert.equal(planCall(la57, CALL, HOOK, addressBounds(X86_64_5LEVEL)).returnSlot, 0xff2ffac281214aa8n);
+    assert.throws(() => planCall(la57, CALL, HOOK, BOUNDS), /kernel stack/);
+  });
   test("refuses a stop elsewhere than the hook entry, a user or misaligned stack, too many arguments", () => {
     const off = hookRegisters();
     off.set("rip", HOOK + 1n);
-    assert.throws(() => planCall(off, CALL, HOOK), /not at the hook entry/);
+    assert.throws(() => planCall(off, CALL, HOOK, BOUNDS), /not at the hook entry/);
     const user = hookRegisters();
     user.set("rsp", 0x7ffd12345678n);
-    assert.throws(() => planCall(user, CALL, HOOK), /kernel stack/);
+    assert.throws(() => planCall(user, CALL, HOOK, BOUNDS), /kernel stack/);
     const odd = hookRegisters();
     odd.set("rsp", RSP + 4n);
-    assert.throws(() => planCall(odd, CALL, HOOK), /kernel stack/);
+    assert.throws(() => planCall(odd, CALL, HOOK, BOUNDS), /kernel stack/);
     assert.throws(
-      () => planCall(hookRegisters(), { ...CALL, args: [1n, 2n, 3n, 4n, 5n, 6n, 7n] }, HOOK),
+      () => planCall(hookRegisters(), { ...CALL, args: [1n, 2n, 3n, 4n, 5n, 6n, 7n] }, HOOK, BOUNDS),
       /at most 6/,
     );
-    assert.throws(() => planCall(hookRegisters(), { ...CALL, fn: 0x401000n }, HOOK), /not kernel text/);
+    assert.throws(
+      () => planCall(hookRegisters(), { ...CALL, fn: 0x401000n }, HOOK, BOUNDS),
+      /not kernel text/,
+    );
   });
   test("restore covers every general register, rip and eflags", () => {
     const r = planRestore(hookRegisters());

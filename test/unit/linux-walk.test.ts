@@ -1,7 +1,7 @@
 /** The one list walker: its two shapes, and what each policy does with a broken list. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { BrokenListError, chainForEach, listForEachEntry } from "../../src/os/linux/walk.js";
+import { BrokenListError, chainForEach, listForEach, listForEachEntry } from "../../src/os/linux/walk.js";
 import { va } from "../../src/util/address.js";
 import { CraftedKernel, LINUX_6_1 } from "../support/crafted-kernel.js";
 
@@ -85,4 +85,17 @@ test("a pointer out of the kernel or into unmapped memory ends the walk at that 
   );
   assert.deepEqual([...chainForEach(ctx, va(ck.unmapped), "item.next", 8, stop)], []);
   assert.match(warned[1]!, /item\.next list node 0x[0-9a-f]+ is unreadable/);
+});
+
+test("checkBack: a node whose prev does not point back breaks the walk; a sound ring passes", () => {
+  const { ck, ctx, head, all } = items(3);
+  const mem = { readU64: (a: bigint) => ctx.kernel.readU64(va(a)), bounds: ctx.bounds };
+  const nodes = all.map((item) => item + 16n);
+  assert.deepEqual([...listForEach(mem, head, "ring", { checkBack: true })], nodes);
+  ck.writeU64(nodes[1]! + 8n, head); // item 1's prev skips item 0: next/prev disagree
+  assert.deepEqual([...listForEach(mem, head, "ring")], nodes, "without checkBack only next is followed");
+  assert.throws(() => [...listForEach(mem, head, "ring", { checkBack: true })], /does not point back/);
+  ck.writeU64(nodes[1]! + 8n, nodes[0]!);
+  ck.writeU64(head + 8n, nodes[0]!); // the head's prev names the first node, not the last
+  assert.throws(() => [...listForEach(mem, head, "ring", { checkBack: true })], /head does not point back/);
 });

@@ -19,8 +19,6 @@ export const MODULE_STATE_UNFORMED = 3;
 /** Auxiliary vector key whose value (bprm->exec) equals env_end: see the env_end rule. */
 export const AT_EXECFN = 31n;
 export const PAGE = 4096n;
-/** Above this nothing is user space, with 4- or 5-level paging. */
-export const USER_END = 0x0100000000000000n;
 /** Module mappings: MODULES_VADDR..MODULES_END on x86-64, whatever the image size. */
 export const MODULES_START = 0xffffffffa0000000n;
 export const MODULES_END = 0xffffffffff000000n;
@@ -43,5 +41,4 @@ export const MAX_JOINT_WALKS = 4096;
 export const MAX_MODULES = 4096;
 export const MAX_SEEN_TASKS = 1 << 16;
 
-export const isUser = (v: bigint): boolean => v > 0n && v < USER_END;
 export const roundUp = (v: bigint): bigint => ((v + PAGE - 1n) / PAGE) * PAGE;

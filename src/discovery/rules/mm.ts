@@ -1,7 +1,7 @@
-import { isKernelPointer } from "../../os/linux/walk.js";
+import { isKernelPointer, isUserAddress } from "../../os/linux/walk.js";
 import { MM_MEMBERS } from "../members.js";
 import type { GuestView, Observation } from "../types.js";
-import { AT_EXECFN, MAX_ARGS, MAX_JOINT, MAX_JOINT_WALKS, MM_EXTENT, PAGE, isUser, roundUp } from "./abi.js";
+import { AT_EXECFN, MAX_ARGS, MAX_JOINT, MAX_JOINT_WALKS, MM_EXTENT, PAGE, roundUp } from "./abi.js";
 import type { RuleContext, TaskEvent } from "./context.js";
 import { keepAgreeing } from "./joint.js";
 import { Obj } from "./reader.js";
@@ -102,6 +102,7 @@ export function mmRules(ctx: RuleContext, obs: Observation, cur: Obj): void {
     return r !== undefined && (!r.user || r.executable);
   };
   const byteAt = (a: bigint) => obs.view.readUser(pgd, a, 1)?.[0];
+  const isUser = (v: bigint) => v > 0n && isUserAddress(v, obs.view.bounds);
 
   c.filter("mm_struct.start_code", "first byte of user code", (o) => {
     const v = mm.u64(o);

@@ -1,4 +1,5 @@
-import { isKernelPointer, readFixedString } from "../../os/linux/walk.js";
+import { type LinkMemory, isKernelPointer, listForEach, readFixedString } from "../../os/linux/walk.js";
+import { FaultError } from "../../util/errors.js";
 import type { GuestView } from "../types.js";
 import { MAX_CODE_PAGES, PAGE, roundUp } from "./abi.js";
 
@@ -78,22 +79,25 @@ export function ringNodes(
   max: number,
   checkBack = true,
 ): bigint[] | undefined {
-  const out: bigint[] = [];
-  let node = head;
-  for (let i = 0; i <= max; i++) {
-    const b = view.read(node, 8);
-    if (!b) return undefined;
-    const next = b.readBigUInt64LE(0);
-    if (!isKernelPointer(next, view.bounds)) return undefined;
-    if (checkBack) {
-      const back = view.read(next + 8n, 8);
-      if (!back || back.readBigUInt64LE(0) !== node) return undefined;
-    }
-    if (next === head) return out;
-    out.push(next);
-    node = next;
-  }
-  return undefined;
+  let broken = false;
+  const warn = () => {
+    broken = true;
+  };
+  const policy = { onBroken: "stop", max, checkBack, warn } as const;
+  const nodes = [...listForEach(linkView(view), head, "candidate ring", policy)];
+  return broken ? undefined : nodes;
+}
+
+/** The booting guest's memory as the list walker reads it: a hole is a fault, as in a live kernel. */
+function linkView(view: GuestView): LinkMemory {
+  return {
+    bounds: view.bounds,
+    readU64(addr) {
+      const b = view.read(addr, 8);
+      if (!b) throw new FaultError("guest view", addr, "nothing readable");
+      return b.readBigUInt64LE(0);
+    },
+  };
 }
 
 /** Length of the ring at `head`, or -1 when it is not a consistent ring of at most `max` nodes. */

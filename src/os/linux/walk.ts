@@ -75,6 +75,36 @@ export interface ListPolicy {
   readonly onBroken?: "throw" | "stop";
   readonly warn?: (problem: BrokenListError) => void;
   readonly max?: number;
+  /** Also require each node's `prev` (the word after `next`) to point back: a list_head, not noise. */
+  readonly checkBack?: boolean;
+}
+
+/**
+ * What a walk reads through: a word of kernel memory (throwing FaultError where nothing is
+ * mapped) and the paging mode's kernel half. A KernelContext is one; discovery, which tests
+ * candidate offsets on a booting guest, supplies its own.
+ */
+export interface LinkMemory {
+  readU64(addr: bigint): bigint;
+  readonly bounds: AddressBounds;
+}
+
+function linkMemory(ctx: KernelContext): LinkMemory {
+  return { readU64: (a) => ctx.kernel.readU64(va(a)), bounds: ctx.bounds };
+}
+
+/**
+ * `list_for_each` over bare list_head nodes: yields each node after `head` until the walk
+ * returns to it. For rings whose container is not known (yet), e.g. a candidate offset.
+ */
+export function listForEach(
+  mem: LinkMemory,
+  head: bigint,
+  name: string,
+  policy: ListPolicy = {},
+): Generator<VirtAddr> {
+  const shape: Shape = { end: (v) => v === head, link: (v) => v, entry: (v) => v };
+  return boundedWalk(mem, name, head, shape, policy);
 }
 
 /**
@@ -90,7 +120,7 @@ export function listForEachEntry(
 ): Generator<VirtAddr> {
   const offset = BigInt(ctx.layout.offsetof(struct, member));
   const shape: Shape = { end: (v) => v === head, link: (v) => v, entry: (v) => v - offset };
-  return boundedWalk(ctx, `${struct}.${member}`, head, shape, policy);
+  return boundedWalk(linkMemory(ctx), `${struct}.${member}`, head, shape, policy);
 }
 
 /**
@@ -107,7 +137,7 @@ export function chainForEach(
 ): Generator<VirtAddr> {
   const back = BigInt(nextOffset);
   const shape: Shape = { end: (v) => v === 0n, link: (v) => v + back, entry: (v) => v };
-  return boundedWalk(ctx, name, first, shape, policy);
+  return boundedWalk(linkMemory(ctx), name, first, shape, policy);
 }
 
 /** How one list shape stores its links: a pointer value `v` read from a link. */
@@ -122,7 +152,7 @@ interface Shape {
 
 /** The walk every list shape shares: the pointer stored at `from`, and its successors. */
 function* boundedWalk(
-  ctx: KernelContext,
+  mem: LinkMemory,
   name: string,
   from: bigint,
   shape: Shape,
@@ -131,27 +161,32 @@ function* boundedWalk(
   const max = policy.max ?? MAX_LIST_LENGTH;
   const seen = new Set<bigint>();
   let at = from;
-  let v = readLink(ctx, name, at, policy);
+  let v = readLink(mem, name, at, policy);
   while (v !== undefined && !shape.end(v)) {
-    const problem = !isKernelPointer(v, ctx.bounds)
+    const problem = !isKernelPointer(v, mem.bounds)
       ? `${name} next pointer at ${hex(at)} is not a kernel pointer: ${hex(v)}`
       : seen.has(v)
         ? `${name} list loops back to ${hex(v)} (from ${hex(at)}) without reaching its head`
         : seen.size >= max
           ? `${name} list is longer than ${max} entries`
-          : undefined;
+          : policy.checkBack && readLink(mem, name, v + 8n, policy) !== at
+            ? `${name} node ${hex(v)} does not point back at ${hex(at)}`
+            : undefined;
     if (problem !== undefined) return broken(policy, new BrokenListError(name, at, problem));
     seen.add(v);
     yield va(shape.entry(v));
     at = shape.link(v);
-    v = readLink(ctx, name, at, policy);
+    v = readLink(mem, name, at, policy);
+  }
+  if (v !== undefined && policy.checkBack && readLink(mem, name, v + 8n, policy) !== at) {
+    broken(policy, new BrokenListError(name, at, `${name} head does not point back at ${hex(at)}`));
   }
 }
 
 /** The pointer stored at `at`; undefined when it is unreadable and the walk stops there. */
-function readLink(ctx: KernelContext, name: string, at: bigint, policy: ListPolicy): bigint | undefined {
+function readLink(mem: LinkMemory, name: string, at: bigint, policy: ListPolicy): bigint | undefined {
   try {
-    return ctx.kernel.readU64(va(at));
+    return mem.readU64(at);
   } catch (error) {
     if (!(error instanceof FaultError)) throw error;
     const message = `${name} list node ${hex(at)} is unreadable`;
