@@ -1,5 +1,4 @@
 import { existsSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openElfCore } from "../memory/elf-core.js";
 import { CachedPhysicalMemory } from "../memory/page-cache.js";
@@ -8,6 +7,7 @@ import type { PhysicalMemory } from "../memory/types.js";
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
+import { privateDir } from "../util/private-dir.js";
 import type { Machine } from "./machine.js";
 import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
 
@@ -43,9 +43,10 @@ async function openMemory(
 /**
  * The slow universal path: QEMU dumps guest RAM to an ELF file (about 1.4 s per 512 MiB) that
  * we read, then unlink while keeping it open. Reads are of the moment of the dump; writes fail.
+ * QEMU opens the name it is given and follows symlinks: the file goes in our private directory.
  */
 async function snapshotMemory(qmp: QmpClient, pid: number): Promise<PhysicalMemory> {
-  const path = join(tmpdir(), `vmsight-snapshot-${pid}-${Date.now()}.elf`);
+  const path = join(privateDir(), `snapshot-${pid}-${Date.now()}.elf`);
   await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${path}` }, { timeoutMs: 600_000 });
   try {
     return openElfCore(path).memory;
