@@ -39,6 +39,8 @@ async function killQemu(g: TestGuest, cli: BackgroundCli): Promise<{ code: numbe
   return { code, ms: Math.round(cli.closedAt! - at) };
 }
 
+/** Five process creations on the --json stream: events are flowing, traps are being taken. */
+const FIVE_CREATES = /(?:"type":"create"[\s\S]*?){5}/;
 const QEMU_GONE = /QEMU \(pid \d+\) exited while vmsight was using it/;
 
 describe(`QEMU killed under a running command (${KERNEL} guest)`, () => {
@@ -72,7 +74,7 @@ describe(`QEMU killed under a running command (${KERNEL} guest)`, () => {
     const cli = new BackgroundCli(["--qmp", guest.qmpSocket, "trace", "proc", "--json"]);
     await cli.ready();
     // The middle: events are streaming (vmsight is stopping at and resuming from traps).
-    await cli.waitFor(/("type":"create"[^\n]*\n[^]*){5}/, 60_000, "stdout");
+    await cli.waitFor(FIVE_CREATES, 60_000, "stdout");
     const { code, ms } = await killQemu(guest, cli);
     latencies["trace proc"] = ms;
     assertOneClearLine(cli, code, QEMU_GONE);
@@ -107,11 +109,18 @@ describe(`QEMU killed under a running command (${KERNEL} guest)`, () => {
 describe(`vmsight or the guest going away under a trace (${KERNEL} guest)`, () => {
   let g: TestGuest;
   const status = async () => (await cliJson<{ status: string }>(["--qmp", g.qmpSocket, "status"])).status;
-  /** Host time of a fork loop in the guest, in ms: the rate a leftover trap would slow. */
+  /**
+   * Host time of a fork loop in the guest, in ms: the rate a trap still taken would slow. The
+   * best of three, as the host's other load only ever adds time.
+   */
   const forkLoopMs = async (n: number) => {
-    const t = performance.now();
-    await g.serial.command(`workload forkloop ${n} >/dev/null`, 300_000);
-    return performance.now() - t;
+    let best = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await g.serial.command(`workload forkloop ${n} >/dev/null`, 300_000);
+      best = Math.min(best, performance.now() - t);
+    }
+    return best;
   };
 
   test("vmsight SIGKILLed in the middle of trace proc: the guest runs on at full speed", async () => {
@@ -122,15 +131,17 @@ describe(`vmsight or the guest going away under a trace (${KERNEL} guest)`, () =
     await g.serial.command("workload forkloop 0 >/dev/null 2>&1 </dev/null & echo $! >/tmp/fl");
     const cli = new BackgroundCli(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
     await cli.ready();
-    await cli.waitFor(/("type":"create"[^\n]*\n[^]*){5}/, 60_000, "stdout");
+    await cli.waitFor(FIVE_CREATES, 60_000, "stdout");
     cli.kill("SIGKILL"); // while the guest forks: often with the VM stopped at a trap
     await cli.exited;
-    await g.serial.command("kill $(cat /tmp/fl)", 120_000);
+    await g.serial.command("kill $(cat /tmp/fl); wait; ! ps | grep -q '[w]l-forkloop'", 120_000);
     // A trap left behind with no gdb client to answer it would freeze the guest at the first
     // fork; a slower one (a trap still taken) would show in the rate. No gdb connection is made
     // here: a new client's first `?` would itself remove leftover traps and hide the fault.
     const after = await forkLoopMs(300);
-    console.log(`fork loop of 300: untraced ${Math.round(untraced)} ms, after the kill ${Math.round(after)} ms`);
+    console.log(
+      `fork loop of 300, best of 3: untraced ${Math.round(untraced)} ms, after the kill ${Math.round(after)} ms`,
+    );
     assert.ok(after < untraced * 3, `after ${after} ms vs untraced ${untraced} ms: still trapped?`);
     assert.equal(await status(), "running");
   });
