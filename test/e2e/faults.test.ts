@@ -31,11 +31,20 @@ function assertOneClearLine(cli: BackgroundCli, code: number | null, message: Re
   assert.match(tail[0]!, message);
 }
 
-/** Kills the guest's QEMU with SIGKILL and returns how long vmsight took to exit, in ms. */
+/**
+ * Kills the guest's QEMU with SIGKILL and returns how long vmsight took to exit, in ms. The
+ * time QEMU itself took to die (its sockets close only after its memory is torn down) is
+ * printed beside it.
+ */
 async function killQemu(g: TestGuest, cli: BackgroundCli): Promise<{ code: number | null; ms: number }> {
   const at = performance.now();
   process.kill(g.guest.pid, "SIGKILL");
-  const code = await cli.exited;
+  const [code] = await Promise.all([
+    cli.exited,
+    g.guest.exited.then(() =>
+      console.log(`QEMU gone ${Math.round(performance.now() - at)} ms after SIGKILL`),
+    ),
+  ]);
   return { code, ms: Math.round(cli.closedAt! - at) };
 }
 
