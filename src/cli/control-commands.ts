@@ -86,7 +86,12 @@ const killCommand: CliCommand = {
   async run(ctx) {
     const args = killArgs(ctx);
     const report = await withAbortOnSignals((abort) =>
-      killProcess(need(ctx), { ...args, force: ctx.values.force === true, abort, log: ctx.log }),
+      killProcess(need(ctx), {
+        ...args,
+        force: ctx.values.force === true,
+        abort,
+        ...(ctx.values.verbose === true ? { log: ctx.log } : {}),
+      }),
     );
     if (ctx.json) ctx.out(toJson(jsonReport(report)));
     else for (const line of describeKill(report)) ctx.out(line);

@@ -78,11 +78,20 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
   const onSignal = () => void target.close().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  let code: number | undefined;
   try {
-    return (await command.run({ ...ctx, target, machine: target })) ?? 0;
-  } finally {
-    await target.close();
+    code = await command.run({ ...ctx, target, machine: target });
+  } catch (error) {
+    const shown = target.explain(error);
+    await target.close().catch(() => {}); // the command's failure is the one to report
+    throw shown;
   }
+  try {
+    await target.close();
+  } catch (error) {
+    throw target.explain(error);
+  }
+  return code ?? 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -86,6 +86,9 @@ export async function killProcess(target: Target, opts: KillOptions): Promise<Ki
       delivery = writeSignal(k, kt, opts.signal);
     }
     await target.qmp.execute("cont");
+    opts.log?.(
+      `pid ${kt.pid}: SIG${opts.signal} sent (${opts.method}); watching for up to ${opts.timeoutMs ?? 2000} ms`,
+    );
     return await watch(target, k, kt, delivery, opts);
   } finally {
     await (before.running ? target.resume() : target.pause());

@@ -11,6 +11,7 @@ import { type SwitchEvent, traceSwitches } from "../events/switch-stream.js";
 import { type SyscallEvent, traceSyscalls } from "../events/syscall-stream.js";
 import type { Target } from "../qemu/session.js";
 import { hex } from "../util/address.js";
+import { VmsightError } from "../util/errors.js";
 
 export const TRACE_KINDS = ["proc", "modules", "syscalls", "switch", "break", "watch"] as const;
 export type TraceKind = (typeof TRACE_KINDS)[number];
@@ -97,6 +98,13 @@ export async function runTrace(
     }
   };
   let timer: NodeJS.Timeout | undefined;
+  // After a reset the old kernel's traps sit at addresses that mean nothing (or something else)
+  // to the kernel that boots next: stop, take them out, and say so.
+  let rebooted = false;
+  const offReset = target.onReset(() => {
+    rebooted = true;
+    session.engine.stop();
+  });
   try {
     await arm(session, req, out);
     req.onReady?.(session.engine.traps().length);
@@ -113,16 +121,29 @@ export async function runTrace(
     if (req.signal?.aborted) reason = "signal";
     await session.engine.run(req.signal);
     req.signal?.removeEventListener("abort", onAbort);
+  } catch (error) {
+    // A handler that read the rebooting guest's memory may have failed first.
+    throw rebooted ? rebootError(events, error) : error;
   } finally {
+    offReset();
     clearTimeout(timer);
     await session.close();
   }
+  if (rebooted) throw rebootError(events);
   return {
     events,
     stops: session.engine.stats.stops,
     seconds: (performance.now() - started) / 1000,
     reason,
   };
+}
+
+function rebootError(events: number, cause?: unknown): VmsightError {
+  return new VmsightError(
+    "E_GUEST_REBOOTED",
+    `the guest rebooted during the trace (after ${events} event(s)); its traps are removed and the new kernel is not traced`,
+    { hint: "run trace again once the guest has booted", ...(cause === undefined ? {} : { cause }) },
+  );
 }
 
 async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => void) {

@@ -1,9 +1,18 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import {
+  constants,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import { VmsightError } from "../util/errors.js";
+import { ensurePrivateDir, privateDir } from "../util/private-dir.js";
 import { type Accel, type AccelPreference, detectAccel } from "./accel.js";
 
 export interface LaunchOptions {
@@ -18,7 +27,7 @@ export interface LaunchOptions {
   readonly accel?: AccelPreference;
   /** -cpu model; default qemu64 under TCG (`max` would turn on 5-level paging), host under KVM. */
   readonly cpu?: string;
-  /** Where the sockets and logs go; default a fresh directory under the OS temp dir. */
+  /** Where the sockets and logs go; default a fresh directory in vmsight's private directory. */
   readonly runDir?: string;
   /**
    * Guest RAM: "memfd" (default) is a shared memfd, which vmsight maps through the QEMU
@@ -150,10 +159,12 @@ export async function launchGuest(opts: LaunchOptions): Promise<LaunchedGuest> {
   const choice = detectAccel(opts.accel);
   const id = randomBytes(6).toString("hex");
   const ownRunDir = opts.runDir === undefined;
-  const runDir = resolve(opts.runDir ?? join(tmpdir(), `vmsight-${id}`));
+  const runDir = resolve(opts.runDir ?? join(privateDir(), `run-${id}`));
   checkSocketPath(join(runDir, "serial.sock"));
-  mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  const memoryPath = opts.memoryBackend === "shared-file" ? `/dev/shm/vmsight-${id}` : undefined;
+  if (ownRunDir) ensurePrivateDir(runDir);
+  else mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  const memoryPath =
+    opts.memoryBackend === "shared-file" ? createRamFile(`/dev/shm/vmsight-${id}`) : undefined;
   const args = qemuArgs({
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -204,13 +215,11 @@ export async function launchGuest(opts: LaunchOptions): Promise<LaunchedGuest> {
   };
 
   try {
-    // QEMU creates its sockets before the machine, and so before the RAM backing file: wait for all.
-    const sockets = [
-      files.qmpSocket,
-      ...(files.serialSocket ? [files.serialSocket] : []),
-      ...(memoryPath ? [memoryPath] : []),
-    ];
-    await waitForSockets(sockets, exited, spawnError, files.qemuLog, opts.startTimeoutMs ?? 20_000);
+    // QEMU creates its sockets before the machine, and so before it sizes the RAM file: wait for all.
+    const sockets = [files.qmpSocket, ...(files.serialSocket ? [files.serialSocket] : [])];
+    const ready = () =>
+      sockets.every((s) => existsSync(s)) && (memoryPath === undefined || statSync(memoryPath).size > 0);
+    await waitForSockets(ready, exited, spawnError, files.qemuLog, opts.startTimeoutMs ?? 20_000);
   } catch (e) {
     await stop();
     throw e;
@@ -237,6 +246,28 @@ function checkSocketPath(path: string): void {
   }
 }
 
+/**
+ * /dev/shm is shared by every user: the RAM file is made here, new (O_EXCL, never through a
+ * planted symlink), 0600, so QEMU opens our empty file and sizes it rather than one someone
+ * else prepared and can read.
+ */
+function createRamFile(path: string): string {
+  const flags = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW;
+  try {
+    closeSync(openSync(path, flags, 0o600));
+  } catch (error) {
+    throw new VmsightError(
+      "E_UNSAFE_DIR",
+      `cannot create the guest RAM file ${path}: ${(error as Error).message}`,
+      {
+        hint: "something already has that name in /dev/shm; run again for a fresh name, and check who made it",
+        cause: error,
+      },
+    );
+  }
+  return path;
+}
+
 function spawnQemu(qemu: string, args: string[], logPath: string, detach: boolean): ChildProcess {
   const log = openSync(logPath, "w");
   try {
@@ -254,7 +285,7 @@ function spawnQemu(qemu: string, args: string[], logPath: string, detach: boolea
 }
 
 async function waitForSockets(
-  sockets: readonly string[],
+  ready: () => boolean,
   exited: Promise<number | null>,
   spawnError: Promise<Error>,
   qemuLog: string,
@@ -281,7 +312,7 @@ async function waitForSockets(
         `QEMU exited (code ${outcome.code}) before it was ready:\n${tail(qemuLog)}`,
       );
     }
-    if (sockets.every((s) => existsSync(s))) return;
+    if (ready()) return;
     if (Date.now() > deadline) {
       throw new VmsightError(
         "E_QEMU_START",

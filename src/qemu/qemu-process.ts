@@ -1,8 +1,8 @@
-import { mkdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Monitor } from "../memory/qemu/layout.js";
 import { VmsightError } from "../util/errors.js";
+import { privateDir } from "../util/private-dir.js";
 
 /**
  * The QEMU process behind a QMP socket, found from QMP alone: each vCPU's host thread id
@@ -30,13 +30,12 @@ export async function findQemuPid(monitor: Monitor): Promise<{ pid: number; vcpu
 /**
  * Where this QEMU's gdbstub socket lives. It is derived from the PID and the process start time,
  * so a later vmsight run finds the stub an earlier one started (QEMU refuses a second
- * `gdbserver` on the same path), and a new QEMU that reuses the PID gets a new name.
+ * `gdbserver` on the same path), and a new QEMU that reuses the PID gets a new name. The name is
+ * predictable, so it lives in vmsight's private directory, where nobody else can plant one.
  */
 export function gdbSocketPath(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const afterComm = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const startTime = afterComm[19] ?? "0";
-  const dir = join(tmpdir(), `vmsight-${process.getuid?.() ?? 0}`);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return join(dir, `gdb-${pid}-${startTime}.sock`);
+  return join(privateDir(), `gdb-${pid}-${startTime}.sock`);
 }

@@ -1,5 +1,4 @@
-import { existsSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { openElfCore } from "../memory/elf-core.js";
 import { CachedPhysicalMemory } from "../memory/page-cache.js";
@@ -8,6 +7,7 @@ import type { PhysicalMemory } from "../memory/types.js";
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
+import { privateDir } from "../util/private-dir.js";
 import type { Machine } from "./machine.js";
 import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
 import { TrapCore } from "./traps.js";
@@ -44,9 +44,10 @@ async function openMemory(
 /**
  * The slow universal path: QEMU dumps guest RAM to an ELF file (about 1.4 s per 512 MiB) that
  * we read, then unlink while keeping it open. Reads are of the moment of the dump; writes fail.
+ * QEMU opens the name it is given and follows symlinks: the file goes in our private directory.
  */
 async function snapshotMemory(qmp: QmpClient, pid: number): Promise<PhysicalMemory> {
-  const path = join(tmpdir(), `vmsight-snapshot-${pid}-${Date.now()}.elf`);
+  const path = join(privateDir(), `snapshot-${pid}-${Date.now()}.elf`);
   await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${path}` }, { timeoutMs: 600_000 });
   try {
     return openElfCore(path).memory;
@@ -54,6 +55,8 @@ async function snapshotMemory(qmp: QmpClient, pid: number): Promise<PhysicalMemo
     rmSync(path, { force: true });
   }
 }
+
+const PF_EXITING = 0x4;
 
 export type RunState = { readonly status: string; readonly running: boolean };
 
@@ -68,6 +71,7 @@ export class Target implements Machine {
   private trapCore: TrapCore | undefined;
   private stateBeforeGdb: RunState | undefined;
   private runStateChosen = false;
+  private closing = false;
   private readonly runListeners = new Set<() => void>();
 
   private constructor(
@@ -106,6 +110,13 @@ export class Target implements Machine {
   onRun(listener: () => void): () => void {
     this.runListeners.add(listener);
     return () => this.runListeners.delete(listener);
+  }
+
+  /** Called when the machine resets (the guest rebooted, or someone sent `system_reset`). */
+  onReset(listener: () => void): () => void {
+    return this.qmp.onEvent((e) => {
+      if (e.event === "RESET") listener();
+    });
   }
 
   /** Tells every cache of guest state that the guest may have run. */
@@ -177,7 +188,33 @@ export class Target implements Machine {
     return gdb.readRegisters();
   }
 
+  /**
+   * Whether QEMU went away under us: its QMP connection ended without our close(), or (before
+   * the socket's close has been seen) its process is gone or a zombie.
+   */
+  qemuExited(): boolean {
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/stat`, "latin1");
+      const [state, , , , , , flags] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // A killed process frees its memory before it closes its sockets: PF_EXITING tells first.
+      if (state === "Z" || state === "X" || (Number(flags) & PF_EXITING) !== 0) return true;
+    } catch {
+      return true;
+    }
+    return this.qmp.closed && !this.closing;
+  }
+
+  /** `error` as the user should see it: whatever broke because QEMU exited says that instead. */
+  explain(error: unknown): unknown {
+    if (!this.qemuExited()) return error;
+    return new VmsightError("E_QEMU_EXITED", `QEMU (pid ${this.pid}) exited while vmsight was using it`, {
+      hint: "the guest is gone (QEMU was killed, crashed or quit); start it again",
+      cause: error,
+    });
+  }
+
   async close(): Promise<void> {
+    this.closing = true;
     const before = this.stateBeforeGdb;
     if (this.gdbClient) {
       this.gdbClient.close();
@@ -185,6 +222,7 @@ export class Target implements Machine {
       this.trapCore = undefined;
     }
     try {
+      if (this.qmp.closed) return; // QEMU is gone: there is no run state to put back
       if (before?.running && !this.runStateChosen && !(await this.runState()).running) {
         await this.qmp.execute("cont");
       }

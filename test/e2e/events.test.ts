@@ -5,72 +5,19 @@
  * SIGKILLed vmsight leaves the guest running with no trap behind.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { openEventSession } from "../../src/events/session.js";
 import { gdbSocketPath } from "../../src/qemu/qemu-process.js";
 import { Target } from "../../src/qemu/session.js";
 import { GdbClient } from "../../src/transport/gdb/client.js";
 import { va } from "../../src/util/address.js";
+import { BackgroundCli } from "../support/background.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 
-const MAIN = resolve(import.meta.dirname, "../../src/cli/main.js");
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.12,6.1").split(",");
 
 type Json = Record<string, unknown> & { type: string; pid: number };
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const c of running) c.kill("SIGKILL");
-});
-
-/** A `vmsight trace …` running in the background, ready once it says it is tracing. */
-class Tracer {
-  stdout = "";
-  stderr = "";
-  readonly exited: Promise<number | null>;
-  private readonly child: ChildProcess;
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    this.child.stdout!.on("data", (d: Buffer) => {
-      this.stdout += d.toString();
-    });
-    this.child.stderr!.on("data", (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    running.add(this.child);
-    this.exited = new Promise((r) =>
-      this.child.on("close", (code) => {
-        running.delete(this.child);
-        r(code);
-      }),
-    );
-  }
-
-  async ready(ms = 60_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!/^tracing /m.test(this.stderr)) {
-      if (Date.now() > deadline || this.child.exitCode !== null) {
-        throw new Error(`tracer not ready: ${this.stderr}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  events(): Json[] {
-    return this.stdout
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Json);
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    this.child.kill(signal);
-  }
-}
 
 async function status(g: TestGuest): Promise<string> {
   return (await cliJson<{ status: string }>(["--qmp", g.qmpSocket, "status"])).status;
@@ -98,7 +45,7 @@ const SCRIPT = [
 ].join("; ");
 
 async function procStreamMatchesTheGuest(g: TestGuest): Promise<void> {
-  const tracer = new Tracer(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
+  const tracer = new BackgroundCli(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
   await tracer.ready();
   const out = await g.serial.command(`sh -c '${SCRIPT}'`, 120_000);
   await new Promise((r) => setTimeout(r, 500));
@@ -113,7 +60,7 @@ async function procStreamMatchesTheGuest(g: TestGuest): Promise<void> {
   assert.equal(innerParent, outer);
   assert.equal(killedRc, 137);
 
-  const ev = tracer.events();
+  const ev = tracer.events<Json>();
   const of = (pid: number, type: string) => ev.filter((e) => e.pid === pid && e.type === type);
   const one = (pid: number, type: string) => {
     const list = of(pid, type);
@@ -175,14 +122,14 @@ for (const kernelId of KERNELS) {
     if (kernelId !== KERNELS[0]) return; // the rest once, on the first kernel
 
     test("trace modules sees an rmmod and an insmod done in the guest", async () => {
-      const tracer = new Tracer(["--qmp", g.qmpSocket, "trace", "modules", "--json", "--count", "2"]);
+      const tracer = new BackgroundCli(["--qmp", g.qmpSocket, "trace", "modules", "--json", "--count", "2"]);
       await tracer.ready();
       const out = await g.serial.command(
         "rmmod dummy && insmod $(grep /dummy /etc/vmsight/modules) && grep '^dummy ' /proc/modules",
         60_000,
       );
       assert.equal(await tracer.exited, 0, tracer.stderr);
-      const [unload, load] = tracer.events();
+      const [unload, load] = tracer.events<Json>();
       assert.equal(unload?.type, "unload");
       assert.equal(unload?.name, "dummy");
       assert.equal(load?.type, "load");
@@ -288,7 +235,7 @@ for (const kernelId of KERNELS) {
     });
 
     test("SIGKILL in the middle of a trace leaves the guest running with no trap left", async () => {
-      const tracer = new Tracer(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
+      const tracer = new BackgroundCli(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
       await tracer.ready();
       await g.serial.command("ls / >/dev/null");
       tracer.kill("SIGKILL");
