@@ -246,6 +246,15 @@ export interface InjectEnv {
   readonly trapTimeoutMs?: number;
 }
 
+/** What every injection of this file shares: the kernel half, the abort signal, the trap wait. */
+function injectLimits(env: InjectEnv) {
+  return {
+    bounds: env.k.bounds,
+    ...(env.abort ? { signal: env.abort } : {}),
+    ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
+  };
+}
+
 function symbol(k: KernelInfo, ...names: string[]): { name: string; addr: bigint } {
   for (const name of names) {
     const addr = k.symbols.findAddress(name);
@@ -272,9 +281,7 @@ export async function sendByCall(env: InjectEnv, target: KillTarget, signal: Sig
   let vanished = false;
   const r = await injectCalls(env.traps, {
     hook,
-    bounds: env.k.bounds,
-    ...(env.abort ? { signal: env.abort } : {}),
-    ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
+    ...injectLimits(env),
     // The task_struct pointer is only safe to pass while the task is still listed: it is freed
     // an RCU grace period after it leaves the list, and none can end while this CPU is in the
     // hard-IRQ context the hook runs in.
@@ -328,9 +335,7 @@ export async function writeAndWake(
   let woken: TaskInfo | undefined;
   const r = await injectCalls(env.traps, {
     hook,
-    bounds: env.k.bounds,
-    ...(env.abort ? { signal: env.abort } : {}),
-    ...(env.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: env.trapTimeoutMs }),
+    ...injectLimits(env),
     onTrap: () => {
       if (!stillThere(k, target)) return { calls: [] };
       if (siglockHeld(k, target)) return "skip";
