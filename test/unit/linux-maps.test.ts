@@ -518,7 +518,8 @@ describe("/proc/<pid>/maps", () => {
     const want = [
       "7f0000000000-7f0000100000 rw-s 00000000 00:01 5                          /dev/zero (deleted)",
       "7f1000000000-7f1000004000 r--s 123456789000 08:11 4000000001             /tmp/db",
-      "7f2000000000-7f2000001000 r-xp 00003000 08:11 12                         /tmp/a\\012b",
+      // The kernel prints the newline as \012; shown as every guest string is, its backslash doubles.
+      "7f2000000000-7f2000001000 r-xp 00003000 08:11 12                         /tmp/a\\\\012b",
       "7f3000000000-7f3000002000 r-xp 00000000 00:00 0 ",
       // Longer than the 72-column pad: seq_pad() adds only its one space.
       "7f4000000000-7f4000001000 r--p fffffffffffff000 08:11 18446744073709551615  /tmp/huge",

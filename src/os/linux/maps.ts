@@ -1,7 +1,8 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { GuestDataError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
-import { type DPathOptions, dPath, escapePath } from "./dpath.js";
+import { type DPathOptions, dPathBytes, escapePath } from "./dpath.js";
 import { type MapleTreeOptions, mapleTreeEntries } from "./maple-tree.js";
 import { checkKernelPointer } from "./walk.js";
 
@@ -32,7 +33,10 @@ export interface VmaRow {
   /** "fe:01": major and minor of the file's `i_sb->s_dev`, "00:00" without a file. */
   readonly dev: string;
   readonly inode: bigint;
-  /** The name column exactly as /proc prints it (escaped path, "[heap]"...), "" for none. */
+  /**
+   * The name column as /proc prints it (escaped path, "[heap]"...), "" for none, its bytes decoded
+   * as every guest string is (`decodeGuestBytes`).
+   */
   readonly path: string;
   readonly kind: VmaKind;
 }
@@ -258,7 +262,14 @@ class VmaReader {
     if (file !== 0n) {
       const f = this.fileInfo(checkKernelPointer(file, `vm_file of VMA ${hex(vma)}`));
       const offset = BigInt.asUintN(64, u64(this.o.pgoff) << 12n);
-      return { ...base, offset, dev: formatDev(f.dev), inode: f.ino, path: escapePath(f.path), kind: "file" };
+      return {
+        ...base,
+        offset,
+        dev: formatDev(f.dev),
+        inode: f.ino,
+        path: decodeGuestBytes(escapePath(f.path)),
+        kind: "file",
+      };
     }
     const anon = { ...base, offset: 0n, dev: "00:00", inode: 0n };
     const special = this.opsNameOf(u64(this.o.ops), u64(this.o.priv), vma);
@@ -306,7 +317,7 @@ class VmaReader {
   }
 
   /** `file_user_path()`/`file_user_inode()` (6.8+) or `f_path`/`f_inode`, then d_path. */
-  private fileInfo(file: VirtAddr): { dev: number; ino: bigint; path: string } {
+  private fileInfo(file: VirtAddr): { dev: number; ino: bigint; path: Buffer } {
     const L = this.ctx.layout;
     const k = this.ctx.kernel;
     const pathAt = (p: bigint) => ({
@@ -333,7 +344,7 @@ class VmaReader {
     return {
       dev: k.readU32(va(sb + BigInt(L.offsetof("super_block", "s_dev")))),
       ino: k.readU64(va(ino + BigInt(L.offsetof("inode", "i_ino")))),
-      path: dPath(this.ctx, path.mnt, path.dentry, this.opts.dpath),
+      path: dPathBytes(this.ctx, path.mnt, path.dentry, this.opts.dpath),
     };
   }
 

@@ -1,6 +1,7 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
 import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
@@ -34,7 +35,7 @@ export interface TaskInfo {
   readonly uid: number | undefined;
   readonly gid: number | undefined;
   readonly euid: number | undefined;
-  /** task->comm up to its NUL (at most 16 bytes), one char per byte. */
+  /** task->comm up to its NUL (at most 16 bytes), decoded by `decodeGuestBytes`. */
   readonly comm: string;
   /** The name /proc/<pid>/stat shows: full kthread names, workqueue descriptions. */
   readonly name: string;
@@ -166,7 +167,8 @@ interface RawTask {
   readonly realParent: bigint;
   readonly cred: bigint | undefined;
   readonly kthread: bigint | undefined;
-  readonly comm: string;
+  /** comm up to its NUL (all of it without one). */
+  readonly commBytes: Buffer;
   readonly commTerminated: boolean;
 }
 
@@ -175,6 +177,7 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   const b = ctx.kernel.read(va(addr + BigInt(o.start)), o.length);
   const at = (off: number) => off - o.start;
   const commBytes = b.subarray(at(o.comm), at(o.comm) + o.commSize);
+  const nul = commBytes.indexOf(0);
   return {
     addr,
     pid: b.readInt32LE(at(o.pid)),
@@ -187,8 +190,8 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
     realParent: b.readBigUInt64LE(at(o.realParent)),
     cred: o.cred === undefined ? undefined : b.readBigUInt64LE(at(o.cred)),
     kthread: o.kthread === undefined ? undefined : b.readBigUInt64LE(at(o.kthread)),
-    comm: readFixedString(commBytes, 0, o.commSize),
-    commTerminated: commBytes.includes(0),
+    commBytes: nul < 0 ? commBytes : commBytes.subarray(0, nul),
+    commTerminated: nul >= 0,
   };
 }
 
@@ -263,7 +266,7 @@ function toTaskInfo(
     tgid: raw.tgid,
     ppid,
     ...ids,
-    comm: raw.comm,
+    comm: decodeGuestBytes(raw.commBytes),
     name: procTaskName(ctx, raw),
     state: taskStateLetter(raw.stateValue, raw.exitState, opts.stateRules ?? CURRENT_STATE_RULES),
     stateValue: raw.stateValue,
@@ -390,7 +393,7 @@ export function kernelRelease(ctx: KernelContext): string {
   }
   const banner = ctx.symbols.findAddress("linux_banner");
   if (banner !== undefined) {
-    const text = readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes.toString("latin1");
+    const text = decodeGuestBytes(readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes);
     const m = /^Linux version (\S+)/.exec(text);
     if (m) return m[1]!;
     throw new GuestDataError(`${problem}, and linux_banner does not start with "Linux version"`);
@@ -402,5 +405,5 @@ export function kernelRelease(ctx: KernelContext): string {
 export function kernelCommandLine(ctx: KernelContext): string {
   const ptr = ctx.kernel.readU64(va(ctx.symbols.getAddress("saved_command_line")));
   const str = checkKernelPointer(ptr, "saved_command_line");
-  return readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes.toString("latin1");
+  return decodeGuestBytes(readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes);
 }
