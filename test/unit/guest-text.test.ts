@@ -6,7 +6,7 @@ import { decodeGuestBytes, decodeGuestStrings } from "../../src/util/guest-text.
 const hex = (h: string) => Buffer.from(h.replace(/ /g, ""), "hex");
 
 /** The documented inverse, written here independently: `\\` → \, `\xNN` → NN, else UTF-8. */
-function unescape(text: string): Buffer {
+function toBytes(text: string): Buffer {
   const out: Buffer[] = [];
   for (let i = 0; i < text.length; ) {
     if (text[i] === "\\") {
@@ -65,7 +65,7 @@ test("control characters (C0, DEL, C1) are escaped so they cannot drive a termin
 test("every byte string maps back to itself, and valid printable UTF-8 is left alone", () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
-      assert.deepEqual(unescape(decodeGuestBytes(bytes)), Buffer.from(bytes));
+      assert.deepEqual(toBytes(decodeGuestBytes(bytes)), Buffer.from(bytes));
     }),
     { numRuns: 2000 },
   );
