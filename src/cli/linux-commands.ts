@@ -1,6 +1,7 @@
 import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
+import { formatMapsLine } from "../os/linux/maps.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, intArg, stringValue } from "./args.js";
@@ -74,12 +75,6 @@ export const kernelCommand: CliCommand = {
 };
 
 const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
-const hexCols = <T extends { start: bigint; end: bigint; offset: bigint }>(r: T) => ({
-  ...r,
-  start: hex(r.start).slice(2).padStart(8, "0"),
-  end: hex(r.end).slice(2).padStart(8, "0"),
-  offset: hex(r.offset).slice(2).padStart(8, "0"),
-});
 
 export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,
@@ -124,6 +119,7 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
     },
     (k, ctx) => mapsRows(k, pidArg(ctx)),
     ["start", "end", "perms", "offset", "dev", "inode", "path"],
-    (rows) => table(rows.map(hexCols), ["start", "end", "perms", "offset", "dev", "inode", "path"]),
+    // Column for column what the guest's own `cat /proc/PID/maps` prints (inode in decimal).
+    (rows) => rows.map(formatMapsLine).join("\n"),
   ),
 ];

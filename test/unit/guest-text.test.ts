@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { decodeGuestBytes, decodeGuestStrings } from "../../src/util/guest-text.js";
+import { renderGuestBytes } from "../support/oracle.js";
 
 const hex = (h: string) => Buffer.from(h.replace(/ /g, ""), "hex");
 
@@ -88,4 +89,22 @@ test("NUL-separated strings: a final NUL ends the last one, empty ones are kept"
   assert.deepEqual(decodeGuestStrings(Buffer.from("a\0\0", "latin1")), ["a", ""]);
   assert.deepEqual(decodeGuestStrings(Buffer.from("bad\xff", "latin1")), ["bad\\xff"]);
   assert.deepEqual(decodeGuestStrings(Buffer.alloc(0)), []);
+});
+
+test("the decoder agrees with the e2e oracle's independent rendering on mixed bytes", () => {
+  // Pieces of valid UTF-8 (any code point, controls included), lone bytes, and cut sequences.
+  const piece = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 4 }).map((t) => Buffer.from(t, "utf8")),
+    fc.uint8Array({ maxLength: 3 }).map((b) => Buffer.from(b)),
+    fc
+      .string({ unit: "binary", minLength: 1, maxLength: 1 })
+      .map((t) => Buffer.from(t, "utf8").subarray(0, -1)),
+  );
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
+      const bytes = Buffer.concat(pieces);
+      assert.equal(decodeGuestBytes(bytes), renderGuestBytes(bytes));
+    }),
+    { numRuns: 3000 },
+  );
 });

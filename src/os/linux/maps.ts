@@ -181,7 +181,9 @@ export function gateVma(ctx: KernelContext, mm: VirtAddr): VirtAddr | undefined 
 }
 
 /** The `show_map_vma()` line for a VMA, with the header fields as the kernel prints them. */
-export function formatMapsLine(row: VmaRow): string {
+export function formatMapsLine(
+  row: Pick<VmaRow, "start" | "end" | "perms" | "offset" | "dev" | "inode" | "path">,
+): string {
   const h = (x: bigint) => x.toString(16).padStart(8, "0");
   // show_vma_header_prefix(): seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) and a trailing space;
   // a name is then padded to that width (seq_pad) and put after one more space.
