@@ -54,9 +54,27 @@ function linuxCommand<R extends object>(
     async run(ctx) {
       const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
+      // In JSON each row carries its own warnings; a table says them on stderr, one a line.
+      if (!ctx.json) for (const line of warningLines(result)) ctx.log(line);
       return 0;
     },
   };
+}
+
+/** "vmsight: warning: pid 42 (comm): what failed", for every row that could not be read in full. */
+function warningLines(rows: readonly object[]): string[] {
+  const out: string[] = [];
+  for (const row of rows) {
+    const r = row as Record<string, unknown>;
+    if (!Array.isArray(r.warnings)) continue;
+    let who = "";
+    if (typeof r.tid === "number") who = `tid ${r.tid} (${r.comm})`;
+    else if (typeof r.pid === "number") who = `pid ${r.pid} (${r.comm})`;
+    else if (typeof r.start === "bigint" && typeof r.end === "bigint") who = `${hex(r.start)}-${hex(r.end)}`;
+    else if (typeof r.name === "string") who = `module ${r.name}`;
+    for (const w of r.warnings) out.push(`vmsight: warning: ${who}: ${w}`);
+  }
+  return out;
 }
 
 export const kernelCommand: CliCommand = {
