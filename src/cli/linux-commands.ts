@@ -62,7 +62,7 @@ function linuxCommand<R extends object>(
 }
 
 /** "vmsight: warning: pid 42 (comm): what failed", for every row that could not be read in full. */
-function warningLines(rows: readonly object[]): string[] {
+export function warningLines(rows: readonly object[]): string[] {
   const out: string[] = [];
   for (const row of rows) {
     const r = row as Record<string, unknown>;
