@@ -192,14 +192,17 @@ interface ModuleSeen {
 const isUser = (v: bigint) => v > 0n && v < USER_END;
 const roundUp = (v: bigint) => ((v + PAGE - 1n) / PAGE) * PAGE;
 
-/** comm / module name: printable, not empty, NUL-terminated inside its array. */
-export function isNameString(b: Buffer | undefined, len: number): boolean {
+/**
+ * comm / module name: printable, not empty, NUL-terminated inside its array. `highBytes` lets
+ * bytes from 0x80 up pass, for comm: a process may name itself in UTF-8 (or cut a character).
+ */
+export function isNameString(b: Buffer | undefined, len: number, highBytes = false): boolean {
   if (!b || b.length < len) return false;
   if (b[0] === 0) return false;
   for (let i = 0; i < len; i++) {
     const c = b[i]!;
     if (c === 0) return true;
-    if (c < 0x20 || c > 0x7e) return false;
+    if (c < 0x20 || c === 0x7f || (c > 0x7f && !highBytes)) return false;
   }
   return false;
 }
@@ -443,7 +446,7 @@ export class OffsetDiscovery {
         /^swapper(\/\d+)?$/.test(cur.str(o, TASK_COMM_LEN) ?? ""),
       );
     c.filter("task_struct.comm", "printable NUL-terminated name", (o) =>
-      all.every((t) => isNameString(t.slice(o, TASK_COMM_LEN), TASK_COMM_LEN)),
+      all.every((t) => isNameString(t.slice(o, TASK_COMM_LEN), TASK_COMM_LEN, true)),
     );
     this.innermostString("task_struct.comm", TASK_COMM_LEN);
 
@@ -880,7 +883,8 @@ export class OffsetDiscovery {
       let ok = printable.get(key);
       if (ok === undefined) {
         const bytes = b - a <= BigInt(MAX_ARGS) ? readUser(a, Number(b - a)) : undefined;
-        ok = bytes?.every((x) => x === 0 || (x >= 0x20 && x < 0x7f)) === true;
+        // Arguments may be UTF-8 or any bytes but controls (the test guest runs `wl-café`).
+        ok = bytes?.every((x) => x === 0 || (x >= 0x20 && x !== 0x7f)) === true;
         printable.set(key, ok);
       }
       return ok;

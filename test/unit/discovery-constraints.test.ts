@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { OffsetDiscovery, ringNodes } from "../../src/discovery/constraints.js";
+import { OffsetDiscovery, isNameString, ringNodes } from "../../src/discovery/constraints.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
 
 const L = {
@@ -392,6 +392,9 @@ function boot(opts: { equalModuleSizes?: boolean } = {}): { b: Boot; d: OffsetDi
     b.setTask(t, { pid: b.threads, comm, state: 1, flags: 0x400100, mm, activeMm: mm, parent: init });
     return { t, mm };
   };
+  // A UTF-8 name and argument (bytes, written one char per byte) must not rule out the real comm
+  // and argument offsets, as in the test guest's "utf8" role.
+  forkUser("caf\xc3\xa9", ["/bin/wl-caf\xc3\xa9", "name", "caf\xc3\xa9"]);
   const wl = forkUser("wl-threads", ["workload", "threads", "1"]);
   // The workload's main thread creates a thread: not on the tasks list, same tgid.
   b.cr3 = b.pgdPhysOf(wl.mm);
@@ -630,4 +633,13 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.equal(ringNodes(b.w, head, 10, false)?.length, 2);
     assert.equal(ringNodes(b.w, head, 1), undefined, "longer than allowed");
   });
+});
+
+test("a comm may be UTF-8 or cut inside a character; a module name stays printable ASCII", () => {
+  const name = (hex: string) => Buffer.concat([Buffer.from(hex, "hex"), Buffer.alloc(16)]).subarray(0, 16);
+  assert.equal(isNameString(name("636166c3a9"), 16, true), true);
+  assert.equal(isNameString(name("61e5b7a5e4bd9ce8b49fe8bdbde5b7"), 16, true), true);
+  assert.equal(isNameString(name("636166c3a9"), 16), false);
+  assert.equal(isNameString(name("63610a"), 16, true), false, "controls never pass");
+  assert.equal(isNameString(name("63617f"), 16, true), false);
 });
