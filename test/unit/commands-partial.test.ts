@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { psRows, threadRows } from "../../src/commands/processes.js";
-import { ARG_AREA, CraftedKernel, CraftedTasks } from "../support/crafted-kernel.js";
+import { ARG_AREA, CraftedKernel, CraftedTasks, PF_KTHREAD } from "../support/crafted-kernel.js";
 
 function guest() {
   const ck = new CraftedKernel();
@@ -62,4 +62,17 @@ test("threads: a task's own warnings reach its row", () => {
   assert.ok(row);
   assert.match(row.warnings?.[0] ?? "", /cred at .* is unreadable/);
   assert.equal(rows.find((r) => r.tid === 1)?.warnings, undefined);
+});
+
+test("a kernel thread's full name is cut at the kernel's 63 bytes, then decoded", () => {
+  const { ck, t, ctx } = guest();
+  const full = Buffer.from(`k${"工".repeat(30)}`);
+  t.addTask({
+    pid: 3,
+    comm: full.subarray(0, 15),
+    flags: PF_KTHREAD,
+    kthread: { fullName: ck.allocString(full) },
+  });
+  const row = psRows(ctx).find((r) => r.pid === 3);
+  assert.equal(row?.comm, `k${"工".repeat(20)}\\xe5\\xb7`);
 });
