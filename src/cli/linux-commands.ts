@@ -1,6 +1,7 @@
 import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
+import { formatMapsLine } from "../os/linux/maps.js";
 import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
 import { taskListWarnings } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
@@ -55,9 +56,27 @@ function linuxCommand<R extends object>(
     async run(ctx) {
       const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
+      // In JSON each row carries its own warnings; a table says them on stderr, one a line.
+      if (!ctx.json) for (const line of warningLines(result)) ctx.log(line);
       return 0;
     },
   };
+}
+
+/** "vmsight: warning: pid 42 (comm): what failed", for every row that could not be read in full. */
+export function warningLines(rows: readonly object[]): string[] {
+  const out: string[] = [];
+  for (const row of rows) {
+    const r = row as Record<string, unknown>;
+    if (!Array.isArray(r.warnings)) continue;
+    let who = "";
+    if (typeof r.tid === "number") who = `tid ${r.tid} (${r.comm})`;
+    else if (typeof r.pid === "number") who = `pid ${r.pid} (${r.comm})`;
+    else if (typeof r.start === "bigint" && typeof r.end === "bigint") who = `${hex(r.start)}-${hex(r.end)}`;
+    else if (typeof r.name === "string") who = `module ${r.name}`;
+    for (const w of r.warnings) out.push(`vmsight: warning: ${who}: ${w}`);
+  }
+  return out;
 }
 
 export const kernelCommand: CliCommand = {
@@ -76,12 +95,6 @@ export const kernelCommand: CliCommand = {
 };
 
 const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
-const hexCols = <T extends { start: bigint; end: bigint; offset: bigint }>(r: T) => ({
-  ...r,
-  start: hex(r.start).slice(2).padStart(8, "0"),
-  end: hex(r.end).slice(2).padStart(8, "0"),
-  offset: hex(r.offset).slice(2).padStart(8, "0"),
-});
 
 export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,
@@ -134,6 +147,7 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
     },
     (k, ctx) => mapsRows(k, pidArg(ctx)),
     ["start", "end", "perms", "offset", "dev", "inode", "path"],
-    (rows) => table(rows.map(hexCols), ["start", "end", "perms", "offset", "dev", "inode", "path"]),
+    // Column for column what the guest's own `cat /proc/PID/maps` prints (inode in decimal).
+    (rows) => rows.map(formatMapsLine).join("\n"),
   ),
 ];

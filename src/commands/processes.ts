@@ -1,10 +1,11 @@
-import type { KernelInfo } from "../os/linux/kernel.js";
+import type { KernelContext } from "../os/linux/context.js";
 import { listVmas } from "../os/linux/maps.js";
 import { listModules } from "../os/linux/modules.js";
 import { pidNamespaceEntries } from "../os/linux/pid-ns.js";
 import { readCmdline } from "../os/linux/process-memory.js";
 import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux/pstree.js";
 import { type TaskInfo, listAllThreads, listTasks, readTask } from "../os/linux/tasks.js";
+import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 
 /** `ps` columns: what /proc/<pid>/stat and /proc/<pid>/cmdline show for each process. */
@@ -16,9 +17,35 @@ export interface PsRow {
   readonly state: string;
   readonly comm: string;
   readonly cmdline: string;
+  /** What could not be read for this process; absent when everything could. */
+  readonly warnings?: readonly string[];
 }
 
-function psRow(k: KernelInfo, t: TaskInfo): PsRow {
+/** `{ warnings }` when there are any, so a sound row has exactly the documented keys. */
+function withWarnings(warnings: readonly string[]): { warnings?: readonly string[] } {
+  return warnings.length === 0 ? {} : { warnings };
+}
+
+/**
+ * The command line, or "" and a warning when the process's mm or page tables cannot be read:
+ * one broken process must not take the listing down with it.
+ */
+function cmdlineOf(k: KernelContext, t: TaskInfo, warnings: string[]): string {
+  try {
+    const c = readCmdline(k, t);
+    if (c.partial && c.faultAddress !== undefined)
+      warnings.push(`command line cut at ${hex(c.faultAddress)}: page not readable`);
+    return c.strings.join(" ");
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`command line unreadable: ${error.message}`);
+    return "";
+  }
+}
+
+function psRow(k: KernelContext, t: TaskInfo): PsRow {
+  const warnings = [...t.warnings];
+  const cmdline = cmdlineOf(k, t, warnings);
   return {
     pid: t.pid,
     tgid: t.tgid,
@@ -26,11 +53,12 @@ function psRow(k: KernelInfo, t: TaskInfo): PsRow {
     uid: t.uid ?? null,
     state: t.state,
     comm: t.name,
-    cmdline: readCmdline(k, t).strings.join(" "),
+    cmdline,
+    ...withWarnings(warnings),
   };
 }
 
-export function psRows(k: KernelInfo): PsRow[] {
+export function psRows(k: KernelContext): PsRow[] {
   return listTasks(k)
     .map((t) => psRow(k, t))
     .sort((a, b) => a.pid - b.pid);
@@ -41,7 +69,7 @@ export function psRows(k: KernelInfo): PsRow[] {
  * list: on a healthy guest the two agree; a process missing from `ps` but present here has been
  * unlinked from the task list.
  */
-export function pidViewRows(k: KernelInfo): PsRow[] {
+export function pidViewRows(k: KernelContext): PsRow[] {
   return pidNamespaceEntries(k)
     .flatMap((e) => (e.task === undefined ? [] : [readTask(k, e.task)]))
     .filter((t) => t.pid === t.tgid)
@@ -55,11 +83,19 @@ export interface ThreadRow {
   readonly ppid: number;
   readonly state: string;
   readonly comm: string;
+  readonly warnings?: readonly string[];
 }
 
-export function threadRows(k: KernelInfo): ThreadRow[] {
+export function threadRows(k: KernelContext): ThreadRow[] {
   return listAllThreads(k)
-    .map((t) => ({ tid: t.pid, tgid: t.tgid, ppid: t.ppid, state: t.state, comm: t.name }))
+    .map((t) => ({
+      tid: t.pid,
+      tgid: t.tgid,
+      ppid: t.ppid,
+      state: t.state,
+      comm: t.name,
+      ...withWarnings(t.warnings),
+    }))
     .sort((a, b) => a.tgid - b.tgid || a.tid - b.tid);
 }
 
@@ -72,7 +108,7 @@ export interface TreeLine {
   readonly text: string;
 }
 
-export function pstreeLines(k: KernelInfo): TreeLine[] {
+export function pstreeLines(k: KernelContext): TreeLine[] {
   const rows = flattenProcessTree(buildProcessTree(listTasks(k)));
   return rows.map((r) => {
     const lead = ancestorsLast(r)
@@ -94,10 +130,17 @@ export interface ModuleListRow {
   readonly base: bigint;
   readonly size: number;
   readonly state: string;
+  readonly warnings?: readonly string[];
 }
 
-export function lsmodRows(k: KernelInfo): ModuleListRow[] {
-  return listModules(k).map((m) => ({ name: m.name, base: m.base, size: m.size, state: m.state }));
+export function lsmodRows(k: KernelContext): ModuleListRow[] {
+  return listModules(k).map((m) => ({
+    name: m.name,
+    base: m.base,
+    size: m.size,
+    state: m.state,
+    ...withWarnings(m.warnings ?? []),
+  }));
 }
 
 export interface MapsRow {
@@ -108,9 +151,10 @@ export interface MapsRow {
   readonly dev: string;
   readonly inode: bigint;
   readonly path: string;
+  readonly warnings?: readonly string[];
 }
 
-export function mapsRows(k: KernelInfo, pid: number): MapsRow[] {
+export function mapsRows(k: KernelContext, pid: number): MapsRow[] {
   const task = listTasks(k).find((t) => t.pid === pid);
   if (!task)
     throw new VmsightError("E_NO_PROCESS", `no process with pid ${pid} in the guest`, {
@@ -125,5 +169,6 @@ export function mapsRows(k: KernelInfo, pid: number): MapsRow[] {
     dev: v.dev,
     inode: v.inode,
     path: v.path,
+    ...withWarnings(v.warnings ?? []),
   }));
 }

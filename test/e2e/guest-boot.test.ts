@@ -243,14 +243,18 @@ for (const id of KERNELS) {
       assert.equal(view.release, guest!.image.release);
       assert.deepEqual(view.unparsed, []);
       assert.deepEqual([...view.roles.keys()].sort(), [
+        "cjk",
         "full15",
+        "invalid",
         "long",
         "memwrite",
         "piperead",
         "sleep",
         "space",
+        "split",
         "stopped",
         "threads",
+        "utf8",
       ]);
       // init printed the same roles at boot, before VMSIGHT-READY.
       assert.deepEqual([...bootView.roles], [...view.roles]);
@@ -272,6 +276,10 @@ for (const id of KERNELS) {
         ["sleep", "sleep", "S"],
         ["stopped", "sleep", "T"],
         ["memwrite", "wl-memwrite", "S"],
+        ["utf8", "café", "S"],
+        ["cjk", "工作负载", "S"],
+        ["split", "a工作负载\\xe5\\xb7", "S"],
+        ["invalid", "bad\\xffé\\\\x41", "S"],
       ];
       for (const [role, comm, state] of want) {
         const p = roleProcess(view, role);
@@ -280,6 +288,13 @@ for (const id of KERNELS) {
       }
       assert.equal(view.cmdlines.get(roleProcess(view, "space").pid), "workload name my worker 1");
       assert.equal(view.cmdlines.get(roleProcess(view, "long").pid), "workload name averyveryverylongname");
+      // The bytes themselves, not only their rendering: the kernel cut 工 (e5 b7 a5) after two bytes.
+      assert.equal(roleProcess(view, "split").commBytes.toString("hex"), "61e5b7a5e4bd9ce8b49fe8bdbde5b7");
+      assert.equal(view.cmdlines.get(roleProcess(view, "utf8").pid), "/bin/wl-café name café");
+      assert.equal(
+        view.cmdlines.get(roleProcess(view, "invalid").pid),
+        "/bin/wl-bad\\xffé\\\\x41 name bad\\xffé\\\\x41",
+      );
     });
 
     test("threads: five tasks, named by the workload", () => {

@@ -8,7 +8,14 @@ import { ensureKernel } from "../../src/guests/kernels.js";
 import { cliJson } from "../support/cli.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
-import { checkLsmod, checkMaps, checkPids, checkPs, checkThreads } from "../support/semantics-checks.js";
+import {
+  checkLsmod,
+  checkMaps,
+  checkPids,
+  checkPs,
+  checkPstree,
+  checkThreads,
+} from "../support/semantics-checks.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
 
@@ -23,13 +30,15 @@ for (const kernelId of KERNELS) {
 
     test("ps: every pid, ppid, uid, state, comm and cmdline", () => checkPs(g));
 
+    test("pstree: every process under its name as the guest shows it", () => checkPstree(g));
+
     test("pids: the PID namespace's view of the processes equals the task list's", () => checkPids(g));
 
     test("threads: every task of every process, with its tgid", () => checkThreads(g));
 
     test("lsmod: names, sizes, states and base addresses of /proc/modules", () => checkLsmod(g));
 
-    test("maps: two workload processes, line for line", () => checkMaps(g));
+    test("maps: workload processes, every column, line for line", () => checkMaps(g));
 
     test("kernel: the release the guest reports, KASLR on, symbols and types from memory", async () => {
       const view = await g.view();

@@ -7,15 +7,17 @@ export class OracleFormatError extends Error {
   readonly code = "E_VIEW_FORMAT";
 }
 
-export const VIEW_BEGIN = "<<<VMSIGHT-VIEW-BEGIN v1>>>";
+export const VIEW_BEGIN = "<<<VMSIGHT-VIEW-BEGIN v2>>>";
 export const VIEW_END = "<<<VMSIGHT-VIEW-END>>>";
 
 /** The fields of one /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line. */
 export interface StatRow {
   /** pid for a process line, tid for a task line. */
   readonly pid: number;
-  /** Everything between the first "(" and the last ")": may hold spaces and parentheses. */
+  /** Everything between the first "(" and the last ")", shown by `renderGuestBytes`. */
   readonly comm: string;
+  /** The same, as the kernel's bytes: may hold spaces, parentheses, anything but NUL. */
+  readonly commBytes: Buffer;
   /** R, S, D, T, t, Z, X, I, ... */
   readonly state: string;
   readonly ppid: number;
@@ -64,8 +66,14 @@ export interface MapRow {
   /** "major:minor" in hex, as printed. */
   readonly dev: string;
   readonly inode: bigint;
-  /** "" for an anonymous mapping; may contain spaces and end in " (deleted)". */
+  /** "" for an anonymous mapping; may contain spaces and end in " (deleted)". By `renderGuestBytes`. */
   readonly path: string;
+}
+
+/** A maps record: the parsed rows, and each line of the file as `renderGuestBytes` shows it. */
+export interface MapsFile {
+  readonly rows: readonly MapRow[];
+  readonly lines: readonly string[];
 }
 
 export interface GuestView {
@@ -83,11 +91,13 @@ export interface GuestView {
   readonly threads: ReadonlyMap<number, readonly ThreadRow[]>;
   readonly uids: ReadonlyMap<number, Ids>;
   readonly gids: ReadonlyMap<number, Ids>;
-  /** pid → argv joined by spaces ("" for kernel threads). */
+  /** pid → argv, each argument shown by `renderGuestBytes`, joined by spaces ("" for kernel threads). */
   readonly cmdlines: ReadonlyMap<number, string>;
   readonly modules: readonly ModuleRow[];
   /** pid → its /proc/<pid>/maps, for workload processes only. */
   readonly maps: ReadonlyMap<number, readonly MapRow[]>;
+  /** pid → the lines of its /proc/<pid>/maps as `renderGuestBytes` shows them. */
+  readonly mapsLines: ReadonlyMap<number, readonly string[]>;
   /** Lines inside the view that are no record (a kernel message that slipped in, say). */
   readonly unparsed: readonly string[];
 }
@@ -114,7 +124,46 @@ function word(text: string): [string, string] {
 }
 
 /**
- * Parses one stat line. comm sits between the first "(" and the LAST ")": everything after that
+ * How the tests expect a guest string to be shown (the rule in README.md), written for this
+ * oracle alone: at each byte, the shortest slice of 1–4 bytes that a strict UTF-8 decoder accepts
+ * as one code point is that character; a byte that starts none is `\xNN`; a backslash is `\\`;
+ * a control character (below U+0020, U+007F–U+009F) is `\xNN` for each of its bytes.
+ */
+export function renderGuestBytes(bytes: Uint8Array): string {
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const hexEscape = (b: Uint8Array) => Array.from(b, (x) => `\\x${x.toString(16).padStart(2, "0")}`).join("");
+  let out = "";
+  for (let i = 0; i < bytes.length; ) {
+    let char: string | undefined;
+    let len = 1;
+    for (; len <= 4 && i + len <= bytes.length; len++) {
+      try {
+        char = strict.decode(bytes.subarray(i, i + len));
+        break;
+      } catch {}
+    }
+    if (char === undefined || [...char].length !== 1) {
+      out += hexEscape(bytes.subarray(i, i + 1));
+      i += 1;
+      continue;
+    }
+    const cp = char.codePointAt(0)!;
+    if (char === "\\") out += "\\\\";
+    else if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) out += hexEscape(bytes.subarray(i, i + len));
+    else out += char;
+    i += len;
+  }
+  return out;
+}
+
+/** A hex payload of the view (lower-case, two digits a byte) back to its bytes. */
+function fromHex(text: string, line: string): Buffer {
+  if (!/^([0-9a-f]{2})*$/.test(text)) bad(line, "payload is not hex");
+  return Buffer.from(text, "hex");
+}
+
+/**
+ * Parses one stat line, given one char per byte (latin1). comm sits between the first "(" and the LAST ")": everything after that
  * is numbers and the state letter, so no comm can fake the split.
  */
 export function parseStatLine(line: string): StatRow {
@@ -129,7 +178,8 @@ export function parseStatLine(line: string): StatRow {
   if (fields.length < 22) bad(line, "stat line too short");
   return {
     pid: int(line.slice(0, open), line),
-    comm: line.slice(open + 2, close),
+    comm: renderGuestBytes(Buffer.from(line.slice(open + 2, close), "latin1")),
+    commBytes: Buffer.from(line.slice(open + 2, close), "latin1"),
     state,
     ppid: int(f(4), line),
     pgrp: int(f(5), line),
@@ -165,7 +215,10 @@ export function parseModuleLine(line: string): ModuleRow {
   };
 }
 
-/** "start-end perms offset dev inode [padding path]": the path is the rest, spaces and all. */
+/**
+ * "start-end perms offset dev inode [padding path]", one char per byte (latin1): the path is the
+ * rest, spaces and all.
+ */
 export function parseMapsLine(line: string): MapRow {
   const m = /^([0-9a-f]+)-([0-9a-f]+) ([-rwxsp]{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+) ?(.*)$/.exec(
     line,
@@ -178,7 +231,7 @@ export function parseMapsLine(line: string): MapRow {
     offset: big(m[4], line, 16),
     dev: m[5]!,
     inode: big(m[6], line),
-    path: m[7]!.replace(/^ +/, ""),
+    path: renderGuestBytes(Buffer.from(m[7]!.replace(/^ +/, ""), "latin1")),
   };
 }
 
@@ -234,6 +287,7 @@ export function parseGuestView(text: string): GuestView {
     cmdlines: new Map<number, string>(),
     modules: [] as ModuleRow[],
     maps: new Map<number, MapRow[]>(),
+    mapsLines: new Map<number, string[]>(),
     unparsed: [] as string[],
   };
   for (const line of extractView(text)) {
@@ -252,11 +306,14 @@ export function parseGuestView(text: string): GuestView {
         view.counterAddress = big(rest, line, 16);
         break;
       case "stat":
-        view.processes.push(parseStatLine(rest));
+        view.processes.push(parseStatLine(statText(rest, line)));
         break;
       case "task": {
         const [tgid, stat] = word(rest);
-        pushTo(view.threads, int(tgid, line), { ...parseStatLine(stat), tgid: int(tgid, line) });
+        pushTo(view.threads, int(tgid, line), {
+          ...parseStatLine(statText(stat, line)),
+          tgid: int(tgid, line),
+        });
         break;
       }
       case "uid":
@@ -267,7 +324,7 @@ export function parseGuestView(text: string): GuestView {
       }
       case "cmdline": {
         const [pid, cmdline] = word(rest);
-        view.cmdlines.set(int(pid, line), cmdline);
+        view.cmdlines.set(int(pid, line), argv(fromHex(cmdline, line)).map(renderGuestBytes).join(" "));
         break;
       }
       case "module":
@@ -275,7 +332,9 @@ export function parseGuestView(text: string): GuestView {
         break;
       case "maps": {
         const [pid, map] = word(rest);
-        pushTo(view.maps, int(pid, line), parseMapsLine(map));
+        const file = mapsFile(fromHex(map, line));
+        view.maps.set(int(pid, line), [...file.rows]);
+        view.mapsLines.set(int(pid, line), [...file.lines]);
         break;
       }
       default:
@@ -283,6 +342,37 @@ export function parseGuestView(text: string): GuestView {
     }
   }
   return view;
+}
+
+/** A stat file's bytes (hex in the view) as one latin1 line, its final newline dropped. */
+function statText(hex: string, line: string): string {
+  const bytes = fromHex(hex, line);
+  if (bytes[bytes.length - 1] !== 0x0a) bad(line, "stat file does not end in a newline");
+  return bytes.subarray(0, -1).toString("latin1");
+}
+
+/** /proc/<pid>/cmdline's bytes as arguments: NUL-separated, the final NUL ends the last one. */
+function argv(bytes: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 0) {
+      out.push(bytes.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  if (start < bytes.length) out.push(bytes.subarray(start));
+  return out;
+}
+
+/** A maps file's bytes: the kernel escapes a newline in a path, so every 0x0a ends a line. */
+export function mapsFile(bytes: Buffer): MapsFile {
+  const lines = bytes.toString("latin1").split("\n");
+  if (lines.pop() !== "") throw new OracleFormatError("maps file does not end in a newline");
+  return {
+    rows: lines.map(parseMapsLine),
+    lines: lines.map((l) => renderGuestBytes(Buffer.from(l, "latin1"))),
+  };
 }
 
 /** The process of a role, or a thrown error naming what the view does have. */

@@ -4,7 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { cliJson, runCli } from "./cli.js";
-import { type Ps, assertPsMatchesView, eventually, reconcileState, transient } from "./compare.js";
+import {
+  type Ps,
+  assertPsMatchesView,
+  eventually,
+  reconcileState,
+  rewriteBudget,
+  transient,
+} from "./compare.js";
 import type { TestGuest } from "./guest.js";
 
 /** every pid, ppid, uid, state, comm and cmdline, and the workload's odd names. */
@@ -16,6 +23,37 @@ export async function checkPs(g: TestGuest): Promise<void> {
     assert.ok(ours.some((p) => p.comm === "abcdefghijklmno"));
     assert.ok(
       ours.some((p) => p.comm === "averyveryverylo" && p.cmdline === "workload name averyveryverylongname"),
+    );
+    // Names that are bytes: UTF-8, a comm cut inside a character, invalid UTF-8.
+    for (const role of ["utf8", "cjk", "split", "invalid"]) {
+      const pid = view.roles.get(role);
+      const theirs = view.processes.find((p) => p.pid === pid);
+      assert.ok(theirs && ours.some((p) => p.pid === pid && p.comm === theirs.comm), `${role} in ps`);
+    }
+    assert.ok(ours.some((p) => p.comm === "café" && p.cmdline === "/bin/wl-café name café"));
+  });
+}
+
+/** every process under its name as the guest shows it. */
+export async function checkPstree(g: TestGuest): Promise<void> {
+  await eventually(g, async (view) => {
+    const ours = await cliJson<{ pid: number; comm: string }[]>(["--qmp", g.qmpSocket, "pstree"]);
+    const skip = transient(view);
+    const byPid = new Map(view.processes.map((p) => [p.pid, p]));
+    const budget = rewriteBudget();
+    const names = ours
+      .filter((t) => !skip.has(t.pid))
+      .map((t) => {
+        const theirs = byPid.get(t.pid);
+        const mine = { pid: t.pid, state: "", comm: t.comm };
+        return reconcileState(mine, theirs && { ...theirs, state: "" }, theirs?.ppid === 2, budget);
+      });
+    const want = view.processes
+      .filter((p) => !skip.has(p.pid))
+      .map((p) => ({ pid: p.pid, state: "", comm: p.comm }));
+    assert.deepEqual(
+      names.sort((a, b) => a.pid - b.pid),
+      want.sort((a, b) => a.pid - b.pid),
     );
   });
 }
@@ -55,12 +93,14 @@ export async function checkThreads(g: TestGuest): Promise<void> {
       .sort((a, b) => a.tgid - b.tgid || a.tid - b.tid);
     const byTid = new Map(theirs.map((t) => [t.tid, t]));
     const kthreads = new Set(view.processes.filter((p) => p.ppid === 2).map((p) => p.pid));
+    const budget = rewriteBudget();
     assert.deepEqual(
       ours.map((t) =>
         reconcileState(
           { tid: t.tid, tgid: t.tgid, state: t.state, comm: t.comm },
           byTid.get(t.tid),
           kthreads.has(t.tgid),
+          budget,
         ),
       ),
       theirs,
@@ -85,10 +125,10 @@ export async function checkLsmod(g: TestGuest): Promise<void> {
   assert.equal(ours.length, 3);
 }
 
-/** two workload processes, line for line. */
+/** workload processes, every column, line for line, and the text output byte for byte. */
 export async function checkMaps(g: TestGuest): Promise<void> {
   const view = await g.view();
-  for (const role of ["memwrite", "threads"]) {
+  for (const role of ["memwrite", "threads", "utf8", "invalid"]) {
     const pid = view.roles.get(role)!;
     const ours = await cliJson<
       {
@@ -123,6 +163,14 @@ export async function checkMaps(g: TestGuest): Promise<void> {
         path: m.path,
       })),
       `maps of ${role} (pid ${pid})`,
+    );
+    // The text output is the guest's own file, byte for byte as the README's rule shows it.
+    const text = await runCli(["--qmp", g.qmpSocket, "maps", String(pid)]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.deepEqual(
+      text.stdout.replace(/\n$/, "").split("\n"),
+      view.mapsLines.get(pid),
+      `maps text of ${role}`,
     );
   }
 }

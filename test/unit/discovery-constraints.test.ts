@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { OffsetDiscovery } from "../../src/discovery/constraints.js";
-import { ringNodes } from "../../src/discovery/rules/reader.js";
+import { isNameString, ringNodes } from "../../src/discovery/rules/reader.js";
 import type { EventKind, GuestView, KernelFacts, PageRights, PageRun } from "../../src/discovery/types.js";
 import { addressBounds } from "../../src/os/linux/walk.js";
 import { noise } from "../support/noise.js";
@@ -400,13 +400,14 @@ function boot(opts: { equalModuleSizes?: boolean; oneModuleLast?: boolean; codeC
     return { t, mm };
   };
   const wl = forkUser("wl-threads", ["workload", "threads", "1"]);
+  const wlPid = b.threads;
   // The workload's main thread creates a thread: not on the tasks list, same tgid.
   b.cr3 = b.pgdPhysOf(wl.mm);
   b.w.u32(wl.t + BigInt(L.state), 0);
   const thread = b.newTask(
     {
       pid: b.threads + 1,
-      tgid: 7,
+      tgid: wlPid,
       comm: "wl-threads",
       state: TASK_NEW,
       flags: 0x400140,
@@ -416,8 +417,8 @@ function boot(opts: { equalModuleSizes?: boolean; oneModuleLast?: boolean; codeC
     },
     false,
   );
-  b.w.u32(wl.t + BigInt(L.tgid), 7);
-  b.w.u32(wl.t + BigInt(L.pid), 7);
+  b.w.u32(wl.t + BigInt(L.tgid), wlPid);
+  b.w.u32(wl.t + BigInt(L.pid), wlPid);
   b.observe(d, "create", wl.t, [thread]);
   b.w.u32(wl.t + BigInt(L.state), 1);
 
@@ -438,6 +439,9 @@ function boot(opts: { equalModuleSizes?: boolean; oneModuleLast?: boolean; codeC
   b.w.u32(init + BigInt(L.state), 0);
   // The guest's last event: nothing shows the module loaded.
   if (opts.oneModuleLast) return { b, d, init };
+  // A UTF-8 name and argument (bytes, written one char per byte) must not rule out the real comm
+  // and argument offsets, as in the test guest's "utf8" role.
+  forkUser("caf\xc3\xa9", ["/bin/wl-caf\xc3\xa9", "name", "caf\xc3\xa9"]);
   // A second module of the same sizes: only the name tells them apart.
   const insmod2 = forkUser("insmod", ["insmod", "/lib/dummy.ko"]);
   const mod2 = 0xffffffffc0022000n;
@@ -666,4 +670,13 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.equal(ringNodes(b.w, head, 10, false)?.length, 2);
     assert.equal(ringNodes(b.w, head, 1), undefined, "longer than allowed");
   });
+});
+
+test("a comm may be UTF-8 or cut inside a character; a module name stays printable ASCII", () => {
+  const name = (hex: string) => Buffer.concat([Buffer.from(hex, "hex"), Buffer.alloc(16)]).subarray(0, 16);
+  assert.equal(isNameString(name("636166c3a9"), 16, true), true);
+  assert.equal(isNameString(name("61e5b7a5e4bd9ce8b49fe8bdbde5b7"), 16, true), true);
+  assert.equal(isNameString(name("636166c3a9"), 16), false);
+  assert.equal(isNameString(name("63610a"), 16, true), false, "controls never pass");
+  assert.equal(isNameString(name("63617f"), 16, true), false);
 });

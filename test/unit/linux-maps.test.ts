@@ -518,7 +518,8 @@ describe("/proc/<pid>/maps", () => {
     const want = [
       "7f0000000000-7f0000100000 rw-s 00000000 00:01 5                          /dev/zero (deleted)",
       "7f1000000000-7f1000004000 r--s 123456789000 08:11 4000000001             /tmp/db",
-      "7f2000000000-7f2000001000 r-xp 00003000 08:11 12                         /tmp/a\\012b",
+      // The kernel prints the newline as \012; shown as every guest string is, its backslash doubles.
+      "7f2000000000-7f2000001000 r-xp 00003000 08:11 12                         /tmp/a\\\\012b",
       "7f3000000000-7f3000002000 r-xp 00000000 00:00 0 ",
       // Longer than the 72-column pad: seq_pad() adds only its one space.
       "7f4000000000-7f4000001000 r--p fffffffffffff000 08:11 18446744073709551615  /tmp/huge",
@@ -624,8 +625,44 @@ describe("/proc/<pid>/maps", () => {
     b.set(vmas[1]!, "vm_area_struct.vm_start", 0x3800n);
     assert.throws(() => listVmas(ctx(), { mm: p.mm }), /stored for/);
     b.set(vmas[1]!, "vm_area_struct.vm_start", 0x3000n);
+    // A file that cannot be followed: the row stays, its file columns unknown, with a warning.
     b.set(vmas[1]!, "vm_area_struct.vm_file", 0x1234n);
-    assert.throws(() => listVmas(ctx(), { mm: p.mm }), GuestDataError);
+    const rows = listVmas(ctx(), { mm: p.mm }, { includeGate: false });
+    assert.deepEqual(
+      rows.map((r) => [r.start, r.perms, r.dev, r.path, r.kind]),
+      [
+        [0x1000n, "r--p", "00:00", "", "anon"],
+        [0x3000n, "r--p", "?", "?", "file"],
+      ],
+    );
+    assert.equal(rows[0]!.warnings, undefined);
+    assert.match(rows[1]!.warnings?.[0] ?? "", /vm_file of VMA .* is not a kernel pointer: 0x1234/);
     assert.throws(() => listVmas(ctx(), { mm: va(0xffff888000000000n) }));
+  });
+
+  test("a VMA that cannot be read: its range from the maple tree, a warning, the others intact", () => {
+    const { b, k, ctx } = setup();
+    const p = new Process(b, { brk: 0n, startBrk: 0n, startStack: 0n });
+    const sound = p.vma({ start: 0x1000n, end: 0x2000n, flags: R });
+    const after = p.vma({ start: 0x5000n, end: 0x6000n, flags: RW });
+    const unmapped = 0xffff888040000000n;
+    const root = b.tree([
+      { start: 0x1000n, last: 0x1fffn, value: sound },
+      { start: 0x3000n, last: 0x3fffn, value: unmapped },
+      { start: 0x5000n, last: 0x5fffn, value: after },
+    ]);
+    b.set(p.mm, "mm_struct.mm_mt", 0n);
+    k.writeU64(p.mm + b.off("mm_struct.mm_mt") + b.off("maple_tree.ma_root"), root);
+    k.writeU32(p.mm + b.off("mm_struct.map_count"), 3);
+    const rows = listVmas(ctx(), { mm: p.mm }, { includeGate: false });
+    assert.deepEqual(
+      rows.map((r) => [r.start, r.end, r.perms, r.kind]),
+      [
+        [0x1000n, 0x2000n, "r--p", "anon"],
+        [0x3000n, 0x4000n, "----", "unreadable"],
+        [0x5000n, 0x6000n, "rw-p", "anon"],
+      ],
+    );
+    assert.match(rows[1]!.warnings?.[0] ?? "", /VMA 0xffff888040000000 is unreadable/);
   });
 });

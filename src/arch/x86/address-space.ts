@@ -1,6 +1,7 @@
 import type { PhysicalMemory, ReadRequest } from "../../memory/types.js";
 import { PAGE_SIZE, type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
 import { FaultError, VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import { TranslationCache } from "./cache.js";
 import type { PagingFormat } from "./formats.js";
 import { type Translation, findTranslation as walkFind, translate as walkTranslate } from "./walk.js";
@@ -142,7 +143,7 @@ export class AddressSpace {
   }
 
   /**
-   * Bytes up to the first NUL, decoded as UTF-8, reading one page at a time so an unmapped page
+   * Bytes up to the first NUL, decoded as every guest string is (`decodeGuestBytes`), reading one page at a time so an unmapped page
    * after the terminator does not fault. Without a NUL in `maxLength` bytes, returns those bytes.
    */
   readCString(addr: VirtAddr, maxLength: number): string {
@@ -162,7 +163,7 @@ export class AddressSpace {
       left -= n;
       cur = BigInt.asUintN(64, cur + BigInt(n));
     }
-    return Buffer.concat(chunks).toString("utf8");
+    return decodeGuestBytes(Buffer.concat(chunks));
   }
 
   /** Fast path for scalars: one translation and one read unless the value straddles a page. */

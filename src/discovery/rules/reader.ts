@@ -60,14 +60,17 @@ export class Obj {
   }
 }
 
-/** comm / module name: printable, not empty, NUL-terminated inside its array. */
-export function isNameString(b: Buffer | undefined, len: number): boolean {
+/**
+ * comm / module name: printable, not empty, NUL-terminated inside its array. `highBytes` lets
+ * bytes from 0x80 up pass, for comm: a process may name itself in UTF-8 (or cut a character).
+ */
+export function isNameString(b: Buffer | undefined, len: number, highBytes = false): boolean {
   if (!b || b.length < len) return false;
   if (b[0] === 0) return false;
   for (let i = 0; i < len; i++) {
     const c = b[i]!;
     if (c === 0) return true;
-    if (c < 0x20 || c > 0x7e) return false;
+    if (c < 0x20 || c === 0x7f || (c > 0x7f && !highBytes)) return false;
   }
   return false;
 }

@@ -114,7 +114,7 @@ export class TaskRules {
         /^swapper(\/\d+)?$/.test(cur.str(o, TASK_COMM_LEN) ?? ""),
       );
     c.filter("task_struct.comm", "printable NUL-terminated name", (o) =>
-      all.every((t) => isNameString(t.slice(o, TASK_COMM_LEN), TASK_COMM_LEN)),
+      all.every((t) => isNameString(t.slice(o, TASK_COMM_LEN), TASK_COMM_LEN, true)),
     );
     this.ctx.innermostString("task_struct.comm", TASK_COMM_LEN);
 

@@ -1,5 +1,6 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { GuestDataError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
 import { checkKernelPointer } from "./walk.js";
 
@@ -21,7 +22,7 @@ export interface DPathOptions {
   readonly maxLength?: number;
 }
 
-const DELETED = " (deleted)";
+const DELETED = Buffer.from(" (deleted)");
 
 interface Offsets {
   readonly dParent: bigint;
@@ -89,25 +90,37 @@ export function isUnlinked(ctx: KernelContext, dentry: VirtAddr): boolean {
   return pprev === 0n && ctx.kernel.readU64(va(dentry + o.dParent)) !== dentry;
 }
 
-/**
- * The path `d_path()` prints for `vfsmount`/`dentry` (a `struct path`), " (deleted)" included,
- * not yet escaped for /proc (see `escapePath`). Pseudo files whose dentry names itself through
- * `d_op->d_dname` get that name for the two kinds that can be mapped into memory
- * (`simple_dname`: shmem, memfd, SysV shm; `anon_inodefs_dname`); other `d_dname` functions
- * cannot be run from outside, and their path falls back to the dentry walk.
- */
+/** `dPathBytes`, decoded as every guest string is. */
 export function dPath(
   ctx: KernelContext,
   vfsmount: VirtAddr,
   dentry: VirtAddr,
   opts: DPathOptions = {},
 ): string {
+  return decodeGuestBytes(dPathBytes(ctx, vfsmount, dentry, opts));
+}
+
+/**
+ * The bytes `d_path()` prints for `vfsmount`/`dentry` (a `struct path`), " (deleted)" included,
+ * not yet escaped for /proc (see `escapePath`). Pseudo files whose dentry names itself through
+ * `d_op->d_dname` get that name for the two kinds that can be mapped into memory
+ * (`simple_dname`: shmem, memfd, SysV shm; `anon_inodefs_dname`); other `d_dname` functions
+ * cannot be run from outside, and their path falls back to the dentry walk.
+ */
+export function dPathBytes(
+  ctx: KernelContext,
+  vfsmount: VirtAddr,
+  dentry: VirtAddr,
+  opts: DPathOptions = {},
+): Buffer {
   const o = offsets(ctx);
   const synthetic = syntheticName(ctx, o, vfsmount, dentry);
   if (synthetic !== undefined) return synthetic;
   const path = prependPath(ctx, o, vfsmount, dentry, opts);
-  return isUnlinked(ctx, dentry) ? path + DELETED : path;
+  return isUnlinked(ctx, dentry) ? Buffer.concat([path, DELETED]) : path;
 }
+
+const SLASH = Buffer.from("/");
 
 /** `d_path(&file->f_path)`. */
 export function filePath(ctx: KernelContext, file: VirtAddr, opts: DPathOptions = {}): string {
@@ -123,13 +136,20 @@ export function filePath(ctx: KernelContext, file: VirtAddr, opts: DPathOptions 
 }
 
 /**
- * `mangle_path()` as `seq_file_path(m, file, "\n")` applies it: each character of `chars`
- * becomes a backslash and three octal digits, so a newline in a name cannot forge a line.
+ * `mangle_path()` as `seq_file_path(m, file, "\n")` applies it: each byte of `chars` becomes a
+ * backslash and three octal digits, so a newline in a name cannot forge a line. On bytes, as the
+ * kernel does it, before the result is decoded for display.
  */
-export function escapePath(path: string, chars = "\n"): string {
-  let out = "";
-  for (const c of path) out += chars.includes(c) ? `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}` : c;
-  return out;
+export function escapePath(path: Buffer, chars = "\n"): Buffer {
+  const special = Buffer.from(chars);
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (let i = 0; i < path.length; i++) {
+    if (!special.includes(path[i]!)) continue;
+    parts.push(path.subarray(from, i), Buffer.from(`\\${path[i]!.toString(8).padStart(3, "0")}`));
+    from = i + 1;
+  }
+  return from === 0 ? path : Buffer.concat([...parts, path.subarray(from)]);
 }
 
 function syntheticName(
@@ -137,7 +157,7 @@ function syntheticName(
   o: Offsets,
   vfsmount: VirtAddr,
   dentry: VirtAddr,
-): string | undefined {
+): Buffer | undefined {
   if (o.dOp === undefined || o.dDname === undefined) return undefined;
   const op = ctx.kernel.readU64(va(dentry + o.dOp));
   if (op === 0n) return undefined;
@@ -148,8 +168,8 @@ function syntheticName(
   // A pseudo filesystem that is mounted names its root through the mount, not d_dname.
   const isRoot = ctx.kernel.readU64(va(dentry + o.dParent)) === dentry;
   if (isRoot && ctx.kernel.readU64(va(vfsmount + o.mntRoot)) === dentry) return undefined;
-  if (fn === o.simpleDname) return `/${decode(dentryName(ctx, dentry, false))}${DELETED}`;
-  if (fn === o.anonInodeDname) return `anon_inode:${decode(dentryName(ctx, dentry))}`;
+  if (fn === o.simpleDname) return Buffer.concat([SLASH, dentryName(ctx, dentry, false), DELETED]);
+  if (fn === o.anonInodeDname) return Buffer.concat([Buffer.from("anon_inode:"), dentryName(ctx, dentry)]);
   return undefined;
 }
 
@@ -160,7 +180,7 @@ function prependPath(
   vfsmount: VirtAddr,
   dentry: VirtAddr,
   opts: DPathOptions,
-): string {
+): Buffer {
   const maxSteps = opts.maxSteps ?? 4096;
   const maxLength = opts.maxLength ?? 1 << 16;
   const parts: Buffer[] = [];
@@ -180,7 +200,7 @@ function prependPath(
       continue;
     }
     // A dentry that is its own parent but not its mount's root escaped the mount: "/" only.
-    if (parent === d) return "/";
+    if (parent === d) return SLASH;
     const name = dentryName(ctx, va(d));
     length += name.length + 1;
     if (length > maxLength)
@@ -188,13 +208,6 @@ function prependPath(
     parts.push(name);
     d = parent;
   }
-  if (parts.length === 0) return "/";
-  return parts
-    .reverse()
-    .map((p) => `/${decode(p)}`)
-    .join("");
-}
-
-function decode(bytes: Buffer): string {
-  return bytes.toString("utf8");
+  if (parts.length === 0) return SLASH;
+  return Buffer.concat(parts.reverse().flatMap((p) => [SLASH, p]));
 }

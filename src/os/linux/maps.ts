@@ -1,8 +1,9 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
-import { GuestDataError } from "../../util/errors.js";
+import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
-import { type DPathOptions, dPath, escapePath } from "./dpath.js";
+import { type DPathOptions, dPathBytes, escapePath } from "./dpath.js";
 import { type MapleTreeOptions, mapleTreeEntries } from "./maple-tree.js";
 import { chainForEach, checkKernelPointer } from "./walk.js";
 
@@ -18,7 +19,7 @@ export const VM_WRITE = 0x2n;
 export const VM_EXEC = 0x4n;
 export const VM_MAYSHARE = 0x80n;
 
-export type VmaKind = "file" | "special" | "vdso" | "heap" | "stack" | "anon";
+export type VmaKind = "file" | "special" | "vdso" | "heap" | "stack" | "anon" | "unreadable";
 
 export interface VmaRow {
   /** The `vm_area_struct`. */
@@ -33,9 +34,18 @@ export interface VmaRow {
   /** "fe:01": major and minor of the file's `i_sb->s_dev`, "00:00" without a file. */
   readonly dev: string;
   readonly inode: bigint;
-  /** The name column exactly as /proc prints it (escaped path, "[heap]"...), "" for none. */
+  /**
+   * The name column as /proc prints it (escaped path, "[heap]"...), "" for none, its bytes decoded
+   * as every guest string is (`decodeGuestBytes`).
+   */
   readonly path: string;
   readonly kind: VmaKind;
+  /**
+   * What could not be read, when something could not: the file of a file mapping (dev, inode
+   * and path are then "?", 0 and "?"), or the whole VMA (kind "unreadable": the range is the
+   * maple tree's, or 0-0 on a list-based kernel). Absent for a sound VMA.
+   */
+  readonly warnings?: readonly string[];
 }
 
 /**
@@ -95,30 +105,52 @@ export function mmOf(ctx: KernelContext, source: VmaSource): bigint {
  * must be the VMA's own [vm_start, vm_end - 1].
  */
 export function vmaAddresses(ctx: KernelContext, mm: VirtAddr, opts: ListVmasOptions = {}): VirtAddr[] {
+  return vmaEntries(ctx, mm, opts).map((e) => e.vma);
+}
+
+interface VmaEntry {
+  readonly vma: VirtAddr;
+  /** The range the maple tree stores the VMA for; unknown on a list-based kernel. */
+  readonly range: readonly [bigint, bigint] | undefined;
+}
+
+/** vm_start and vm_end of a VMA, or undefined when they cannot be read. */
+function vmaBounds(ctx: KernelContext, vma: VirtAddr): [bigint, bigint] | undefined {
+  const L = ctx.layout;
+  try {
+    return [
+      ctx.kernel.readU64(va(vma + BigInt(L.offsetof("vm_area_struct", "vm_start")))),
+      ctx.kernel.readU64(va(vma + BigInt(L.offsetof("vm_area_struct", "vm_end")))),
+    ];
+  } catch (error) {
+    if (error instanceof FaultError) return undefined;
+    throw error;
+  }
+}
+
+function vmaEntries(ctx: KernelContext, mm: VirtAddr, opts: ListVmasOptions): VmaEntry[] {
   const L = ctx.layout;
   const mapCount = ctx.kernel.readU32(va(mm + BigInt(L.offsetof("mm_struct", "map_count"))));
   const limit = Math.min(mapCount, MAX_MAP_COUNT) + (opts.slack ?? 64);
-  const out: VirtAddr[] = [];
-  const push = (v: VirtAddr) => {
+  const out: VmaEntry[] = [];
+  const push = (v: VirtAddr, range?: [bigint, bigint]) => {
     if (out.length >= limit)
       throw new GuestDataError(`mm ${hex(mm)} has more VMAs than map_count ${mapCount}`);
-    out.push(v);
+    out.push({ vma: v, range });
   };
   const mt = L.findOffset("mm_struct", "mm_mt");
   if (mt !== undefined) {
     const root = ctx.kernel.readU64(va(mm + BigInt(mt + L.offsetof("maple_tree", "ma_root"))));
-    const start = BigInt(L.offsetof("vm_area_struct", "vm_start"));
-    const end = BigInt(L.offsetof("vm_area_struct", "vm_end"));
     for (const e of mapleTreeEntries(ctx, root, opts.mapleTree)) {
       const vma = checkKernelPointer(e.entry, ctx.bounds, `mm_mt entry at ${hex(e.index)}`);
-      const s = ctx.kernel.readU64(va(vma + start));
-      const t = ctx.kernel.readU64(va(vma + end));
-      if (s !== e.index || t - 1n !== e.last) {
+      // An unreadable VMA is the row reader's to report; a readable one must match its slot.
+      const span = vmaBounds(ctx, vma);
+      if (span && (span[0] !== e.index || span[1] - 1n !== e.last)) {
         throw new GuestDataError(
-          `VMA ${hex(vma)} (${hex(s)}-${hex(t)}) is stored for ${hex(e.index)}-${hex(e.last + 1n)} in mm_mt`,
+          `VMA ${hex(vma)} (${hex(span[0])}-${hex(span[1])}) is stored for ${hex(e.index)}-${hex(e.last + 1n)} in mm_mt`,
         );
       }
-      push(vma);
+      push(vma, [e.index, e.last + 1n]);
     }
     return out;
   }
@@ -143,10 +175,11 @@ export function listVmas(ctx: KernelContext, source: VmaSource, opts: ListVmasOp
   const field = (p: string) => ctx.kernel.readU64(va(mm + BigInt(L.offsetof("mm_struct", p))));
   const info: MmInfo = { brk: field("brk"), startBrk: field("start_brk"), startStack: field("start_stack") };
   const reader = new VmaReader(ctx, opts);
-  const rows = vmaAddresses(ctx, mm, opts).map((v) => reader.row(v, info));
-  for (let i = 1; i < rows.length; i++) {
-    const prev = rows[i - 1]!;
-    const cur = rows[i]!;
+  const rows = vmaEntries(ctx, mm, opts).map((e) => reader.rowOrPlaceholder(e, info));
+  const sound = rows.filter((r) => r.kind !== "unreadable");
+  for (let i = 1; i < sound.length; i++) {
+    const prev = sound[i - 1]!;
+    const cur = sound[i]!;
     if (cur.start < prev.end) {
       throw new GuestDataError(`VMAs ${hex(prev.vma)} and ${hex(cur.vma)} overlap or are out of order`);
     }
@@ -171,7 +204,9 @@ export function gateVma(ctx: KernelContext, mm: VirtAddr): VirtAddr | undefined 
 }
 
 /** The `show_map_vma()` line for a VMA, with the header fields as the kernel prints them. */
-export function formatMapsLine(row: VmaRow): string {
+export function formatMapsLine(
+  row: Pick<VmaRow, "start" | "end" | "perms" | "offset" | "dev" | "inode" | "path">,
+): string {
   const h = (x: bigint) => x.toString(16).padStart(8, "0");
   // show_vma_header_prefix(): seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) and a trailing space;
   // a name is then padded to that width (seq_pad) and put after one more space.
@@ -239,6 +274,32 @@ class VmaReader {
     this.sym = (name) => ctx.symbols.findAddress(name);
   }
 
+  /**
+   * The row of a VMA, or, when its vm_area_struct cannot be read, a row that says so: one bad
+   * VMA does not hide the others.
+   */
+  rowOrPlaceholder(e: VmaEntry, mm: MmInfo): VmaRow {
+    try {
+      return this.row(e.vma, mm);
+    } catch (error) {
+      if (!(error instanceof FaultError)) throw error;
+      const [start, end] = e.range ?? [0n, 0n];
+      return {
+        vma: e.vma,
+        start,
+        end,
+        flags: 0n,
+        perms: "----",
+        offset: 0n,
+        dev: "00:00",
+        inode: 0n,
+        path: "",
+        kind: "unreadable",
+        warnings: [`VMA ${hex(e.vma)} is unreadable: ${error.message}`],
+      };
+    }
+  }
+
   row(vma: VirtAddr, mm: MmInfo): VmaRow {
     const b = this.ctx.kernel.read(vma, this.o.size);
     const u64 = (off: number) => b.readBigUInt64LE(off);
@@ -250,9 +311,16 @@ class VmaReader {
     const base = { vma, start, end, flags, perms: permsOf(flags) };
     const file = u64(this.o.file);
     if (file !== 0n) {
-      const f = this.fileInfo(checkKernelPointer(file, this.ctx.bounds, `vm_file of VMA ${hex(vma)}`));
       const offset = BigInt.asUintN(64, u64(this.o.pgoff) << 12n);
-      return { ...base, offset, dev: formatDev(f.dev), inode: f.ino, path: escapePath(f.path), kind: "file" };
+      try {
+        const f = this.fileInfo(checkKernelPointer(file, this.ctx.bounds, `vm_file of VMA ${hex(vma)}`));
+        const path = decodeGuestBytes(escapePath(f.path));
+        return { ...base, offset, dev: formatDev(f.dev), inode: f.ino, path, kind: "file" };
+      } catch (error) {
+        if (!(error instanceof VmsightError)) throw error;
+        const warnings = [`file of VMA ${hex(vma)}: ${error.message}`];
+        return { ...base, offset, dev: "?", inode: 0n, path: "?", kind: "file", warnings };
+      }
     }
     const anon = { ...base, offset: 0n, dev: "00:00", inode: 0n };
     const special = this.opsNameOf(u64(this.o.ops), u64(this.o.priv), vma);
@@ -300,7 +368,7 @@ class VmaReader {
   }
 
   /** `file_user_path()`/`file_user_inode()` (6.8+) or `f_path`/`f_inode`, then d_path. */
-  private fileInfo(file: VirtAddr): { dev: number; ino: bigint; path: string } {
+  private fileInfo(file: VirtAddr): { dev: number; ino: bigint; path: Buffer } {
     const L = this.ctx.layout;
     const k = this.ctx.kernel;
     const pathAt = (p: bigint) => ({
@@ -330,7 +398,7 @@ class VmaReader {
     return {
       dev: k.readU32(va(sb + BigInt(L.offsetof("super_block", "s_dev")))),
       ino: k.readU64(va(ino + BigInt(L.offsetof("inode", "i_ino")))),
-      path: dPath(this.ctx, path.mnt, path.dentry, this.opts.dpath),
+      path: dPathBytes(this.ctx, path.mnt, path.dentry, this.opts.dpath),
     };
   }
 

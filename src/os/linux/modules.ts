@@ -1,4 +1,5 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
+import { FaultError, VmsightError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
 import { checkKernelPointer, listForEachEntry, readFixedString } from "./walk.js";
 
@@ -7,7 +8,8 @@ import { checkKernelPointer, listForEachEntry, readFixedString } from "./walk.js
  * mem[]) over the `modules` list, newest first as the kernel lists them, unformed modules
  * skipped.
  */
-export type ModuleState = "Live" | "Loading" | "Unloading";
+/** "Unknown" only for a module whose struct could not be read (see `warnings`). */
+export type ModuleState = "Live" | "Loading" | "Unloading" | "Unknown";
 
 export interface ModuleRow {
   /** The `struct module`. */
@@ -26,6 +28,11 @@ export interface ModuleRow {
   readonly permanent: boolean;
   /** `module.taints` as a bit mask. */
   readonly taints: bigint;
+  /**
+   * What could not be read: the list of users (usedBy is then empty), or the struct itself
+   * (then only the name, when readable, is known: "?" otherwise). Absent for a sound module.
+   */
+  readonly warnings?: readonly string[];
 }
 
 export interface ListModulesOptions {
@@ -106,7 +113,15 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
     Math.max(nameAt + nameLen, rule.base, ...rule.sizes, refcnt ?? 0, init ?? 0, exit ?? 0, taints ?? 0) + 8;
   const rows: ModuleRow[] = [];
   for (const mod of listForEachEntry(ctx, head, "module", "list", { max: opts.maxModules ?? 1 << 16 })) {
-    const b = ctx.kernel.read(mod, span);
+    let b: Buffer;
+    try {
+      b = ctx.kernel.read(mod, span);
+    } catch (error) {
+      if (!(error instanceof FaultError)) throw error;
+      rows.push(unreadableModule(ctx, mod, nameAt, nameLen, error));
+      continue;
+    }
+    const warnings: string[] = [];
     const stateValue = BigInt(b.readInt32LE(off("state")));
     if (stateValue === states.unformed) continue;
     const state: ModuleState =
@@ -119,13 +134,14 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
       base: b.readBigUInt64LE(rule.base),
       size,
       refcount: refcnt === undefined ? undefined : b.readInt32LE(refcnt) - 1,
-      usedBy: refcnt === undefined ? [] : users(ctx, mod, opts.maxUsers ?? 4096),
+      usedBy: refcnt === undefined ? [] : usersOrWarn(ctx, mod, opts.maxUsers ?? 4096, warnings),
       permanent:
         init !== undefined &&
         exit !== undefined &&
         b.readBigUInt64LE(init) !== 0n &&
         b.readBigUInt64LE(exit) === 0n,
       taints: taints === undefined ? 0n : b.readBigUInt64LE(taints),
+      ...(warnings.length === 0 ? {} : { warnings }),
     });
   }
   return rows;
@@ -168,6 +184,45 @@ export function unlistedModuleWarnings(ctx: KernelContext, listed: readonly Modu
       (m) =>
         `module ${m.name} (struct module ${hex(m.addr)}) is in sysfs (module_kset) but not on the modules list: unlinked from it`,
     );
+}
+
+/** A module on the list whose struct cannot be read in full: its name if that can be, and why. */
+function unreadableModule(
+  ctx: KernelContext,
+  mod: VirtAddr,
+  nameAt: number,
+  nameLen: number,
+  error: FaultError,
+): ModuleRow {
+  let name = "?";
+  try {
+    name = readFixedString(ctx.kernel.read(va(mod + BigInt(nameAt)), nameLen), 0, nameLen);
+  } catch (e) {
+    if (!(e instanceof FaultError)) throw e;
+  }
+  return {
+    addr: mod,
+    name,
+    state: "Unknown",
+    base: 0n,
+    size: 0,
+    refcount: undefined,
+    usedBy: [],
+    permanent: false,
+    taints: 0n,
+    warnings: [`struct module at ${hex(mod)} is unreadable: ${error.message}`],
+  };
+}
+
+/** The users of a module, or none and a warning when their list cannot be walked. */
+function usersOrWarn(ctx: KernelContext, mod: VirtAddr, max: number, warnings: string[]): string[] {
+  try {
+    return users(ctx, mod, max);
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`users unreadable: ${error.message}`);
+    return [];
+  }
 }
 
 function stateValues(ctx: KernelContext): { coming: bigint; going: bigint; unformed: bigint } {

@@ -2,6 +2,7 @@ import type { AddressSpace } from "../../arch/x86/address-space.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { decodeGuestStrings } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
 import { type AddressBounds, checkKernelPointer, isUserAddress } from "./walk.js";
 
@@ -13,7 +14,7 @@ import { type AddressBounds, checkKernelPointer, isUserAddress } from "./walk.js
 export interface ProcessStrings {
   /** The bytes /proc would return (as far as they were readable). */
   readonly bytes: Buffer;
-  /** The NUL-separated strings, UTF-8 decoded; a trailing unterminated piece is kept. */
+  /** The NUL-separated strings, each decoded by `decodeGuestBytes`; a trailing unterminated piece is kept. */
   readonly strings: string[];
   /** The strings joined by spaces, as `ps` shows a command line. */
   readonly text: string;
@@ -162,13 +163,6 @@ function finish(
   truncated: boolean,
   faultAddress: bigint | undefined,
 ): ProcessStrings {
-  const strings = splitNul(bytes);
+  const strings = decodeGuestStrings(bytes);
   return { bytes, strings, text: strings.join(" "), partial, truncated, faultAddress };
-}
-
-function splitNul(bytes: Buffer): string[] {
-  if (bytes.length === 0) return [];
-  const parts = bytes.toString("utf8").split("\0");
-  if (bytes[bytes.length - 1] === 0) parts.pop();
-  return parts;
 }

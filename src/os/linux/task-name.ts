@@ -1,6 +1,7 @@
 import type { AddressSpace } from "../../arch/x86/address-space.js";
 import { PAGE_SIZE, type VirtAddr, va } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
 import { isKernelPointer } from "./walk.js";
 
@@ -11,7 +12,8 @@ import { isKernelPointer } from "./walk.js";
  *   PF_KTHREAD   -> get_kthread_comm() (kernel/kthread.c)
  *   otherwise    -> task->comm
  *
- * Both helpers write into a 64-byte buffer (`char tcomm[64]`), so names stop at 63 bytes.
+ * Both helpers write into a 64-byte buffer (`char tcomm[64]`), so names stop at 63 bytes. The name
+ * is built from bytes and decoded once at the end, so the 63-byte cut falls where the kernel's does.
  * Everything read here beyond task_struct is optional decoration: any failure (missing
  * member, unreadable or non-kernel pointer) falls back to comm instead of throwing.
  */
@@ -26,7 +28,8 @@ const DEFAULT_WORKER_DESC = 24;
 /** What proc_task_name() needs from task_struct, already read by the caller. */
 export interface NameInputs {
   readonly flags: number;
-  readonly comm: string;
+  /** task->comm up to its NUL. */
+  readonly commBytes: Buffer;
   /** `task->worker_private` (or `set_child_tid` before 5.19): the `struct kthread` of a kernel thread. */
   readonly kthread: bigint | undefined;
 }
@@ -40,13 +43,17 @@ export interface NameInputs {
 export type WorkerIdStyle = "comm" | "full-id";
 
 export function procTaskName(ctx: KernelContext, t: NameInputs, style?: WorkerIdStyle): string {
+  return decodeGuestBytes(procTaskNameBytes(ctx, t, style));
+}
+
+function procTaskNameBytes(ctx: KernelContext, t: NameInputs, style?: WorkerIdStyle): Buffer {
   try {
     if (t.flags & PF_WQ_WORKER) return wqWorkerComm(ctx, t, style ?? workerIdStyle(ctx));
     if (t.flags & PF_KTHREAD) return kthreadComm(ctx, t);
   } catch (error) {
     if (!(error instanceof VmsightError)) throw error;
   }
-  return clip(t.comm);
+  return clip(t.commBytes);
 }
 
 /** 6.10 widened `worker.desc` to 32 bytes in the same release that introduced the full worker id. */
@@ -74,14 +81,14 @@ interface KthreadFields {
 }
 
 /** get_kthread_comm(): the full name kthread_create() kept when comm had to be truncated. */
-function kthreadComm(ctx: KernelContext, t: NameInputs): string {
+function kthreadComm(ctx: KernelContext, t: NameInputs): Buffer {
   const k = readKthread(ctx, t.kthread);
-  return kthreadName(ctx, k, t.comm);
+  return kthreadName(ctx, k, t.commBytes);
 }
 
-function kthreadName(ctx: KernelContext, k: KthreadFields | undefined, comm: string): string {
+function kthreadName(ctx: KernelContext, k: KthreadFields | undefined, comm: Buffer): Buffer {
   if (!k?.fullName || !isKernelPointer(k.fullName, ctx.bounds)) return clip(comm);
-  return readStringBytes(ctx.kernel, va(k.fullName), TCOMM_SIZE - 1).bytes.toString("latin1");
+  return readStringBytes(ctx.kernel, va(k.fullName), TCOMM_SIZE - 1).bytes;
 }
 
 function readKthread(ctx: KernelContext, ptr: bigint | undefined): KthreadFields | undefined {
@@ -100,23 +107,23 @@ interface WorkerFields {
   readonly currentWork: bigint;
   readonly pool: bigint;
   readonly rescueWq: bigint;
-  readonly desc: string;
+  readonly desc: Buffer;
 }
 
 /** wq_worker_comm(): the worker id, then "+desc" while running a work item, "-desc" after. */
-function wqWorkerComm(ctx: KernelContext, t: NameInputs, style: WorkerIdStyle): string {
+function wqWorkerComm(ctx: KernelContext, t: NameInputs, style: WorkerIdStyle): Buffer {
   const k = readKthread(ctx, t.kthread);
   // kthread_data(task): the worker_thread() argument, the struct worker.
   const w =
     k?.data !== undefined && isKernelPointer(k.data, ctx.bounds) ? readWorker(ctx, k.data) : undefined;
-  if (!w) return clip(t.comm);
-  let base: string;
-  if (style === "comm") base = clip(t.comm);
-  else if (w.rescueWq === 0n && w.pool === 0n) base = "kworker/dying";
+  if (!w) return clip(t.commBytes);
+  let base: Buffer;
+  if (style === "comm") base = clip(t.commBytes);
+  else if (w.rescueWq === 0n && w.pool === 0n) base = Buffer.from("kworker/dying");
   // The id was formatted from this same worker and pool when the kthread was created.
-  else base = kthreadName(ctx, k, t.comm);
-  if (w.pool === 0n || w.desc === "") return base;
-  return clip(`${base}${w.currentWork !== 0n ? "+" : "-"}${w.desc}`);
+  else base = kthreadName(ctx, k, t.commBytes);
+  if (w.pool === 0n || w.desc.length === 0) return base;
+  return clip(Buffer.concat([base, Buffer.from(w.currentWork !== 0n ? "+" : "-"), w.desc]));
 }
 
 function readWorker(ctx: KernelContext, addr: bigint): WorkerFields | undefined {
@@ -137,13 +144,13 @@ function readWorker(ctx: KernelContext, addr: bigint): WorkerFields | undefined 
     currentWork: bytes.readBigUInt64LE(currentWork - start),
     pool: bytes.readBigUInt64LE(pool - start),
     rescueWq: rescueWq === undefined ? 0n : bytes.readBigUInt64LE(rescueWq - start),
-    desc: (nul < 0 ? descBytes : descBytes.subarray(0, nul)).toString("latin1"),
+    desc: nul < 0 ? descBytes : descBytes.subarray(0, nul),
   };
 }
 
 /** What fits in tcomm[64] with its NUL. */
-function clip(name: string): string {
-  return name.length > TCOMM_SIZE - 1 ? name.slice(0, TCOMM_SIZE - 1) : name;
+function clip(name: Buffer): Buffer {
+  return name.length > TCOMM_SIZE - 1 ? name.subarray(0, TCOMM_SIZE - 1) : name;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
@@ -35,7 +36,7 @@ export interface TaskInfo {
   readonly uid: number | undefined;
   readonly gid: number | undefined;
   readonly euid: number | undefined;
-  /** task->comm up to its NUL (at most 16 bytes), one char per byte. */
+  /** task->comm up to its NUL (at most 16 bytes), decoded by `decodeGuestBytes`. */
   readonly comm: string;
   /** The name /proc/<pid>/stat shows: full kthread names, workqueue descriptions. */
   readonly name: string;
@@ -167,7 +168,8 @@ interface RawTask {
   readonly realParent: bigint;
   readonly cred: bigint | undefined;
   readonly kthread: bigint | undefined;
-  readonly comm: string;
+  /** comm up to its NUL (all of it without one). */
+  readonly commBytes: Buffer;
   readonly commTerminated: boolean;
 }
 
@@ -176,6 +178,7 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   const b = ctx.kernel.read(va(addr + BigInt(o.start)), o.length);
   const at = (off: number) => off - o.start;
   const commBytes = b.subarray(at(o.comm), at(o.comm) + o.commSize);
+  const nul = commBytes.indexOf(0);
   return {
     addr,
     pid: b.readInt32LE(at(o.pid)),
@@ -188,8 +191,8 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
     realParent: b.readBigUInt64LE(at(o.realParent)),
     cred: o.cred === undefined ? undefined : b.readBigUInt64LE(at(o.cred)),
     kthread: o.kthread === undefined ? undefined : b.readBigUInt64LE(at(o.kthread)),
-    comm: readFixedString(commBytes, 0, o.commSize),
-    commTerminated: commBytes.includes(0),
+    commBytes: nul < 0 ? commBytes : commBytes.subarray(0, nul),
+    commTerminated: nul >= 0,
   };
 }
 
@@ -264,7 +267,7 @@ function toTaskInfo(
     tgid: raw.tgid,
     ppid,
     ...ids,
-    comm: raw.comm,
+    comm: decodeGuestBytes(raw.commBytes),
     name: procTaskName(ctx, raw),
     state: taskStateLetter(raw.stateValue, raw.exitState, opts.stateRules ?? CURRENT_STATE_RULES),
     stateValue: raw.stateValue,
@@ -417,7 +420,7 @@ export function kernelRelease(ctx: KernelContext): string {
   }
   const banner = ctx.symbols.findAddress("linux_banner");
   if (banner !== undefined) {
-    const text = readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes.toString("latin1");
+    const text = decodeGuestBytes(readStringBytes(ctx.kernel, va(banner), BANNER_MAX).bytes);
     const parsed = parseBanner(text);
     if (parsed) return parsed.release;
     throw new GuestDataError(`${problem}, and linux_banner does not start with "Linux version"`);
@@ -429,5 +432,5 @@ export function kernelRelease(ctx: KernelContext): string {
 export function kernelCommandLine(ctx: KernelContext): string {
   const ptr = ctx.kernel.readU64(va(ctx.symbols.getAddress("saved_command_line")));
   const str = checkKernelPointer(ptr, ctx.bounds, "saved_command_line");
-  return readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes.toString("latin1");
+  return decodeGuestBytes(readStringBytes(ctx.kernel, str, CMDLINE_MAX).bytes);
 }

@@ -1,5 +1,6 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
+import { decodeGuestBytes } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
 
 /** No kernel list vmsight walks is longer than this; a longer one is corrupt or looping. */
@@ -204,5 +205,5 @@ function broken(policy: ListPolicy, error: BrokenListError): undefined {
 export function readFixedString(bytes: Uint8Array, offset: number, max: number): string {
   const slice = bytes.subarray(offset, offset + max);
   const end = slice.indexOf(0);
-  return Buffer.from(end < 0 ? slice : slice.subarray(0, end)).toString("latin1");
+  return decodeGuestBytes(end < 0 ? slice : slice.subarray(0, end));
 }
