@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { TypeDb } from "../../src/symbols/btf/db.js";
+import { parseBtf } from "../../src/symbols/btf/parse.js";
+import { isComposite } from "../../src/symbols/btf/types.js";
+import { BtfBuilder } from "../fixtures/btf/builder.js";
+import { fuzzTargets } from "./harness.js";
+import { typed } from "./typed.js";
+
+/** The shapes kernels use: anonymous members, typedef chains, bitfields, prototypes, enums. */
+function kernelish(): Uint8Array {
+  const b = new BtfBuilder();
+  const int = b.int("int", 4, { signed: true });
+  const uint = b.int("unsigned int", 4);
+  const char = b.int("char", 1, { char: true });
+  const long = b.int("long", 8, { signed: true });
+  const pid = b.typedef("pid_t", b.typedef("__kernel_pid_t", int));
+  const listHead = b.peekId;
+  b.struct("list_head", 16, [
+    ["next", listHead + 1, 0],
+    ["prev", listHead + 1, 64],
+  ]);
+  b.ptr(listHead);
+  const comm = b.array(char, int, 16);
+  const anon = b.struct(
+    "",
+    8,
+    [
+      ["flags", uint, 0],
+      ["bits", uint, 32 | (3 << 24), 3],
+    ],
+    true,
+  );
+  const un = b.union("", 8, [
+    ["a", long, 0],
+    ["", anon, 0],
+  ]);
+  const proto = b.funcProto(int, [
+    ["x", b.ptr(b.const(char))],
+    ["", 0],
+  ]);
+  const task = b.peekId;
+  b.struct("task_struct", 96, [
+    ["pid", pid, 0],
+    ["", un, 64],
+    ["tasks", listHead, 128],
+    ["comm", comm, 256],
+    ["fn", b.ptr(proto), 384],
+    ["parent", task + 1, 448],
+  ]);
+  b.ptr(task);
+  b.enum("state", 4, [
+    ["LIVE", 0],
+    ["GONE", 2],
+  ]);
+  b.enum64("big", [["HUGE", 1n << 40n]]);
+  b.fwd("opaque");
+  b.volatile(b.restrict(b.ptr(int)));
+  b.typeTag("user", b.ptr(char));
+  const v = b.var("counter", int);
+  b.datasec(".data", 8, [[v, 0, 4]]);
+  b.declTag("tag", task, 1);
+  b.float("double", 8);
+  return b.build();
+}
+
+/** Deeply shared anonymous members and prototypes: the shapes that cost exponential work. */
+function nested(): Uint8Array {
+  const b = new BtfBuilder();
+  const long = b.int("long", 8, { signed: true });
+  let inner = b.struct("", 8, [["x", long, 0]]);
+  let proto = b.funcProto(long, []);
+  for (let level = 1; level < 40; level++) {
+    inner = b.struct(level % 8 === 0 ? `s${level}` : "", 16, [
+      ["", inner, 64],
+      ["", inner, 0],
+    ]);
+    const p = b.ptr(proto);
+    proto = b.funcProto(0, [
+      ["a", p],
+      ["b", p],
+    ]);
+  }
+  b.struct("outer", 16, [
+    ["", inner, 0],
+    ["fn", b.ptr(proto), 64],
+  ]);
+  return b.build();
+}
+
+function exercise(bytes: Uint8Array): void {
+  const btf = parseBtf(bytes);
+  // Every type takes at least 12 bytes of the type section.
+  assert.ok(btf.typeCount <= bytes.length / 12, `${btf.typeCount} types from ${bytes.length} bytes`);
+  const db = new TypeDb(btf);
+  for (let id = 0; id <= btf.typeCount; id++) {
+    typed(() => db.typeName(id));
+    typed(() => db.sizeOfId(id));
+    const t = typed(() => db.resolve(id));
+    if (t && isComposite(t) && t.name !== "") {
+      const names = typed(() => db.memberNames(t.name)) ?? [];
+      for (const m of names.slice(0, 16)) typed(() => db.findMember(t.name, m));
+    }
+  }
+  for (const t of btf.types()) {
+    if (t.kind === "enum" || t.kind === "enum64")
+      for (const e of t.values.slice(0, 8)) typed(() => db.enumValue(e.name));
+  }
+}
+
+fuzzTargets(import.meta.url, [
+  {
+    name: "btf",
+    seeds: () => [kernelish(), nested()],
+    run: exercise,
+    runs: 2000,
+  },
+]);
