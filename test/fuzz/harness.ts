@@ -8,6 +8,7 @@
  * the input budget, or running out of heap is a failure.
  *
  * Environment: VMSIGHT_FUZZ_RUNS (inputs per target; default each target's CI count),
+ * VMSIGHT_FUZZ_SCALE (multiplies each target's CI count instead; `npm run fuzz` sets it),
  * VMSIGHT_FUZZ_SEED (fast-check seed; default random, printed on failure),
  * VMSIGHT_FUZZ_INPUT_MS (per-input budget, default 5000).
  */
@@ -79,7 +80,7 @@ export function fuzzTargets(moduleUrl: string, targets: readonly FuzzTarget[]): 
 }
 
 async function inWorker(moduleUrl: string, target: FuzzTarget, mode: Mode): Promise<string> {
-  const runs = env("VMSIGHT_FUZZ_RUNS") ?? target.runs;
+  const runs = env("VMSIGHT_FUZZ_RUNS") ?? Math.round(target.runs * (env("VMSIGHT_FUZZ_SCALE") ?? 1));
   const seed = env("VMSIGHT_FUZZ_SEED") ?? (Math.random() * 2 ** 31) | 0;
   const inputMs = env("VMSIGHT_FUZZ_INPUT_MS") ?? 5000;
   const worker = new Worker(new URL(moduleUrl), {
