@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { parseBtf } from "../../src/symbols/btf/parse.js";
 import { isComposite } from "../../src/symbols/btf/types.js";
@@ -87,6 +88,83 @@ function nested(): Uint8Array {
   return b.build();
 }
 
+const NAMES = ["", "", "a", "b", "x", "task_struct"];
+
+/**
+ * Random type graphs that parse: any kind may refer to any id, forwards and backwards, so
+ * cycles, shared anonymous members and long chains come up; only the containers' sizes are fixed.
+ */
+function graph(): fc.Arbitrary<Uint8Array> {
+  const name = fc.constantFrom(...NAMES);
+  const kind = fc.constantFrom(
+    "int",
+    "ptr",
+    "array",
+    "struct",
+    "union",
+    "typedef",
+    "const",
+    "proto",
+    "enum",
+    "fwd",
+  );
+  const type = fc.record({
+    kind,
+    name,
+    refs: fc.array(fc.nat(), { minLength: 1, maxLength: 5 }),
+    names: fc.array(name, { minLength: 5, maxLength: 5 }),
+    nelems: fc.oneof(fc.nat(8), fc.constant(0xffff_ffff)),
+  });
+  return fc.array(type, { minLength: 1, maxLength: 48 }).map((types) => {
+    const b = new BtfBuilder();
+    const n = types.length;
+    const id = (r: number) => r % (n + 1);
+    for (const t of types) {
+      const ref = id(t.refs[0]!);
+      const members = t.refs.map((r, i): [string, number, number] => [t.names[i]!, id(r), 32 * i]);
+      switch (t.kind) {
+        case "int":
+          b.int(t.name || "int", 4);
+          break;
+        case "ptr":
+          b.ptr(ref);
+          break;
+        case "array":
+          b.array(ref, ref, t.nelems);
+          break;
+        case "struct":
+          b.struct(t.name, 512, members);
+          break;
+        case "union":
+          b.union(t.name, 512, members);
+          break;
+        case "typedef":
+          b.typedef(t.name || "t", ref);
+          break;
+        case "const":
+          b.const(ref);
+          break;
+        case "proto":
+          b.funcProto(
+            ref,
+            members.map(([m, r]) => [m, r]),
+          );
+          break;
+        case "enum":
+          b.enum(t.name, 4, [
+            ["E_A", 1],
+            ["E_B", 2],
+          ]);
+          break;
+        case "fwd":
+          b.fwd(t.name || "f");
+          break;
+      }
+    }
+    return b.build();
+  });
+}
+
 function exercise(bytes: Uint8Array): void {
   const btf = parseBtf(bytes);
   // Every type takes at least 12 bytes of the type section.
@@ -111,7 +189,8 @@ fuzzTargets(import.meta.url, [
   {
     name: "btf",
     seeds: () => [kernelish(), nested()],
+    generate: graph,
     run: exercise,
-    runs: 2000,
+    runs: 3000,
   },
 ]);

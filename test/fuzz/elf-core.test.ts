@@ -47,7 +47,7 @@ function throughFile(bytes: Uint8Array): void {
 }
 
 fuzzTargets(import.meta.url, [
-  { name: "elf-core", seeds, run: throughFile, runs: 1500 },
+  { name: "elf-core", seeds, run: throughFile, runs: 3000 },
   {
     name: "elf64",
     seeds,
@@ -55,7 +55,7 @@ fuzzTargets(import.meta.url, [
       const elf = parseElf64(bytes);
       for (const s of elf.sections) typed(() => elf.sectionBytes(s.name));
     },
-    runs: 1500,
+    runs: 3000,
   },
   {
     name: "qemu-cpu-notes",
@@ -64,6 +64,6 @@ fuzzTargets(import.meta.url, [
       const cpus = qemuCpuNotes(Buffer.from(bytes));
       assert.ok(cpus.length <= bytes.length / 12);
     },
-    runs: 1000,
+    runs: 3000,
   },
 ]);

@@ -56,7 +56,7 @@ fuzzTargets(import.meta.url, [
         if ("data" in e) assert.ok(e.data.length <= 33 * MAX_PACKET, `a ${e.data.length}-byte packet`);
       }
     },
-    runs: 2000,
+    runs: 3000,
   },
   {
     name: "gdb-stop-reply",
@@ -75,7 +75,7 @@ fuzzTargets(import.meta.url, [
       const stop = parseStopReply(packet);
       if (stop.type === "signal") assert.ok(stop.registers.size + stop.fields.size <= packet.length);
     },
-    runs: 2000,
+    runs: 3000,
   },
   {
     name: "gdb-target-xml",
@@ -87,7 +87,7 @@ fuzzTargets(import.meta.url, [
       const layout = buildLayout(parseTargetXml(Buffer.from(bytes).toString("utf8")));
       assert.ok(layout.registers.length <= bytes.length / 6, `${layout.registers.length} registers`);
     },
-    runs: 1500,
+    runs: 3000,
     maxRandomBytes: 16384,
   },
 ]);

@@ -32,6 +32,8 @@ export interface FuzzTarget {
   readonly runs: number;
   /** Longest random (non-seed) input; mutated seeds stay within twice their seed's length. */
   readonly maxRandomBytes?: number;
+  /** Inputs built from scratch, valid by construction, mixed in with the mutated ones. */
+  readonly generate?: () => fc.Arbitrary<Uint8Array>;
   /** Extra mutations for this format (e.g. pointers into the seed). */
   readonly mutations?: (seeds: Uint8Array[]) => fc.WeightedArbitrary<Mutation>[];
 }
@@ -177,7 +179,8 @@ function runInWorker(
       return;
     }
   }
-  const arb = inputs(seeds, target.maxRandomBytes ?? 4096, target.mutations?.(seeds) ?? []);
+  const mutated = inputs(seeds, target.maxRandomBytes ?? 4096, target.mutations?.(seeds) ?? []);
+  const arb = target.generate ? fc.oneof(mutated, target.generate()) : mutated;
   const details = fc.check(
     fc.property(arb, (bytes) => once(bytes, "a generated input")),
     { numRuns: o.runs, seed: o.seed },

@@ -16,6 +16,6 @@ fuzzTargets(import.meta.url, [
       assert.ok(table.size <= image.length / 2, `${table.size} symbols from ${image.length} bytes`);
       for (const s of table.symbols) assert.ok(s.name.length <= 1024, `a ${s.name.length}-byte name`);
     },
-    runs: 1500,
+    runs: 3000,
   },
 ]);

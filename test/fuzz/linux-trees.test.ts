@@ -93,7 +93,7 @@ fuzzTargets(import.meta.url, [
         assert.ok(++n <= SIZE, "more entries than bytes");
       }
     },
-    runs: 1500,
+    runs: 3000,
     maxRandomBytes: SIZE,
     // Node pointers carry their type in bits 3..6 and bit 2 set; roots also bit 1.
     mutations: ptr([0x0cn, 0x14n, 0x1cn, 0x16n, 0x1en, 0x04n]),
@@ -111,7 +111,7 @@ fuzzTargets(import.meta.url, [
         assert.ok(++n <= (SIZE / 4) * 64, "more entries than node slots");
       }
     },
-    runs: 1500,
+    runs: 3000,
     maxRandomBytes: SIZE,
     mutations: ptr([0x2n]),
   },

@@ -70,7 +70,7 @@ fuzzTargets(import.meta.url, [
     run: (bytes) => {
       for (const format of PAGING_FORMATS) walkAll(bytes, format);
     },
-    runs: 400,
+    runs: 1000,
     maxRandomBytes: PAGES * 4096,
     // Entries pointing at other pages of the input, present, some with PS: loops and odd leaves.
     mutations: () => [pointerInto(0n, PAGES * 4096, [0x7n, 0x87n, 0x1n, 0x8000_0000_0000_0007n])],

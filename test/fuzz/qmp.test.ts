@@ -49,6 +49,6 @@ fuzzTargets(import.meta.url, [
         }
       }
     },
-    runs: 2000,
+    runs: 3000,
   },
 ]);
