@@ -95,13 +95,9 @@ function readCore(fd: number, path: string): ElfCore {
 }
 
 function readAt(fd: number, offset: number, length: number, size: number): Buffer {
-  if (offset + length > size)
-    throw new GuestDataError(
-      `the file is shorter than its headers say (wanted ${length} bytes at ${offset})`,
-    );
   const out = Buffer.alloc(length);
-  const got = readSync(fd, out, 0, length, offset);
-  if (got !== length)
+  // Checked before reading: offsets from the file can exceed what readSync accepts.
+  if (offset + length > size || readSync(fd, out, 0, length, offset) !== length)
     throw new GuestDataError(
       `the file is shorter than its headers say (wanted ${length} bytes at ${offset})`,
     );
