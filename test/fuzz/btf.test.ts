@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import type { Btf } from "../../src/symbols/btf/btf.js";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { parseBtf } from "../../src/symbols/btf/parse.js";
 import { isComposite } from "../../src/symbols/btf/types.js";
@@ -9,6 +10,10 @@ import { typed } from "./typed.js";
 
 /** The shapes kernels use: anonymous members, typedef chains, bitfields, prototypes, enums. */
 function kernelish(): Uint8Array {
+  return kernelishBuilder().build();
+}
+
+function kernelishBuilder(): BtfBuilder {
   const b = new BtfBuilder();
   const int = b.int("int", 4, { signed: true });
   const uint = b.int("unsigned int", 4);
@@ -61,8 +66,38 @@ function kernelish(): Uint8Array {
   b.datasec(".data", 8, [[v, 0, 4]]);
   b.declTag("tag", task, 1);
   b.float("double", 8);
-  return b.build();
+  return b;
 }
+
+/** A module's BTF on top of the kernelish base, as modules carry it; its base is built once. */
+const split = (() => {
+  let base: { builder: BtfBuilder; btf: Btf } | undefined;
+  const get = () => {
+    if (!base) {
+      const builder = kernelishBuilder();
+      base = { builder, btf: parseBtf(builder.build()) };
+    }
+    return base;
+  };
+  return {
+    base: () => get().btf,
+    seed: () => {
+      const { builder, btf } = get();
+      const m = new BtfBuilder({ typeCount: btf.typeCount, builder });
+      const listHead = new TypeDb(btf).getStruct("list_head").id;
+      const own = m.peekId;
+      m.struct("dummy_priv", 48, [
+        ["list", listHead, 0],
+        ["name", m.array(1, 1, 8), 128],
+        ["", own + 2, 192],
+      ]);
+      m.array(1, 1, 8);
+      m.struct("", 8, [["pid", 1, 0]]);
+      m.ptr(own);
+      return m.build();
+    },
+  };
+})();
 
 /** Deeply shared anonymous members and prototypes: the shapes that cost exponential work. */
 function nested(): Uint8Array {
@@ -165,10 +200,11 @@ function graph(): fc.Arbitrary<Uint8Array> {
   });
 }
 
-function exercise(bytes: Uint8Array): void {
-  const btf = parseBtf(bytes);
+function exercise(bytes: Uint8Array, base?: Btf): void {
+  const btf = parseBtf(bytes, { base });
   // Every type takes at least 12 bytes of the type section.
-  assert.ok(btf.typeCount <= bytes.length / 12, `${btf.typeCount} types from ${bytes.length} bytes`);
+  const own = btf.typeCount - (base?.typeCount ?? 0);
+  assert.ok(own <= bytes.length / 12, `${own} types from ${bytes.length} bytes`);
   const db = new TypeDb(btf);
   for (let id = 0; id <= btf.typeCount; id++) {
     typed(() => db.typeName(id));
@@ -190,7 +226,13 @@ fuzzTargets(import.meta.url, [
     name: "btf",
     seeds: () => [kernelish(), nested()],
     generate: graph,
-    run: exercise,
+    run: (bytes) => exercise(bytes),
     runs: 3000,
+  },
+  {
+    name: "btf-split",
+    seeds: () => [split.seed()],
+    run: (bytes) => exercise(bytes, split.base()),
+    runs: 2000,
   },
 ]);
