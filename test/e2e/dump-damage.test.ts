@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Target } from "../../src/qemu/session.js";
 import { PT_LOAD, parseElf64 } from "../../src/util/elf.js";
-import { assertCleanError, runCli } from "../support/cli.js";
+import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 
 describe("damaged copies of a real dump", () => {
@@ -36,16 +36,16 @@ describe("damaged copies of a real dump", () => {
   });
 
   /** Ends in rows (exit 0) or in a clean error that names the file (exit 1). */
-  async function endsCleanly(path: string, command: string): Promise<number | null> {
+  async function endsCleanly(path: string, command: string): Promise<string> {
     const r = await runCli(["--dump", path, command, "--json"]);
     if (r.code === 0) {
       assert.ok(Array.isArray(JSON.parse(r.stdout)), `${command}: rows`);
-      return 0;
+      return "rows";
     }
     assertCleanError(r);
     assert.equal(r.code, 1, `${command}: ${r.stderr}`);
     assert.ok(r.stderr.includes(path), `${command} names the file: ${r.stderr}`);
-    return r.code;
+    return r.stderr.split("\n")[0]!;
   }
 
   test("cut short: every reading command says the file is truncated", async () => {
@@ -53,38 +53,60 @@ describe("damaged copies of a real dump", () => {
     const cut = join(dir, "cut.elf");
     writeFileSync(cut, whole.subarray(0, whole.length >> 1));
     for (const command of ["ps", "kernel", "lsmod"]) {
-      assert.equal(await endsCleanly(cut, command), 1);
+      assert.match(await endsCleanly(cut, command), /^vmsight: /);
     }
     const r = await runCli(["--dump", cut, "ps"]);
     assert.match(r.stderr, /past the end of the \d+-byte file/);
   });
 
-  test("pages overwritten with noise, sparse and dense", async (t) => {
+  /** A copy of the dump with one page in `every` overwritten with noise, except in [keepFrom, keepTo). */
+  function damaged(name: string, every: number, keep: [bigint, bigint] = [0n, 0n]): string {
     const whole = readFileSync(dump);
-    const elf = parseElf64(whole);
-    const ram = elf.segments.filter((s) => s.type === PT_LOAD && s.fileSize > 0);
+    const ram = parseElf64(whole).segments.filter((s) => s.type === PT_LOAD && s.fileSize > 0);
+    const path = join(dir, `${name}.elf`);
+    writeFileSync(path, whole);
+    const fd = openSync(path, "r+");
     let x = 0x9e3779b9;
     const noise = Buffer.alloc(4096);
+    for (const s of ram) {
+      for (let off = 0; off + 4096 <= s.fileSize; off += 4096 * every) {
+        const phys = s.paddr + BigInt(off);
+        if (phys >= keep[0] && phys < keep[1]) continue;
+        for (let i = 0; i < 4096; i++) {
+          x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+          noise[i] = x >>> 24;
+        }
+        writeSync(fd, noise, 0, 4096, s.offset + off);
+      }
+    }
+    closeSync(fd);
+    return path;
+  }
+
+  const COMMANDS = ["ps", "kernel", "lsmod", "pstree", "pids"];
+
+  test("pages overwritten with noise, from sparse to dense", async (t) => {
     for (const [name, every] of [
-      ["sparse", 64],
+      ["sparse", 4096],
+      ["light", 512],
+      ["medium", 64],
       ["dense", 3],
     ] as const) {
-      const path = join(dir, `${name}.elf`);
-      writeFileSync(path, whole);
-      const fd = openSync(path, "r+");
-      for (const s of ram) {
-        for (let off = 0; off + 4096 <= s.fileSize; off += 4096 * every) {
-          for (let i = 0; i < 4096; i++) {
-            x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-            noise[i] = x >>> 24;
-          }
-          writeSync(fd, noise, 0, 4096, s.offset + off);
-        }
-      }
-      closeSync(fd);
-      for (const command of ["ps", "kernel", "lsmod", "pstree"]) {
-        t.diagnostic(`${name} ${command}: exit ${await endsCleanly(path, command)}`);
-      }
+      const path = damaged(name, every);
+      for (const command of COMMANDS) t.diagnostic(`${name} ${command}: ${await endsCleanly(path, command)}`);
+    }
+  });
+
+  test("noise everywhere but the kernel image: the walkers meet damaged tasks and page tables", async (t) => {
+    const [k] = await cliJson<{ text: string; physBase: string }[]>(["--dump", dump, "kernel"]);
+    // A negative phys_base prints as "0x-5c00000" (util/address hex of a negative bigint).
+    const signed = (h: string) => (h.includes("-") ? -BigInt(h.replace("-", "")) : BigInt(h));
+    // __START_KERNEL_map maps the image at phys_base; keep 96 MiB from _text (text, data, BTF, bss).
+    const text = BigInt(k!.text) - 0xffffffff80000000n + signed(k!.physBase);
+    for (const every of [64, 8, 2]) {
+      const path = damaged(`outside-${every}`, every, [text, text + (96n << 20n)]);
+      for (const command of COMMANDS)
+        t.diagnostic(`1 page in ${every} ${command}: ${await endsCleanly(path, command)}`);
     }
   });
 });
