@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, fetches the Debian test kernels and builds the
-# guest images (cached), lints, then runs unit, fuzz (dist/test/fuzz, about half a minute) and
+# guest images (cached), lints, then runs unit, fuzz (dist/test/fuzz, under a minute) and
 # end-to-end tests in one node:test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
