@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, fetches the Debian test kernels and builds the
-# guest images (cached), lints, then runs unit and end-to-end tests in one node:test run.
+# guest images (cached), lints, then runs unit, fuzz (dist/test/fuzz, under a minute) and
+# end-to-end tests in one node:test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

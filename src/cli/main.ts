@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { DumpMachine } from "../qemu/dump.js";
 import { Target } from "../qemu/session.js";
-import { UsageError } from "../util/errors.js";
+import { UsageError, VmsightError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
@@ -63,6 +63,8 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     const machine = DumpMachine.open(dump);
     try {
       return (await command.run({ ...ctx, target: undefined, machine })) ?? 0;
+    } catch (error) {
+      throw inDump(dump, error);
     } finally {
       await machine.close();
     }
@@ -92,6 +94,21 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     throw target.explain(error);
   }
   return code ?? 0;
+}
+
+/**
+ * A dump that opens but whose contents do not add up (damaged RAM, not a Linux guest) fails deep
+ * in a reader that does not know about the file: say which file, and that it may be at fault.
+ */
+function inDump(path: string, error: unknown): unknown {
+  if (!(error instanceof VmsightError) || error instanceof UsageError || error.message.startsWith(path))
+    return error;
+  return new VmsightError(error.code, `${path}: ${error.message}`, {
+    hint:
+      error.hint ??
+      "the dump may be damaged, or not of a 64-bit Linux guest; take a new one with QMP dump-guest-memory",
+    cause: error,
+  });
 }
 
 main(process.argv.slice(2)).then(

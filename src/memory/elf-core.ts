@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { pa } from "../util/address.js";
+import { hex, pa } from "../util/address.js";
 import { PT_LOAD, PT_NOTE, parseElf64 } from "../util/elf.js";
 import { GuestDataError, VmsightError } from "../util/errors.js";
 import { FdPhysicalMemory, type FdRegion, mapFileRegions } from "./fd-memory.js";
@@ -13,6 +13,8 @@ export interface ElfCore {
 }
 
 const MAX_HEADERS = 1 << 20;
+const MAKE_ONE =
+  "make one with QMP dump-guest-memory (paging: false, format elf) or `virsh dump --memory-only`";
 const MAX_NOTES = 64 << 20;
 const GPRS = [
   "rax",
@@ -44,50 +46,69 @@ const SEGMENTS = ["cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt"]
 export function openElfCore(path: string): ElfCore {
   const fd = openOrExplain(path);
   try {
-    const size = fstatSync(fd).size;
-    const head = readAt(fd, 0, Math.min(size, 64));
-    const phoff = Number(head.readBigUInt64LE(32));
-    const phnum = head.readUInt16LE(56);
-    if (phoff + phnum * 56 > Math.min(size, MAX_HEADERS))
-      throw new GuestDataError(`${path}: program headers lie past the end`);
-    const elf = parseElf64(readAt(fd, 0, phoff + phnum * 56));
-    const regions: FdRegion[] = elf.segments
-      .filter((s) => s.type === PT_LOAD && s.fileSize > 0)
-      .map((s) => {
-        if (s.offset + s.fileSize > size)
-          throw new GuestDataError(`${path}: a memory segment lies past the end (truncated dump?)`);
-        return {
-          start: pa(s.paddr),
-          size: BigInt(s.fileSize),
-          name: "dump",
-          writable: false,
-          fd,
-          fdOffset: BigInt(s.offset),
-        };
-      });
-    if (regions.length === 0)
-      throw new GuestDataError(`${path}: no memory segments: not a guest memory dump`);
-    const notes = elf.segments.filter((s) => s.type === PT_NOTE);
-    const cpus = notes.flatMap((n) => qemuCpuNotes(readAt(fd, n.offset, Math.min(n.fileSize, MAX_NOTES))));
-    return { memory: new FdPhysicalMemory(`dump ${path}`, mapFileRegions(regions)), cpus };
+    return readCore(fd, path);
   } catch (error) {
     closeSync(fd);
+    if (error instanceof GuestDataError) {
+      throw new VmsightError("E_DUMP", `${path}: ${error.message.replace(/^dump: /, "")}`, {
+        hint: `the file is truncated or is not a QEMU ELF memory dump; ${MAKE_ONE}`,
+        cause: error,
+      });
+    }
     throw error;
   }
 }
 
-function readAt(fd: number, offset: number, length: number): Buffer {
+function readCore(fd: number, path: string): ElfCore {
+  const size = fstatSync(fd).size;
+  if (size < 64) throw new GuestDataError(`the file is ${size} bytes, shorter than an ELF header`);
+  const head = readAt(fd, 0, 64, size);
+  const phoff = Number(head.readBigUInt64LE(32));
+  const phnum = head.readUInt16LE(56);
+  if (phoff + phnum * 56 > Math.min(size, MAX_HEADERS))
+    throw new GuestDataError("program headers lie past the end");
+  const elf = parseElf64(readAt(fd, 0, Math.max(64, phoff + phnum * 56), size));
+  const regions: FdRegion[] = elf.segments
+    .filter((s) => s.type === PT_LOAD && s.fileSize > 0)
+    .map((s) => {
+      if (s.offset + s.fileSize > size)
+        throw new GuestDataError(
+          `a memory segment (${s.fileSize} bytes at file offset ${s.offset}) lies past the end of the ${size}-byte file`,
+        );
+      if (s.paddr + BigInt(s.fileSize) > 1n << 64n)
+        throw new GuestDataError(`a memory segment at ${hex(s.paddr)} runs past the end of physical memory`);
+      return {
+        start: pa(s.paddr),
+        size: BigInt(s.fileSize),
+        name: "dump",
+        writable: false,
+        fd,
+        fdOffset: BigInt(s.offset),
+      };
+    });
+  if (regions.length === 0) throw new GuestDataError("no memory segments: not a guest memory dump");
+  const notes = elf.segments.filter((s) => s.type === PT_NOTE);
+  const cpus = notes.flatMap((n) =>
+    qemuCpuNotes(readAt(fd, n.offset, Math.min(n.fileSize, MAX_NOTES), size)),
+  );
+  return { memory: new FdPhysicalMemory(`dump ${path}`, mapFileRegions(regions)), cpus };
+}
+
+function readAt(fd: number, offset: number, length: number, size: number): Buffer {
   const out = Buffer.alloc(length);
-  const got = readSync(fd, out, 0, length, offset);
-  if (got !== length)
-    throw new GuestDataError(`dump is shorter than its headers say (wanted ${length} bytes at ${offset})`);
+  // Checked before reading: offsets from the file can exceed what readSync accepts.
+  if (offset + length > size || readSync(fd, out, 0, length, offset) !== length)
+    throw new GuestDataError(
+      `the file is shorter than its headers say (wanted ${length} bytes at ${offset})`,
+    );
   return out;
 }
 
 /** Walks an ELF note segment and decodes every "QEMU" note (one per vCPU, in CPU order). */
 export function qemuCpuNotes(notes: Buffer): DumpCpu[] {
   const cpus: DumpCpu[] = [];
-  const align4 = (n: number) => (n + 3) & ~3;
+  // Not `& ~3`: note sizes are u32 and bit operations would wrap them negative.
+  const align4 = (n: number) => Math.ceil(n / 4) * 4;
   for (let off = 0; off + 12 <= notes.length; ) {
     const nameSize = notes.readUInt32LE(off);
     const descSize = notes.readUInt32LE(off + 4);
@@ -126,7 +147,7 @@ function openOrExplain(path: string): number {
     return openSync(path, "r");
   } catch (error) {
     throw new VmsightError("E_DUMP", `cannot open dump ${path} (${(error as NodeJS.ErrnoException).code})`, {
-      hint: "make one with QMP dump-guest-memory (paging: false, format elf) or `virsh dump --memory-only`",
+      hint: MAKE_ONE,
     });
   }
 }

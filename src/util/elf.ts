@@ -50,6 +50,9 @@ export function parseElf64(bytes: Uint8Array): Elf64 {
   const shoff = Number(u64(40));
   const [phentsize, phnum, shentsize, shnum, shstrndx] = [u16(54), u16(56), u16(58), u16(60), u16(62)];
   if (phnum > MAX_HEADERS || shnum > MAX_HEADERS) throw new GuestDataError("ELF: absurd header count");
+  // Entries shorter than the ELF64 layout would make the fields below read past the table.
+  if ((phnum > 0 && phentsize < 56) || (shnum > 0 && shentsize < 64))
+    throw new GuestDataError(`ELF: header entries too short (${phentsize} and ${shentsize} bytes)`);
   need(phoff + phnum * phentsize, "program headers");
   need(shoff + shnum * shentsize, "section headers");
 

@@ -253,6 +253,70 @@ describe("TypeDb: hostile layouts", () => {
     assert.throws(() => db.offsetof("outer", "x"), GuestDataError);
   });
 
+  test("64 nested structs with two anonymous members each are flattened once per struct", () => {
+    const b = new BtfBuilder();
+    const long = b.int("long", 8, { signed: true });
+    let inner = b.struct("", 8, [["x", long, 0]]);
+    // The second anonymous member comes first in memory: C picks the first declared one.
+    for (let level = 1; level < 64; level++) {
+      inner = b.struct(level === 63 ? "outer" : "", 16 * level, [
+        ["", inner, 64],
+        ["", inner, 0],
+      ]);
+    }
+    const db = new TypeDb(parseBtf(b.build()));
+    assert.equal(db.offsetof("outer", "x"), 8 * 63);
+    assert.deepEqual(db.memberNames("outer"), ["x"]);
+  });
+
+  test("a struct naming a wide anonymous type thousands of times runs out of budget", () => {
+    const b = new BtfBuilder();
+    const long = b.int("long", 8, { signed: true });
+    const wide = b.struct(
+      "wide",
+      8000,
+      Array.from({ length: 1000 }, (_, i): [string, number, number] => [`m${i}`, long, 64 * i]),
+    );
+    const anon = Array.from({ length: 2000 }, (): [string, number, number] => ["", wide, 0]);
+    b.struct("outer", 8, [...anon, ["last", long, 0]]);
+    const db = new TypeDb(parseBtf(b.build()));
+    assert.throws(() => db.offsetof("outer", "last"), /more than \d+ steps/);
+    assert.equal(db.offsetof("wide", "m999"), 8 * 999, "the wide struct on its own still flattens");
+  });
+
+  test("64 nested function prototypes with two parameters each fail to spell, typed", () => {
+    const b = new BtfBuilder();
+    let proto = b.funcProto(b.int("int", 4, { signed: true }), []);
+    for (let level = 0; level < 64; level++) {
+      const p = b.ptr(proto);
+      proto = b.funcProto(0, [
+        ["a", p],
+        ["b", b.const(p)],
+      ]);
+    }
+    b.struct("ops", 8, [["fn", b.ptr(proto), 0]]);
+    const db = new TypeDb(parseBtf(b.build()));
+    assert.throws(
+      () => db.member("ops", "fn"),
+      (e: unknown) => e instanceof GuestDataError && /spelling/.test(e.message),
+    );
+    assert.throws(() => db.typeName(proto), GuestDataError);
+  });
+
+  test("a shallow prototype still spells in full", () => {
+    const b = new BtfBuilder();
+    const int = b.int("int", 4, { signed: true });
+    const inner = b.ptr(b.funcProto(int, [["x", int]]));
+    const proto = b.ptr(
+      b.funcProto(0, [
+        ["a", inner],
+        ["b", inner],
+      ]),
+    );
+    const db = new TypeDb(parseBtf(b.build()));
+    assert.equal(db.typeName(proto), "void (*)(int (*)(int), int (*)(int))");
+  });
+
   test("a struct whose member type is a typedef cycle", () => {
     const b = new BtfBuilder();
     b.typedef("loop", 1);

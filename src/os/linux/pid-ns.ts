@@ -29,7 +29,14 @@ export function* xarrayEntries(
   const slotsAt = BigInt(ctx.layout.offsetof("xa_node", "slots"));
   const shiftAt = BigInt(ctx.layout.offsetof("xa_node", "shift"));
   const seen = new Set<bigint>();
-  function* visit(entry: bigint, base: bigint, depth: number): Generator<{ index: bigint; entry: bigint }> {
+  // `shift` is what the parent implies: each level down covers 6 bits fewer. A node that says
+  // otherwise would repeat or reorder indexes.
+  function* visit(
+    entry: bigint,
+    base: bigint,
+    depth: number,
+    shift?: bigint,
+  ): Generator<{ index: bigint; entry: bigint }> {
     if (entry === 0n || (entry & 1n) === 1n) return;
     if ((entry & 3n) !== 2n) {
       yield { index: base, entry };
@@ -43,15 +50,16 @@ export function* xarrayEntries(
     if (seen.has(node) || seen.size >= MAX_NODES)
       throw new GuestDataError(`xarray node ${hex(node)} revisited or too many nodes`);
     seen.add(node);
-    const bytes = guestRead(`xarray node ${hex(node)}`, () => ({
-      shift: BigInt(ctx.kernel.readU8(va(node + shiftAt))),
+    const { own, slots } = guestRead(`xarray node ${hex(node)}`, () => ({
+      own: BigInt(ctx.kernel.readU8(va(node + shiftAt))),
       slots: ctx.kernel.read(va(node + slotsAt), XA_CHUNK * 8),
     }));
-    const { shift, slots } = bytes;
-    if (shift > 60n || shift % 6n !== 0n)
-      throw new GuestDataError(`xarray node ${hex(node)} has shift ${shift}`);
+    if (own > 60n || own % 6n !== 0n || (shift !== undefined && own !== shift))
+      throw new GuestDataError(
+        `xarray node ${hex(node)} has shift ${own}${shift === undefined ? "" : `, its parent implies ${shift}`}`,
+      );
     for (let i = 0; i < XA_CHUNK; i++) {
-      yield* visit(slots.readBigUInt64LE(i * 8), base + (BigInt(i) << shift), depth + 1);
+      yield* visit(slots.readBigUInt64LE(i * 8), base + (BigInt(i) << own), depth + 1, own - 6n);
     }
   }
   yield* visit(head, 0n, 0);

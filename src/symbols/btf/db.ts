@@ -33,6 +33,12 @@ class Miss {
   constructor(readonly error: () => VmsightError) {}
 }
 
+/**
+ * Members one flattening may copy. The kernel's largest structs have a few hundred; hostile
+ * BTF can name one wide anonymous type from thousands of members.
+ */
+export const MAX_FLATTEN_WORK = 1 << 20;
+
 const PREFIXES = ["struct ", "union ", "enum "] as const;
 
 /**
@@ -47,6 +53,8 @@ export class TypeDb {
   private readonly enums = new Map<string, BtfType>();
   private enumerators: Map<string, bigint> | undefined;
   private readonly flatCache = new Map<number, Map<string, Flat>>();
+  /** Structs whose flattening is under way: meeting one again is a cycle. */
+  private readonly flattening = new Set<number>();
 
   constructor(readonly btf: Btf) {
     for (const t of btf.types()) {
@@ -261,30 +269,39 @@ export class TypeDb {
     return (t.union ? this.unions : this.structs).get(t.name) ?? t;
   }
 
-  private flatten(s: BtfStruct): Map<string, Flat> {
-    let flat = this.flatCache.get(s.id);
-    if (flat === undefined) {
-      flat = new Map();
-      this.addMembers(flat, s, 0, 0);
-      this.flatCache.set(s.id, flat);
-    }
-    return flat;
-  }
-
-  private addMembers(out: Map<string, Flat>, s: BtfStruct, base: number, depth: number): void {
-    if (depth >= MAX_TYPE_DEPTH) {
+  /**
+   * Each struct is flattened once and its anonymous members reuse their own cached maps, so
+   * shared anonymous types cost their size, not one walk per path to them. The budget still
+   * caps what one lookup may copy: a struct can name a wide anonymous type many times.
+   */
+  private flatten(s: BtfStruct, work = { left: MAX_FLATTEN_WORK }, depth = 0): Map<string, Flat> {
+    const cached = this.flatCache.get(s.id);
+    if (cached !== undefined) return cached;
+    if (depth >= MAX_TYPE_DEPTH || this.flattening.has(s.id)) {
       throw new GuestDataError(
         `BTF: anonymous members nest deeper than ${MAX_TYPE_DEPTH} in [${s.id}] (a cycle?)`,
       );
     }
-    for (const m of s.members) {
-      const bitOffset = base + m.bitOffset;
-      if (m.name !== "") {
-        if (!out.has(m.name)) out.set(m.name, { member: m, bitOffset });
-        continue;
+    this.flattening.add(s.id);
+    try {
+      const flat = new Map<string, Flat>();
+      for (const m of s.members) {
+        if (m.name !== "") {
+          spend(work, s);
+          if (!flat.has(m.name)) flat.set(m.name, { member: m, bitOffset: m.bitOffset });
+          continue;
+        }
+        const inner = this.resolve(m.type);
+        if (!isComposite(inner)) continue;
+        for (const [name, f] of this.flatten(inner, work, depth + 1)) {
+          spend(work, s);
+          if (!flat.has(name)) flat.set(name, { member: f.member, bitOffset: m.bitOffset + f.bitOffset });
+        }
       }
-      const inner = this.resolve(m.type);
-      if (isComposite(inner)) this.addMembers(out, inner, bitOffset, depth + 1);
+      this.flatCache.set(s.id, flat);
+      return flat;
+    } finally {
+      this.flattening.delete(s.id);
     }
   }
 
@@ -331,6 +348,14 @@ function notComposite(where: string, t: BtfType, name: string, btf: Btf): Miss {
         },
       ),
   );
+}
+
+function spend(work: { left: number }, s: BtfStruct): void {
+  if (--work.left < 0) {
+    throw new GuestDataError(
+      `BTF: flattening the anonymous members of [${s.id}] '${s.name}' takes more than ${MAX_FLATTEN_WORK} steps (hostile or corrupt BTF?)`,
+    );
+  }
 }
 
 function throwIt(e: Error): never {

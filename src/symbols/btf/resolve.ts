@@ -64,14 +64,38 @@ function checked(btf: Btf, id: number, size: number): number {
   return size;
 }
 
+/**
+ * Bounds on one spelling. Depth alone does not bound the work: a func_proto whose parameters
+ * are func_protos doubles the text at every level, so 64 levels would spell 2^64 types.
+ */
+export const MAX_SPELLING_STEPS = 4096;
+export const MAX_SPELLING_LENGTH = 16384;
+
+interface Spelling {
+  readonly btf: Btf;
+  readonly id: number;
+  steps: number;
+  /** A parameter's spelling does not depend on where it appears: each type is spelled once. */
+  readonly params: Map<number, string>;
+}
+
 /** A C-like spelling of a type: "struct list_head", "char[16]", "pid_t", "const char *". */
 export function typeName(btf: Btf, id: number): string {
-  return spell(btf, id, "", 0);
+  return spell({ btf, id, steps: 0, params: new Map() }, id, "", 0);
+}
+
+function tooLong(s: Spelling, what: string): GuestDataError {
+  return new GuestDataError(`BTF: the spelling of type [${s.id}] ${what} (hostile or corrupt BTF?)`);
 }
 
 /** Spells type `id` around a declarator (`inner`), the way C does: int (*)(void), char *[4]. */
-function spell(btf: Btf, id: number, inner: string, depth: number): string {
-  if (depth >= MAX_TYPE_DEPTH) throw tooDeep(btf, id, "type spelling");
+function spell(s: Spelling, id: number, inner: string, depth: number): string {
+  if (depth >= MAX_TYPE_DEPTH) throw tooDeep(s.btf, id, "type spelling");
+  if (++s.steps > MAX_SPELLING_STEPS) throw tooLong(s, `takes more than ${MAX_SPELLING_STEPS} steps`);
+  if (inner.length > MAX_SPELLING_LENGTH) {
+    throw tooLong(s, `is longer than ${MAX_SPELLING_LENGTH} characters`);
+  }
+  const btf = s.btf;
   const t = btf.type(id);
   const join = (base: string) => (inner === "" ? base : `${base} ${inner}`);
   switch (t.kind) {
@@ -94,29 +118,44 @@ function spell(btf: Btf, id: number, inner: string, depth: number): string {
       // A qualifier after the star keeps its space: char * const.
       const star = /^[a-z]/.test(inner) ? `* ${inner}` : `*${inner}`;
       const wrapped = target.kind === "array" || target.kind === "func_proto" ? `(${star})` : star;
-      return spell(btf, t.type, wrapped, depth + 1);
+      return spell(s, t.type, wrapped, depth + 1);
     }
     case "array":
-      return spell(btf, t.type, `${inner}[${t.nelems}]`, depth + 1).replace(" [", "[");
+      return spell(s, t.type, `${inner}[${t.nelems}]`, depth + 1).replace(" [", "[");
     case "const":
     case "volatile":
     case "restrict":
-      return qualified(btf, t.kind, t.type, inner, depth);
+      return qualified(s, t.kind, t.type, inner, depth);
     case "type_tag":
-      return spell(btf, t.type, inner, depth + 1);
+      return spell(s, t.type, inner, depth + 1);
     case "func_proto": {
-      const params = t.params.map((p) => (p.type === 0 ? "..." : spell(btf, p.type, "", depth + 1)));
-      return spell(btf, t.returnType, `${inner}(${params.join(", ") || "void"})`, depth + 1);
+      return spell(s, t.returnType, `${inner}(${paramList(s, t.params, depth + 1)})`, depth + 1);
     }
     default:
       return join(`${t.kind} ${t.name}`);
   }
 }
 
-function qualified(btf: Btf, q: string, target: number, inner: string, depth: number): string {
+function paramList(s: Spelling, params: readonly { readonly type: number }[], depth: number): string {
+  const texts: string[] = [];
+  let length = 0;
+  for (const p of params) {
+    let text = p.type === 0 ? "..." : s.params.get(p.type);
+    if (text === undefined) {
+      text = spell(s, p.type, "", depth);
+      s.params.set(p.type, text);
+    }
+    length += text.length + 2;
+    if (length > MAX_SPELLING_LENGTH) throw tooLong(s, `is longer than ${MAX_SPELLING_LENGTH} characters`);
+    texts.push(text);
+  }
+  return texts.join(", ") || "void";
+}
+
+function qualified(s: Spelling, q: string, target: number, inner: string, depth: number): string {
   // A qualified pointer puts the qualifier after the star: char * const.
-  if (btf.type(target).kind === "ptr")
-    return spell(btf, target, inner === "" ? q : `${q} ${inner}`, depth + 1);
-  const base = spell(btf, target, "", depth + 1);
+  if (s.btf.type(target).kind === "ptr")
+    return spell(s, target, inner === "" ? q : `${q} ${inner}`, depth + 1);
+  const base = spell(s, target, "", depth + 1);
   return inner === "" ? `${q} ${base}` : `${q} ${base} ${inner}`;
 }

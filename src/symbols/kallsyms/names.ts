@@ -65,9 +65,10 @@ export function decodeNames(
   start: number,
   count: number,
   tokens: readonly Uint8Array[],
+  maxTotal = MAX_NAMES_BYTES,
 ): DecodedNames | undefined {
   const types = new Uint8Array(count);
-  let out: Uint8Array = new Uint8Array(1 << 20);
+  let out: Uint8Array = new Uint8Array(Math.min(1 << 20, maxTotal + 1));
   let o = 0;
   let p = start;
   for (let i = 0; i < count; i++) {
@@ -78,7 +79,10 @@ export function decodeNames(
     const nameStart = o;
     for (const end = p + len; p < end; p++) {
       const t = tokens[bytes[p]!]!;
-      if (o + t.length + 1 > out.length) out = grow(out, o);
+      // Checked per token: one record of 32767 tokens of 256 bytes would expand to 8 MiB.
+      if (o - nameStart + t.length - skip > MAX_NAME_LEN) return undefined;
+      if (o + t.length + 1 > maxTotal) throw tooMuchText(count, maxTotal);
+      if (o + t.length + 1 > out.length) out = grow(out, o, maxTotal);
       for (let k = 0; k < t.length; k++) {
         if (skip) {
           types[i] = t[k]!;
@@ -86,7 +90,6 @@ export function decodeNames(
         } else out[o++] = t[k]!;
       }
     }
-    if (o - nameStart > MAX_NAME_LEN) return undefined;
     out[o++] = SEPARATOR;
   }
   const names = Buffer.from(out.buffer, 0, Math.max(0, o - 1))
@@ -101,8 +104,20 @@ const SEPARATOR = 0x0a;
 /** KSYM_NAME_LEN is 512 since 6.1 (128 before); longer expansions are not real names. */
 const MAX_NAME_LEN = 1024;
 
-function grow(out: Uint8Array, used: number): Uint8Array {
-  const bigger = new Uint8Array(out.length * 2);
+/**
+ * All names together: real kernels have a few MiB (2·10^5 names of ~25 bytes). Without a total
+ * cap MAX_SYMS names of MAX_NAME_LEN bytes reach 2 GiB, past what one string can hold.
+ */
+export const MAX_NAMES_BYTES = 128 << 20;
+
+function tooMuchText(count: number, maxTotal: number): GuestDataError {
+  return new GuestDataError(
+    `kallsyms: the ${count} symbol names expand to more than ${maxTotal >> 20} MiB (hostile or corrupt image?)`,
+  );
+}
+
+function grow(out: Uint8Array, used: number, maxTotal: number): Uint8Array {
+  const bigger = new Uint8Array(Math.min(out.length * 2, maxTotal));
   bigger.set(out.subarray(0, used));
   return bigger;
 }
