@@ -10,8 +10,9 @@ import { runCli } from "../support/cli.js";
 /**
  * Issue 4 end to end: boot-time offset discovery (CN109857520) on real Debian kernels.
  *
- * The guest is started paused; `vmsight --qmp S discover --vmlinux V` sees it boot, learns the
- * offsets with no debug info and without the kernel's BTF, and removes its traps. Then:
+ * The guest is started paused; `vmsight --qmp S discover`, given nothing but the QMP socket,
+ * sees it boot, learns the offsets with no debug info and without the kernel's BTF, and removes
+ * its traps. Then:
  *   - every discovered offset equals the one the kernel's own BTF (read from the vmlinux file
  *     here, independently) gives;
  *   - `ps --no-btf --offsets profile.json` equals the guest's own /proc view;
@@ -24,6 +25,7 @@ const KERNELS = (process.env.VMSIGHT_DISCOVERY_KERNELS ?? "6.1,6.12,6.1-rt").spl
 
 interface DiscoverJson {
   converged: boolean;
+  kernelSource: string;
   partial: boolean;
   stopReason?: string;
   profile: Record<string, number>;
@@ -65,8 +67,6 @@ for (const kernelId of KERNELS) {
           "--qmp",
           g.qmpSocket,
           "discover",
-          "--vmlinux",
-          g.image.kernelFiles.vmlinux,
           "--out",
           profilePath,
           // Well inside the test's own limit: a boot that never converges still ends with a
@@ -90,6 +90,8 @@ for (const kernelId of KERNELS) {
     test("discovery ends by itself, with every member converged and the process members reported first", () => {
       // The guest loads as few modules as the demo (guests/kernels.json): they must be enough.
       assert.equal(result.converged, true, `stopped: ${result.stopReason}`);
+      // No file was given: the kernel came from QEMU's own command line.
+      assert.equal(result.kernelSource, "qemu -kernel");
       assert.equal(result.partial, false);
       assert.equal(result.stopReason, undefined);
       assert.match(progress, /process members \(task_struct, mm_struct, cred\) converged at event \d+/);
