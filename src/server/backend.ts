@@ -5,8 +5,8 @@
  * Rows and records are the CLI's --json shapes: plain JSON objects, addresses as "0x…" strings.
  */
 
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-export type Row = { [key: string]: Json };
+/** A JSON object (no bigints: addresses are "0x…" strings). */
+export type Row = Record<string, unknown>;
 
 /** How an address is to be translated: physical, or virtual through a vCPU's (or a given) CR3. */
 export interface AddressSpace {
@@ -42,10 +42,11 @@ export type BreakAction =
  * `state` with `event` naming the QMP event). A breakpoint record whose vCPU is held until the
  * introspector answers carries `respond`; without it the vCPU has already continued.
  */
-export type EventRecord = Row & {
+export interface EventRecord {
   readonly type: string;
   readonly respond?: (action: BreakAction) => Promise<void>;
-};
+  readonly [field: string]: unknown;
+}
 
 export interface ServedVm {
   kernel(): Promise<Row>;
