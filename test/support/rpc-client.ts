@@ -45,11 +45,17 @@ export class CoreClient {
   }
 }
 
-/** Resolves once `cond()` holds, checking after each turn of the event loop (bounded). */
-export async function until(cond: () => boolean, what: string, turns = 100_000): Promise<void> {
-  for (let i = 0; i < turns; i++) {
+/**
+ * Resolves once `cond()` holds, checking after each turn of the event loop and, as turns add
+ * up, after short sleeps so sockets get their chance; gives up after `limitMs` (a bound, not a
+ * timing assertion).
+ */
+export async function until(cond: () => boolean, what: string, limitMs = 30_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  for (let turn = 0; Date.now() < end; turn++) {
     if (cond()) return;
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => (turn < 1000 ? setImmediate(r) : setTimeout(r, 2)));
   }
+  if (cond()) return;
   throw new Error(`never happened: ${what}`);
 }
