@@ -159,7 +159,7 @@ export class FakeVm implements ServedVm {
 }
 
 /** A directory of fakes by name, for ProtocolCore. */
-export function fakeDirectory(vms: Record<string, FakeVm>) {
+export function fakeDirectory(vms: Record<string, ServedVm>) {
   const listeners = new Set<(name: string, present: boolean) => void>();
   const present = new Set(Object.keys(vms));
   return {
