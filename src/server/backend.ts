@@ -65,7 +65,10 @@ export interface ServedVm {
   resume(): Promise<void>;
   status(): Promise<Row>;
   kill(pid: number, signal: string): Promise<Row>;
-  /** Ending the loop (return()) removes its traps; concurrent iterators share traps. */
+  /**
+   * Ending the loop (return()) removes its traps; concurrent iterators share traps. The server
+   * calls return() while a next() may be pending: return() must end that next() (done).
+   */
   events(req: EventRequest): AsyncIterable<EventRecord>;
   close(): Promise<void>;
 }

@@ -67,7 +67,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     throw new UsageError("serve needs VMs", "give --vm NAME=QMP_SOCKET (repeatable) or --scan DIR");
   }
   const registry = new VmRegistry(opts.open ?? openTargetVm);
-  for (const v of vms) registry.add(v.name, v.qmp);
+  for (const v of vms) registry.follow(v.name, v.qmp);
   for (const d of opts.scan) registry.scan(d);
   const core = new ProtocolCore(registry);
   const server = await listen(core, {

@@ -99,13 +99,18 @@ class TargetVm implements ServedVm {
   }
 }
 
-/** runTrace's callback turned into an iterator; return() aborts the trace, which removes its traps. */
+const STATE_EVENTS = new Set(["STOP", "RESUME", "SHUTDOWN", "RESET", "GUEST_PANICKED"]);
+
+/**
+ * runTrace's callback (and QMP's run-state events, for "state") turned into an iterator;
+ * return() aborts the trace, which removes its traps.
+ */
 function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord> {
   const kinds = req.types.filter((k) => k !== "state");
-  if (kinds.length !== 1) {
+  if (kinds.length > 1) {
     throw new VmsightError(
       "E_REFUSED",
-      `this server traces one kind per subscription, not ${kinds.join("+") || "none"}`,
+      `this server traces one kind per subscription, not ${kinds.join("+")}`,
       {
         hint: "subscribe once per kind (process.*, module.*, syscall, switch)",
       },
@@ -115,8 +120,19 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
   const queue: EventRecord[] = [];
   let wake: (() => void) | undefined;
   let ended: unknown = null;
-  const trace: TraceRequest = {
-    kind: kinds[0] as TraceKind,
+  const push = (r: EventRecord) => {
+    if (queue.length < 10_000) queue.push(r);
+    wake?.();
+  };
+  const unlisten = req.types.includes("state")
+    ? t.qmp.onEvent((e) => {
+        if (STATE_EVENTS.has(e.event))
+          push({ type: "state", event: e.event, ...(e.data ? { data: plain(e.data) } : {}) });
+      })
+    : () => {};
+  const kind = kinds[0] as TraceKind | undefined;
+  const trace: TraceRequest | undefined = kind && {
+    kind,
     signal: abort.signal,
     ...(req.pid === undefined ? {} : { pid: req.pid }),
     ...(req.comm === undefined ? {} : { comm: req.comm }),
@@ -125,17 +141,16 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
       ? {}
       : { address: BigInt(req.address), length: req.length ?? 8, access: req.access ?? "write" }),
   };
-  const done = runTrace(t, trace, (e) => {
-    if (queue.length < 10_000) queue.push(plain(eventRecord(e)) as EventRecord);
-    wake?.();
-  }).then(
-    () => {
-      ended = true;
-    },
-    (e) => {
-      ended = e ?? new Error("trace failed");
-    },
-  );
+  const done = trace
+    ? runTrace(t, trace, (e) => push(plain(eventRecord(e)) as EventRecord)).then(
+        () => {
+          ended = true;
+        },
+        (e) => {
+          ended = e ?? new Error("trace failed");
+        },
+      )
+    : new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve()));
   void done.then(() => wake?.());
   return {
     async next() {
@@ -150,6 +165,7 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
       }
     },
     async return() {
+      unlisten();
       abort.abort();
       wake?.();
       await done;

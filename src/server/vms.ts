@@ -3,7 +3,7 @@
  * in a scanned directory (--scan DIR). A VM is opened on first use through the injected factory;
  * a socket that goes away is reported (vm.state VANISHED), never fatal.
  */
-import { type FSWatcher, readdirSync, statSync, watch } from "node:fs";
+import { type FSWatcher, readdirSync, statSync, unwatchFile, watch, watchFile } from "node:fs";
 import { basename, join } from "node:path";
 import type { OpenVm, ServedVm } from "./backend.js";
 import { RpcError, type VmDirectory, type VmEntry } from "./core.js";
@@ -19,6 +19,7 @@ export class VmRegistry implements VmDirectory {
   private readonly slots = new Map<string, Slot>();
   private readonly listeners = new Set<(name: string, present: boolean) => void>();
   private readonly watchers: FSWatcher[] = [];
+  private readonly followed: string[] = [];
 
   constructor(private readonly open: OpenVm) {}
 
@@ -64,6 +65,16 @@ export class VmRegistry implements VmDirectory {
     for (const l of this.listeners) l(name, false);
   }
 
+  /** A named VM (--vm) whose socket is polled, so a QEMU that exits becomes VANISHED, and comes back. */
+  follow(name: string, qmp: string): void {
+    this.add(name, qmp);
+    this.followed.push(qmp);
+    watchFile(qmp, { interval: 2000, persistent: false }, (now) => {
+      if (now.nlink === 0) this.remove(name);
+      else this.add(name, qmp);
+    });
+  }
+
   /** Every unix socket in `dir` is a VM named after the file (without .sock/.qmp). */
   scan(dir: string): void {
     const sync = () => {
@@ -87,6 +98,7 @@ export class VmRegistry implements VmDirectory {
 
   async close(): Promise<void> {
     for (const w of this.watchers) w.close();
+    for (const f of this.followed) unwatchFile(f);
     const open = [...this.slots.values()].map((s) => s.opened).filter((p) => p !== undefined);
     await Promise.allSettled(open.map((p) => p.then((vm) => vm.close())));
   }
