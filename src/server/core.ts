@@ -245,20 +245,22 @@ export class ClientSession {
     types: readonly EventType[],
     opts: { replyMs?: number | undefined; as?: EventType } = {},
   ): string {
+    // A client that left while this request awaited its VM must not leave a stream behind.
+    if (this.closed) throw new RpcError(RPC_ERRORS.INTERNAL_ERROR.code, "the connection closed");
+    // The iterator first: if the backend refuses, nothing is registered.
+    const iterator =
+      vm !== undefined && req.types.length > 0 ? vm.events(req)[Symbol.asyncIterator]() : undefined;
     const sub: Subscription = {
       id: this.newId("s"),
       vm: vmName,
       types: new Set(types),
       replyMs: opts.replyMs,
       as: opts.as,
-      iterator: undefined,
+      iterator,
       closed: false,
     };
     this.subscriptions.set(sub.id, sub);
-    if (vm !== undefined && req.types.length > 0) {
-      sub.iterator = vm.events(req)[Symbol.asyncIterator]();
-      void this.pump(sub, sub.iterator);
-    }
+    if (iterator) void this.pump(sub, iterator);
     return sub.id;
   }
 

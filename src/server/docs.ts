@@ -9,6 +9,7 @@ import type { TSchema } from "@sinclair/typebox";
 import { ERROR_CODES } from "../util/errors.js";
 import {
   DEFAULT_REPLY_MS,
+  EVENT_PARAMS,
   EVENT_TYPES,
   type EventType,
   MAX_MESSAGE_BYTES,
@@ -165,7 +166,11 @@ export function protocolDoc(): string {
     "The server sends notifications `event` with params `{ vm, type, subscription, …record }`, where the record",
     'is the CLI\'s `trace --json` record for that event (addresses as "0x…" strings). When a subscription ends',
     "on its own (the VM went away, the guest stopped tracing), the server sends `subscription.ended`",
-    "`{ subscription, vm, error? }`.",
+    "`{ subscription, vm, error? }`. The fields every `event` carries:",
+    "",
+    "```ts",
+    typeText(EVENT_PARAMS),
+    "```",
     "",
     "| type | when |",
     "|---|---|",

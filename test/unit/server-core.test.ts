@@ -8,6 +8,7 @@ import { test } from "node:test";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { ProtocolCore } from "../../src/server/core.js";
 import { METHODS, type MethodName, RPC_ERRORS } from "../../src/server/schema.js";
+import { VmsightError } from "../../src/util/errors.js";
 import { FakeVm, fakeDirectory } from "../support/fake-vm.js";
 import { CoreClient, until } from "../support/rpc-client.js";
 
@@ -273,4 +274,44 @@ test("a VM that goes away is a vm.state event and ends its subscriptions, not th
   dir.set("a", true);
   assert.equal(c.events().at(-1)?.event, "APPEARED");
   assert.equal((await c.call("linux.ps", { vm: "a" })).error, undefined);
+});
+
+test("a backend that refuses a subscription leaves nothing registered", async () => {
+  const { core, vm } = setup();
+  vm.events = () => {
+    throw new VmsightError("E_REFUSED", "not this kind");
+  };
+  const c = await new CoreClient(core).init();
+  const r = await c.call("events.subscribe", { vm: "a", types: ["switch"] });
+  assert.equal(r.error?.data?.code, "E_REFUSED");
+  assert.equal(c.session.subscriptions.size, 0);
+});
+
+test("a client that leaves while its subscribe waits for the VM gets no stream", async () => {
+  const vm = new FakeVm();
+  let release!: () => void;
+  const slow = new Promise<void>((r) => {
+    release = r;
+  });
+  const dir = fakeDirectory({ a: vm });
+  const get = dir.get.bind(dir);
+  dir.get = async (name: string) => {
+    await slow;
+    return get(name);
+  };
+  const core = new ProtocolCore(dir);
+  const c = await new CoreClient(core).init();
+  const pending = c.session.receive(
+    JSON.stringify({
+      jsonrpc: "2.0",
+      id: "x",
+      method: "events.subscribe",
+      params: { vm: "a", types: ["syscall"] },
+    }),
+  );
+  await c.session.close();
+  release();
+  await pending;
+  assert.equal(vm.streams.size, 0);
+  assert.equal(c.session.subscriptions.size, 0);
 });
