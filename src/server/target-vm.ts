@@ -25,50 +25,77 @@ const spaceOf = (s?: AddressSpace) => ({
   ...(s?.cr3 === undefined ? {} : { cr3: BigInt(s.cr3) }),
 });
 
+/**
+ * QEMU's gdbstub takes one client, and while it is connected only gdb may run the guest (a QMP
+ * `cont` leaves it deaf). The CLI's way fits: attach, work, close (which restores the run
+ * state), one call at a time; a trace holds the gdbstub for its whole life, so other calls
+ * that need it are refused meanwhile. The library shares one connection through the trap core.
+ */
 class TargetVm implements ServedVm {
-  private kernelInfo: Promise<KernelInfo> | undefined;
-  constructor(private readonly t: Target) {}
+  private queue: Promise<unknown> = Promise.resolve();
+  private tracing = 0;
+  constructor(private readonly qmp: string) {}
 
-  private k(): Promise<KernelInfo> {
-    this.kernelInfo ??= openKernel(this.t);
-    this.kernelInfo.catch(() => {
-      this.kernelInfo = undefined;
+  private with<T>(fn: (t: Target) => Promise<T>): Promise<T> {
+    if (this.tracing > 0) {
+      return Promise.reject(
+        new VmsightError("E_BUSY", "a trace holds this guest's gdbstub", {
+          hint: "this server runs no other guest call during a trace: unsubscribe first",
+        }),
+      );
+    }
+    const run = this.queue.then(async () => {
+      const t = await Target.attach(this.qmp);
+      try {
+        return await fn(t);
+      } finally {
+        await t.close();
+      }
     });
-    return this.kernelInfo;
+    this.queue = run.catch(() => {});
+    return run;
   }
 
-  async kernel(): Promise<Row> {
-    return plain(kernelReport(await this.k())) as unknown as Row;
+  private rows<R>(f: (k: KernelInfo) => R): Promise<Row[]> {
+    return this.with(async (t) => plain(f(await openKernel(t))) as unknown as Row[]);
   }
-  async ps(): Promise<Row[]> {
-    return plain(psRows(await this.k())) as unknown as Row[];
+
+  kernel(): Promise<Row> {
+    return this.with(async (t) => plain(kernelReport(await openKernel(t))) as unknown as Row);
   }
-  async threads(): Promise<Row[]> {
-    return plain(threadRows(await this.k())) as unknown as Row[];
+  ps(): Promise<Row[]> {
+    return this.rows(psRows);
   }
-  async pstree(): Promise<Row[]> {
-    return plain(pstreeLines(await this.k())) as unknown as Row[];
+  threads(): Promise<Row[]> {
+    return this.rows(threadRows);
   }
-  async lsmod(): Promise<Row[]> {
-    return plain(lsmodRows(await this.k())) as unknown as Row[];
+  pstree(): Promise<Row[]> {
+    return this.rows(pstreeLines);
   }
-  async maps(pid: number): Promise<Row[]> {
-    return plain(mapsRows(await this.k(), pid)) as unknown as Row[];
+  lsmod(): Promise<Row[]> {
+    return this.rows(lsmodRows);
   }
-  async pids(): Promise<Row[]> {
-    return plain(pidViewRows(await this.k())) as unknown as Row[];
+  maps(pid: number): Promise<Row[]> {
+    return this.rows((k) => mapsRows(k, pid));
   }
-  async read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
-    return readGuest(this.t, { space: space?.kind ?? "virt", addr: BigInt(addr), length, ...spaceOf(space) });
+  pids(): Promise<Row[]> {
+    return this.rows(pidViewRows);
+  }
+  read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
+    return this.with((t) =>
+      readGuest(t, { space: space?.kind ?? "virt", addr: BigInt(addr), length, ...spaceOf(space) }),
+    );
   }
   async write(): Promise<void> {
     throw new VmsightError("E_REFUSED", "memory.write is not served until the library backs vmsight serve");
   }
-  async translate(vaddr: string, space?: AddressSpace): Promise<Row> {
-    return plain(await translateAddress(this.t, BigInt(vaddr), spaceOf(space))) as unknown as Row;
+  translate(vaddr: string, space?: AddressSpace): Promise<Row> {
+    return this.with(
+      async (t) => plain(await translateAddress(t, BigInt(vaddr), spaceOf(space))) as unknown as Row,
+    );
   }
   async regs(cpu = 0): Promise<Record<string, string>> {
-    const rows = await registerRows(this.t, cpu);
+    const rows = await this.with((t) => registerRows(t, cpu));
     return Object.fromEntries(rows.map((r) => [r.name, `0x${r.value.toString(16)}`]));
   }
   async setRegs(): Promise<void> {
@@ -77,25 +104,51 @@ class TargetVm implements ServedVm {
       "vcpu.set_registers is not served until the library backs vmsight serve",
     );
   }
-  async pause(): Promise<void> {
-    await this.t.pause();
+  // pause/resume choose the run state, so closing the Target keeps it.
+  pause(): Promise<void> {
+    return this.with((t) => t.pause());
   }
-  async resume(): Promise<void> {
-    await this.t.resume();
+  resume(): Promise<void> {
+    return this.with((t) => t.resume());
   }
-  async status(): Promise<Row> {
-    return plain(await statusReport(this.t)) as unknown as Row;
+  status(): Promise<Row> {
+    return this.with(async (t) => plain(await statusReport(t)) as unknown as Row);
   }
-  async kill(pid: number, signal: string): Promise<Row> {
-    return plain(
-      await killProcess(this.t, { pid, signal: parseSignal(signal), method: "send" }),
-    ) as unknown as Row;
+  kill(pid: number, signal: string): Promise<Row> {
+    return this.with(
+      async (t) =>
+        plain(await killProcess(t, { pid, signal: parseSignal(signal), method: "send" })) as unknown as Row,
+    );
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
-    return { [Symbol.asyncIterator]: () => traceIterator(this.t, req) };
+    const kinds = req.types.filter((k) => k !== "state");
+    if (kinds.length > 1) {
+      throw new VmsightError(
+        "E_REFUSED",
+        `this server traces one kind per subscription, not ${kinds.join("+")}`,
+        {
+          hint: "subscribe once per kind (process.*, module.*, syscall, switch)",
+        },
+      );
+    }
+    const traces = kinds.length > 0;
+    if (traces && this.tracing > 0) {
+      throw new VmsightError("E_BUSY", "this server runs one trace per guest at a time", {
+        hint: "unsubscribe the other trace first",
+      });
+    }
+    if (traces) this.tracing++;
+    // QEMU's QMP socket takes one client too: QMP run-state events come only alongside a
+    // trace (which holds both); alone, vm.state has only the registry's APPEARED/VANISHED.
+    const opened = traces ? this.queue.then(() => Target.attach(this.qmp)) : Promise.resolve(undefined);
+    this.queue = opened.catch(() => {});
+    const release = () => {
+      if (traces) this.tracing--;
+    };
+    return { [Symbol.asyncIterator]: () => traceIterator(opened, req, release) };
   }
   async close(): Promise<void> {
-    await this.t.close();
+    await this.queue;
   }
 }
 
@@ -105,17 +158,12 @@ const STATE_EVENTS = new Set(["STOP", "RESUME", "SHUTDOWN", "RESET", "GUEST_PANI
  * runTrace's callback (and QMP's run-state events, for "state") turned into an iterator;
  * return() aborts the trace, which removes its traps.
  */
-function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord> {
+function traceIterator(
+  opened: Promise<Target | undefined>,
+  req: EventRequest,
+  release: () => void,
+): AsyncIterator<EventRecord> {
   const kinds = req.types.filter((k) => k !== "state");
-  if (kinds.length > 1) {
-    throw new VmsightError(
-      "E_REFUSED",
-      `this server traces one kind per subscription, not ${kinds.join("+")}`,
-      {
-        hint: "subscribe once per kind (process.*, module.*, syscall, switch)",
-      },
-    );
-  }
   const abort = new AbortController();
   const queue: EventRecord[] = [];
   let wake: (() => void) | undefined;
@@ -124,12 +172,7 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
     if (queue.length < 10_000) queue.push(r);
     wake?.();
   };
-  const unlisten = req.types.includes("state")
-    ? t.qmp.onEvent((e) => {
-        if (STATE_EVENTS.has(e.event))
-          push({ type: "state", event: e.event, ...(e.data ? { data: plain(e.data) } : {}) });
-      })
-    : () => {};
+  let unlisten = () => {};
   const kind = kinds[0] as TraceKind | undefined;
   const trace: TraceRequest | undefined = kind && {
     kind,
@@ -141,16 +184,36 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
       ? {}
       : { address: BigInt(req.address), length: req.length ?? 8, access: req.access ?? "write" }),
   };
-  const done = trace
-    ? runTrace(t, trace, (e) => push(plain(eventRecord(e)) as EventRecord)).then(
-        () => {
-          ended = true;
-        },
-        (e) => {
-          ended = e ?? new Error("trace failed");
-        },
-      )
-    : new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve()));
+  const run = async (t: Target | undefined) => {
+    if (!t) {
+      await new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve()));
+      return;
+    }
+    if (req.types.includes("state")) {
+      unlisten = t.qmp.onEvent((e) => {
+        if (STATE_EVENTS.has(e.event))
+          push({ type: "state", event: e.event, ...(e.data ? { data: plain(e.data) } : {}) });
+      });
+    }
+    try {
+      if (trace) await runTrace(t, trace, (e) => push(plain(eventRecord(e)) as EventRecord));
+      else await new Promise<void>((resolve) => abort.signal.addEventListener("abort", () => resolve()));
+    } finally {
+      unlisten();
+      await t.close();
+    }
+  };
+  const done = opened
+    .then(run)
+    .finally(release)
+    .then(
+      () => {
+        ended = true;
+      },
+      (e) => {
+        ended = e ?? new Error("trace failed");
+      },
+    );
   void done.then(() => wake?.());
   return {
     async next() {
@@ -165,7 +228,6 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
       }
     },
     async return() {
-      unlisten();
       abort.abort();
       wake?.();
       await done;
@@ -174,6 +236,8 @@ function traceIterator(t: Target, req: EventRequest): AsyncIterator<EventRecord>
   };
 }
 
+/** Checks the socket answers QMP once, then serves through fresh attachments. */
 export async function openTargetVm(qmpSocket: string): Promise<ServedVm> {
-  return new TargetVm(await Target.attach(qmpSocket));
+  await (await Target.attach(qmpSocket)).close();
+  return new TargetVm(qmpSocket);
 }
