@@ -16,6 +16,7 @@ import { EVENT_COMMANDS } from "./event-commands.js";
 import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
+import { serveCommand } from "./serve-command.js";
 
 function cpuOption(ctx: CommandContext): number {
   const t = needMachine(ctx);
@@ -155,4 +156,5 @@ export const COMMANDS: readonly CliCommand[] = [
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,
   imagesCommand,
+  serveCommand,
 ];

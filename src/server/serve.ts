@@ -1,0 +1,109 @@
+/**
+ * `vmsight serve`: the VM registry, the protocol core, the WebSocket listeners and the optional
+ * NATS publisher, put together and run until a signal. The VM factory is injected (the library
+ * once wired; the interim Target adapter until then).
+ */
+import { mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { UsageError } from "../util/errors.js";
+import type { OpenVm } from "./backend.js";
+import { ProtocolCore } from "./core.js";
+import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
+import { EVENT_TYPES, type EventType } from "./schema.js";
+import { openTargetVm } from "./target-vm.js";
+import { VmRegistry } from "./vms.js";
+import { listen } from "./ws.js";
+
+export interface ServeOptions {
+  readonly vms: readonly string[];
+  readonly scan: readonly string[];
+  readonly socket?: string | undefined;
+  readonly listen?: string | undefined;
+  readonly publish?: string | undefined;
+  readonly publishTypes?: string | undefined;
+  readonly open?: OpenVm;
+  readonly out: (line: string) => void;
+  readonly log: (line: string) => void;
+  readonly signal: AbortSignal;
+}
+
+/** Until the private runtime directory helper lands: $XDG_RUNTIME_DIR/vmsight, else a 0700 dir in /tmp. */
+export function defaultSocketPath(): string {
+  const base = process.env.XDG_RUNTIME_DIR ?? join(tmpdir(), `vmsight-${process.getuid?.() ?? "user"}`);
+  const dir = join(base, "vmsight");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return join(dir, "serve.sock");
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535)
+    throw new UsageError(`--listen wants HOST:PORT or PORT, got "${text}"`, "e.g. --listen 127.0.0.1:7000");
+  return { host: m[1] || m[2] || "127.0.0.1", port };
+}
+
+export function parseVm(text: string): { name: string; qmp: string } {
+  const i = text.indexOf("=");
+  if (i <= 0 || i === text.length - 1) throw new UsageError(`--vm wants NAME=QMP_SOCKET, got "${text}"`);
+  return { name: text.slice(0, i), qmp: text.slice(i + 1) };
+}
+
+function parseTypes(text: string | undefined): readonly EventType[] {
+  if (text === undefined) return DEFAULT_PUBLISHED;
+  const types = text.split(",").map((t) => t.trim());
+  const bad = types.filter((t) => !(EVENT_TYPES as readonly string[]).includes(t));
+  if (bad.length)
+    throw new UsageError(`unknown event type ${bad.join(", ")}`, `known: ${EVENT_TYPES.join(", ")}`);
+  return types as EventType[];
+}
+
+export async function serve(opts: ServeOptions): Promise<void> {
+  const vms = opts.vms.map(parseVm);
+  const tcp = opts.listen === undefined ? undefined : parseListen(opts.listen);
+  const types = parseTypes(opts.publishTypes);
+  if (vms.length === 0 && opts.scan.length === 0) {
+    throw new UsageError("serve needs VMs", "give --vm NAME=QMP_SOCKET (repeatable) or --scan DIR");
+  }
+  const registry = new VmRegistry(opts.open ?? openTargetVm);
+  for (const v of vms) registry.follow(v.name, v.qmp);
+  for (const d of opts.scan) registry.scan(d);
+  const core = new ProtocolCore(registry);
+  const server = await listen(core, {
+    unixPath: opts.socket ?? defaultSocketPath(),
+    ...(tcp ? { tcp } : {}),
+    onShed: () => opts.log("serve: a client stopped reading and was disconnected"),
+  });
+  for (const url of server.urls) opts.out(url);
+  const publisher = opts.publish
+    ? await NatsPublisher.start(core, { url: opts.publish, types, log: opts.log })
+    : undefined;
+  if (publisher) opts.log(`serve: publishing ${types.join(", ")} to ${opts.publish}`);
+  await new Promise<void>((resolve) => {
+    if (opts.signal.aborted) resolve();
+    opts.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  await publisher?.close();
+  await server.close();
+  await core.close();
+  await registry.close();
+}
+
+/** The CLI's entry: its parsed option values (repeatable ones as arrays) and its output. */
+export function serveFromCli(
+  values: Readonly<Record<string, unknown>>,
+  io: { out: (line: string) => void; log: (line: string) => void; signal: AbortSignal },
+): Promise<void> {
+  const list = (v: unknown) => (Array.isArray(v) ? v.map(String) : typeof v === "string" ? [v] : []);
+  const text = (v: unknown) => (typeof v === "string" ? v : undefined);
+  return serve({
+    vms: list(values.vm),
+    scan: list(values.scan),
+    socket: text(values.socket),
+    listen: text(values.listen),
+    publish: text(values.publish),
+    publishTypes: text(values["publish-types"]),
+    ...io,
+  });
+}

@@ -1,0 +1,151 @@
+/**
+ * The WebSocket transport: a thin file that wires sockets to the protocol core. It listens on
+ * a unix socket (mode 0600) and, only when asked, on TCP, where a client must present the
+ * server's random token (`?token=`). A client whose unsent data passes `maxBufferedBytes`
+ * (it stopped reading) is disconnected, which ends its subscriptions, so one slow client
+ * neither stalls the others nor grows the server's memory.
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { chmodSync, rmSync } from "node:fs";
+import { type IncomingMessage, type Server, createServer } from "node:http";
+import { type WebSocket, WebSocketServer } from "ws";
+import type { ProtocolCore } from "./core.js";
+
+/** Frames above this close the connection; between MAX_MESSAGE_BYTES and this, an error reply. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_BUFFERED = 8 * 1024 * 1024;
+
+export interface ListenOptions {
+  readonly unixPath?: string;
+  readonly tcp?: { readonly host: string; readonly port: number };
+  readonly token?: string;
+  readonly maxBufferedBytes?: number;
+  /** Called when a client is disconnected for not reading. */
+  readonly onShed?: () => void;
+}
+
+export interface Listening {
+  /** The unix socket URL (ws+unix://…) and/or the TCP URL with its token. */
+  readonly urls: readonly string[];
+  readonly token: string;
+  readonly tcpPort: number | undefined;
+  close(): Promise<void>;
+}
+
+export function newToken(): string {
+  return randomBytes(24).toString("base64url");
+}
+
+/** Constant-time, and hashing first makes the lengths equal so length does not leak either. */
+export function tokenMatches(given: string | null, token: string): boolean {
+  if (given === null) return false;
+  const a = createHash("sha256").update(given).digest();
+  const b = createHash("sha256").update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<Listening> {
+  const token = opts.token ?? newToken();
+  const maxBuffered = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED;
+  const servers: Server[] = [];
+  const wsServers: WebSocketServer[] = [];
+  const urls: string[] = [];
+  let tcpPort: number | undefined;
+
+  const serve = (http: Server, needToken: boolean) => {
+    const wss = new WebSocketServer({
+      server: http,
+      maxPayload: MAX_FRAME_BYTES,
+      verifyClient: needToken
+        ? (info: { req: IncomingMessage }) => tokenMatches(tokenOf(info.req), token)
+        : undefined,
+    } as ConstructorParameters<typeof WebSocketServer>[0]);
+    wss.on("connection", (ws) => attach(core, ws, maxBuffered, opts.onShed));
+    wsServers.push(wss);
+    servers.push(http);
+  };
+
+  if (opts.unixPath !== undefined) {
+    const path = opts.unixPath;
+    rmSync(path, { force: true });
+    const http = createServer();
+    await listenOn(http, () => http.listen(path));
+    chmodSync(path, 0o600);
+    serve(http, false);
+    urls.push(`ws+unix://${path}`);
+  }
+  if (opts.tcp !== undefined) {
+    const { host, port } = opts.tcp;
+    const http = createServer();
+    await listenOn(http, () => http.listen(port, host));
+    const addr = http.address();
+    tcpPort = typeof addr === "object" && addr !== null ? addr.port : port;
+    serve(http, true);
+    const shown = host.includes(":") ? `[${host}]` : host;
+    urls.unshift(`ws://${shown}:${tcpPort}/?token=${token}`);
+  }
+  const heartbeat = setInterval(() => {
+    // A client that crashed without closing answers no ping: it goes at the next beat.
+    for (const wss of wsServers) {
+      for (const ws of wss.clients) {
+        if (!answered.has(ws)) ws.terminate();
+        answered.delete(ws);
+        ws.ping();
+      }
+    }
+  }, 30_000);
+  heartbeat.unref();
+
+  return {
+    urls,
+    token,
+    tcpPort,
+    async close() {
+      clearInterval(heartbeat);
+      for (const wss of wsServers) {
+        for (const ws of wss.clients) ws.terminate();
+        wss.close();
+      }
+      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      if (opts.unixPath !== undefined) rmSync(opts.unixPath, { force: true });
+    },
+  };
+}
+
+const answered = new WeakSet<WebSocket>();
+
+function attach(core: ProtocolCore, ws: WebSocket, maxBuffered: number, onShed?: () => void): void {
+  answered.add(ws);
+  const session = core.connect((text) => {
+    if (ws.readyState !== ws.OPEN) return;
+    if (ws.bufferedAmount > maxBuffered) {
+      ws.terminate();
+      void session.close();
+      onShed?.();
+      return;
+    }
+    ws.send(text);
+  });
+  ws.on("message", (data: Buffer | Buffer[] | ArrayBuffer) => {
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+    void session.receive(bytes);
+  });
+  ws.on("pong", () => answered.add(ws));
+  ws.on("close", () => void session.close());
+  ws.on("error", () => void session.close());
+}
+
+function tokenOf(req: IncomingMessage): string | null {
+  return new URL(req.url ?? "/", "http://x").searchParams.get("token");
+}
+
+function listenOn(server: Server, start: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.once("listening", () => {
+      server.off("error", reject);
+      resolve();
+    });
+    start();
+  });
+}
