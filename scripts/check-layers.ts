@@ -16,13 +16,16 @@ export const LAYERS = [
   "events",
   "guests",
   "commands",
-  "cli",
   "server",
+  "cli",
   "web",
 ] as const;
 
-/** Renderers sit side by side at the top and must not import each other. */
-const PEERS = new Set(["cli", "server", "web"]);
+/**
+ * The terminal and the page sit side by side at the top and must not import each other. The
+ * server is below the CLI: `vmsight serve` starts it, and the CLI will be one of its clients.
+ */
+const PEERS = new Set(["cli", "web"]);
 
 function layerOf(srcRoot: string, file: string): string {
   return relative(srcRoot, file).split(/[\\/]/)[0] ?? "";

@@ -1,15 +1,5 @@
+import { serveFromCli } from "../server/serve.js";
 import type { CliCommand } from "./command.js";
-
-type ServeFromCli = (
-  values: Readonly<Record<string, unknown>>,
-  io: { out: (line: string) => void; log: (line: string) => void; signal: AbortSignal },
-) => Promise<void>;
-
-/**
- * The server is a peer renderer of the CLI, which scripts/check-layers.ts keeps from importing
- * it; the CLI only launches it, through this path, loaded at run time.
- */
-const SERVER = "../server/serve.js";
 
 export const serveCommand: CliCommand = {
   name: "serve",
@@ -26,7 +16,6 @@ export const serveCommand: CliCommand = {
   },
   needsTarget: false,
   async run(ctx) {
-    const { serveFromCli } = (await import(SERVER)) as { serveFromCli: ServeFromCli };
     const stop = new AbortController();
     process.once("SIGINT", () => stop.abort());
     process.once("SIGTERM", () => stop.abort());
