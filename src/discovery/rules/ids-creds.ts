@@ -101,8 +101,17 @@ export class IdRules {
           x.u32(p) > (lastPid.get(p) ?? 0) &&
           x.u32(p) <= PID_MAX_LIMIT,
       );
+    // An event where no pair agrees tells nothing about the offsets: the new thread was not
+    // among the pointers seen (copy_process() keeps it in a register or spills it, but not
+    // always within the words scanned). Filtering on it would rule out every candidate at
+    // once, as a fork-heavy 6.12 boot showed (pid and tgid both left with none).
+    const c = this.ctx.cands;
+    const tgids = c.get("task_struct.tgid");
+    const pids = c.get("task_struct.pid");
+    if (tgids.length * pids.length * Math.max(1, ptrs.length) > MAX_JOINT) return;
+    if (!tgids.some((t) => pids.some((p) => ok(t, p)))) return;
     keepAgreeing(
-      this.ctx.cands,
+      c,
       { key: "task_struct.tgid", rule: "new thread shares tgid" },
       { key: "task_struct.pid", rule: "new thread has a new pid" },
       ok,
