@@ -6,14 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { ensureKernel } from "../../src/guests/kernels.js";
 import { Target } from "../../src/qemu/session.js";
-import { runCli } from "../support/cli.js";
+import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { reconcileState, transient } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
 import type { GuestView } from "../support/oracle.js";
 import { skipUnless } from "../support/skip.js";
 
@@ -32,6 +34,7 @@ describe("Volatility 3 reads a guest dump with vmsight's symbol file", { skip },
   const dir = mkdtempSync(join(tmpdir(), "vmsight-vol-"));
   const dump = join(dir, "guest.elf");
   const symbols = join(dir, "symbols");
+  const isfFile = join(symbols, "linux", "guest.json");
   let g: TestGuest;
   let view: GuestView;
 
@@ -146,5 +149,43 @@ describe("Volatility 3 reads a guest dump with vmsight's symbol file", { skip },
       "init's console is a /dev file",
     );
     for (const r of rows) assert.ok(pids.has(Number(r.PID)), `lsof pid ${r.PID} is a process of the guest`);
+  });
+
+  test("the ISF from the dump is byte for byte the one from the live guest", async () => {
+    const r = await runCli(["--dump", dump, "isf"], 120_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout === `${readFileSync(isfFile, "utf8")}\n`, "same symbol file");
+  });
+
+  test("libvmi-config: init_task and the KASLR slide as the guest's own /proc/kallsyms has them", async () => {
+    const [o] = await cliJson<Record<string, string>[]>(["--qmp", g.qmpSocket, "libvmi-config"]);
+    const files = ensureKernel("6.1");
+    const slide = (await guestSymbol(g.serial, "_text")) - linkedTextAddress(files.vmlinuz, files.release);
+    assert.equal(BigInt(o!.linux_kaslr!), slide);
+    assert.equal(BigInt(o!.linux_init_task!) + slide, await guestSymbol(g.serial, "init_task"));
+    assert.equal(o!.name, view.release);
+  });
+
+  test("from an offsets profile: libvmi-config prints it, isf refuses in one line", async () => {
+    const [btf] = await cliJson<Record<string, string | number>[]>(["--qmp", g.qmpSocket, "libvmi-config"]);
+    const profile = join(dir, "profile.json");
+    writeFileSync(
+      profile,
+      JSON.stringify({
+        "task_struct.tasks": btf!.linux_tasks,
+        "task_struct.mm": btf!.linux_mm,
+        "task_struct.pid": btf!.linux_pid,
+        "task_struct.comm": btf!.linux_name,
+        "mm_struct.pgd": btf!.linux_pgd,
+      }),
+    );
+    const noBtf = ["--no-btf", "--offsets", profile];
+    const r = await runCli(["--qmp", g.qmpSocket, "libvmi-config", ...noBtf]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^\S+ \{\n {4}ostype = "Linux";\n/);
+    assert.ok(r.stdout.includes(`linux_tasks = 0x${Number(btf!.linux_tasks).toString(16)};`), r.stdout);
+    const isf = await runCli(["--qmp", g.qmpSocket, "isf", ...noBtf]);
+    assertCleanError(isf);
+    assert.match(isf.stderr, /needs the kernel's types/);
   });
 });
