@@ -7,6 +7,16 @@ import { type CliCommand, needMachine } from "./command.js";
 import { KERNEL_OPTIONS, checkKernelOptions, kernelOptions } from "./linux-commands.js";
 import { toJson } from "./render.js";
 
+/**
+ * The CLI exits as soon as a command returns, and a pipe takes 64 KiB at a time: a symbol file
+ * (megabytes) must be flushed before the command returns, or `vmsight isf | …` gets a prefix.
+ */
+function writeAll(text: string): Promise<void> {
+  return new Promise((done, fail) => {
+    process.stdout.write(text, (error) => (error ? fail(error) : done()));
+  });
+}
+
 /** Symbols for other tools: Volatility 3's symbol file, LibVMI's offsets. */
 const isfCommand: CliCommand = {
   name: "isf",
@@ -20,7 +30,7 @@ const isfCommand: CliCommand = {
     const text = symbolFile(await openKernel(needMachine(ctx), kernelOptions(ctx)));
     const out = stringValue(ctx.values, "out");
     if (out === undefined) {
-      ctx.out(text);
+      await writeAll(`${text}\n`);
       return 0;
     }
     try {
