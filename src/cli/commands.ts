@@ -13,6 +13,7 @@ import { type CliCommand, type CommandContext, need, needMachine } from "./comma
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
+import { ISF_COMMANDS } from "./isf-commands.js";
 import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
@@ -152,6 +153,7 @@ export const COMMANDS: readonly CliCommand[] = [
   read,
   translate,
   ...LINUX_COMMANDS,
+  ...ISF_COMMANDS,
   ...DISCOVERY_COMMANDS,
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,

@@ -11,14 +11,14 @@ import { type CliCommand, type CommandContext, needMachine } from "./command.js"
 import { table, toJson } from "./render.js";
 
 /** How every Linux command may be told where symbols come from. */
-const KERNEL_OPTIONS: Options = {
+export const KERNEL_OPTIONS: Options = {
   "system-map": { type: "string" },
   // A `vmsight discover` profile instead of the guest's BTF; --no-btf insists on one.
   offsets: { type: "string" },
   "no-btf": { type: "boolean" },
 };
 
-function kernelOptions(ctx: CommandContext): OpenKernelOptions {
+export function kernelOptions(ctx: CommandContext): OpenKernelOptions {
   const systemMap = stringValue(ctx.values, "system-map");
   const offsets = stringValue(ctx.values, "offsets");
   return {
@@ -29,7 +29,7 @@ function kernelOptions(ctx: CommandContext): OpenKernelOptions {
 }
 
 /** Fails before attaching: --no-btf alone would have nothing to read types from. */
-function checkKernelOptions(ctx: CommandContext): void {
+export function checkKernelOptions(ctx: CommandContext): void {
   if (ctx.values["no-btf"] === true && stringValue(ctx.values, "offsets") === undefined)
     throw new UsageError(
       "--no-btf needs --offsets FILE",

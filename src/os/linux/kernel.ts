@@ -8,6 +8,7 @@ import {
 import { enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
 import { btfLayout } from "../../symbols/btf-layout.js";
+import type { Btf } from "../../symbols/btf/btf.js";
 import { TypeDb } from "../../symbols/btf/db.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
 import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
@@ -175,6 +176,12 @@ function readKernelImage(mem: PhysicalMemory, kernel: AddressSpace, format: Pagi
 }
 
 function loadBtf(kernel: AddressSpace, symbols: SymbolTable): { layout: StructLayout; typeCount: number } {
+  const db = new TypeDb(readKernelBtf(kernel, symbols));
+  return { layout: btfLayout(db, "BTF in guest memory"), typeCount: db.btf.typeCount };
+}
+
+/** The kernel's own BTF (`__start_BTF`…`__stop_BTF`), parsed. */
+export function readKernelBtf(kernel: AddressSpace, symbols: SymbolTable): Btf {
   const start = symbols.findAddress("__start_BTF");
   const stop = symbols.findAddress("__stop_BTF");
   if (start === undefined || stop === undefined) {
@@ -184,8 +191,7 @@ function loadBtf(kernel: AddressSpace, symbols: SymbolTable): { layout: StructLa
   }
   const size = stop - start;
   if (size <= 0n || size > BigInt(MAX_BTF)) throw new GuestDataError(`implausible BTF size ${hex(size)}`);
-  const db = new TypeDb(parseBtf(kernel.read(va(start), Number(size))));
-  return { layout: btfLayout(db, "BTF in guest memory"), typeCount: db.btf.typeCount };
+  return parseBtf(kernel.read(va(start), Number(size)));
 }
 
 function readPerCpuOffsets(kernel: AddressSpace, symbols: SymbolTable): bigint[] {
