@@ -1,10 +1,8 @@
-import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
-import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
-import type { KernelInfo } from "../os/linux/kernel.js";
-import { hex } from "../util/address.js";
+import { type OpenKernelOptions, describeKernel } from "../commands/linux.js";
+import type { Vm } from "../lib/vm.js";
 import { UsageError } from "../util/errors.js";
-import { type Options, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, needMachine } from "./command.js";
+import { type Options, type Values, intArg, stringValue } from "./args.js";
+import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { table, toJson } from "./render.js";
 
 /** How every Linux command may be told where symbols come from. */
@@ -15,13 +13,14 @@ const KERNEL_OPTIONS: Options = {
   "no-btf": { type: "boolean" },
 };
 
-function kernelOptions(ctx: CommandContext): OpenKernelOptions {
-  const systemMap = stringValue(ctx.values, "system-map");
-  const offsets = stringValue(ctx.values, "offsets");
+/** Where the guest's Vm takes symbols and types from, as the command line says. */
+export function kernelOptions(values: Values): OpenKernelOptions {
+  const systemMap = stringValue(values, "system-map");
+  const offsets = stringValue(values, "offsets");
   return {
     ...(systemMap === undefined ? {} : { systemMap }),
     ...(offsets === undefined ? {} : { offsets }),
-    ...(ctx.values["no-btf"] === true ? { noBtf: true } : {}),
+    ...(values["no-btf"] === true ? { noBtf: true } : {}),
   };
 }
 
@@ -34,10 +33,10 @@ function checkKernelOptions(ctx: CommandContext): void {
     );
 }
 
-/** A command that discovers the kernel, then prints rows as a table or a JSON array. */
+/** A command that lists the guest's rows through the Vm, then prints them as a table or a JSON array. */
 function linuxCommand<R extends object>(
   spec: Pick<CliCommand, "name" | "usage" | "summary"> & { check?: (ctx: CommandContext) => void },
-  rows: (k: KernelInfo, ctx: CommandContext) => R[],
+  rows: (vm: Vm, ctx: CommandContext) => Promise<R[]>,
   columns: readonly (keyof R & string)[],
   text?: (rows: R[]) => string,
 ): CliCommand {
@@ -51,7 +50,7 @@ function linuxCommand<R extends object>(
       spec.check?.(ctx);
     },
     async run(ctx) {
-      const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
+      const result = await rows(needVm(ctx), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
       return 0;
     },
@@ -67,25 +66,25 @@ export const kernelCommand: CliCommand = {
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
-    const report = kernelReport(await openKernel(needMachine(ctx), kernelOptions(ctx)));
+    const report = await needVm(ctx).kernel();
     ctx.out(ctx.json ? toJson([report]) : describeKernel(report));
     return 0;
   },
 };
 
 const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
-const hexCols = <T extends { start: bigint; end: bigint; offset: bigint }>(r: T) => ({
+const hexCols = <T extends { start: string; end: string; offset: string }>(r: T) => ({
   ...r,
-  start: hex(r.start).slice(2).padStart(8, "0"),
-  end: hex(r.end).slice(2).padStart(8, "0"),
-  offset: hex(r.offset).slice(2).padStart(8, "0"),
+  start: r.start.slice(2).padStart(8, "0"),
+  end: r.end.slice(2).padStart(8, "0"),
+  offset: r.offset.slice(2).padStart(8, "0"),
 });
 
 export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,
   linuxCommand(
     { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
-    psRows,
+    (vm) => vm.ps(),
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
   ),
   linuxCommand(
@@ -94,25 +93,23 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
       usage: "pids",
       summary: "ps as the PID namespace sees it (independent of the task list: finds unlinked processes)",
     },
-    pidViewRows,
+    (vm) => vm.pids(),
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
   ),
-  linuxCommand({ name: "threads", usage: "threads", summary: "every thread of every process" }, threadRows, [
-    "tid",
-    "tgid",
-    "ppid",
-    "state",
-    "comm",
-  ]),
+  linuxCommand(
+    { name: "threads", usage: "threads", summary: "every thread of every process" },
+    (vm) => vm.threads(),
+    ["tid", "tgid", "ppid", "state", "comm"],
+  ),
   linuxCommand(
     { name: "pstree", usage: "pstree", summary: "the process tree" },
-    pstreeLines,
+    (vm) => vm.pstree(),
     ["text"],
     (rows) => rows.map((r) => r.text).join("\n"),
   ),
   linuxCommand(
     { name: "lsmod", usage: "lsmod", summary: "loaded kernel modules: name, base, size, state" },
-    lsmodRows,
+    (vm) => vm.lsmod(),
     ["name", "base", "size", "state"],
   ),
   linuxCommand(
@@ -122,7 +119,7 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
       summary: "a process's memory maps, as /proc/<pid>/maps",
       check: (ctx) => void pidArg(ctx),
     },
-    (k, ctx) => mapsRows(k, pidArg(ctx)),
+    (vm, ctx) => vm.maps(pidArg(ctx)),
     ["start", "end", "perms", "offset", "dev", "inode", "path"],
     (rows) => table(rows.map(hexCols), ["start", "end", "perms", "offset", "dev", "inode", "path"]),
   ),

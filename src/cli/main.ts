@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-import { DumpMachine } from "../qemu/dump.js";
-import { Target } from "../qemu/session.js";
+import { type Vm, attach, openDump } from "../lib/vm.js";
 import { UsageError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
+import { kernelOptions } from "./linux-commands.js";
 
 const GLOBAL: Options = {
   qmp: { type: "string" },
@@ -69,18 +69,18 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     log,
     out: (s: string) => process.stdout.write(`${s}\n`),
   };
-  const none = { ...ctx, target: undefined, machine: undefined };
+  const none = { ...ctx, target: undefined, machine: undefined, vm: undefined };
   command.check?.(none);
   if (!command.needsTarget) return (await command.run(none)) ?? 0;
   const dump = typeof values.dump === "string" ? values.dump : undefined;
   if (dump !== undefined) {
     if (!command.dumpOk)
       throw new UsageError(`"${command.name}" needs a live guest, not a dump`, "give --qmp SOCKET");
-    const machine = DumpMachine.open(dump);
+    const vm = await openDump(dump, kernelOptions(values));
     try {
-      return (await command.run({ ...ctx, target: undefined, machine })) ?? 0;
+      return (await command.run({ ...ctx, target: undefined, machine: vm.machine, vm })) ?? 0;
     } finally {
-      await machine.close();
+      await vm.close();
     }
   }
   const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
@@ -90,14 +90,14 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
       "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one",
     );
   }
-  const target = await Target.attach(qmp, { log: values.verbose ? log : () => {} });
-  const onSignal = () => void target.close().finally(() => process.exit(130));
+  const vm: Vm = await attach({ qmp, ...kernelOptions(values), log: values.verbose ? log : () => {} });
+  const onSignal = () => void vm.close().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    return (await command.run({ ...ctx, target, machine: target })) ?? 0;
+    return (await command.run({ ...ctx, target: vm.target, machine: vm.machine, vm })) ?? 0;
   } finally {
-    await target.close();
+    await vm.close();
   }
 }
 

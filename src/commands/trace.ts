@@ -3,10 +3,11 @@
  * The trace ends after `durationS` seconds, `count` events, when `signal` aborts (Ctrl-C), or
  * when the guest goes away; every trap is removed and the guest left running in all cases.
  */
-import type { TrapHit, WatchKind } from "../events/engine.js";
+import type { EventEngine, TrapHit, WatchKind } from "../events/engine.js";
+import type { LinuxGuest } from "../events/linux-guest.js";
 import { type ModuleEvent, traceModules } from "../events/module-stream.js";
 import { type ProcEvent, traceProc } from "../events/proc-stream.js";
-import { type EventSession, openEventSession } from "../events/session.js";
+import { openEventSession } from "../events/session.js";
 import { type SwitchEvent, traceSwitches } from "../events/switch-stream.js";
 import { type SyscallEvent, traceSyscalls } from "../events/syscall-stream.js";
 import type { Target } from "../qemu/session.js";
@@ -98,7 +99,7 @@ export async function runTrace(
   };
   let timer: NodeJS.Timeout | undefined;
   try {
-    await arm(session, req, out);
+    await armTrace(session.engine, session.guest, req, out);
     req.onReady?.(session.engine.traps().length);
     if (req.durationS !== undefined) {
       timer = setTimeout(() => {
@@ -125,8 +126,22 @@ export async function runTrace(
   };
 }
 
-async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => void) {
-  const { engine, guest } = s;
+/** The fields of a TraceRequest that say which events to trap and which to keep. */
+export type TraceSelection = Pick<
+  TraceRequest,
+  "kind" | "pid" | "comm" | "events" | "at" | "address" | "length" | "access"
+>;
+
+/**
+ * Sets the traps of one trace kind on `engine`, sending what they see through `out`. `vmsight
+ * trace` and the library's vm.events() both arm through here, so they see the same events.
+ */
+export async function armTrace(
+  engine: EventEngine,
+  guest: LinuxGuest,
+  req: TraceSelection,
+  out: (e: EventBody) => void,
+): Promise<void> {
   switch (req.kind) {
     case "proc": {
       const when = (e: ProcEvent) =>
@@ -178,7 +193,7 @@ async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => vo
       const address = req.address ?? 0n;
       const length = req.length ?? 8;
       const onHit = async (hit: TrapHit) => {
-        out(await watchEvent(s, hit, address, length));
+        out(await watchEvent(guest, hit, address, length));
         return undefined;
       };
       await engine.watch(address, onHit, {
@@ -192,14 +207,14 @@ async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => vo
   }
 }
 
-function filterOf(req: TraceRequest) {
+function filterOf(req: TraceSelection) {
   return {
     ...(req.pid === undefined ? {} : { pid: req.pid }),
     ...(req.comm === undefined ? {} : { comm: req.comm }),
   };
 }
 
-async function watchEvent(s: EventSession, hit: TrapHit, address: bigint, length: number) {
+async function watchEvent(guest: LinuxGuest, hit: TrapHit, address: bigint, length: number) {
   const t = hit.task();
   const rip = await hit.register("rip");
   let value: bigint | undefined;
@@ -219,7 +234,7 @@ async function watchEvent(s: EventSession, hit: TrapHit, address: bigint, length
     tid: t.pid,
     comm: t.comm,
     rip,
-    where: s.guest.symbolize(rip) ?? hex(rip),
+    where: guest.symbolize(rip) ?? hex(rip),
     value,
   };
 }
@@ -256,8 +271,17 @@ function retText(ret: bigint | null): string {
   return ret > -4096n && ret < 1n << 20n ? ret.toString() : hex(BigInt.asUintN(64, ret));
 }
 
+/** A syscall event as it is recorded: its return value a number where one holds it. */
+export type SyscallRecord = Omit<SyscallEvent, "ret"> & {
+  readonly time: number;
+  readonly ret: number | bigint | null;
+};
+
+/** One event as `trace --json` prints it and vm.events() yields it (after toWire). */
+export type EventRecord = Exclude<TraceEvent, { type: "syscall" }> | SyscallRecord;
+
 /** JSON-ready form: a syscall's return value as a number (errors negative), not a hex string. */
-export function eventRecord(e: TraceEvent): Record<string, unknown> {
+export function eventRecord(e: TraceEvent): EventRecord {
   if (e.type === "syscall") {
     const ret = e.ret === null ? null : Number.isSafeInteger(Number(e.ret)) ? Number(e.ret) : e.ret;
     return { ...e, ret };
