@@ -14,7 +14,9 @@ try {
   for (const p of await vm.ps()) {
     try {
       const maps = await vm.maps(p.pid);
-      const bytes = maps.reduce((sum, m) => sum + (BigInt(m.end) - BigInt(m.start)), 0n);
+      // [vsyscall] is the kernel's gate page, listed in every process's maps but not its own.
+      const own = maps.filter((m) => m.path !== "[vsyscall]");
+      const bytes = own.reduce((sum, m) => sum + (BigInt(m.end) - BigInt(m.start)), 0n);
       if (bytes > 0n) rows.push({ pid: p.pid, comm: p.comm, kib: bytes / 1024n });
     } catch (error) {
       if (error.code !== "E_NO_PROCESS") throw error; // it exited since ps

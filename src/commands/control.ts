@@ -68,7 +68,10 @@ export async function killProcess(target: Target, opts: KillOptions): Promise<Ki
   checkMethod(opts.method, opts.signal);
   const before = await target.runState();
   try {
-    const k = await openKernel(target); // connecting the gdb client stops the VM
+    // Connecting the gdb client stops the VM; one connected earlier (a library user's Vm that
+    // listed processes and let the guest run on) is answered only by a stopped VM.
+    if (before.running) await target.qmp.execute("stop");
+    const k = await openKernel(target);
     // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
     const traps = await target.traps();
     const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
