@@ -88,6 +88,7 @@ function address(a: Address, what: string): bigint {
 
 export class Vm {
   private kernelInfo: Promise<KernelInfo> | undefined;
+  private kernelFound: KernelInfo | undefined;
   private hub: EventHub | undefined;
   private closed = false;
 
@@ -123,9 +124,14 @@ export class Vm {
     this.open();
     if (!this.kernelInfo) {
       this.kernelInfo = openKernel(this.machine, this.kernelOptions);
-      this.kernelInfo.catch(() => {
-        this.kernelInfo = undefined; // a later call tries again (the guest may have booted by then)
-      });
+      this.kernelInfo.then(
+        (k) => {
+          this.kernelFound = k;
+        },
+        () => {
+          this.kernelInfo = undefined; // a later call tries again (the guest may have booted by then)
+        },
+      );
     }
     return this.kernelInfo;
   }
@@ -305,7 +311,13 @@ export class Vm {
     const target = this.target;
     if (!target || this.hub?.active) return fn();
     const before = await target.runState();
-    if (before.running) await target.qmp.execute("stop");
+    if (before.running) {
+      await target.qmp.execute("stop");
+      // The guest ran since the last look: cached pages and translations may be stale (QEMU's
+      // RESUME event says so too, but it need not have arrived yet).
+      target.memory.invalidate();
+      this.kernelFound?.kernel.invalidate();
+    }
     try {
       return await fn();
     } finally {
