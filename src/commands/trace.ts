@@ -12,6 +12,7 @@ import { type SwitchEvent, traceSwitches } from "../events/switch-stream.js";
 import { type SyscallEvent, traceSyscalls } from "../events/syscall-stream.js";
 import type { Target } from "../qemu/session.js";
 import { hex } from "../util/address.js";
+import { type Wire, hexText } from "./wire.js";
 
 export const TRACE_KINDS = ["proc", "modules", "syscalls", "switch", "break", "watch"] as const;
 export type TraceKind = (typeof TRACE_KINDS)[number];
@@ -239,8 +240,8 @@ async function watchEvent(guest: LinuxGuest, hit: TrapHit, address: bigint, leng
   };
 }
 
-/** One line of text per event, for people. */
-export function describeEvent(e: TraceEvent): string {
+/** One line of text per event, for people: from the event, or its record as vm.events() yields it. */
+export function describeEvent(e: TraceEvent | Wire<EventRecord>): string {
   const at = e.time.toFixed(3).padStart(9);
   switch (e.type) {
     case "create":
@@ -252,22 +253,30 @@ export function describeEvent(e: TraceEvent): string {
         e.signal === null ? `code ${e.exitCode}` : `signal ${e.signal}`
       }`;
     case "load":
-      return `${at} load   ${e.name} at ${hex(e.base)} size ${e.size}`;
+      return `${at} load   ${e.name} at ${hexText(e.base)} size ${e.size}`;
     case "unload":
-      return `${at} unload ${e.name} at ${hex(e.base)}`;
+      return `${at} unload ${e.name} at ${hexText(e.base)}`;
     case "syscall":
-      return `${at} ${e.pid}/${e.tid} ${e.comm}: ${e.name}(${e.args.map((a) => hex(a)).join(", ")}) = ${retText(e.ret)}`;
+      return `${at} ${e.pid}/${e.tid} ${e.comm}: ${e.name}(${e.args.map(hexText).join(", ")}) = ${retText(e.ret)}`;
     case "switch":
-      return `${at} cpu${e.cpu} ${e.prev.pid} (${e.prev.comm}) -> ${e.next.pid} (${e.next.comm}) cr3 ${hex(e.cr3)}`;
+      return `${at} cpu${e.cpu} ${e.prev.pid} (${e.prev.comm}) -> ${e.next.pid} (${e.next.comm}) cr3 ${hexText(e.cr3)}`;
     case "break":
-      return `${at} ${e.at} by ${e.pid}/${e.tid} (${e.comm}) args ${e.args.map((a) => hex(a)).join(" ")}`;
+      return `${at} ${e.at} by ${e.pid}/${e.tid} (${e.comm}) args ${e.args.map(hexText).join(" ")}`;
     case "watch":
-      return `${at} ${e.access} ${hex(e.address)} by ${e.pid}/${e.tid} (${e.comm}) at ${e.where} = ${e.value === undefined ? "?" : hex(e.value)}`;
+      return `${at} ${e.access} ${hexText(e.address)} by ${e.pid}/${e.tid} (${e.comm}) at ${e.where} = ${e.value === undefined ? "?" : hexText(e.value)}`;
   }
 }
 
-function retText(ret: bigint | null): string {
-  if (ret === null) return "?";
+/** A return value: small ones (errors included) in decimal, others as 64-bit hex. */
+function retText(value: bigint | number | string | null): string {
+  if (value === null) return "?";
+  // A record carries it as a number, or as a "0x…" string ("0x-…" when negative) beyond 2^53.
+  const ret =
+    typeof value === "string"
+      ? value.startsWith("0x-")
+        ? -BigInt(`0x${value.slice(3)}`)
+        : BigInt(value)
+      : BigInt(value);
   return ret > -4096n && ret < 1n << 20n ? ret.toString() : hex(BigInt.asUintN(64, ret));
 }
 

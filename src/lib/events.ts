@@ -13,7 +13,7 @@ import {
   eventRecord,
 } from "../commands/trace.js";
 import { toWire } from "../commands/wire.js";
-import { EventEngine, type WatchKind } from "../events/engine.js";
+import { EventEngine, type WatchKind, stepOverWarning } from "../events/engine.js";
 import { LinuxGuest } from "../events/linux-guest.js";
 import { detectKvm } from "../events/session.js";
 import { Watchdog } from "../events/watchdog.js";
@@ -42,8 +42,16 @@ export interface EventOptions {
   readonly access?: WatchKind;
   /** Ends the stream (as breaking out of the loop does). */
   readonly signal?: AbortSignal;
-  /** Called once this stream's traps are set: events from then on are seen. */
-  readonly onReady?: () => void;
+  /** Called once this stream's traps are set (with how many): events from then on are seen. */
+  readonly onReady?: (traps: number) => void;
+  /** Notes on how tracing goes (a breakpoint that is slow to step over). */
+  readonly log?: (line: string) => void;
+}
+
+/** A stream of events; also counts the guest's stops at traps while it runs. */
+export interface EventStream extends AsyncIterableIterator<VmEvent> {
+  /** Times the guest stopped at a trap (any stream's) while this stream was armed. */
+  readonly stops: number;
 }
 
 /** Events waiting for a reader beyond this mean the reader has stopped reading. */
@@ -52,6 +60,8 @@ const MAX_QUEUED = 65_536;
 interface Member {
   readonly engine: EventEngine;
   readonly fail: (error: unknown) => void;
+  readonly log: ((line: string) => void) | undefined;
+  stops: number;
 }
 
 interface Shared {
@@ -68,6 +78,7 @@ export class EventHub {
   private readonly members = new Set<Member>();
   private joining = 0;
   private pump: Promise<void> | undefined;
+  private warnedStep = false;
 
   constructor(
     private readonly target: Target,
@@ -121,7 +132,7 @@ export class EventHub {
         await engine.close().catch(() => {});
         throw error;
       }
-      member = { engine, fail };
+      member = { engine, fail, log: opts.log, stops: 0 };
       this.members.add(member);
       this.pump ??= this.run(shared);
       return member;
@@ -136,15 +147,24 @@ export class EventHub {
     try {
       while (this.members.size > 0) {
         const stop = await shared.traps.resume();
+        if (stop.left?.by === "step") this.warnStep(stop.left.addr);
         if (stop.reply.type !== "signal")
           throw new ProtocolError("E_GUEST_GONE", `the guest stopped for good (${stop.reply.type})`);
-        if (!stop.interrupted) await shared.traps.dispatch(stop);
+        if (stop.interrupted) continue; // ours, to change traps, or a pause
+        for (const m of this.members) m.stops++;
+        await shared.traps.dispatch(stop);
       }
     } catch (error) {
       for (const m of this.members) m.fail(error);
     } finally {
       this.pump = undefined;
     }
+  }
+
+  private warnStep(addr: bigint): void {
+    if (this.warnedStep) return;
+    this.warnedStep = true;
+    for (const m of this.members) m.log?.(stepOverWarning(addr));
   }
 
   /** Removes a stream's traps; the last one out lets the guest run on as it did before. */
@@ -207,12 +227,13 @@ function selection(opts: EventOptions, kind: TraceKind): TraceSelection {
 }
 
 /** One stream: its traps are set on the first next(), removed by return() or the signal. */
-export function eventStream(hub: EventHub, opts: EventOptions): AsyncIterableIterator<VmEvent> {
+export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
   const queue: VmEvent[] = [];
   let waiting: { resolve: (r: IteratorResult<VmEvent>) => void; reject: (e: unknown) => void } | undefined;
   let failure: unknown;
   let ended = false;
   let member: Promise<Member> | undefined;
+  let joined: Member | undefined;
   let started = 0;
 
   const deliver = (e: EventBody) => {
@@ -253,18 +274,21 @@ export function eventStream(hub: EventHub, opts: EventOptions): AsyncIterableIte
   const onAbort = () => void finish().catch(fail);
   opts.signal?.addEventListener("abort", onAbort);
 
-  const iterator: AsyncIterableIterator<VmEvent> = {
+  const iterator: EventStream = {
+    get stops() {
+      return joined?.stops ?? 0;
+    },
     async next() {
       if (!member && !ended && !opts.signal?.aborted) {
         started = performance.now();
         member = hub.join(opts, deliver, fail);
         try {
-          await member;
+          joined = await member;
         } catch (error) {
           await finish();
           throw error;
         }
-        opts.onReady?.();
+        opts.onReady?.(joined.engine.traps().length);
       }
       if (opts.signal?.aborted) return finish();
       const value = queue.shift();

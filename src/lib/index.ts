@@ -9,7 +9,7 @@
  */
 export { attach, openDump, Vm } from "./vm.js";
 export type { AttachOptions, KernelOptions, KillOptions, RegisterValues } from "./vm.js";
-export type { EventOptions } from "./events.js";
+export type { EventOptions, EventStream } from "./events.js";
 export type {
   Address,
   Hex,

@@ -23,7 +23,7 @@ import type { Machine } from "../qemu/machine.js";
 import { Target } from "../qemu/session.js";
 import { parseAddress } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
-import { EventHub, type EventOptions, eventStream } from "./events.js";
+import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
 import type {
   Address,
   KernelInfoRow,
@@ -268,7 +268,7 @@ export class Vm {
    * The events `vmsight trace` prints, as they happen. Breaking out of the loop (or the signal
    * aborting) removes this stream's traps; streams running at once share identical traps.
    */
-  events(opts: EventOptions): AsyncIterableIterator<VmEvent> {
+  events(opts: EventOptions): EventStream {
     const target = this.live("events");
     this.hub ??= new EventHub(target, () => this.linux());
     return eventStream(this.hub, opts);
