@@ -110,14 +110,18 @@ const trace: CliCommand = {
     const restore = takeOverSignals(abort);
     process.stdout.on("error", () => abort.abort()); // e.g. `| head` closed the pipe
     const started = performance.now();
-    const timer = durationS === undefined ? undefined : setTimeout(() => abort.abort(), durationS * 1000);
+    let timer: NodeJS.Timeout | undefined;
     const stream = needVm(ctx).events({
       ...rest,
       types: [kind],
       ...(events === undefined ? {} : { proc: events }),
       signal: abort.signal,
       log: ctx.log,
-      onReady: (n) => ctx.log(`tracing ${kind} with ${n} trap(s); Ctrl-C to stop`),
+      onReady: (n) => {
+        ctx.log(`tracing ${kind} with ${n} trap(s); Ctrl-C to stop`);
+        // The duration counts from the traps being set, not from attaching.
+        if (durationS !== undefined) timer = setTimeout(() => abort.abort(), durationS * 1000);
+      },
     });
     let seen = 0;
     try {

@@ -253,6 +253,12 @@ export class Vm {
   /** @internal kill() before its encoding. */
   killReport(pid: number, signal: SignalName | string, opts: KillOptions): Promise<KillReport> {
     const target = this.live("kill");
+    if (this.hub?.active) {
+      // A kill runs the guest itself (to the call site, then to watch the outcome).
+      throw new VmsightError("E_BUSY", "kill cannot run while event streams run on this vm", {
+        hint: "end the events() loops first",
+      });
+    }
     return killProcess(target, {
       pid,
       signal: parseSignal(signal),
@@ -309,7 +315,9 @@ export class Vm {
   private async snapshot<T>(fn: () => Promise<T>): Promise<T> {
     this.open();
     const target = this.target;
-    if (!target || this.hub?.active) return fn();
+    if (!target) return fn();
+    // While event streams run, their pump drives the guest: the trap core stops it for us.
+    if (this.hub?.active) return (await target.traps()).whenStopped(fn);
     const before = await target.runState();
     if (before.running) {
       await target.qmp.execute("stop");

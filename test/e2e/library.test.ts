@@ -179,6 +179,9 @@ describe(`the library on a ${KERNEL} guest`, () => {
       const firstB = b.next();
       await armedB;
       assert.equal(core.traps().length, both, "b's module traps are a's, shared");
+      // Reads while streams run: the trap core stops the guest for them.
+      assert.ok((await vm.ps()).some((p) => p.pid === 1 && p.comm === "init"));
+      assert.match((await vm.regs(0)).cr3 ?? "", /^0x[0-9a-f]+$/);
       await g.serial.command("rmmod dummy", 60_000);
       const seenA: VmEvent[] = [(await firstA).value as VmEvent];
       while (!seenA.some((e) => e.type === "unload")) seenA.push((await a.next()).value as VmEvent);
