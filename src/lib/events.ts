@@ -265,9 +265,12 @@ export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
       opts.signal?.removeEventListener("abort", onAbort);
       const w = waiting;
       waiting = undefined;
-      w?.resolve({ value: undefined, done: true });
-      const m = await member?.catch(() => undefined);
-      if (m) await hub.leave(m);
+      try {
+        const m = await member?.catch(() => undefined);
+        if (m) await hub.leave(m);
+      } finally {
+        w?.resolve({ value: undefined, done: true }); // a waiting loop ends once the traps are gone
+      }
     }
     return { value: undefined, done: true };
   };

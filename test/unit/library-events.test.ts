@@ -41,7 +41,13 @@ function fakeHub(): FakeHub {
   };
 }
 
-const load = (name: string): EventBody => ({ type: "load", name, base: 0xffffffffc0000000n, size: 4096 });
+const load = (name: string): EventBody => ({
+  type: "load",
+  name,
+  base: 0xffffffffc0000000n,
+  size: 4096,
+  module: 0xffffffffc0001000n,
+});
 
 test("events come out as records, in order; breaking out leaves the hub once", async () => {
   const f = fakeHub();
