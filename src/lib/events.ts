@@ -79,6 +79,8 @@ export class EventHub {
   private joining = 0;
   private pump: Promise<void> | undefined;
   private warnedStep = false;
+  /** Reads under way with the guest stopped: the pump does not let it run until they end. */
+  private readonly holds = new Set<Promise<unknown>>();
 
   constructor(
     private readonly target: Target,
@@ -142,10 +144,28 @@ export class EventHub {
     }
   }
 
+  /**
+   * Runs `fn` with the guest stopped while streams run: the trap core interrupts the pump's
+   * resume for it (or it runs now, between two), and the pump waits for it before the next.
+   */
+  async whenStopped<T>(fn: () => Promise<T>): Promise<T> {
+    const shared = this.shared && (await this.shared);
+    if (!shared) return fn();
+    const done = shared.traps.whenStopped(fn);
+    this.holds.add(done);
+    try {
+      return await done;
+    } finally {
+      this.holds.delete(done);
+    }
+  }
+
   /** Lets the guest run and dispatches its stops while any stream takes part. */
   private async run(shared: Shared): Promise<void> {
     try {
       while (this.members.size > 0) {
+        while (this.holds.size > 0) await Promise.allSettled([...this.holds]);
+        if (this.members.size === 0) break;
         const stop = await shared.traps.resume();
         if (stop.left?.by === "step") this.warnStep(stop.left.addr);
         if (stop.reply.type !== "signal")

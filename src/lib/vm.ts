@@ -317,7 +317,7 @@ export class Vm {
     const target = this.target;
     if (!target) return fn();
     // While event streams run, their pump drives the guest: the trap core stops it for us.
-    if (this.hub?.active) return (await target.traps()).whenStopped(fn);
+    if (this.hub?.active) return this.hub.whenStopped(fn);
     const before = await target.runState();
     if (before.running) {
       await target.qmp.execute("stop");
