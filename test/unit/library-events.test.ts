@@ -52,7 +52,12 @@ const load = (name: string): EventBody => ({
 test("events come out as records, in order; breaking out leaves the hub once", async () => {
   const f = fakeHub();
   let traps = 0;
-  const stream = eventStream(f.hub, { types: ["modules"], onReady: (n) => (traps = n) });
+  const stream = eventStream(f.hub, {
+    types: ["modules"],
+    onReady: (n) => {
+      traps = n;
+    },
+  });
   const first = stream.next();
   await new Promise((r) => setImmediate(r));
   assert.equal(traps, 3);
