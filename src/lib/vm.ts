@@ -4,7 +4,7 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
-import { kernelReport, openKernel, processPageTable } from "../commands/linux.js";
+import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
   registerRows,
@@ -38,18 +38,10 @@ import type {
   ThreadInfoRow,
   TranslationRow,
   TreeRow,
-  VmEvent,
 } from "./types.js";
 
 /** Where the Linux commands take symbols and types from (as the CLI's --system-map, --offsets, --no-btf). */
-export interface KernelOptions {
-  /** A System.map or /proc/kallsyms file instead of the kallsyms in guest memory. */
-  readonly systemMap?: string;
-  /** An offsets profile from `vmsight discover`, instead of the guest's BTF. */
-  readonly offsets?: string;
-  /** Do not read the guest's BTF (needs `offsets`). */
-  readonly noBtf?: boolean;
-}
+export type KernelOptions = OpenKernelOptions;
 
 export interface AttachOptions extends KernelOptions {
   /** The QEMU's QMP unix socket (`-qmp unix:PATH,server=on,wait=off`). */
