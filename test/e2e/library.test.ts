@@ -7,10 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type VmEvent, attach } from "../../src/lib/index.js";
+import { type VmEvent, VmsightError, attach, openDump } from "../../src/lib/index.js";
 import type { Vm } from "../../src/lib/vm.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 
@@ -197,6 +198,46 @@ describe(`the library on a ${KERNEL} guest`, () => {
       assert.equal((await vm.status()).running, true);
     } finally {
       await vm.close();
+    }
+  });
+
+  test("a dump opens as a Vm whose rows are the guest's, and live-only methods throw E_NOT_LIVE", async () => {
+    const path = join(tmpdir(), `vmsight-library-${process.pid}.elf`);
+    const live = await attach(g.qmpSocket);
+    try {
+      await live.pause();
+      await live.target!.qmp.execute(
+        "dump-guest-memory",
+        { paging: false, protocol: `file:${path}` },
+        { timeoutMs: 600_000 },
+      );
+      const dump = await openDump(path);
+      try {
+        assert.equal(dump.kind, "dump");
+        assert.deepEqual(await dump.ps(), await live.ps());
+        assert.deepEqual(await dump.kernel(), await live.kernel());
+        const liveOnly = [
+          () => dump.pause(),
+          () => dump.resume(),
+          () => dump.write(0x1000, Buffer.of(0), "physical"),
+          () => dump.setRegs(0, { rax: 0 }),
+          () => dump.kill(1, "TERM"),
+          () => dump.events({ types: ["proc"] }).next(),
+        ];
+        for (const call of liveOnly) {
+          await assert.rejects(
+            async () => call(),
+            (e) =>
+              e instanceof VmsightError && e.code === "E_NOT_LIVE" && /needs a live guest/.test(e.message),
+          );
+        }
+      } finally {
+        await dump.close();
+      }
+    } finally {
+      await live.resume();
+      await live.close();
+      rmSync(path, { force: true });
     }
   });
 });
