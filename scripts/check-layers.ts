@@ -16,6 +16,7 @@ export const LAYERS = [
   "events",
   "guests",
   "commands",
+  "lib",
   "server",
   "cli",
   "web",

@@ -1,3 +1,4 @@
+import type { Vm } from "../lib/vm.js";
 import type { Machine } from "../qemu/machine.js";
 import type { Target } from "../qemu/session.js";
 import { UsageError, VmsightError } from "../util/errors.js";
@@ -11,6 +12,8 @@ export interface CommandContext {
   readonly target: Target | undefined;
   /** The guest to read: the live one, or a dump given with --dump. */
   readonly machine: Machine | undefined;
+  /** The same guest as the library's Vm: the commands it serves go through it. */
+  readonly vm: Vm | undefined;
   log(line: string): void;
   out(text: string): void;
 }
@@ -31,6 +34,11 @@ export interface CliCommand {
 export function need(ctx: CommandContext): Target {
   if (!ctx.target) throw new VmsightError("E_INTERNAL", "command needs a target but none was attached");
   return ctx.target;
+}
+
+export function needVm(ctx: CommandContext): Vm {
+  if (!ctx.vm) throw new UsageError("this command needs a guest: --qmp SOCKET or --dump FILE");
+  return ctx.vm;
 }
 
 export function needMachine(ctx: CommandContext): Machine {

@@ -1,15 +1,8 @@
-import {
-  MAX_CLI_READ,
-  describeTranslation,
-  readGuest,
-  registerRows,
-  statusReport,
-  translateAddress,
-} from "../commands/machine.js";
-import { hex } from "../util/address.js";
+import { MAX_CLI_READ, describeTranslation } from "../commands/machine.js";
+import type { Space } from "../lib/types.js";
 import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, need, needMachine } from "./command.js";
+import { type CliCommand, type CommandContext, needMachine, needVm } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
@@ -25,9 +18,11 @@ function cpuOption(ctx: CommandContext): number {
   return text === undefined ? 0 : intArg(text, "--cpu", 0, t.vcpuCount() - 1);
 }
 
-const spaceOptions = (ctx: CommandContext) => {
+/** The virtual address space --cpu and --cr3 name (vCPU 0's by default). */
+const virtualSpace = (ctx: CommandContext): Exclude<Space, "physical"> => {
   const cr3 = stringValue(ctx.values, "cr3");
-  return { cpu: cpuOption(ctx), ...(cr3 === undefined ? {} : { cr3: addressArg(cr3, "--cr3") }) };
+  const cpu = cpuOption(ctx);
+  return cr3 === undefined ? { cpu } : { cpu, cr3: addressArg(cr3, "--cr3") };
 };
 
 const regs: CliCommand = {
@@ -38,9 +33,15 @@ const regs: CliCommand = {
   options: { cpu: { type: "string" } },
   needsTarget: true,
   async run(ctx) {
-    const rows = await registerRows(needMachine(ctx), cpuOption(ctx));
-    if (ctx.json) ctx.out(toJson(Object.fromEntries(rows.map((r) => [r.name, r.value]))));
-    else ctx.out(table(rows, ["name", "value"]));
+    const regs = await needVm(ctx).regs(cpuOption(ctx));
+    if (ctx.json) ctx.out(toJson(regs));
+    else
+      ctx.out(
+        table(
+          Object.entries(regs).map(([name, value]) => ({ name, value })),
+          ["name", "value"],
+        ),
+      );
     return 0;
   },
 };
@@ -72,7 +73,7 @@ const read: CliCommand = {
   check: (ctx) => void readArgs(ctx),
   async run(ctx) {
     const { space, addr, length } = readArgs(ctx);
-    const bytes = await readGuest(needMachine(ctx), { space, addr, length, ...spaceOptions(ctx) });
+    const bytes = await needVm(ctx).read(addr, length, space === "phys" ? "physical" : virtualSpace(ctx));
     if (ctx.values.raw) process.stdout.write(bytes);
     else if (ctx.json) ctx.out(toJson({ space, address: addr, length, bytes: bytes.toString("hex") }));
     else ctx.out(hexdump(bytes, addr));
@@ -89,11 +90,7 @@ const translate: CliCommand = {
   needsTarget: true,
   check: (ctx) => void addressArg(ctx.positionals[0], "VADDR"),
   async run(ctx) {
-    const t = await translateAddress(
-      needMachine(ctx),
-      addressArg(ctx.positionals[0], "VADDR"),
-      spaceOptions(ctx),
-    );
+    const t = await needVm(ctx).translate(addressArg(ctx.positionals[0], "VADDR"), virtualSpace(ctx));
     ctx.out(ctx.json ? toJson(t) : describeTranslation(t));
     return 0;
   },
@@ -106,21 +103,16 @@ const status: CliCommand = {
   options: {},
   needsTarget: true,
   async run(ctx) {
-    const s = await statusReport(need(ctx));
+    const s = await needVm(ctx).status();
     if (ctx.json) {
       ctx.out(toJson(s));
       return 0;
     }
     ctx.out(
-      `guest ${s.status}; QEMU pid ${s.qemuPid}; ${s.vcpus} vCPU(s); ${Number(s.ramSize >> 20n)} MiB RAM`,
+      `guest ${s.status}; QEMU pid ${s.qemuPid}; ${s.vcpus} vCPU(s); ${Number(BigInt(s.ramSize) >> 20n)} MiB RAM`,
     );
     ctx.out(`memory read through ${s.memoryPath}`);
-    ctx.out(
-      table(
-        s.ranges.map((r) => ({ ...r, start: hex(r.start), end: hex(r.end) })),
-        ["start", "end", "name", "writable"],
-      ),
-    );
+    ctx.out(table(s.ranges, ["start", "end", "name", "writable"]));
     return 0;
   },
 };
@@ -133,9 +125,8 @@ function control(name: "pause" | "resume"): CliCommand {
     options: {},
     needsTarget: true,
     async run(ctx) {
-      const t = need(ctx);
-      await (name === "pause" ? t.pause() : t.resume());
-      const s = await t.runState();
+      const vm = needVm(ctx);
+      const s = await (name === "pause" ? vm.pause() : vm.resume());
       ctx.out(ctx.json ? toJson(s) : `guest ${s.status}`);
       return 0;
     },

@@ -1,9 +1,9 @@
-import { type KillReport, describeKill, killProcess } from "../commands/control.js";
+import { describeKill } from "../commands/control.js";
 import { type SignalName, parseSignal } from "../events/kill-signals.js";
 import { KILL_METHODS, type KillMethod, checkMethod } from "../events/kill.js";
 import { UsageError } from "../util/errors.js";
 import { intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, need } from "./command.js";
+import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { toJson } from "./render.js";
 
 const MAX_PID = 4_194_304; // PID_MAX_LIMIT on 64-bit
@@ -66,11 +66,6 @@ async function withAbortOnSignals<T>(fn: (abort: AbortSignal) => Promise<T>): Pr
   }
 }
 
-function jsonReport(r: KillReport) {
-  const { delivery: d, ...rest } = r;
-  return { ...rest, delivery: { ...d, writes: d.writes.map((w) => ({ ...w })) } };
-}
-
 const killCommand: CliCommand = {
   name: "kill",
   usage: "kill PID [--signal KILL|TERM|STOP|CONT] [--method send|wake|memory] [--timeout MS] [--force]",
@@ -85,15 +80,16 @@ const killCommand: CliCommand = {
   check: (ctx) => void killArgs(ctx),
   async run(ctx) {
     const args = killArgs(ctx);
+    const { pid, signal, ...opts } = args;
     const report = await withAbortOnSignals((abort) =>
-      killProcess(need(ctx), {
-        ...args,
+      needVm(ctx).kill(pid, signal, {
+        ...opts,
         force: ctx.values.force === true,
-        abort,
+        signal: abort,
         ...(ctx.values.verbose === true ? { log: ctx.log } : {}),
       }),
     );
-    if (ctx.json) ctx.out(toJson(jsonReport(report)));
+    if (ctx.json) ctx.out(toJson(report));
     else for (const line of describeKill(report)) ctx.out(line);
     return report.expected ? 0 : 1;
   },

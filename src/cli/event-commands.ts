@@ -1,15 +1,8 @@
-import {
-  TRACE_KINDS,
-  type TraceKind,
-  type TraceRequest,
-  describeEvent,
-  eventRecord,
-  runTrace,
-} from "../commands/trace.js";
+import { TRACE_KINDS, type TraceKind, type TraceRequest, describeEvent } from "../commands/trace.js";
 import type { WatchKind } from "../events/engine.js";
 import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, need } from "./command.js";
+import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { toJson } from "./render.js";
 
 const ACCESS: readonly WatchKind[] = ["write", "read", "access"];
@@ -112,27 +105,39 @@ const trace: CliCommand = {
   needsTarget: true,
   check: (ctx) => void request(ctx),
   async run(ctx) {
-    const req = request(ctx);
+    const { kind, count, durationS, events, ...rest } = request(ctx);
     const abort = new AbortController();
     const restore = takeOverSignals(abort);
     process.stdout.on("error", () => abort.abort()); // e.g. `| head` closed the pipe
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const stream = needVm(ctx).events({
+      ...rest,
+      types: [kind],
+      ...(events === undefined ? {} : { proc: events }),
+      signal: abort.signal,
+      log: ctx.log,
+      onReady: (n) => {
+        ctx.log(`tracing ${kind} with ${n} trap(s); Ctrl-C to stop`);
+        // The duration counts from the traps being set, not from attaching.
+        if (durationS !== undefined) timer = setTimeout(() => abort.abort(), durationS * 1000);
+      },
+    });
+    let seen = 0;
     try {
-      const summary = await runTrace(
-        need(ctx),
-        {
-          ...req,
-          signal: abort.signal,
-          log: ctx.log,
-          onReady: (n) => ctx.log(`tracing ${req.kind} with ${n} trap(s); Ctrl-C to stop`),
-        },
-        (e) => ctx.out(ctx.json ? toJson(eventRecord(e)) : describeEvent(e)),
-      );
-      ctx.log(
-        `trace ${req.kind}: ${summary.events} event(s), ${summary.stops} guest stop(s) in ${summary.seconds.toFixed(1)} s; traps removed`,
-      );
+      for await (const e of stream) {
+        seen++;
+        ctx.out(ctx.json ? toJson(e) : describeEvent(e));
+        if (count !== undefined && seen >= count) break; // removes the traps
+      }
     } finally {
+      clearTimeout(timer);
       restore();
     }
+    const seconds = (performance.now() - started) / 1000;
+    ctx.log(
+      `trace ${kind}: ${seen} event(s), ${stream.stops} guest stop(s) in ${seconds.toFixed(1)} s; traps removed`,
+    );
     return 0;
   },
 };

@@ -27,7 +27,7 @@ const isfCommand: CliCommand = {
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
-    const text = symbolFile(await openKernel(needMachine(ctx), kernelOptions(ctx)));
+    const text = symbolFile(await openKernel(needMachine(ctx), kernelOptions(ctx.values)));
     const out = stringValue(ctx.values, "out");
     if (out === undefined) {
       await writeAll(`${text}\n`);
@@ -52,7 +52,7 @@ const libvmiCommand: CliCommand = {
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
-    const offsets = libvmiOffsets(await openKernel(needMachine(ctx), kernelOptions(ctx)));
+    const offsets = libvmiOffsets(await openKernel(needMachine(ctx), kernelOptions(ctx.values)));
     ctx.out(ctx.json ? toJson([offsets]) : libvmiStanza(offsets));
     return 0;
   },

@@ -1,13 +1,12 @@
-import { type OpenKernelOptions, describeKernel, kernelReport, openKernel } from "../commands/linux.js";
-import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
-import type { KernelInfo } from "../os/linux/kernel.js";
+import { type OpenKernelOptions, describeKernel } from "../commands/linux.js";
+import type { Vm } from "../lib/vm.js";
 import { formatMapsLine } from "../os/linux/maps.js";
 import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
 import { taskListWarnings } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
-import { type Options, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, needMachine } from "./command.js";
+import { type Options, type Values, intArg, stringValue } from "./args.js";
+import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { table, toJson } from "./render.js";
 
 /** How every Linux command may be told where symbols come from. */
@@ -18,13 +17,14 @@ export const KERNEL_OPTIONS: Options = {
   "no-btf": { type: "boolean" },
 };
 
-export function kernelOptions(ctx: CommandContext): OpenKernelOptions {
-  const systemMap = stringValue(ctx.values, "system-map");
-  const offsets = stringValue(ctx.values, "offsets");
+/** Where the guest's Vm takes symbols and types from, as the command line says. */
+export function kernelOptions(values: Values): OpenKernelOptions {
+  const systemMap = stringValue(values, "system-map");
+  const offsets = stringValue(values, "offsets");
   return {
     ...(systemMap === undefined ? {} : { systemMap }),
     ...(offsets === undefined ? {} : { offsets }),
-    ...(ctx.values["no-btf"] === true ? { noBtf: true } : {}),
+    ...(values["no-btf"] === true ? { noBtf: true } : {}),
   };
 }
 
@@ -37,10 +37,10 @@ export function checkKernelOptions(ctx: CommandContext): void {
     );
 }
 
-/** A command that discovers the kernel, then prints rows as a table or a JSON array. */
+/** A command that lists the guest's rows through the Vm, then prints them as a table or a JSON array. */
 function linuxCommand<R extends object>(
   spec: Pick<CliCommand, "name" | "usage" | "summary"> & { check?: (ctx: CommandContext) => void },
-  rows: (k: KernelInfo, ctx: CommandContext) => R[],
+  rows: (vm: Vm, ctx: CommandContext) => Promise<R[]>,
   columns: readonly (keyof R & string)[],
   text?: (rows: R[]) => string,
 ): CliCommand {
@@ -54,7 +54,7 @@ function linuxCommand<R extends object>(
       spec.check?.(ctx);
     },
     async run(ctx) {
-      const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
+      const result = await rows(needVm(ctx), ctx);
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
       // In JSON each row carries its own warnings; a table says them on stderr, one a line.
       if (!ctx.json) for (const line of warningLines(result)) ctx.log(line);
@@ -62,6 +62,9 @@ function linuxCommand<R extends object>(
     },
   };
 }
+
+/** An address as rows carry it: a bigint from the readers, or already "0x…" on the wire. */
+const addr = (v: unknown) => (typeof v === "bigint" ? hex(v) : String(v));
 
 /** "vmsight: warning: pid 42 (comm): what failed", for every row that could not be read in full. */
 export function warningLines(rows: readonly object[]): string[] {
@@ -72,7 +75,7 @@ export function warningLines(rows: readonly object[]): string[] {
     let who = "";
     if (typeof r.tid === "number") who = `tid ${r.tid} (${r.comm})`;
     else if (typeof r.pid === "number") who = `pid ${r.pid} (${r.comm})`;
-    else if (typeof r.start === "bigint" && typeof r.end === "bigint") who = `${hex(r.start)}-${hex(r.end)}`;
+    else if (r.start !== undefined && r.end !== undefined) who = `${addr(r.start)}-${addr(r.end)}`;
     else if (typeof r.name === "string") who = `module ${r.name}`;
     for (const w of r.warnings) out.push(`vmsight: warning: ${who}: ${w}`);
   }
@@ -88,7 +91,7 @@ export const kernelCommand: CliCommand = {
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
-    const report = kernelReport(await openKernel(needMachine(ctx), kernelOptions(ctx)));
+    const report = await needVm(ctx).kernel();
     ctx.out(ctx.json ? toJson([report]) : describeKernel(report));
     return 0;
   },
@@ -100,9 +103,9 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,
   linuxCommand(
     { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
-    (k, ctx) => {
-      const rows = psRows(k);
-      for (const line of taskListWarnings(k, rows.length)) ctx.log(`warning: ${line}`);
+    async (vm, ctx) => {
+      const rows = await vm.ps();
+      for (const line of taskListWarnings(await vm.linux(), rows.length)) ctx.log(`warning: ${line}`);
       return rows;
     },
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
@@ -113,26 +116,25 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
       usage: "pids",
       summary: "ps as the PID namespace sees it (independent of the task list: finds unlinked processes)",
     },
-    pidViewRows,
+    (vm) => vm.pids(),
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
   ),
-  linuxCommand({ name: "threads", usage: "threads", summary: "every thread of every process" }, threadRows, [
-    "tid",
-    "tgid",
-    "ppid",
-    "state",
-    "comm",
-  ]),
+  linuxCommand(
+    { name: "threads", usage: "threads", summary: "every thread of every process" },
+    (vm) => vm.threads(),
+    ["tid", "tgid", "ppid", "state", "comm"],
+  ),
   linuxCommand(
     { name: "pstree", usage: "pstree", summary: "the process tree" },
-    pstreeLines,
+    (vm) => vm.pstree(),
     ["text"],
     (rows) => rows.map((r) => r.text).join("\n"),
   ),
   linuxCommand(
     { name: "lsmod", usage: "lsmod", summary: "loaded kernel modules: name, base, size, state" },
-    (k, ctx) => {
-      const rows = lsmodRows(k);
+    async (vm, ctx) => {
+      const rows = await vm.lsmod();
+      const k = await vm.linux();
       for (const line of unlistedModuleWarnings(k, listModules(k))) ctx.log(`warning: ${line}`);
       return rows;
     },
@@ -145,9 +147,20 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
       summary: "a process's memory maps, as /proc/<pid>/maps",
       check: (ctx) => void pidArg(ctx),
     },
-    (k, ctx) => mapsRows(k, pidArg(ctx)),
+    (vm, ctx) => vm.maps(pidArg(ctx)),
     ["start", "end", "perms", "offset", "dev", "inode", "path"],
     // Column for column what the guest's own `cat /proc/PID/maps` prints (inode in decimal).
-    (rows) => rows.map(formatMapsLine).join("\n"),
+    (rows) =>
+      rows
+        .map((r) =>
+          formatMapsLine({
+            ...r,
+            start: BigInt(r.start),
+            end: BigInt(r.end),
+            offset: BigInt(r.offset),
+            inode: BigInt(r.inode),
+          }),
+        )
+        .join("\n"),
   ),
 ];

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-import { DumpMachine } from "../qemu/dump.js";
-import { Target } from "../qemu/session.js";
+import { type Vm, attach, openDump } from "../lib/vm.js";
 import { UsageError, VmsightError } from "../util/errors.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
 import { helpText } from "./help.js";
+import { kernelOptions } from "./linux-commands.js";
 
 const GLOBAL: Options = {
   qmp: { type: "string" },
@@ -53,20 +53,20 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     log,
     out: (s: string) => process.stdout.write(`${s}\n`),
   };
-  const none = { ...ctx, target: undefined, machine: undefined };
+  const none = { ...ctx, target: undefined, machine: undefined, vm: undefined };
   command.check?.(none);
   if (!command.needsTarget) return (await command.run(none)) ?? 0;
   const dump = typeof values.dump === "string" ? values.dump : undefined;
   if (dump !== undefined) {
     if (!command.dumpOk)
       throw new UsageError(`"${command.name}" needs a live guest, not a dump`, "give --qmp SOCKET");
-    const machine = DumpMachine.open(dump);
+    const vm = await openDump(dump, kernelOptions(values));
     try {
-      return (await command.run({ ...ctx, target: undefined, machine })) ?? 0;
+      return (await command.run({ ...ctx, target: undefined, machine: vm.machine, vm })) ?? 0;
     } catch (error) {
       throw inDump(dump, error);
     } finally {
-      await machine.close();
+      await vm.close();
     }
   }
   const qmp = typeof values.qmp === "string" ? values.qmp : process.env.VMSIGHT_QMP;
@@ -76,22 +76,24 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
       "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one",
     );
   }
-  const target = await Target.attach(qmp, { log: values.verbose ? log : () => {} });
-  const onSignal = () => void target.close().finally(() => process.exit(130));
+  const vm: Vm = await attach({ qmp, ...kernelOptions(values), log: values.verbose ? log : () => {} });
+  const target = vm.target;
+  const explain = (error: unknown) => (target ? target.explain(error) : error);
+  const onSignal = () => void vm.close().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   let code: number | undefined;
   try {
-    code = await command.run({ ...ctx, target, machine: target });
+    code = await command.run({ ...ctx, target, machine: vm.machine, vm });
   } catch (error) {
-    const shown = target.explain(error);
-    await target.close().catch(() => {}); // the command's failure is the one to report
+    const shown = explain(error);
+    await vm.close().catch(() => {}); // the command's failure is the one to report
     throw shown;
   }
   try {
-    await target.close();
+    await vm.close();
   } catch (error) {
-    throw target.explain(error);
+    throw explain(error);
   }
   return code ?? 0;
 }
@@ -111,7 +113,9 @@ function inDump(path: string, error: unknown): unknown {
   });
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error) => process.exit(reportError(error)),
-);
+/** Exits once what was written has left: process.exit() would cut a piped stdout short. */
+function exitAfterOutput(code: number): void {
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+}
+
+main(process.argv.slice(2)).then(exitAfterOutput, (error) => exitAfterOutput(reportError(error)));

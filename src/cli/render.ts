@@ -2,10 +2,7 @@
 
 export type Cell = string | number | bigint | boolean | null | undefined;
 
-/** bigints leave the process as "0x…" strings: JSON has no 64-bit integers. */
-export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v));
-}
+export { toJson } from "../commands/wire.js";
 
 function cellText(v: Cell): string {
   if (v === null || v === undefined) return "-";

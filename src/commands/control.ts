@@ -68,7 +68,10 @@ export async function killProcess(target: Target, opts: KillOptions): Promise<Ki
   checkMethod(opts.method, opts.signal);
   const before = await target.runState();
   try {
-    const k = await openKernel(target); // connecting the gdb client stops the VM
+    // Connecting the gdb client stops the VM; one connected earlier (a library user's Vm that
+    // listed processes and let the guest run on) is answered only by a stopped VM.
+    if (before.running) await target.qmp.execute("stop");
+    const k = await openKernel(target);
     // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
     const traps = await target.traps();
     const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
@@ -199,6 +202,17 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** The report as `kill --json` prints it and vm.kill() returns it (after toWire). */
+export function killRecord(r: KillReport): KillReport {
+  const { delivery: d, ...rest } = r;
+  return { ...rest, delivery: { ...d, writes: d.writes.map((w) => ({ ...w })) } };
+}
+
+/** What describeKill reads: a KillReport, or the same as vm.kill() returns it (no bigints used). */
+type KillSummary = Omit<KillReport, "delivery"> & {
+  readonly delivery: Omit<Delivery, "writes"> & { readonly writes: readonly unknown[] };
+};
+
 const HOW: Record<KillMethod, string> = {
   send: "the guest kernel's own",
   wake: "memory writes (pending set + TIF_SIGPENDING) and",
@@ -206,7 +220,7 @@ const HOW: Record<KillMethod, string> = {
 };
 
 /** The human-readable report: one line for what was done, one for what came of it. */
-export function describeKill(r: KillReport): string[] {
+export function describeKill(r: KillSummary): string[] {
   const d = r.delivery;
   const sig = `SIG${d.signal}`;
   const who = `pid ${r.pid} (${r.name}${r.threads > 1 ? `, ${r.threads} threads` : ""})`;
@@ -224,7 +238,7 @@ export function describeKill(r: KillReport): string[] {
   return lines;
 }
 
-function outcomeLine(r: KillReport): string {
+function outcomeLine(r: KillSummary): string {
   const after = (ms: number | undefined) => (ms === undefined ? "" : ` after ${ms} ms`);
   switch (r.outcome) {
     case "gone":

@@ -1,12 +1,15 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import { listTasks } from "../os/linux/tasks.js";
+import { checkKernelPointer } from "../os/linux/walk.js";
 import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
-import { hex } from "../util/address.js";
+import { hex, va } from "../util/address.js";
 import { type ErrorCode, UsageError, VmsightError } from "../util/errors.js";
+import type { Wire } from "./wire.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
@@ -62,6 +65,22 @@ function readUserFile(path: string, what: string, code: ErrorCode): string {
   }
 }
 
+/**
+ * The page-table root of a process (its mm->pgd, as a physical address): reading through it as
+ * an explicit CR3 sees the process's user half and the kernel.
+ */
+export function processPageTable(k: KernelInfo, pid: number): bigint {
+  const task = listTasks(k).find((t) => t.pid === pid && t.tgid === pid);
+  if (!task)
+    throw new VmsightError("E_NO_PROCESS", `no process with pid ${pid} in the guest`, {
+      hint: "`vmsight ps` lists them",
+    });
+  if (task.mm === 0n)
+    throw new VmsightError("E_NO_PROCESS", `pid ${pid} is a kernel thread: it has no user address space`);
+  const pgd = k.kernel.readU64(va(task.mm + BigInt(k.layout.offsetof("mm_struct", "pgd"))));
+  return k.directToPhys(checkKernelPointer(pgd, k.bounds, `pgd of pid ${pid}`));
+}
+
 export interface KernelReport {
   readonly version: string;
   readonly banner: string;
@@ -96,15 +115,19 @@ export function kernelReport(k: KernelInfo): KernelReport {
   };
 }
 
-export function describeKernel(r: KernelReport): string {
-  const opt = (v: bigint | undefined) => (v === undefined ? "-" : hex(v));
+/** The text of `vmsight kernel`, from the report or the same as vm.kernel() returns it. */
+export function describeKernel(r: KernelReport | Wire<KernelReport>): string {
+  const text = (v: bigint | string | undefined) =>
+    v === undefined ? "-" : typeof v === "string" ? v : v < 0n ? `0x-${(-v).toString(16)}` : hex(v);
+  // A negative phys_base is written "-0x…" for people ("0x-…" in JSON, as every bigint).
+  const signed = (v: bigint | string) => text(v).replace(/^0x-/, "-0x");
   return [
     r.banner,
-    `KASLR slide        ${hex(r.slide)}  (_text at ${hex(r.text)})`,
-    `phys_base          ${r.physBase < 0n ? `-${hex(-r.physBase)}` : hex(r.physBase)}`,
-    `page_offset_base   ${hex(r.pageOffsetBase)}`,
-    `vmalloc_base       ${opt(r.vmallocBase)}`,
-    `vmemmap_base       ${opt(r.vmemmapBase)}`,
+    `KASLR slide        ${text(r.slide)}  (_text at ${text(r.text)})`,
+    `phys_base          ${signed(r.physBase)}`,
+    `page_offset_base   ${text(r.pageOffsetBase)}`,
+    `vmalloc_base       ${text(r.vmallocBase)}`,
+    `vmemmap_base       ${text(r.vmemmapBase)}`,
     `paging             ${r.pagingLevels}-level`,
     `CPUs               ${r.cpus}`,
     `symbols            ${r.symbols} (kallsyms in guest memory)`,

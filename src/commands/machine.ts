@@ -10,6 +10,7 @@ import type { Machine } from "../qemu/machine.js";
 import type { Target } from "../qemu/session.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
+import { type Wire, hexText } from "./wire.js";
 
 export interface RegisterRow {
   readonly name: string;
@@ -115,6 +116,45 @@ export async function readGuest(target: Machine, req: ReadRequestOptions): Promi
   return inSpace(spaces, req.addr, (s) => s.read(va(req.addr) as VirtAddr, req.length));
 }
 
+export interface WriteRequestOptions extends SpaceOptions {
+  readonly space: "phys" | "virt";
+  readonly addr: bigint;
+  readonly data: Uint8Array;
+}
+
+/** Writes guest memory: physical, or virtual through a vCPU's page tables (or `cr3`'s). */
+export async function writeGuest(target: Machine, req: WriteRequestOptions): Promise<void> {
+  if (req.data.length === 0 || req.data.length > MAX_CLI_READ) {
+    throw new VmsightError("E_LENGTH", `a write of ${req.data.length} bytes is out of range`, {
+      hint: `write from 1 to ${MAX_CLI_READ} bytes`,
+    });
+  }
+  if (req.space === "phys") {
+    target.memory.write(pa(req.addr) as PhysAddr, req.data);
+    return;
+  }
+  const spaces = await cpuSpaces(target, req);
+  inSpace(spaces, req.addr, (s) => s.write(va(req.addr) as VirtAddr, req.data));
+}
+
+/** Sets registers of one vCPU through the gdbstub (names as `regs` prints them). */
+export async function writeRegisters(
+  target: Target,
+  cpu: number,
+  values: ReadonlyMap<string, bigint>,
+): Promise<void> {
+  const gdb = await target.gdb();
+  const threads = await gdb.threads();
+  const thread = threads[cpu];
+  if (thread === undefined) {
+    throw new VmsightError("E_CPU", `no vCPU ${cpu}: the guest has ${threads.length}`, {
+      hint: `use a vCPU from 0 to ${threads.length - 1}`,
+    });
+  }
+  await gdb.selectThread("g", thread);
+  for (const [name, value] of values) await gdb.writeRegister(name.toLowerCase(), value);
+}
+
 export interface TranslationReport extends Translation {
   readonly virtual: bigint;
   readonly cr3: bigint;
@@ -131,7 +171,8 @@ export async function translateAddress(
   return { ...t, virtual: addr, cr3: spaces.cr3, paging: spaces.format?.name ?? "paging off" };
 }
 
-export function describeTranslation(t: TranslationReport): string {
+/** The text of `vmsight translate`, from the report or the same as vm.translate() returns it. */
+export function describeTranslation(t: TranslationReport | Wire<TranslationReport>): string {
   const perms = `${t.user ? "user" : "kernel"} ${t.writable ? "rw" : "ro"}${t.executable ? "x" : ""}`;
-  return `${hex(t.virtual)} -> ${hex(t.phys)}  (${t.pageSize >= 1 << 20 ? `${t.pageSize >> 20} MiB` : `${t.pageSize >> 10} KiB`} page, ${perms}, ${t.paging}, cr3 ${hex(t.cr3)})`;
+  return `${hexText(t.virtual)} -> ${hexText(t.phys)}  (${t.pageSize >= 1 << 20 ? `${t.pageSize >> 20} MiB` : `${t.pageSize >> 10} KiB`} page, ${perms}, ${t.paging}, cr3 ${hexText(t.cr3)})`;
 }

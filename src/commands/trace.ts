@@ -3,15 +3,17 @@
  * The trace ends after `durationS` seconds, `count` events, when `signal` aborts (Ctrl-C), or
  * when the guest goes away; every trap is removed and the guest left running in all cases.
  */
-import type { TrapHit, WatchKind } from "../events/engine.js";
+import type { EventEngine, TrapHit, WatchKind } from "../events/engine.js";
+import type { LinuxGuest } from "../events/linux-guest.js";
 import { type ModuleEvent, traceModules } from "../events/module-stream.js";
 import { type ProcEvent, traceProc } from "../events/proc-stream.js";
-import { type EventSession, openEventSession } from "../events/session.js";
+import { openEventSession } from "../events/session.js";
 import { type SwitchEvent, traceSwitches } from "../events/switch-stream.js";
 import { type SyscallEvent, traceSyscalls } from "../events/syscall-stream.js";
 import type { Target } from "../qemu/session.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import { type Wire, hexText } from "./wire.js";
 
 export const TRACE_KINDS = ["proc", "modules", "syscalls", "switch", "break", "watch"] as const;
 export type TraceKind = (typeof TRACE_KINDS)[number];
@@ -106,7 +108,7 @@ export async function runTrace(
     session.engine.stop();
   });
   try {
-    await arm(session, req, out);
+    await armTrace(session.engine, session.guest, req, out);
     req.onReady?.(session.engine.traps().length);
     if (req.durationS !== undefined) {
       timer = setTimeout(() => {
@@ -146,8 +148,22 @@ function rebootError(events: number, cause?: unknown): VmsightError {
   );
 }
 
-async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => void) {
-  const { engine, guest } = s;
+/** The fields of a TraceRequest that say which events to trap and which to keep. */
+export type TraceSelection = Pick<
+  TraceRequest,
+  "kind" | "pid" | "comm" | "events" | "at" | "address" | "length" | "access" | "log"
+>;
+
+/**
+ * Sets the traps of one trace kind on `engine`, sending what they see through `out`. `vmsight
+ * trace` and the library's vm.events() both arm through here, so they see the same events.
+ */
+export async function armTrace(
+  engine: EventEngine,
+  guest: LinuxGuest,
+  req: TraceSelection,
+  out: (e: EventBody) => void,
+): Promise<void> {
   switch (req.kind) {
     case "proc": {
       const when = (e: ProcEvent) =>
@@ -199,7 +215,7 @@ async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => vo
       const address = req.address ?? 0n;
       const length = req.length ?? 8;
       const onHit = async (hit: TrapHit) => {
-        out(await watchEvent(s, hit, address, length));
+        out(await watchEvent(guest, hit, address, length));
         return undefined;
       };
       await engine.watch(address, onHit, {
@@ -213,14 +229,14 @@ async function arm(s: EventSession, req: TraceRequest, out: (e: EventBody) => vo
   }
 }
 
-function filterOf(req: TraceRequest) {
+function filterOf(req: TraceSelection) {
   return {
     ...(req.pid === undefined ? {} : { pid: req.pid }),
     ...(req.comm === undefined ? {} : { comm: req.comm }),
   };
 }
 
-async function watchEvent(s: EventSession, hit: TrapHit, address: bigint, length: number) {
+async function watchEvent(guest: LinuxGuest, hit: TrapHit, address: bigint, length: number) {
   const t = hit.task();
   const rip = await hit.register("rip");
   let value: bigint | undefined;
@@ -240,13 +256,13 @@ async function watchEvent(s: EventSession, hit: TrapHit, address: bigint, length
     tid: t.pid,
     comm: t.comm,
     rip,
-    where: s.guest.symbolize(rip) ?? hex(rip),
+    where: guest.symbolize(rip) ?? hex(rip),
     value,
   };
 }
 
-/** One line of text per event, for people. */
-export function describeEvent(e: TraceEvent): string {
+/** One line of text per event, for people: from the event, or its record as vm.events() yields it. */
+export function describeEvent(e: TraceEvent | Wire<EventRecord>): string {
   const at = e.time.toFixed(3).padStart(9);
   switch (e.type) {
     case "create":
@@ -258,27 +274,44 @@ export function describeEvent(e: TraceEvent): string {
         e.signal === null ? `code ${e.exitCode}` : `signal ${e.signal}`
       }`;
     case "load":
-      return `${at} load   ${e.name} at ${hex(e.base)} size ${e.size}`;
+      return `${at} load   ${e.name} at ${hexText(e.base)} size ${e.size}`;
     case "unload":
-      return `${at} unload ${e.name} at ${hex(e.base)}`;
+      return `${at} unload ${e.name} at ${hexText(e.base)}`;
     case "syscall":
-      return `${at} ${e.pid}/${e.tid} ${e.comm}: ${e.name}(${e.args.map((a) => hex(a)).join(", ")}) = ${retText(e.ret)}`;
+      return `${at} ${e.pid}/${e.tid} ${e.comm}: ${e.name}(${e.args.map(hexText).join(", ")}) = ${retText(e.ret)}`;
     case "switch":
-      return `${at} cpu${e.cpu} ${e.prev.pid} (${e.prev.comm}) -> ${e.next.pid} (${e.next.comm}) cr3 ${hex(e.cr3)}`;
+      return `${at} cpu${e.cpu} ${e.prev.pid} (${e.prev.comm}) -> ${e.next.pid} (${e.next.comm}) cr3 ${hexText(e.cr3)}`;
     case "break":
-      return `${at} ${e.at} by ${e.pid}/${e.tid} (${e.comm}) args ${e.args.map((a) => hex(a)).join(" ")}`;
+      return `${at} ${e.at} by ${e.pid}/${e.tid} (${e.comm}) args ${e.args.map(hexText).join(" ")}`;
     case "watch":
-      return `${at} ${e.access} ${hex(e.address)} by ${e.pid}/${e.tid} (${e.comm}) at ${e.where} = ${e.value === undefined ? "?" : hex(e.value)}`;
+      return `${at} ${e.access} ${hexText(e.address)} by ${e.pid}/${e.tid} (${e.comm}) at ${e.where} = ${e.value === undefined ? "?" : hexText(e.value)}`;
   }
 }
 
-function retText(ret: bigint | null): string {
-  if (ret === null) return "?";
+/** A return value: small ones (errors included) in decimal, others as 64-bit hex. */
+function retText(value: bigint | number | string | null): string {
+  if (value === null) return "?";
+  // A record carries it as a number, or as a "0x…" string ("0x-…" when negative) beyond 2^53.
+  const ret =
+    typeof value === "string"
+      ? value.startsWith("0x-")
+        ? -BigInt(`0x${value.slice(3)}`)
+        : BigInt(value)
+      : BigInt(value);
   return ret > -4096n && ret < 1n << 20n ? ret.toString() : hex(BigInt.asUintN(64, ret));
 }
 
+/** A syscall event as it is recorded: its return value a number where one holds it. */
+export type SyscallRecord = Omit<SyscallEvent, "ret"> & {
+  readonly time: number;
+  readonly ret: number | bigint | null;
+};
+
+/** One event as `trace --json` prints it and vm.events() yields it (after toWire). */
+export type EventRecord = Exclude<TraceEvent, { type: "syscall" }> | SyscallRecord;
+
 /** JSON-ready form: a syscall's return value as a number (errors negative), not a hex string. */
-export function eventRecord(e: TraceEvent): Record<string, unknown> {
+export function eventRecord(e: TraceEvent): EventRecord {
   if (e.type === "syscall") {
     const ret = e.ret === null ? null : Number.isSafeInteger(Number(e.ret)) ? Number(e.ret) : e.ret;
     return { ...e, ret };

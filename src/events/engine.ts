@@ -118,6 +118,11 @@ function cpuOfThread(thread: string | undefined): number {
   return n >= 0 ? n : 0;
 }
 
+/** Said once when a breakpoint must be stepped over the slow way. */
+export function stepOverWarning(addr: bigint): string {
+  return `breakpoint at ${hex(addr)} is not on a NOP: stepping over it costs extra stops under TCG`;
+}
+
 export class EventEngine {
   readonly stats: EngineStats = { stops: 0, hits: 0, filtered: 0, skips: 0, steps: 0 };
   private readonly entries = new Map<number, Entry>();
@@ -271,9 +276,7 @@ export class EventEngine {
     this.stats.steps++;
     if (this.warnedStep) return;
     this.warnedStep = true;
-    this.deps.log?.(
-      `breakpoint at ${hex(left.addr)} is not on a NOP: stepping over it costs extra stops under TCG`,
-    );
+    this.deps.log?.(stepOverWarning(left.addr));
   }
 
   private async dispatch(stop: TrapStop): Promise<void> {

@@ -28,7 +28,7 @@ export interface EventSession {
   close(): Promise<void>;
 }
 
-async function detectKvm(target: Target): Promise<boolean> {
+export async function detectKvm(target: Target): Promise<boolean> {
   try {
     const r = await target.qmp.execute<{ enabled: boolean }>("query-kvm");
     return r.enabled;

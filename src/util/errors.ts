@@ -51,6 +51,7 @@ export const ERROR_CODES = [
   "E_MEMBER_UNKNOWN",
   "E_MEMORY_ACCESS",
   "E_NOT_LINUX64",
+  "E_NOT_LIVE",
   "E_NO_BTF",
   "E_NO_KERNEL",
   "E_NO_PROCESS",

@@ -1,0 +1,334 @@
+/**
+ * vm.events(): the events `vmsight trace` prints, as async iterators. Each stream is a client
+ * of the guest's trap core with its own handle and event engine, so streams running at once
+ * share identical traps (the core counts holders) and each removes its own when it ends. One
+ * pump per guest lets it run and hands every stop to the core, which dispatches it to the
+ * streams whose traps it is for.
+ */
+import {
+  type EventBody,
+  type TraceKind,
+  type TraceSelection,
+  armTrace,
+  eventRecord,
+} from "../commands/trace.js";
+import { toWire } from "../commands/wire.js";
+import { EventEngine, type WatchKind, stepOverWarning } from "../events/engine.js";
+import { LinuxGuest } from "../events/linux-guest.js";
+import { detectKvm } from "../events/session.js";
+import { Watchdog } from "../events/watchdog.js";
+import type { KernelInfo } from "../os/linux/kernel.js";
+import { gdbSocketPath } from "../qemu/qemu-process.js";
+import type { Target } from "../qemu/session.js";
+import type { TrapCore } from "../qemu/traps.js";
+import { parseAddress } from "../util/address.js";
+import { ProtocolError, VmsightError } from "../util/errors.js";
+import type { Address, VmEvent } from "./types.js";
+
+export interface EventOptions {
+  /** Which streams: proc (create/exec/exit), modules (load/unload), syscalls, switch, break, watch. */
+  readonly types: readonly TraceKind[];
+  /** Only events of this process (tgid; proc also keeps its children's creation). */
+  readonly pid?: number;
+  /** Only events of tasks with this comm (at most 15 characters). */
+  readonly comm?: string;
+  /** proc: which of create, exec, exit (default all). */
+  readonly proc?: { readonly create: boolean; readonly exec: boolean; readonly exit: boolean };
+  /** break: a kernel symbol (do_exit, do_exit+0x10) or address. */
+  readonly at?: string;
+  /** watch: the address, its size in bytes (1, 2, 4, 8; default 8) and the access (default write). */
+  readonly address?: Address;
+  readonly length?: number;
+  readonly access?: WatchKind;
+  /** Ends the stream (as breaking out of the loop does). */
+  readonly signal?: AbortSignal;
+  /** Called once this stream's traps are set (with how many): events from then on are seen. */
+  readonly onReady?: (traps: number) => void;
+  /** Notes on how tracing goes (a breakpoint that is slow to step over). */
+  readonly log?: (line: string) => void;
+}
+
+/** A stream of events; also counts the guest's stops at traps while it runs. */
+export interface EventStream extends AsyncIterableIterator<VmEvent> {
+  /** Times the guest stopped at a trap (any stream's) while this stream was armed. */
+  readonly stops: number;
+}
+
+/** Events waiting for a reader beyond this mean the reader has stopped reading. */
+const MAX_QUEUED = 65_536;
+
+interface Member {
+  readonly engine: EventEngine;
+  readonly fail: (error: unknown) => void;
+  readonly log: ((line: string) => void) | undefined;
+  stops: number;
+}
+
+interface Shared {
+  readonly traps: TrapCore;
+  readonly guest: LinuxGuest;
+  readonly breakpointType: "software" | "hardware";
+  readonly wasRunning: boolean;
+  readonly watchdog: Watchdog;
+}
+
+/** What the streams of one guest share: the trap core, the kernel, the watchdog and the pump. */
+export class EventHub {
+  private shared: Promise<Shared> | undefined;
+  private readonly members = new Set<Member>();
+  private joining = 0;
+  private pump: Promise<void> | undefined;
+  private warnedStep = false;
+  /** Reads under way with the guest stopped: the pump does not let it run until they end. */
+  private readonly holds = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly target: Target,
+    private readonly kernel: () => Promise<KernelInfo>,
+  ) {}
+
+  /** Whether any stream is running (the guest is then driven by the pump, not paused by reads). */
+  get active(): boolean {
+    return this.members.size > 0 || this.joining > 0;
+  }
+
+  private async open(): Promise<Shared> {
+    const target = this.target;
+    const before = await target.runState();
+    const traps = await target.traps();
+    // A gdb client connected earlier leaves the guest as the Vm's reads left it: stop it to arm.
+    if ((await target.runState()).running) await target.qmp.execute("stop");
+    const guest = new LinuxGuest(await this.kernel());
+    const kvm = await detectKvm(target);
+    const watchdog = await Watchdog.start({
+      gdbPath: gdbSocketPath(target.pid),
+      qmpPath: target.qmp.path,
+      resume: before.running,
+    });
+    await traps.record(watchdog);
+    return {
+      traps,
+      guest,
+      breakpointType: kvm ? "hardware" : "software",
+      wasRunning: before.running,
+      watchdog,
+    };
+  }
+
+  /** A new stream's engine, its traps armed, taking part in the pump. */
+  async join(opts: EventOptions, out: (e: EventBody) => void, fail: (e: unknown) => void): Promise<Member> {
+    this.joining++;
+    let member: Member | undefined;
+    try {
+      this.shared ??= this.open();
+      const shared = await this.shared;
+      const engine = new EventEngine({
+        traps: shared.traps,
+        os: shared.guest,
+        breakpointType: shared.breakpointType,
+      });
+      try {
+        for (const kind of new Set(opts.types))
+          await armTrace(engine, shared.guest, selection(opts, kind), out);
+      } catch (error) {
+        await engine.close().catch(() => {});
+        throw error;
+      }
+      member = { engine, fail, log: opts.log, stops: 0 };
+      this.members.add(member);
+      this.pump ??= this.run(shared);
+      return member;
+    } finally {
+      this.joining--;
+      if (!member) await this.settle();
+    }
+  }
+
+  /**
+   * Runs `fn` with the guest stopped while streams run: the trap core interrupts the pump's
+   * resume for it (or it runs now, between two), and the pump waits for it before the next.
+   */
+  async whenStopped<T>(fn: () => Promise<T>): Promise<T> {
+    const shared = this.shared && (await this.shared);
+    if (!shared) return fn();
+    const done = shared.traps.whenStopped(fn);
+    this.holds.add(done);
+    try {
+      return await done;
+    } finally {
+      this.holds.delete(done);
+    }
+  }
+
+  /** Lets the guest run and dispatches its stops while any stream takes part. */
+  private async run(shared: Shared): Promise<void> {
+    try {
+      while (this.members.size > 0) {
+        while (this.holds.size > 0) await Promise.allSettled([...this.holds]);
+        if (this.members.size === 0) break;
+        const stop = await shared.traps.resume();
+        if (stop.left?.by === "step") this.warnStep(stop.left.addr);
+        if (stop.reply.type !== "signal")
+          throw new ProtocolError("E_GUEST_GONE", `the guest stopped for good (${stop.reply.type})`);
+        if (stop.interrupted) continue; // ours, to change traps, or a pause
+        for (const m of this.members) m.stops++;
+        await shared.traps.dispatch(stop);
+      }
+    } catch (error) {
+      for (const m of this.members) m.fail(error);
+    } finally {
+      this.pump = undefined;
+    }
+  }
+
+  private warnStep(addr: bigint): void {
+    if (this.warnedStep) return;
+    this.warnedStep = true;
+    for (const m of this.members) m.log?.(stepOverWarning(addr));
+  }
+
+  /** Removes a stream's traps; the last one out lets the guest run on as it did before. */
+  async leave(member: Member): Promise<void> {
+    if (!this.members.delete(member)) return;
+    try {
+      await member.engine.close();
+    } finally {
+      await this.settle();
+    }
+  }
+
+  /** With no stream left: the pump has stopped; the guest runs again if it ran before. */
+  private async settle(): Promise<void> {
+    if (this.active || !this.shared) return;
+    await this.pump;
+    const shared = await this.shared.catch(() => undefined);
+    this.shared = undefined;
+    if (!shared) return;
+    if (shared.traps.traps().length > 0) shared.watchdog.abandon(); // it removes what we could not
+    if (shared.wasRunning && !(await this.target.runState()).running) await this.target.qmp.execute("cont");
+  }
+
+  /** Ends every stream (vm.close()). */
+  async close(): Promise<void> {
+    for (const m of [...this.members]) m.fail(new VmsightError("E_CLOSED", "the vm was closed"));
+    let failure: unknown;
+    for (const m of [...this.members]) {
+      try {
+        await this.leave(m);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure !== undefined) throw failure;
+  }
+}
+
+function selection(opts: EventOptions, kind: TraceKind): TraceSelection {
+  const address =
+    opts.address === undefined
+      ? undefined
+      : typeof opts.address === "string"
+        ? parseAddress(opts.address)
+        : BigInt(opts.address);
+  if (kind === "break" && opts.at === undefined)
+    throw new VmsightError("E_USAGE", "break events need `at`: a symbol or address");
+  if (kind === "watch" && address === undefined)
+    throw new VmsightError("E_USAGE", "watch events need `address`");
+  return {
+    kind,
+    ...(opts.pid === undefined ? {} : { pid: opts.pid }),
+    ...(opts.comm === undefined ? {} : { comm: opts.comm }),
+    ...(opts.proc === undefined ? {} : { events: opts.proc }),
+    ...(opts.at === undefined ? {} : { at: opts.at }),
+    ...(address === undefined ? {} : { address }),
+    ...(opts.length === undefined ? {} : { length: opts.length }),
+    ...(opts.access === undefined ? {} : { access: opts.access }),
+  };
+}
+
+/** One stream: its traps are set on the first next(), removed by return() or the signal. */
+export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
+  const queue: VmEvent[] = [];
+  let waiting: { resolve: (r: IteratorResult<VmEvent>) => void; reject: (e: unknown) => void } | undefined;
+  let failure: unknown;
+  let ended = false;
+  let member: Promise<Member> | undefined;
+  let joined: Member | undefined;
+  let started = 0;
+
+  const deliver = (e: EventBody) => {
+    if (ended) return;
+    const value = toWire(eventRecord({ ...e, time: Math.round(performance.now() - started) / 1000 }));
+    if (waiting) {
+      const w = waiting;
+      waiting = undefined;
+      w.resolve({ value, done: false });
+    } else if (queue.length >= MAX_QUEUED) {
+      fail(
+        new VmsightError("E_BUSY", `more than ${MAX_QUEUED} events were not read`, {
+          hint: "read events as they come",
+        }),
+      );
+    } else queue.push(value);
+  };
+  const fail = (error: unknown) => {
+    failure ??= error;
+    const w = waiting;
+    waiting = undefined;
+    if (!w) return; // the next next() throws it
+    w.reject(error);
+    void finish().catch(() => {}); // a loop that sees a throw does not call return()
+  };
+  const finish = async (): Promise<IteratorResult<VmEvent>> => {
+    if (!ended) {
+      ended = true;
+      opts.signal?.removeEventListener("abort", onAbort);
+      const w = waiting;
+      waiting = undefined;
+      try {
+        const m = await member?.catch(() => undefined);
+        if (m) await hub.leave(m);
+      } finally {
+        w?.resolve({ value: undefined, done: true }); // a waiting loop ends once the traps are gone
+      }
+    }
+    return { value: undefined, done: true };
+  };
+  const onAbort = () => void finish().catch(fail);
+  opts.signal?.addEventListener("abort", onAbort);
+
+  const iterator: EventStream = {
+    get stops() {
+      return joined?.stops ?? 0;
+    },
+    async next() {
+      if (!member && !ended && !opts.signal?.aborted) {
+        started = performance.now();
+        member = hub.join(opts, deliver, fail);
+        try {
+          joined = await member;
+        } catch (error) {
+          await finish();
+          throw error;
+        }
+        opts.onReady?.(joined.engine.traps().length);
+      }
+      if (opts.signal?.aborted) return finish();
+      const value = queue.shift();
+      if (value !== undefined) return { value, done: false };
+      if (failure !== undefined) {
+        await finish();
+        throw failure;
+      }
+      if (ended) return { value: undefined, done: true };
+      return new Promise((resolve, reject) => {
+        waiting = { resolve, reject };
+      });
+    },
+    return: finish,
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+  };
+  return iterator;
+}

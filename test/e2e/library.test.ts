@@ -1,0 +1,243 @@
+/**
+ * Issue 11: vmsight as a library. The README's Scripting example and the three scripts in
+ * examples/ run as a user runs them (node, importing "vmsight" through the package's exports)
+ * against a booted guest, and what they print is checked against the guest's own view: its
+ * /proc, read over its serial console. Two event streams at once share traps and each removes
+ * its own.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type VmEvent, VmsightError, attach, openDump } from "../../src/lib/index.js";
+import type { Vm } from "../../src/lib/vm.js";
+import { type TestGuest, bootTestGuest } from "../support/guest.js";
+
+const ROOT = resolve(import.meta.dirname, "../../..");
+const KERNEL = (process.env.VMSIGHT_TEST_KERNELS ?? "6.12").split(",")[0]!;
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a script with node; `onStderr` sees its stderr as it comes. */
+function runNode(
+  file: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; onStderr?: (text: string) => void; timeoutMs?: number } = {},
+): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [file, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      opts.onStderr?.(stderr);
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      fail(new Error(`${file} did not finish\n${stderr}`));
+    }, opts.timeoutMs ?? 120_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+const example = (name: string) => resolve(ROOT, "examples", name);
+const lines = (text: string) => text.trim().split("\n").filter(Boolean);
+
+describe(`the library on a ${KERNEL} guest`, () => {
+  let g: TestGuest;
+  before(async () => {
+    g = await bootTestGuest(KERNEL);
+    await g.waitReady(180_000);
+  });
+  after(async () => g?.stop());
+
+  const inProc = async (pid: number) => (await g.serial.run(`test -e /proc/${pid}`)).status === 0;
+
+  test("the README's Scripting example runs as written and agrees with the guest", async () => {
+    const readme = readFileSync(resolve(ROOT, "README.md"), "utf8");
+    const code = /```js\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf("## Scripting")))?.[1];
+    assert.ok(code, "no js block in the README's Scripting section");
+    // Inside the package, so that `import "vmsight"` resolves through its own exports.
+    mkdirSync(resolve(ROOT, "dist/test"), { recursive: true });
+    const file = resolve(ROOT, "dist/test/readme-example.mjs");
+    writeFileSync(file, code);
+    const r = await runNode(file, [], { env: { VMSIGHT_QMP: g.qmpSocket } });
+    assert.equal(r.code, 0, r.stderr);
+    const out = lines(r.stdout);
+    const view = await g.view();
+    assert.match(out[0]!, new RegExp(`^${view.release.replace(/[.+]/g, "\\$&")}, KASLR slide 0x[0-9a-f]+$`));
+    for (const role of ["space", "threads", "piperead", "sleep", "memwrite"]) {
+      const pid = view.roles.get(role)!;
+      const comm = view.processes.find((p) => p.pid === pid)?.comm;
+      assert.ok(out.includes(`${pid} ${comm}`), `${role} (${pid} ${comm}) missing:\n${r.stdout}`);
+    }
+    // The guest's own answer: its init's first mapping is the start of its executable.
+    const guest = await g.serial.command("head -n1 /proc/1/maps; od -An -tx1 -N4 /proc/1/exe");
+    const [mapLine, odLine] = lines(guest.replace(/\r/g, ""));
+    assert.match(mapLine!, /^\S+ \S+ 00000000 /, "pid 1's first mapping is not at file offset 0");
+    assert.equal(out.at(-1), `pid 1 starts with ${odLine!.trim().split(/\s+/).join("")}`);
+  });
+
+  test("examples/top-memory.mjs: every process's vsize as the guest's /proc/PID/stat has it", async () => {
+    const r = await runNode(example("top-memory.mjs"), [g.qmpSocket, "10000"]);
+    assert.equal(r.code, 0, r.stderr);
+    const [header, ...rest] = lines(r.stdout);
+    assert.equal(header, "PID\tVSZ_KIB\tCOMM");
+    const rows = rest.map((l) => {
+      const [pid, kib, ...comm] = l.split("\t");
+      return { pid: Number(pid), kib: BigInt(kib!), comm: comm.join("\t") };
+    });
+    for (let i = 1; i < rows.length; i++) assert.ok(rows[i - 1]!.kib >= rows[i]!.kib, "not by memory use");
+    const view = await g.view();
+    for (const [role, pid] of view.roles) {
+      const stat = view.processes.find((p) => p.pid === pid);
+      if (!stat || stat.vsize === 0n) continue;
+      const row = rows.find((x) => x.pid === pid);
+      assert.ok(row, `${role} (pid ${pid}) not listed`);
+      assert.equal(row.comm, stat.comm);
+      assert.equal(row.kib * 1024n, stat.vsize, `${role}: vsize`);
+    }
+  });
+
+  test("examples/module-loads.mjs prints the rmmod and insmod done in the guest", async () => {
+    let armed: () => void = () => {};
+    const ready = new Promise<void>((r) => {
+      armed = r;
+    });
+    const run = runNode(example("module-loads.mjs"), [g.qmpSocket, "2"], {
+      onStderr: (text) => text.includes("watching module loads") && armed(),
+    });
+    await Promise.race([ready, run.then((r) => assert.fail(`exited early: ${r.stderr}`))]);
+    const out = await g.serial.command(
+      "rmmod dummy && insmod $(grep /dummy /etc/vmsight/modules) && grep '^dummy ' /proc/modules",
+      60_000,
+    );
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr);
+    // /proc/modules: "dummy 12288 0 - Live 0xffffffffc0561000"
+    const [name, size, , , , base] = out.trim().split(/\s+/);
+    const [unload, load] = lines(r.stdout);
+    assert.match(unload!, new RegExp(`^unload ${name} at 0x[0-9a-f]+$`));
+    assert.equal(load, `load ${name} at 0x${BigInt(base!).toString(16)} size ${size}`);
+  });
+
+  test("examples/kill-by-name.mjs kills every process of that name, and only those", async () => {
+    const spawnVictim = async () => {
+      const text = await g.serial.command(
+        "sh -c 'workload name victim >/dev/null 2>&1 </dev/null & echo $!'",
+      );
+      return Number(lines(text.replace(/\r/g, "")).pop());
+    };
+    const victims = [await spawnVictim(), await spawnVictim(), await spawnVictim()];
+    await new Promise((r) => setTimeout(r, 500)); // until they have named themselves
+    const before = await g.view();
+    for (const pid of victims) assert.equal(before.processes.find((p) => p.pid === pid)?.comm, "victim");
+    const r = await runNode(example("kill-by-name.mjs"), [g.qmpSocket, "victim"]);
+    assert.equal(r.code, 0, r.stderr);
+    const reported = lines(r.stdout).map((l) => l.split(" "));
+    assert.deepEqual(reported.map(([pid]) => Number(pid)).sort(), [...victims].sort());
+    for (const [, outcome] of reported) assert.ok(outcome === "gone" || outcome === "zombie", outcome);
+    for (const pid of victims) assert.equal(await inProc(pid), false, `${pid} still in the guest's /proc`);
+    const after = await g.view();
+    for (const [role, pid] of before.roles)
+      assert.ok(after.roles.get(role) === pid && (await inProc(pid)), role);
+  });
+
+  test("two event streams at once share traps and each removes its own", async () => {
+    const vm: Vm = await attach(g.qmpSocket);
+    try {
+      let readyA = () => {};
+      let readyB = () => {};
+      const armedA = new Promise<void>((r) => {
+        readyA = r;
+      });
+      const armedB = new Promise<void>((r) => {
+        readyB = r;
+      });
+      // a traps proc and modules, b modules only: the module traps are shared.
+      const a = vm.events({ types: ["proc", "modules"], onReady: readyA });
+      const b = vm.events({ types: ["modules"], onReady: readyB });
+      const firstA = a.next();
+      await armedA;
+      const core = await vm.target!.traps();
+      const both = core.traps().length;
+      const firstB = b.next();
+      await armedB;
+      assert.equal(core.traps().length, both, "b's module traps are a's, shared");
+      // Reads while streams run: the trap core stops the guest for them.
+      assert.ok((await vm.ps()).some((p) => p.pid === 1 && p.comm === "init"));
+      assert.match((await vm.regs(0)).cr3 ?? "", /^0x[0-9a-f]+$/);
+      await g.serial.command("rmmod dummy", 60_000);
+      const seenA: VmEvent[] = [(await firstA).value as VmEvent];
+      while (!seenA.some((e) => e.type === "unload")) seenA.push((await a.next()).value as VmEvent);
+      await a.return!();
+      const left = core.traps().length;
+      assert.ok(left > 0 && left < both, `after a ended: ${left} of ${both} traps`);
+      assert.equal(((await firstB).value as VmEvent).type, "unload");
+      await g.serial.command("insmod $(grep /dummy /etc/vmsight/modules)", 60_000);
+      const load = (await b.next()).value as VmEvent;
+      assert.equal(load.type === "load" ? load.name : load.type, "dummy");
+      await b.return!();
+      assert.equal(core.traps().length, 0);
+      assert.equal((await vm.status()).running, true);
+    } finally {
+      await vm.close();
+    }
+  });
+
+  test("a dump opens as a Vm whose rows are the guest's, and live-only methods throw E_NOT_LIVE", async () => {
+    const path = join(tmpdir(), `vmsight-library-${process.pid}.elf`);
+    const live = await attach(g.qmpSocket);
+    try {
+      await live.pause();
+      await live.target!.qmp.execute(
+        "dump-guest-memory",
+        { paging: false, protocol: `file:${path}` },
+        { timeoutMs: 600_000 },
+      );
+      const dump = await openDump(path);
+      try {
+        assert.equal(dump.kind, "dump");
+        assert.deepEqual(await dump.ps(), await live.ps());
+        assert.deepEqual(await dump.kernel(), await live.kernel());
+        const liveOnly = [
+          () => dump.pause(),
+          () => dump.resume(),
+          () => dump.write(0x1000, Buffer.of(0), "physical"),
+          () => dump.setRegs(0, { rax: 0 }),
+          () => dump.kill(1, "TERM"),
+          () => dump.events({ types: ["proc"] }).next(),
+        ];
+        for (const call of liveOnly) {
+          await assert.rejects(
+            async () => call(),
+            (e) =>
+              e instanceof VmsightError && e.code === "E_NOT_LIVE" && /needs a live guest/.test(e.message),
+          );
+        }
+      } finally {
+        await dump.close();
+      }
+    } finally {
+      await live.resume();
+      await live.close();
+      rmSync(path, { force: true });
+    }
+  });
+});
