@@ -5,6 +5,7 @@ import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
 import { taskListWarnings } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import { type Options, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needMachine } from "./command.js";
 import { table, toJson } from "./render.js";
@@ -53,8 +54,11 @@ function linuxCommand<R extends object>(
       spec.check?.(ctx);
     },
     async run(ctx) {
-      const result = rows(await openKernel(needMachine(ctx), kernelOptions(ctx)), ctx);
+      const kernel = await openKernel(needMachine(ctx), kernelOptions(ctx));
+      const result = rows(kernel, ctx);
+      markStep("walk");
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
+      markStep("output");
       return 0;
     },
   };

@@ -2,6 +2,7 @@
 import { DumpMachine } from "../qemu/dump.js";
 import { Target } from "../qemu/session.js";
 import { UsageError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
@@ -28,6 +29,7 @@ function splitArgv(argv: string[]): { global: string[]; name: string | undefined
 }
 
 async function main(argv: string[]): Promise<number> {
+  markStep("startup");
   const { global, name, rest } = splitArgv(argv);
   const g = parse(global, GLOBAL, "vmsight [--qmp SOCKET] [--json] COMMAND");
   if (g.values.help || name === undefined || name === "help") {
@@ -75,6 +77,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     );
   }
   const target = await Target.attach(qmp, { log: values.verbose ? log : () => {} });
+  markStep("attach");
   const onSignal = () => void target.close().finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);

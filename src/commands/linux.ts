@@ -7,6 +7,7 @@ import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
 import { hex } from "../util/address.js";
 import { type ErrorCode, UsageError, VmsightError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
@@ -26,6 +27,7 @@ export async function openKernel(target: Machine, opts: OpenKernelOptions = {}):
   const symbols = opts.systemMap === undefined ? undefined : readSymbolFile(opts.systemMap);
   const layout = offsetsLayout(opts);
   const regs = await target.registers(0);
+  markStep("registers");
   const get = (n: string) => regs.get(n) ?? 0n;
   const k = discoverKernel(
     target.memory,
