@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
+import { KernelCache } from "../os/linux/kernel-cache.js";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
 import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
@@ -32,11 +33,21 @@ export async function openKernel(target: Machine, opts: OpenKernelOptions = {}):
   const k = discoverKernel(
     target.memory,
     { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
-    { ...(symbols === undefined ? {} : { symbols }), ...(layout === undefined ? {} : { layout }) },
+    {
+      ...(symbols === undefined ? {} : { symbols }),
+      ...(layout === undefined ? {} : { layout }),
+      ...cacheOption(),
+    },
   );
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;
+}
+
+/** Builds seen before skip the image read and the BTF parse (see os/linux/kernel-cache.ts). */
+function cacheOption(): { cache?: KernelCache } {
+  const cache = KernelCache.forUser();
+  return cache ? { cache } : {};
 }
 
 function offsetsLayout(opts: OpenKernelOptions) {
