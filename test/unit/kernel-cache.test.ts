@@ -110,13 +110,17 @@ describe("recordedLayout", () => {
 
   test("asks the real layout once per question, and not at all for a recorded answer", () => {
     let built = 0;
-    const first = recordedLayout(() => (built++, real), {}, "test");
+    const build = () => {
+      built++;
+      return real;
+    };
+    const first = recordedLayout(build, {}, "test");
     assert.equal(first.layout.offsetof("task_struct", "pid"), 2416);
     assert.equal(first.layout.findOffset("task_struct", "nope"), undefined);
     assert.equal(first.layout.findEnumValue("TASK_COMM_LEN"), 16n);
     assert.equal(first.changed(), true);
     assert.equal(built, 1);
-    const again = recordedLayout(() => (built++, real), JSON.parse(JSON.stringify(first.answers)), "test");
+    const again = recordedLayout(build, JSON.parse(JSON.stringify(first.answers)), "test");
     assert.equal(again.layout.offsetof("task_struct", "pid"), 2416);
     assert.equal(again.layout.findOffset("task_struct", "nope"), undefined);
     assert.equal(again.layout.findEnumValue("TASK_COMM_LEN"), 16n);
