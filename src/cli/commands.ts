@@ -13,7 +13,7 @@ import { type CliCommand, type CommandContext, need, needMachine } from "./comma
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
-import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
+import { cacheCommand, demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
 
@@ -155,4 +155,5 @@ export const COMMANDS: readonly CliCommand[] = [
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,
   imagesCommand,
+  cacheCommand,
 ];

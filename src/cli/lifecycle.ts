@@ -1,7 +1,7 @@
 import { describeKill } from "../commands/control.js";
 import { type DemoMachine, type DemoReport, runDemo } from "../commands/demo.js";
 import { buildImages, stopGuest } from "../commands/guests.js";
-import { describeKernel } from "../commands/linux.js";
+import { clearKernelCache, describeKernel } from "../commands/linux.js";
 import { describeTranslation } from "../commands/machine.js";
 import { describeEvent } from "../commands/trace.js";
 import { launchGuest } from "../qemu/launch.js";
@@ -89,6 +89,20 @@ export const imagesCommand: CliCommand = {
       throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
     const images = await buildImages(ids, ctx.log);
     for (const i of images) ctx.out(`${i.kernelId}: ${i.release}  kernel ${i.kernel}  initrd ${i.initrd}`);
+    return 0;
+  },
+};
+
+export const cacheCommand: CliCommand = {
+  name: "cache",
+  usage: "cache clear",
+  summary: "forget the kernel builds seen (kept so later commands start fast)",
+  options: {},
+  needsTarget: false,
+  async run(ctx) {
+    if (ctx.positionals[0] !== "clear" || ctx.positionals.length !== 1)
+      throw new UsageError('the only cache verb is "clear"', `usage: vmsight ${this.usage}`);
+    ctx.out(`removed ${clearKernelCache()}`);
     return 0;
   },
 };

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
-import { KernelCache } from "../os/linux/kernel-cache.js";
+import { KernelCache, kernelCacheDir } from "../os/linux/kernel-cache.js";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
 import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
@@ -48,6 +48,13 @@ export async function openKernel(target: Machine, opts: OpenKernelOptions = {}):
 function cacheOption(): { cache?: KernelCache } {
   const cache = KernelCache.forUser();
   return cache ? { cache } : {};
+}
+
+/** Forgets every kernel build seen; returns the directory that held them. */
+export function clearKernelCache(): string {
+  const cache = new KernelCache(kernelCacheDir());
+  cache.clear();
+  return cache.dir;
 }
 
 function offsetsLayout(opts: OpenKernelOptions) {
