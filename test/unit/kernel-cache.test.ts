@@ -20,6 +20,8 @@ const identity: BuildIdentity = {
 const symbols: KernelSymbol[] = [
   { name: "fixed_percpu_data", address: 0n, type: "A", absolute: true },
   { name: "_text", address: BASE, type: "T" },
+  { name: "zz_static", address: BASE + 0x100n, type: "t" },
+  { name: "zz_static", address: BASE + 0x200n, type: "t" },
   { name: "init_task", address: BASE + 0x1a00000n, type: "D" },
 ];
 
@@ -43,13 +45,20 @@ describe("KernelCache", () => {
     assert.deepEqual(seen, [place]);
     assert.equal(hit.typeCount, 42);
     assert.deepEqual(
-      hit.symbols.map((s) => [s.name, s.address, s.type, s.absolute === true]),
+      hit.symbols.symbols.map((s) => [s.name, s.address, s.type, s.absolute === true]),
       [
         ["fixed_percpu_data", 0n, "A", true],
         ["_text", slid, "T", false],
+        ["zz_static", slid + 0x100n, "t", false],
+        ["zz_static", slid + 0x200n, "t", false],
         ["init_task", slid + 0x1a00000n, "D", false],
       ],
     );
+    assert.equal(hit.symbols.findAddress("init_task"), slid + 0x1a00000n);
+    assert.equal(hit.symbols.findAddress("zz_static"), slid + 0x100n, "the first in address order");
+    assert.equal(hit.symbols.findAll("zz_static").length, 2);
+    assert.equal(hit.symbols.findAddress("nope"), undefined);
+    assert.equal(hit.symbols.format(slid + 0x208n), "zz_static+0x8");
     assert.equal(statSync(cache.dir).mode & 0o777, 0o700);
   });
 

@@ -2,7 +2,7 @@ import type { AddressSpace } from "../../arch/x86/address-space.js";
 import { btfLayout } from "../../symbols/btf-layout.js";
 import { TypeDb } from "../../symbols/btf/db.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
-import { SymbolTable } from "../../symbols/kallsyms/table.js";
+import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { type RecordedLayout, recordedLayout } from "../../symbols/recorded-layout.js";
 import { va } from "../../util/address.js";
@@ -47,7 +47,7 @@ export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: Loa
   const recorded = recordedLayout(() => btfFromBytes(cached.btf).layout, cached.answers, BTF_SOURCE);
   keepAnswersAtExit(recorded, cached.saveAnswers);
   return {
-    symbols: new SymbolTable(cached.symbols),
+    symbols: cached.symbols,
     btf: { layout: recorded.layout, typeCount: cached.typeCount, start: 0n, bytes: cached.btf },
   };
 }

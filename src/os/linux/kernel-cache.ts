@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import type { KernelSymbol } from "../../symbols/kallsyms/table.js";
+import { type KernelSymbol, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
 import { ensurePrivateDir } from "../../util/private-dir.js";
 
@@ -31,14 +31,14 @@ export interface CachedBuild {
   readonly btf: Uint8Array;
   readonly typeCount: number;
   /** The kallsyms, moved to the image base the lookup was given. */
-  readonly symbols: KernelSymbol[];
+  readonly symbols: SymbolTable;
   readonly answers: LayoutAnswers;
   /** Keeps the answers a run added (the next command may ask other questions). */
   saveAnswers(answers: LayoutAnswers): void;
 }
 
 interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset"> {
-  readonly version: 1;
+  readonly version: 2;
   readonly banner: string;
   readonly bannerOffset: string;
   readonly btfOffset: string;
@@ -75,7 +75,7 @@ export class KernelCache {
     for (const name of this.headers()) {
       try {
         const h = JSON.parse(readFileSync(join(this.dir, name), "utf8")) as Header;
-        if (h.version !== 1) continue;
+        if (h.version !== 2) continue;
         const place = {
           bannerOffset: BigInt(h.bannerOffset),
           btfOffset: BigInt(h.btfOffset),
@@ -110,7 +110,7 @@ export class KernelCache {
     const btfSha256 = sha256(id.btf);
     const key = sha256(`${id.banner}\0${btfSha256}`).slice(0, 24);
     const header: Header = {
-      version: 1,
+      version: 2,
       banner: id.banner,
       bannerOffset: place.bannerOffset.toString(),
       btfOffset: place.btfOffset.toString(),
@@ -156,37 +156,65 @@ function readAnswers(path: string): LayoutAnswers {
 }
 
 /**
- * [u32 n][n × u64 value][n × u8 flags][n × u8 type letter][names, "\n"-joined UTF-8]. Values are
- * offsets from the image base, so one entry serves every KASLR slide; per-CPU (absolute)
- * symbols are stored as they are.
+ * Columns, so that a later run decodes nothing it does not ask for:
+ * [u32 n][u32 0][n × u64 value][n+1 × u32 name start][n × u32 index in name order]
+ * [n × u8 flags][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
+ * image base, so one entry serves every KASLR slide; per-CPU (absolute) symbols are kept as
+ * they are. Name starts count UTF-16 units of the decoded names, as String.slice does.
  */
 function encodeSymbols(symbols: readonly KernelSymbol[], base: bigint): Buffer {
   const n = symbols.length;
-  const names = Buffer.from(symbols.map((s) => s.name).join("\n"), "utf8");
-  const out = Buffer.alloc(4 + n * 10 + names.length);
-  out.writeUInt32LE(n, 0);
+  const names = symbols.map((s) => s.name);
+  const starts = new Uint32Array(n + 1);
+  for (let i = 0; i < n; i++) starts[i + 1] = starts[i]! + names[i]!.length;
+  const order = Uint32Array.from({ length: n }, (_, i) => i).sort((a, b) =>
+    names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : a - b,
+  );
   const values = new BigUint64Array(n);
+  const flags = new Uint8Array(n);
+  const types = new Uint8Array(n);
   symbols.forEach((s, i) => {
     values[i] = BigInt.asUintN(64, s.absolute ? s.address : s.address - base);
-    out[4 + n * 8 + i] = s.absolute ? FLAG_ABSOLUTE : 0;
-    out[4 + n * 9 + i] = s.type.charCodeAt(0);
+    flags[i] = s.absolute ? FLAG_ABSOLUTE : 0;
+    types[i] = s.type.charCodeAt(0);
   });
-  Buffer.from(values.buffer).copy(out, 4);
-  names.copy(out, 4 + n * 10);
-  return out;
+  const head = new Uint32Array([n, 0]);
+  return Buffer.concat(
+    [head, values, starts, order, flags, types, Buffer.from(names.join(""), "utf8")].map(bytesOf),
+  );
 }
 
-function decodeSymbols(data: Buffer, base: bigint): KernelSymbol[] {
+const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   const n = data.readUInt32LE(0);
-  const names = data.toString("utf8", 4 + n * 10).split("\n");
-  if (names.length !== n || data.length < 4 + n * 10) throw new Error("damaged symbol file");
-  const out: KernelSymbol[] = new Array(n);
-  for (let i = 0; i < n; i++) {
-    const value = data.readBigUInt64LE(4 + i * 8);
-    const absolute = data[4 + n * 8 + i] === FLAG_ABSOLUTE;
-    const type = String.fromCharCode(data[4 + n * 9 + i]!);
-    const address = absolute ? value : BigInt.asUintN(64, value + base);
-    out[i] = absolute ? { name: names[i]!, address, type, absolute } : { name: names[i]!, address, type };
+  let at = 8;
+  const take = (bytes: number): Uint8Array => {
+    if (at + bytes > data.length) throw new Error("damaged symbol file");
+    // A copy: typed arrays over a file buffer need an alignment the buffer may not have.
+    const out = new Uint8Array(bytes);
+    out.set(data.subarray(at, at + bytes));
+    at += bytes;
+    return out;
+  };
+  const addresses = new BigUint64Array(take(n * 8).buffer);
+  const starts = new Uint32Array(take((n + 1) * 4).buffer);
+  const byName = new Uint32Array(take(n * 4).buffer);
+  const flags = take(n);
+  const types = take(n);
+  const names = data.toString("utf8", at);
+  if (names.length !== starts[n]) throw new Error("damaged symbol file");
+  if (base !== 0n) {
+    for (let i = 0; i < n; i++) if (flags[i] !== FLAG_ABSOLUTE) addresses[i] = addresses[i]! + base;
   }
-  return out;
+  const table = SymbolTable.fromColumns({
+    count: n,
+    addresses,
+    byName,
+    nameAt: (i) => names.slice(starts[i]!, starts[i + 1]!),
+    typeAt: (i) => String.fromCharCode(types[i]!),
+    absoluteAt: (i) => flags[i] === FLAG_ABSOLUTE,
+  });
+  if (!table) throw new Error("symbol file out of address order");
+  return table;
 }
