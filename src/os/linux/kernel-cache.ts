@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { buildNameIndex } from "../../symbols/kallsyms/name-index.js";
 import { type KernelSymbol, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
 import { ensurePrivateDir } from "../../util/private-dir.js";
@@ -38,7 +39,7 @@ export interface CachedBuild {
 }
 
 interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset"> {
-  readonly version: 2;
+  readonly version: 3;
   readonly banner: string;
   readonly bannerOffset: string;
   readonly btfOffset: string;
@@ -75,7 +76,7 @@ export class KernelCache {
     for (const name of this.headers()) {
       try {
         const h = JSON.parse(readFileSync(join(this.dir, name), "utf8")) as Header;
-        if (h.version !== 2) continue;
+        if (h.version !== 3) continue;
         const place = {
           bannerOffset: BigInt(h.bannerOffset),
           btfOffset: BigInt(h.btfOffset),
@@ -110,7 +111,7 @@ export class KernelCache {
     const btfSha256 = sha256(id.btf);
     const key = sha256(`${id.banner}\0${btfSha256}`).slice(0, 24);
     const header: Header = {
-      version: 2,
+      version: 3,
       banner: id.banner,
       bannerOffset: place.bannerOffset.toString(),
       btfOffset: place.btfOffset.toString(),
@@ -157,7 +158,7 @@ function readAnswers(path: string): LayoutAnswers {
 
 /**
  * Columns, so that a later run decodes nothing it does not ask for:
- * [u32 n][u32 0][n × u64 value][n+1 × u32 name start][n × u32 index in name order]
+ * [u32 n][u32 0][n × u64 value][n+1 × u32 name start][u32 slots][slots × u32 name-index.ts table]
  * [n × u8 flags][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
  * image base, so one entry serves every KASLR slide; per-CPU (absolute) symbols are kept as
  * they are. Name starts count UTF-16 units of the decoded names, as String.slice does.
@@ -167,9 +168,7 @@ function encodeSymbols(symbols: readonly KernelSymbol[], base: bigint): Buffer {
   const names = symbols.map((s) => s.name);
   const starts = new Uint32Array(n + 1);
   for (let i = 0; i < n; i++) starts[i + 1] = starts[i]! + names[i]!.length;
-  const order = Uint32Array.from({ length: n }, (_, i) => i).sort((a, b) =>
-    names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : a - b,
-  );
+  const index = buildNameIndex(n, (i) => names[i]!);
   const values = new BigUint64Array(n);
   const flags = new Uint8Array(n);
   const types = new Uint8Array(n);
@@ -180,7 +179,16 @@ function encodeSymbols(symbols: readonly KernelSymbol[], base: bigint): Buffer {
   });
   const head = new Uint32Array([n, 0]);
   return Buffer.concat(
-    [head, values, starts, order, flags, types, Buffer.from(names.join(""), "utf8")].map(bytesOf),
+    [
+      head,
+      values,
+      starts,
+      Uint32Array.of(index.length),
+      index,
+      flags,
+      types,
+      Buffer.from(names.join(""), "utf8"),
+    ].map(bytesOf),
   );
 }
 
@@ -199,7 +207,9 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   };
   const addresses = new BigUint64Array(take(n * 8).buffer);
   const starts = new Uint32Array(take((n + 1) * 4).buffer);
-  const byName = new Uint32Array(take(n * 4).buffer);
+  const slots = new Uint32Array(take(4).buffer)[0]!;
+  if (slots > 4 * n + 16) throw new Error("damaged symbol file");
+  const byName = new Uint32Array(take(slots * 4).buffer);
   const flags = take(n);
   const types = take(n);
   const names = data.toString("utf8", at);

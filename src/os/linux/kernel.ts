@@ -112,13 +112,16 @@ export function discoverKernel(
   const bannerAddr = symbols.findAddress("linux_banner");
   const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
   if (build && !cached && btf) {
-    btf = rememberBuild(
-      build,
-      image.base,
-      { text: banner, address: bannerAddr },
-      symbols,
-      btf,
-      opts.log ?? (() => {}),
+    const loaded = btf;
+    btf = timed("store", () =>
+      rememberBuild(
+        build,
+        image.base,
+        { text: banner, address: bannerAddr },
+        symbols,
+        loaded,
+        opts.log ?? (() => {}),
+      ),
     );
   }
   const layout = opts.layout ?? btf!.layout;

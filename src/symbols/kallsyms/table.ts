@@ -1,5 +1,6 @@
 import { hex } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
+import { lookupName } from "./name-index.js";
 
 export interface KernelSymbol {
   readonly name: string;
@@ -42,7 +43,7 @@ export interface SymbolColumns {
   nameAt(i: number): string;
   typeAt(i: number): string;
   absoluteAt(i: number): boolean;
-  /** Indexes in (name, index) order: a lookup by name is a binary search, no Map to build. */
+  /** A name-index.ts hash table: a lookup by name builds no Map. */
   readonly byName: Uint32Array;
 }
 
@@ -101,15 +102,7 @@ export class SymbolTable {
   private firstIndex(name: string): number | undefined {
     const c = this.columns;
     if (!c) return this.firstByName().get(name);
-    const order = c.byName;
-    let lo = 0;
-    let hi = order.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (c.nameAt(order[mid]!) < name) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < order.length && c.nameAt(order[lo]!) === name ? order[lo] : undefined;
+    return lookupName(c.byName, c.count, c.nameAt, name);
   }
 
   /** Built on first use: address-only users (symbolizing stack traces) never pay for it. */
