@@ -5,7 +5,7 @@ import {
   formatFromControlRegisters,
   rootFromRegisters,
 } from "../../arch/x86/formats.js";
-import { enumerateMappings } from "../../arch/x86/mappings.js";
+import { type Mapping, enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
 import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../symbols/kallsyms/table.js";
@@ -106,7 +106,7 @@ export function discoverKernel(
     learned?.symbols ??
     (opts.symbols
       ? relocate(opts.symbols, image.base)
-      : timed("kallsyms", () => recoverKallsyms(readKernelImage(mem, image), image.base)));
+      : timed("kallsyms", () => recoverFromImage(mem, image)));
   const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? image.base;
   let btf = learned?.btf ?? (opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols)));
   const bannerAddr = symbols.findAddress("linux_banner");
@@ -195,12 +195,36 @@ function imageMappings(mem: PhysicalMemory, kernel: AddressSpace, format: Paging
 }
 
 /** The kernel image as mapped, holes (freed init memory) left as zeros. */
-function readKernelImage(mem: PhysicalMemory, image: ReturnType<typeof imageMappings>): Buffer {
+/**
+ * kallsyms lie in .rodata, which a booted kernel maps read-only and not executable: reading only
+ * those pages first skips most of the image (text, data, bss) and keeps the untouched rest of the
+ * buffer unallocated. A kernel whose tables are elsewhere gets the whole image read.
+ */
+function recoverFromImage(mem: PhysicalMemory, image: ReturnType<typeof imageMappings>): SymbolTable {
+  try {
+    return recoverKallsyms(
+      readKernelImage(mem, image, (m) => !m.writable && !m.executable),
+      image.base,
+    );
+  } catch {
+    return recoverKallsyms(
+      readKernelImage(mem, image, () => true),
+      image.base,
+    );
+  }
+}
+
+function readKernelImage(
+  mem: PhysicalMemory,
+  image: ReturnType<typeof imageMappings>,
+  wanted: (m: Mapping) => boolean,
+): Buffer {
   const { base, mappings } = image;
   const last = mappings.reduce((end, m) => (m.end > end ? m.end : end), base);
   const size = Number(last - base > BigInt(MAX_IMAGE) ? BigInt(MAX_IMAGE) : last - base);
   const bytes = Buffer.alloc(size);
   for (const m of mappings) {
+    if (!wanted(m)) continue;
     const from = Number(m.start - base);
     if (from >= size) break;
     const len = Math.min(Number(m.end - m.start), size - from);
