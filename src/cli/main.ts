@@ -91,6 +91,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
   }
   try {
     await target.close();
+    markStep("close");
   } catch (error) {
     throw target.explain(error);
   }
