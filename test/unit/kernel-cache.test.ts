@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -86,6 +86,17 @@ describe("KernelCache", () => {
     );
     assert.ok(cache.find(BASE, () => identity));
     cache.clear();
+    assert.equal(
+      cache.find(BASE, () => identity),
+      undefined,
+    );
+  });
+
+  test("a cache directory others may write is not read, and the parents of a new one are made", () => {
+    const cache = new KernelCache(join(root, `c${n++}`, "deeper", "kernels-seen"));
+    cache.store(BASE, place, identity, symbols, 42);
+    assert.ok(cache.find(BASE, () => identity));
+    chmodSync(cache.dir, 0o777);
     assert.equal(
       cache.find(BASE, () => identity),
       undefined,

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { buildNameIndex } from "../../symbols/kallsyms/name-index.js";
 import { type KernelSymbol, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
@@ -119,7 +119,7 @@ export class KernelCache {
       btfSha256,
       typeCount,
     };
-    ensurePrivateDir(this.dir);
+    this.ensureDir();
     this.write(join(this.dir, `${key}.syms`), encodeSymbols(symbols, base));
     // The header last: an entry is visible only once its symbols are complete.
     this.write(join(this.dir, `${key}.json`), JSON.stringify(header));
@@ -130,8 +130,18 @@ export class KernelCache {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /**
+   * The directory, made 0700 if missing (its parents too), and only if it is a real directory of
+   * ours with mode 0700: entries someone else could plant would be trusted symbols.
+   */
+  private ensureDir(): void {
+    mkdirSync(dirname(this.dir), { recursive: true, mode: 0o700 });
+    ensurePrivateDir(this.dir);
+  }
+
   private headers(): string[] {
     try {
+      this.ensureDir();
       return readdirSync(this.dir)
         .filter((f) => f.endsWith(".json") && !f.endsWith(".layout.json"))
         .slice(0, MAX_ENTRIES);
