@@ -7,7 +7,7 @@ import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
 import { ISF_COMMANDS } from "./isf-commands.js";
-import { demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
+import { cacheCommand, demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
 import { serveCommand } from "./serve-command.js";
@@ -150,4 +150,5 @@ export const COMMANDS: readonly CliCommand[] = [
   ...CONTROL_COMMANDS,
   imagesCommand,
   serveCommand,
+  cacheCommand,
 ];

@@ -1,7 +1,6 @@
 import { describeKill } from "../commands/control.js";
-import { type DemoMachine, type DemoReport, runDemo } from "../commands/demo.js";
-import { buildImages, stopGuest } from "../commands/guests.js";
-import { describeKernel } from "../commands/linux.js";
+import type { DemoMachine, DemoReport } from "../commands/demo.js";
+import { clearKernelCache, describeKernel } from "../commands/linux.js";
 import { describeTranslation } from "../commands/machine.js";
 import { describeEvent } from "../commands/trace.js";
 import { launchGuest } from "../qemu/launch.js";
@@ -71,6 +70,7 @@ export const stopCommand: CliCommand = {
   async run(ctx) {
     const path = stringValue(ctx.values, "qmp") ?? process.env.VMSIGHT_QMP;
     if (!path) throw new UsageError("stop needs --qmp SOCKET");
+    const { stopGuest } = await import("../commands/guests.js");
     await stopGuest(path);
     ctx.out("guest stopped");
     return 0;
@@ -87,8 +87,23 @@ export const imagesCommand: CliCommand = {
     const [verb, ...ids] = ctx.positionals;
     if (verb !== "build")
       throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
+    const { buildImages } = await import("../commands/guests.js");
     const images = await buildImages(ids, ctx.log);
     for (const i of images) ctx.out(`${i.kernelId}: ${i.release}  kernel ${i.kernel}  initrd ${i.initrd}`);
+    return 0;
+  },
+};
+
+export const cacheCommand: CliCommand = {
+  name: "cache",
+  usage: "cache clear",
+  summary: "forget the kernel builds seen (kept so later commands start fast)",
+  options: {},
+  needsTarget: false,
+  async run(ctx) {
+    if (ctx.positionals[0] !== "clear" || ctx.positionals.length !== 1)
+      throw new UsageError('the only cache verb is "clear"', `usage: vmsight ${this.usage}`);
+    ctx.out(`removed ${clearKernelCache()}`);
     return 0;
   },
 };
@@ -101,6 +116,8 @@ export const demoCommand: CliCommand = {
   needsTarget: false,
   async run(ctx) {
     const kernelId = stringValue(ctx.values, "kernel-id");
+    // Loaded on use, like every rarely used command's code: `ps` starts faster without it.
+    const { runDemo } = await import("../commands/demo.js");
     const report = await runDemo(
       { ...(kernelId === undefined ? {} : { kernelId }), keep: ctx.values.keep === true },
       ctx.log,

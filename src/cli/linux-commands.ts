@@ -5,6 +5,7 @@ import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
 import { taskListWarnings } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import { type Options, type Values, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { table, toJson } from "./render.js";
@@ -55,7 +56,9 @@ function linuxCommand<R extends object>(
     },
     async run(ctx) {
       const result = await rows(needVm(ctx), ctx);
+      markStep("walk");
       ctx.out(ctx.json ? toJson(result) : text ? text(result) : table(result, columns));
+      markStep("output");
       // In JSON each row carries its own warnings; a table says them on stderr, one a line.
       if (!ctx.json) for (const line of warningLines(result)) ctx.log(line);
       return 0;

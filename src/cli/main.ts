@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { type Vm, attach, openDump } from "../lib/vm.js";
 import { UsageError, VmsightError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand } from "./command.js";
 import { COMMANDS } from "./commands.js";
@@ -28,6 +29,7 @@ function splitArgv(argv: string[]): { global: string[]; name: string | undefined
 }
 
 async function main(argv: string[]): Promise<number> {
+  markStep("startup");
   const { global, name, rest } = splitArgv(argv);
   const g = parse(global, GLOBAL, "vmsight [--qmp SOCKET] [--json] COMMAND");
   if (g.values.help || name === undefined || name === "help") {
@@ -77,6 +79,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     );
   }
   const vm: Vm = await attach({ qmp, ...kernelOptions(values), log: values.verbose ? log : () => {} });
+  markStep("attach");
   const target = vm.target;
   const explain = (error: unknown) => (target ? target.explain(error) : error);
   const onSignal = () => void vm.close().finally(() => process.exit(130));
@@ -92,6 +95,7 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
   }
   try {
     await vm.close();
+    markStep("close");
   } catch (error) {
     throw explain(error);
   }

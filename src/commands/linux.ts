@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
+import { KernelCache, kernelCacheDir } from "../os/linux/kernel-cache.js";
 import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
 import { listTasks } from "../os/linux/tasks.js";
 import { checkKernelPointer } from "../os/linux/walk.js";
@@ -9,6 +10,7 @@ import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js";
 import { hex, va } from "../util/address.js";
 import { type ErrorCode, UsageError, VmsightError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import type { Wire } from "./wire.js";
 
 /**
@@ -29,15 +31,33 @@ export async function openKernel(target: Machine, opts: OpenKernelOptions = {}):
   const symbols = opts.systemMap === undefined ? undefined : readSymbolFile(opts.systemMap);
   const layout = offsetsLayout(opts);
   const regs = await target.registers(0);
+  markStep("registers");
   const get = (n: string) => regs.get(n) ?? 0n;
   const k = discoverKernel(
     target.memory,
     { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
-    { ...(symbols === undefined ? {} : { symbols }), ...(layout === undefined ? {} : { layout }) },
+    {
+      ...(symbols === undefined ? {} : { symbols }),
+      ...(layout === undefined ? {} : { layout }),
+      ...cacheOption(),
+    },
   );
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;
+}
+
+/** Builds seen before skip the image read and the BTF parse (see os/linux/kernel-cache.ts). */
+function cacheOption(): { cache?: KernelCache } {
+  const cache = KernelCache.forUser();
+  return cache ? { cache } : {};
+}
+
+/** Forgets every kernel build seen; returns the directory that held them. */
+export function clearKernelCache(): string {
+  const cache = new KernelCache(kernelCacheDir());
+  cache.clear();
+  return cache.dir;
 }
 
 function offsetsLayout(opts: OpenKernelOptions) {

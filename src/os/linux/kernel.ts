@@ -5,18 +5,26 @@ import {
   formatFromControlRegisters,
   rootFromRegisters,
 } from "../../arch/x86/formats.js";
-import { enumerateMappings } from "../../arch/x86/mappings.js";
+import { type Mapping, enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
-import { btfLayout } from "../../symbols/btf-layout.js";
 import type { Btf } from "../../symbols/btf/btf.js";
-import { TypeDb } from "../../symbols/btf/db.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
 import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
 import { GuestDataError, VmsightError } from "../../util/errors.js";
+import { markStep } from "../../util/timings.js";
 import type { KernelContext } from "./context.js";
+import {
+  type LoadedBtf,
+  MAX_BTF,
+  btfFromBytes,
+  fromCache,
+  readIdentity,
+  rememberBuild,
+} from "./kernel-build.js";
+import type { KernelCache } from "./kernel-cache.js";
 import { addressBounds } from "./walk.js";
 
 /** The non-randomised link address of `_text` on x86-64 (__START_KERNEL). */
@@ -26,8 +34,6 @@ const IMAGE_WINDOW = { start: 0xffffffff80000000n, end: 0xffffffffc0000000n };
 const MAX_IMAGE = 256 << 20;
 /** The direct map's base without KASLR (`__PAGE_OFFSET_BASE_L4`/`_L5`). */
 const DEFAULT_PAGE_OFFSET = { 4: 0xffff888000000000n, 5: 0xff11000000000000n } as const;
-/** A BTF blob larger than this in a guest is a corrupted pointer, not a kernel. */
-const MAX_BTF = 64 << 20;
 
 export interface CpuRegisters {
   readonly cr0: bigint;
@@ -60,6 +66,11 @@ export interface DiscoverOptions {
    */
   readonly symbols?: SymbolTable;
   readonly log?: (line: string) => void;
+  /**
+   * Where builds seen before are kept (see kernel-cache.ts). Used only when both symbols and
+   * types come from the guest.
+   */
+  readonly cache?: KernelCache;
 }
 
 /**
@@ -78,6 +89,7 @@ export function discoverKernel(
     const t0 = performance.now();
     const r = fn();
     timings[name] = performance.now() - t0;
+    markStep(name);
     return r;
   };
   const format = formatFromControlRegisters(regs);
@@ -87,12 +99,33 @@ export function discoverKernel(
     });
   }
   const kernel = new AddressSpace(mem, format, kernelRoot(regs, format));
-  const image = timed("image", () => readKernelImage(mem, kernel, format));
-  const symbols = opts.symbols
-    ? relocate(opts.symbols, image.base)
-    : timed("kallsyms", () => recoverKallsyms(image.bytes, image.base));
+  const image = timed("image", () => imageMappings(mem, kernel, format));
+  const build = opts.symbols || opts.layout || !opts.cache ? undefined : opts.cache;
+  const cached =
+    build && timed("cache", () => build.find(image.base, (place) => readIdentity(kernel, image.base, place)));
+  const learned = cached ? fromCache(cached) : undefined;
+  const symbols =
+    learned?.symbols ??
+    (opts.symbols
+      ? relocate(opts.symbols, image.base)
+      : timed("kallsyms", () => recoverFromImage(mem, image)));
   const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? image.base;
-  const btf = opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols));
+  let btf = learned?.btf ?? (opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols)));
+  const bannerAddr = symbols.findAddress("linux_banner");
+  const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
+  if (build && !cached && btf) {
+    const loaded = btf;
+    btf = timed("store", () =>
+      rememberBuild(
+        build,
+        image.base,
+        { text: banner, address: bannerAddr },
+        symbols,
+        loaded,
+        opts.log ?? (() => {}),
+      ),
+    );
+  }
   const layout = opts.layout ?? btf!.layout;
   const readVar = (name: string) => {
     const a = symbols.findAddress(name);
@@ -101,8 +134,6 @@ export function discoverKernel(
   const bounds = addressBounds(format);
   const pageOffset = readVar("page_offset_base") ?? DEFAULT_PAGE_OFFSET[bounds.levels];
   const perCpuOffsets = readPerCpuOffsets(kernel, symbols);
-  const bannerAddr = symbols.findAddress("linux_banner");
-  const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
   const physBase = readVar("phys_base") ?? 0n;
   const userSpace = (pgd: VirtAddr) => new AddressSpace(mem, format, directToPhys(pgd));
   function directToPhys(addr: VirtAddr): PhysAddr {
@@ -154,34 +185,68 @@ function kernelRoot(regs: CpuRegisters, format: PagingFormat): PhysAddr {
   return rootFromRegisters(regs, format, (regs.cr3 & CR3_KPTI_USER) !== 0n);
 }
 
-/** The kernel image as mapped in the KASLR window, holes (freed init memory) left as zeros. */
-function readKernelImage(mem: PhysicalMemory, kernel: AddressSpace, format: PagingFormat) {
+/** The kernel image's pages: the mappings in the KASLR window; the first is `_text`. */
+function imageMappings(mem: PhysicalMemory, kernel: AddressSpace, format: PagingFormat) {
   const { mappings } = enumerateMappings(mem, format, kernel.root, {
     start: va(IMAGE_WINDOW.start),
     end: IMAGE_WINDOW.end,
   });
   const first = mappings[0];
   if (!first) throw new VmsightError("E_NO_KERNEL", "no kernel image is mapped in the kernel page tables");
-  const base = first.start as bigint;
+  return { base: first.start as bigint, mappings };
+}
+
+/** The kernel image as mapped, holes (freed init memory) left as zeros. */
+/**
+ * kallsyms lie in .rodata, which a booted kernel maps read-only and not executable: reading only
+ * those pages first skips most of the image (text, data, bss) and keeps the untouched rest of the
+ * buffer unallocated. A kernel whose tables are elsewhere gets the whole image read.
+ */
+function recoverFromImage(mem: PhysicalMemory, image: ReturnType<typeof imageMappings>): SymbolTable {
+  try {
+    return recoverKallsyms(
+      readKernelImage(mem, image, (m) => !m.writable && !m.executable),
+      image.base,
+    );
+  } catch {
+    return recoverKallsyms(
+      readKernelImage(mem, image, () => true),
+      image.base,
+    );
+  }
+}
+
+function readKernelImage(
+  mem: PhysicalMemory,
+  image: ReturnType<typeof imageMappings>,
+  wanted: (m: Mapping) => boolean,
+): Buffer {
+  const { base, mappings } = image;
   const last = mappings.reduce((end, m) => (m.end > end ? m.end : end), base);
   const size = Number(last - base > BigInt(MAX_IMAGE) ? BigInt(MAX_IMAGE) : last - base);
   const bytes = Buffer.alloc(size);
   for (const m of mappings) {
+    if (!wanted(m)) continue;
     const from = Number(m.start - base);
     if (from >= size) break;
     const len = Math.min(Number(m.end - m.start), size - from);
-    mem.read(m.phys, len).copy(bytes, from);
+    // Straight into place: a read then a copy doubled the cost (and the peak) of the image.
+    mem.readInto(m.phys, bytes.subarray(from, from + len));
   }
-  return { base, bytes };
+  return bytes;
 }
 
-function loadBtf(kernel: AddressSpace, symbols: SymbolTable): { layout: StructLayout; typeCount: number } {
-  const db = new TypeDb(readKernelBtf(kernel, symbols));
-  return { layout: btfLayout(db, "BTF in guest memory"), typeCount: db.btf.typeCount };
+function loadBtf(kernel: AddressSpace, symbols: SymbolTable): LoadedBtf {
+  const { start, bytes } = kernelBtfBytes(kernel, symbols);
+  return { ...btfFromBytes(bytes), start, bytes };
 }
 
-/** The kernel's own BTF (`__start_BTF`…`__stop_BTF`), parsed. */
+/** The kernel's own BTF (`__start_BTF`…`__stop_BTF`), parsed: all of it, for a symbol file. */
 export function readKernelBtf(kernel: AddressSpace, symbols: SymbolTable): Btf {
+  return parseBtf(kernelBtfBytes(kernel, symbols).bytes);
+}
+
+function kernelBtfBytes(kernel: AddressSpace, symbols: SymbolTable): { start: bigint; bytes: Buffer } {
   const start = symbols.findAddress("__start_BTF");
   const stop = symbols.findAddress("__stop_BTF");
   if (start === undefined || stop === undefined) {
@@ -191,7 +256,7 @@ export function readKernelBtf(kernel: AddressSpace, symbols: SymbolTable): Btf {
   }
   const size = stop - start;
   if (size <= 0n || size > BigInt(MAX_BTF)) throw new GuestDataError(`implausible BTF size ${hex(size)}`);
-  return parseBtf(kernel.read(va(start), Number(size)));
+  return { start, bytes: kernel.read(va(start), Number(size)) };
 }
 
 function readPerCpuOffsets(kernel: AddressSpace, symbols: SymbolTable): bigint[] {

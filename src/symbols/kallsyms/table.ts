@@ -1,5 +1,6 @@
 import { hex } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
+import { lookupName } from "./name-index.js";
 
 export interface KernelSymbol {
   readonly name: string;
@@ -31,23 +32,77 @@ function isSorted(symbols: readonly KernelSymbol[]): boolean {
 }
 
 /**
+ * A symbol table already laid out in columns (as kept on disk for a kernel build seen before):
+ * nothing is decoded per symbol until asked for, so a command that looks up a dozen names does
+ * not build 150,000 objects.
+ */
+export interface SymbolColumns {
+  readonly count: number;
+  /** Ascending. */
+  readonly addresses: BigUint64Array;
+  nameAt(i: number): string;
+  typeAt(i: number): string;
+  absoluteAt(i: number): boolean;
+  /** A name-index.ts hash table: a lookup by name builds no Map. */
+  readonly byName: Uint32Array;
+}
+
+/**
  * An immutable kernel symbol table sorted by address. Names are not unique (static functions
  * in different files share names): every entry is kept, and lookups by name answer the first
  * one in address order.
  */
 export class SymbolTable {
-  readonly symbols: readonly KernelSymbol[];
+  private list: readonly KernelSymbol[] | undefined;
+  private readonly columns: SymbolColumns | undefined;
   private readonly addresses: BigUint64Array;
   private byName: Map<string, number> | undefined;
 
-  constructor(symbols: readonly KernelSymbol[]) {
+  constructor(symbols: readonly KernelSymbol[] | SymbolColumns) {
+    if (!Array.isArray(symbols)) {
+      this.columns = symbols as SymbolColumns;
+      this.addresses = this.columns.addresses;
+      return;
+    }
     // Array.prototype.sort is stable, so aliases keep their source order.
     const sorted = isSorted(symbols) ? symbols.slice() : symbols.slice().sort(byAddress);
-    this.symbols = sorted;
+    this.list = sorted;
+    this.columns = undefined;
     this.addresses = new BigUint64Array(sorted.length);
     for (let i = 0; i < sorted.length; i++) {
       this.addresses[i] = BigInt.asUintN(64, sorted[i]!.address);
     }
+  }
+
+  /** A table over columns; undefined when their addresses are not ascending. */
+  static fromColumns(columns: SymbolColumns): SymbolTable | undefined {
+    const a = columns.addresses;
+    for (let i = 1; i < a.length; i++) if (a[i - 1]! > a[i]!) return undefined;
+    return new SymbolTable(columns);
+  }
+
+  /** Every symbol, in address order (built on first use for a table over columns). */
+  get symbols(): readonly KernelSymbol[] {
+    this.list ??= Array.from({ length: this.size }, (_, i) => this.at(i));
+    return this.list;
+  }
+
+  private at(i: number): KernelSymbol {
+    if (this.list) return this.list[i]!;
+    const c = this.columns!;
+    const s = { name: c.nameAt(i), address: c.addresses[i]!, type: c.typeAt(i) };
+    return c.absoluteAt(i) ? { ...s, absolute: true } : s;
+  }
+
+  private nameAt(i: number): string {
+    return this.list ? this.list[i]!.name : this.columns!.nameAt(i);
+  }
+
+  /** Index of the first symbol (in address order) named `name`. */
+  private firstIndex(name: string): number | undefined {
+    const c = this.columns;
+    if (!c) return this.firstByName().get(name);
+    return lookupName(c.byName, c.count, c.nameAt, name);
   }
 
   /** Built on first use: address-only users (symbolizing stack traces) never pay for it. */
@@ -62,17 +117,17 @@ export class SymbolTable {
   }
 
   get size(): number {
-    return this.symbols.length;
+    return this.addresses.length;
   }
 
   findAddress(name: string): bigint | undefined {
-    const i = this.firstByName().get(name);
-    return i === undefined ? undefined : this.symbols[i]!.address;
+    const i = this.firstIndex(name);
+    return i === undefined ? undefined : this.at(i).address;
   }
 
   /** Every symbol of that name (usually one; static functions can repeat). */
   findAll(name: string): KernelSymbol[] {
-    const i = this.firstByName().get(name);
+    const i = this.firstIndex(name);
     if (i === undefined) return [];
     return this.symbols.filter((s) => s.name === name);
   }
@@ -103,7 +158,7 @@ export class SymbolTable {
       else hi = mid;
     }
     while (lo > 0 && a[lo - 1] === a[lo]) lo--;
-    return { name: this.symbols[lo]!.name, offset: addr - a[lo]! };
+    return { name: this.nameAt(lo), offset: addr - a[lo]! };
   }
 
   /** "name+0x12" or the bare address when nothing covers it. */

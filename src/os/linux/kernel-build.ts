@@ -1,0 +1,105 @@
+import type { AddressSpace } from "../../arch/x86/address-space.js";
+import { btfLayout } from "../../symbols/btf-layout.js";
+import { TypeDb } from "../../symbols/btf/db.js";
+import { parseBtf } from "../../symbols/btf/parse.js";
+import type { SymbolTable } from "../../symbols/kallsyms/table.js";
+import type { StructLayout } from "../../symbols/layout.js";
+import { type RecordedLayout, recordedLayout } from "../../symbols/recorded-layout.js";
+import { va } from "../../util/address.js";
+import type { BuildIdentity, BuildPlace, CachedBuild, KernelCache } from "./kernel-cache.js";
+
+/** The kernel's types as a command uses them, and the bytes they were read from. */
+export interface LoadedBtf {
+  readonly layout: StructLayout;
+  readonly typeCount: number;
+  readonly start: bigint;
+  readonly bytes: Uint8Array;
+}
+
+export const BTF_SOURCE = "BTF in guest memory";
+/** A BTF blob larger than this in a guest is a corrupted pointer, not a kernel. */
+export const MAX_BTF = 64 << 20;
+
+export function btfFromBytes(bytes: Uint8Array): { layout: StructLayout; typeCount: number } {
+  const db = new TypeDb(parseBtf(bytes));
+  return { layout: btfLayout(db, BTF_SOURCE), typeCount: db.btf.typeCount };
+}
+
+/** The banner and BTF where a cache entry says they lie, or undefined when they cannot be read. */
+export function readIdentity(
+  kernel: AddressSpace,
+  base: bigint,
+  place: BuildPlace,
+): BuildIdentity | undefined {
+  if (place.btfSize <= 0 || place.btfSize > MAX_BTF) return undefined;
+  try {
+    return {
+      banner: kernel.readCString(va(base + place.bannerOffset), 512).trimEnd(),
+      btf: kernel.read(va(base + place.btfOffset), place.btfSize),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The symbols and types of a build seen before; BTF is parsed only for a question not asked then. */
+export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: LoadedBtf } {
+  const recorded = recordedLayout(() => btfFromBytes(cached.btf).layout, cached.answers, BTF_SOURCE);
+  keepAnswersAtExit(recorded, cached.saveAnswers);
+  return {
+    symbols: cached.symbols,
+    btf: { layout: recorded.layout, typeCount: cached.typeCount, start: 0n, bytes: cached.btf },
+  };
+}
+
+/**
+ * Stores a build seen for the first time, and returns its types behind a layout that records
+ * the questions this command asks, kept with the build when the process ends.
+ */
+export function rememberBuild(
+  cache: KernelCache,
+  base: bigint,
+  banner: { text: string; address: bigint | undefined },
+  symbols: SymbolTable,
+  btf: LoadedBtf,
+  log: (line: string) => void,
+): LoadedBtf {
+  if (banner.address === undefined || banner.text === "") return btf;
+  try {
+    const place = {
+      bannerOffset: banner.address - base,
+      btfOffset: btf.start - base,
+      btfSize: btf.bytes.length,
+    };
+    const save = cache.store(
+      base,
+      place,
+      { banner: banner.text, btf: btf.bytes },
+      symbols.symbols,
+      btf.typeCount,
+    );
+    const recorded = recordedLayout(() => btf.layout, {}, BTF_SOURCE);
+    keepAnswersAtExit(recorded, save);
+    return { ...btf, layout: recorded.layout };
+  } catch (error) {
+    // The cache only saves time: a read-only home or a full disk must not fail the command.
+    log(`not caching this kernel build: ${(error as Error).message}`);
+    return btf;
+  }
+}
+
+/**
+ * The questions are asked after discovery returns (by the walks), so they are written when the
+ * process ends; exit handlers run synchronously, and a failed write is only a slower next run.
+ */
+function keepAnswersAtExit(
+  recorded: RecordedLayout,
+  save: (answers: RecordedLayout["answers"]) => void,
+): void {
+  process.once("exit", () => {
+    if (!recorded.changed()) return;
+    try {
+      save(recorded.answers);
+    } catch {}
+  });
+}

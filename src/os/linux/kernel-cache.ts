@@ -1,0 +1,240 @@
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { buildNameIndex } from "../../symbols/kallsyms/name-index.js";
+import { type KernelSymbol, SymbolTable } from "../../symbols/kallsyms/table.js";
+import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
+import { ensurePrivateDir } from "../../util/private-dir.js";
+
+/**
+ * What vmsight learned about one kernel build (its kallsyms, the struct layout answers its
+ * commands asked of its BTF), kept on disk so that the next command on any guest running that
+ * build skips reading the image and parsing BTF. An entry is only used after the build's identity
+ * is read again from the guest at the place the entry says it lies: the `linux_banner` string and
+ * a SHA-256 of the BTF bytes. A guest whose banner or BTF differs gets a miss, never a stale
+ * answer.
+ */
+
+/** Where a build keeps what identifies it, relative to the start of the kernel image. */
+export interface BuildPlace {
+  readonly bannerOffset: bigint;
+  readonly btfOffset: bigint;
+  readonly btfSize: number;
+}
+
+export interface BuildIdentity {
+  readonly banner: string;
+  readonly btf: Uint8Array;
+}
+
+export interface CachedBuild {
+  readonly btf: Uint8Array;
+  readonly typeCount: number;
+  /** The kallsyms, moved to the image base the lookup was given. */
+  readonly symbols: SymbolTable;
+  readonly answers: LayoutAnswers;
+  /** Keeps the answers a run added (the next command may ask other questions). */
+  saveAnswers(answers: LayoutAnswers): void;
+}
+
+interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset"> {
+  readonly version: 3;
+  readonly banner: string;
+  readonly bannerOffset: string;
+  readonly btfOffset: string;
+  readonly btfSha256: string;
+  readonly typeCount: number;
+}
+
+const FLAG_ABSOLUTE = 1;
+/** Entries to consider at most: the directory is ours, but a lookup stays cheap whatever is in it. */
+const MAX_ENTRIES = 64;
+
+/** $VMSIGHT_CACHE_DIR, else $XDG_CACHE_HOME/vmsight/kernels-seen, else ~/.cache/vmsight/kernels-seen. */
+export function kernelCacheDir(): string {
+  if (process.env.VMSIGHT_CACHE_DIR) return process.env.VMSIGHT_CACHE_DIR;
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
+  return join(base, "vmsight", "kernels-seen");
+}
+
+const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
+
+export class KernelCache {
+  constructor(readonly dir: string) {}
+
+  /** The user's cache, or undefined when VMSIGHT_NO_CACHE=1. */
+  static forUser(): KernelCache | undefined {
+    return process.env.VMSIGHT_NO_CACHE === "1" ? undefined : new KernelCache(kernelCacheDir());
+  }
+
+  /**
+   * The entry whose identity `read` finds again in the guest (banner and BTF hash equal), with
+   * its symbols moved to `base`. `read` returns undefined when the place is not readable.
+   */
+  find(base: bigint, read: (place: BuildPlace) => BuildIdentity | undefined): CachedBuild | undefined {
+    for (const name of this.headers()) {
+      try {
+        const h = JSON.parse(readFileSync(join(this.dir, name), "utf8")) as Header;
+        if (h.version !== 3) continue;
+        const place = {
+          bannerOffset: BigInt(h.bannerOffset),
+          btfOffset: BigInt(h.btfOffset),
+          btfSize: h.btfSize,
+        };
+        const id = read(place);
+        if (!id || id.banner !== h.banner || sha256(id.btf) !== h.btfSha256) continue;
+        const key = name.slice(0, -".json".length);
+        const answersPath = join(this.dir, `${key}.layout.json`);
+        return {
+          btf: id.btf,
+          typeCount: h.typeCount,
+          symbols: decodeSymbols(readFileSync(join(this.dir, `${key}.syms`)), base),
+          answers: readAnswers(answersPath),
+          saveAnswers: (answers) => this.write(answersPath, JSON.stringify(answers)),
+        };
+      } catch {
+        // A damaged or half-written entry is a miss; the next store replaces it.
+      }
+    }
+    return undefined;
+  }
+
+  /** Keeps a build; returns how to keep its layout answers once the command has asked them. */
+  store(
+    base: bigint,
+    place: BuildPlace,
+    id: BuildIdentity,
+    symbols: readonly KernelSymbol[],
+    typeCount: number,
+  ): (answers: LayoutAnswers) => void {
+    const btfSha256 = sha256(id.btf);
+    const key = sha256(`${id.banner}\0${btfSha256}`).slice(0, 24);
+    const header: Header = {
+      version: 3,
+      banner: id.banner,
+      bannerOffset: place.bannerOffset.toString(),
+      btfOffset: place.btfOffset.toString(),
+      btfSize: place.btfSize,
+      btfSha256,
+      typeCount,
+    };
+    this.ensureDir();
+    this.write(join(this.dir, `${key}.syms`), encodeSymbols(symbols, base));
+    // The header last: an entry is visible only once its symbols are complete.
+    this.write(join(this.dir, `${key}.json`), JSON.stringify(header));
+    return (answers) => this.write(join(this.dir, `${key}.layout.json`), JSON.stringify(answers));
+  }
+
+  clear(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * The directory, made 0700 if missing (its parents too), and only if it is a real directory of
+   * ours with mode 0700: entries someone else could plant would be trusted symbols.
+   */
+  private ensureDir(): void {
+    mkdirSync(dirname(this.dir), { recursive: true, mode: 0o700 });
+    ensurePrivateDir(this.dir);
+  }
+
+  private headers(): string[] {
+    try {
+      this.ensureDir();
+      return readdirSync(this.dir)
+        .filter((f) => f.endsWith(".json") && !f.endsWith(".layout.json"))
+        .slice(0, MAX_ENTRIES);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Write then rename: a concurrent reader sees the old file or the new one, never half. */
+  private write(path: string, data: string | Uint8Array): void {
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, path);
+  }
+}
+
+function readAnswers(path: string): LayoutAnswers {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as LayoutAnswers;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Columns, so that a later run decodes nothing it does not ask for:
+ * [u32 n][u32 0][n × u64 value][n+1 × u32 name start][u32 slots][slots × u32 name-index.ts table]
+ * [n × u8 flags][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
+ * image base, so one entry serves every KASLR slide; per-CPU (absolute) symbols are kept as
+ * they are. Name starts count UTF-16 units of the decoded names, as String.slice does.
+ */
+function encodeSymbols(symbols: readonly KernelSymbol[], base: bigint): Buffer {
+  const n = symbols.length;
+  const names = symbols.map((s) => s.name);
+  const starts = new Uint32Array(n + 1);
+  for (let i = 0; i < n; i++) starts[i + 1] = starts[i]! + names[i]!.length;
+  const index = buildNameIndex(n, (i) => names[i]!);
+  const values = new BigUint64Array(n);
+  const flags = new Uint8Array(n);
+  const types = new Uint8Array(n);
+  symbols.forEach((s, i) => {
+    values[i] = BigInt.asUintN(64, s.absolute ? s.address : s.address - base);
+    flags[i] = s.absolute ? FLAG_ABSOLUTE : 0;
+    types[i] = s.type.charCodeAt(0);
+  });
+  const head = new Uint32Array([n, 0]);
+  return Buffer.concat(
+    [
+      head,
+      values,
+      starts,
+      Uint32Array.of(index.length),
+      index,
+      flags,
+      types,
+      Buffer.from(names.join(""), "utf8"),
+    ].map(bytesOf),
+  );
+}
+
+const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
+  const n = data.readUInt32LE(0);
+  let at = 8;
+  const take = (bytes: number): Uint8Array => {
+    if (at + bytes > data.length) throw new Error("damaged symbol file");
+    // A copy: typed arrays over a file buffer need an alignment the buffer may not have.
+    const out = new Uint8Array(bytes);
+    out.set(data.subarray(at, at + bytes));
+    at += bytes;
+    return out;
+  };
+  const addresses = new BigUint64Array(take(n * 8).buffer);
+  const starts = new Uint32Array(take((n + 1) * 4).buffer);
+  const slots = new Uint32Array(take(4).buffer)[0]!;
+  if (slots > 4 * n + 16) throw new Error("damaged symbol file");
+  const byName = new Uint32Array(take(slots * 4).buffer);
+  const flags = take(n);
+  const types = take(n);
+  const names = data.toString("utf8", at);
+  if (names.length !== starts[n]) throw new Error("damaged symbol file");
+  if (base !== 0n) {
+    for (let i = 0; i < n; i++) if (flags[i] !== FLAG_ABSOLUTE) addresses[i] = addresses[i]! + base;
+  }
+  const table = SymbolTable.fromColumns({
+    count: n,
+    addresses,
+    byName,
+    nameAt: (i) => names.slice(starts[i]!, starts[i + 1]!),
+    typeAt: (i) => String.fromCharCode(types[i]!),
+    absoluteAt: (i) => flags[i] === FLAG_ABSOLUTE,
+  });
+  if (!table) throw new Error("symbol file out of address order");
+  return table;
+}

@@ -1,0 +1,31 @@
+/**
+ * Cheap per-step timing for one command run, printed to stderr at exit when VMSIGHT_TIMINGS=1
+ * (bench/ps-speed.ts reads it). Each mark records the time since the previous one, so the steps
+ * add up to the run; when timing is off a mark is one comparison.
+ */
+const enabled = process.env.VMSIGHT_TIMINGS === "1";
+const steps: [string, number][] = [];
+let last = 0;
+
+export function timingsEnabled(): boolean {
+  return enabled;
+}
+
+/** Ends the step `name` here: the time since the previous mark (or process start) is its cost. */
+export function markStep(name: string): void {
+  if (!enabled) return;
+  const now = performance.now();
+  steps.push([name, now - last]);
+  last = now;
+}
+
+/** One line: `vmsight-timings {"node":…,"attach":…,…,"total":…,"maxRssKb":…}`. */
+export function timingsLine(): string {
+  const out: Record<string, number> = {};
+  for (const [name, ms] of steps) out[name] = Math.round(((out[name] ?? 0) + ms) * 10) / 10;
+  out.total = Math.round(performance.now() * 10) / 10;
+  out.maxRssKb = process.resourceUsage().maxRSS;
+  return `vmsight-timings ${JSON.stringify(out)}`;
+}
+
+if (enabled) process.once("exit", () => process.stderr.write(`${timingsLine()}\n`));
