@@ -12,11 +12,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openKernel } from "../src/commands/linux.js";
-import { psRows } from "../src/commands/processes.js";
-import { Target } from "../src/qemu/session.js";
 import { runCli } from "../test/support/cli.js";
 import { bootTestGuest } from "../test/support/guest.js";
+import { warmRefreshes } from "./warm.js";
 
 const RUNS = 3;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -50,24 +48,9 @@ function summary(label: string, runs: readonly Run[]): string {
 }
 
 async function warm(qmp: string): Promise<string> {
-  const target = await Target.attach(qmp);
-  try {
-    const k = await openKernel(target);
-    const times: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      await target.resume();
-      await new Promise((r) => setTimeout(r, 50));
-      await target.pause();
-      const t0 = performance.now();
-      psRows(k);
-      times.push(performance.now() - t0);
-    }
-    await target.resume();
-    const rss = process.resourceUsage().maxRSS / 1024;
-    return `warm     walk ${median(times).toFixed(1).padStart(5)} ms  peak RSS ${rss.toFixed(0).padStart(4)} MB  (a listing inside one process, median of 20; ${target.memory.description})`;
-  } finally {
-    await target.close();
-  }
+  const w = await warmRefreshes(qmp);
+  const rss = process.resourceUsage().maxRSS / 1024;
+  return `warm     walk ${w.median.toFixed(1).padStart(5)} ms  peak RSS ${rss.toFixed(0).padStart(4)} MB  (a listing inside one process, median of 20; ${w.source})`;
 }
 
 async function main(): Promise<void> {

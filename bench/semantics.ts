@@ -3,37 +3,11 @@
  * warm `ps` refresh, on a guest running 1,000+ tasks. The peer in the same run is the guest's own
  * busybox `ps`, timed inside the guest. Targets: cold under 1 s, warm under 20 ms.
  */
-import { openKernel } from "../src/commands/linux.js";
-import { psRows } from "../src/commands/processes.js";
-import { Target } from "../src/qemu/session.js";
 import { runCli } from "../test/support/cli.js";
 import { bootTestGuest } from "../test/support/guest.js";
+import { warmRefreshes } from "./warm.js";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/**
- * Warm refreshes as a live dashboard would do them: the guest runs between refreshes, so every
- * cache of guest state is dropped (pause/resume do that) and the listing starts cold.
- */
-async function warmRefreshes(qmpSocket: string): Promise<{ median: number; source: string }> {
-  const target = await Target.attach(qmpSocket);
-  const warm: number[] = [];
-  try {
-    const k = await openKernel(target);
-    for (let i = 0; i < 20; i++) {
-      await target.resume();
-      await new Promise((r) => setTimeout(r, 50));
-      await target.pause();
-      const t0 = performance.now();
-      psRows(k);
-      warm.push(performance.now() - t0);
-    }
-    await target.resume();
-    return { median: median(warm), source: target.memory.description };
-  } finally {
-    await target.close();
-  }
-}
 
 const SLEEPERS = "i=0; while [ $i -lt 1000 ]; do sleep 100000 & i=$((i+1)); done; true";
 

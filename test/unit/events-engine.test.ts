@@ -12,6 +12,7 @@ import { type RawTrap, TrapCore, type TrapGdb, type TrapRecorder } from "../../s
 import type { BreakpointType } from "../../src/transport/gdb/client.js";
 import type { SignalStop, StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
+import { Recorder } from "../support/trap-recorder.js";
 
 const NOP5 = [0x0f, 0x1f, 0x44, 0x00, 0x00];
 const PUSH_RBP = [0x55, 0x48, 0x89, 0xe5];
@@ -140,19 +141,6 @@ class FakeOs implements GuestOs {
   write(): void {}
   invalidate(): void {
     this.invalidations++;
-  }
-}
-
-class Recorder implements TrapRecorder {
-  constructor(private readonly log: string[]) {}
-  async add(t: RawTrap) {
-    this.log.push(`rec+${t.type},${t.addr.toString(16)}`);
-  }
-  async remove(t: RawTrap) {
-    this.log.push(`rec-${t.type},${t.addr.toString(16)}`);
-  }
-  async goodbye() {
-    this.log.push("bye");
   }
 }
 

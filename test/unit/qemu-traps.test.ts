@@ -16,6 +16,7 @@ import {
 import type { BreakpointType } from "../../src/transport/gdb/client.js";
 import type { SignalStop, StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
+import { Recorder } from "../support/trap-recorder.js";
 
 const BP: RawTrap = { type: 0, addr: 0xffffffff81000000n, kind: 1 };
 const W: RawTrap = { type: 2, addr: 0xffffffff82000000n, kind: 8 };
@@ -102,19 +103,6 @@ class FakeStub implements TrapGdb {
       this.rip = addr;
       return signal();
     };
-  }
-}
-
-class Recorder implements TrapRecorder {
-  constructor(private readonly log: string[]) {}
-  async add(t: RawTrap) {
-    this.log.push(`rec+${t.type},${t.addr.toString(16)}`);
-  }
-  async remove(t: RawTrap) {
-    this.log.push(`rec-${t.type},${t.addr.toString(16)}`);
-  }
-  async goodbye() {
-    this.log.push("bye");
   }
 }
 
