@@ -3,10 +3,9 @@
  * NATS publisher, put together and run until a signal. The VM factory is injected (the library
  * once wired; the interim Target adapter until then).
  */
-import { mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UsageError } from "../util/errors.js";
+import { privateDir } from "../util/private-dir.js";
 import type { OpenVm } from "./backend.js";
 import { ProtocolCore } from "./core.js";
 import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
@@ -28,12 +27,9 @@ export interface ServeOptions {
   readonly signal: AbortSignal;
 }
 
-/** Until the private runtime directory helper lands: $XDG_RUNTIME_DIR/vmsight, else a 0700 dir in /tmp. */
+/** In vmsight's private directory: one that another user planted is refused, not trusted. */
 export function defaultSocketPath(): string {
-  const base = process.env.XDG_RUNTIME_DIR ?? join(tmpdir(), `vmsight-${process.getuid?.() ?? "user"}`);
-  const dir = join(base, "vmsight");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return join(dir, "serve.sock");
+  return join(privateDir(), "serve.sock");
 }
 
 export function parseListen(text: string): { host: string; port: number } {
