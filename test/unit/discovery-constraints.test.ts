@@ -525,6 +525,16 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.equal(d.converged(), false);
   });
 
+  test("a thread creation whose new thread is not among the pointers leaves pid and tgid as they were", () => {
+    const { b, d, init } = boot();
+    const before = [d.profile()["task_struct.pid"], d.profile()["task_struct.tgid"]];
+    assert.deepEqual(before, [L.pid, L.tgid]);
+    b.nonLeaders++; // the counters say a thread was made; no pointer seen is that thread
+    b.observe(d, "create", init);
+    assert.deepEqual([d.profile()["task_struct.pid"], d.profile()["task_struct.tgid"]], before);
+    assert.equal(d.converged(), true);
+  });
+
   test("pending is told from other always-empty list heads by flush_sigqueue(&tsk->pending) at a release", () => {
     const b = new Boot();
     const d = new OffsetDiscovery(FACTS, { groups: ["task"] });
