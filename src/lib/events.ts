@@ -70,6 +70,7 @@ interface Shared {
   readonly breakpointType: "software" | "hardware";
   readonly wasRunning: boolean;
   readonly watchdog: Watchdog;
+  readonly offReset: () => void;
 }
 
 /** What the streams of one guest share: the trap core, the kernel, the watchdog and the pump. */
@@ -81,6 +82,8 @@ export class EventHub {
   private warnedStep = false;
   /** Reads under way with the guest stopped: the pump does not let it run until they end. */
   private readonly holds = new Set<Promise<unknown>>();
+  /** The machine reset under the streams: their traps mean nothing to the kernel that boots next. */
+  private rebooted = false;
 
   constructor(
     private readonly target: Target,
@@ -106,12 +109,14 @@ export class EventHub {
       resume: before.running,
     });
     await traps.record(watchdog);
+    const offReset = target.onReset(() => this.reset(traps));
     return {
       traps,
       guest,
       breakpointType: kvm ? "hardware" : "software",
       wasRunning: before.running,
       watchdog,
+      offReset,
     };
   }
 
@@ -160,17 +165,36 @@ export class EventHub {
     }
   }
 
+  /**
+   * After a reset the old kernel's traps sit at addresses that mean nothing (or something else)
+   * to the kernel that boots next: every stream ends with that said, and the pump stops so the
+   * streams take their traps out with the guest held.
+   */
+  private reset(traps: TrapCore): void {
+    this.rebooted = true;
+    for (const m of this.members) {
+      m.fail(
+        new VmsightError(
+          "E_GUEST_REBOOTED",
+          "the guest rebooted during the trace; its traps are removed and the new kernel is not traced",
+          { hint: "run trace again once the guest has booted" },
+        ),
+      );
+    }
+    traps.interrupt();
+  }
+
   /** Lets the guest run and dispatches its stops while any stream takes part. */
   private async run(shared: Shared): Promise<void> {
     try {
-      while (this.members.size > 0) {
+      while (this.members.size > 0 && !this.rebooted) {
         while (this.holds.size > 0) await Promise.allSettled([...this.holds]);
         if (this.members.size === 0) break;
         const stop = await shared.traps.resume();
         if (stop.left?.by === "step") this.warnStep(stop.left.addr);
         if (stop.reply.type !== "signal")
           throw new ProtocolError("E_GUEST_GONE", `the guest stopped for good (${stop.reply.type})`);
-        if (stop.interrupted) continue; // ours, to change traps, or a pause
+        if (stop.interrupted || this.rebooted) continue; // ours, to change traps, or a pause
         for (const m of this.members) m.stops++;
         await shared.traps.dispatch(stop);
       }
@@ -203,7 +227,9 @@ export class EventHub {
     await this.pump;
     const shared = await this.shared.catch(() => undefined);
     this.shared = undefined;
+    this.rebooted = false;
     if (!shared) return;
+    shared.offReset();
     if (shared.traps.traps().length > 0) shared.watchdog.abandon(); // it removes what we could not
     if (shared.wasRunning && !(await this.target.runState()).running) await this.target.qmp.execute("cont");
   }
