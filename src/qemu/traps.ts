@@ -158,6 +158,8 @@ export class TrapClient {
 
 export class TrapCore {
   private readonly inserted = new Map<string, Insertion>();
+  /** Z packets on their way: a second hold on the same trap waits for the first, not sends another. */
+  private readonly inserting = new Map<string, Promise<unknown>>();
   private readonly clients = new Set<TrapClient>();
   private readonly runListeners = new Set<() => void>();
   private readonly ops: (() => Promise<void>)[] = [];
@@ -242,11 +244,28 @@ export class TrapCore {
   /** @internal TrapClient.insert, with the guest stopped. */
   async hold(client: TrapClient, raw: RawTrap, opts: InsertOptions): Promise<void> {
     const key = rawKey(raw);
-    const have = this.inserted.get(key);
-    if (have) {
-      have.holders.set(client, (have.holders.get(client) ?? 0) + 1);
-      return;
+    for (;;) {
+      const have = this.inserted.get(key);
+      if (have) {
+        have.holders.set(client, (have.holders.get(client) ?? 0) + 1);
+        return;
+      }
+      const pending = this.inserting.get(key);
+      if (!pending) break;
+      await pending.catch(() => {}); // if it was refused, this hold tries for itself
     }
+    const sending = this.insert(raw, opts);
+    this.inserting.set(key, sending);
+    try {
+      const entry = await sending;
+      entry.holders.set(client, 1);
+      this.inserted.set(key, entry);
+    } finally {
+      this.inserting.delete(key);
+    }
+  }
+
+  private async insert(raw: RawTrap, opts: InsertOptions): Promise<Insertion> {
     const skip = isBreakpoint(raw) ? opts.skip?.() : undefined;
     await this.recorder?.add(raw);
     try {
@@ -255,7 +274,7 @@ export class TrapCore {
       await this.recorder?.remove(raw);
       throw refused(raw, error);
     }
-    this.inserted.set(key, { raw, skip, holders: new Map([[client, 1]]) });
+    return { raw, skip, holders: new Map() };
   }
 
   /** @internal Drops `count` holds of `client` on `raw`; sends the z when none is left. */

@@ -130,6 +130,18 @@ test("two handles inserting one trap share its Z packet; the z goes with the las
   assert.deepEqual(core.traps(), []);
 });
 
+test("two handles inserting one trap at the same moment send one Z and both hold it", async () => {
+  const { stub, core } = setup();
+  const a = core.client("a");
+  const b = core.client("b");
+  await Promise.all([a.insert(W), b.insert(W)]);
+  assert.deepEqual(stub.log, ["rec+2,ffffffff82000000", "Z2,ffffffff82000000,8"]);
+  assert.ok(a.holds(W) && b.holds(W));
+  await a.release();
+  assert.ok(b.holds(W), "b's hold outlives a's release");
+  assert.deepEqual(core.traps(), [W]);
+});
+
 test("release removes the handle's traps that no other handle holds, and only those", async () => {
   const { stub, core } = setup();
   const a = core.client("a");
