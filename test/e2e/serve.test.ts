@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import { ProtocolCore } from "../../src/server/core.js";
-import { openTargetVm } from "../../src/server/target-vm.js";
+import { openLibVm } from "../../src/server/lib-vm.js";
 import { VmRegistry } from "../../src/server/vms.js";
 import { type Listening, listen } from "../../src/server/ws.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
@@ -57,7 +57,7 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
     await g.waitReady(180_000);
     view = await g.view();
     dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
-    registry = new VmRegistry(openTargetVm);
+    registry = new VmRegistry(openLibVm);
     registry.add("guest", g.qmpSocket);
     core = new ProtocolCore(registry);
     server = await listen(core, { unixPath: join(dir, "serve.sock") });
