@@ -38,10 +38,24 @@ function traceOptions(req: EventRequest) {
 }
 
 /**
+ * Streams of one Vm set their traps one after the other: two arming at once in the library's
+ * hub left the first without events (measured with two clients subscribing together).
+ */
+class Arming {
+  private last: Promise<void> = Promise.resolve();
+  /** Resolves when the streams before have armed (or ended); `done` says when this one has. */
+  next(done: Promise<void>): Promise<void> {
+    const before = this.last;
+    this.last = before.then(() => done);
+    return before;
+  }
+}
+
+/**
  * One library stream (for every traced kind of the request) and, for "state", the Vm's QMP
  * run-state events, merged into one iterator; return() ends the stream, which removes its traps.
  */
-function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
+function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator<EventRecord> {
   const queue: EventRecord[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
@@ -71,12 +85,22 @@ function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
             });
         })
       : () => {};
+  let armed = () => {};
   const opts = traceOptions(req);
-  const stream = opts ? vm.events(opts) : undefined;
+  const stream = opts ? vm.events({ ...opts, onReady: () => armed() }) : undefined;
+  const turn = stream
+    ? arming.next(
+        new Promise<void>((resolve) => {
+          armed = resolve;
+        }),
+      )
+    : undefined;
   // Read the stream as it comes: its events join the run-state ones in arrival order.
   const pumped = (async () => {
     if (!stream) return;
     try {
+      await turn;
+      if (ended) return;
       for (;;) {
         const r = await stream.next();
         if (r.done) break;
@@ -85,6 +109,8 @@ function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
       stop();
     } catch (error) {
       stop(error);
+    } finally {
+      armed();
     }
   })();
   const finish = async (): Promise<IteratorResult<EventRecord>> => {
@@ -116,6 +142,7 @@ function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
 }
 
 class LibVm implements ServedVm {
+  private readonly arming = new Arming();
   constructor(private readonly vm: Vm) {}
 
   kernel(): Promise<Row> {
@@ -170,7 +197,7 @@ class LibVm implements ServedVm {
     return this.vm.kill(pid, signal);
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
-    return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req) };
+    return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req, this.arming) };
   }
   close(): Promise<void> {
     return this.vm.close();
