@@ -38,8 +38,10 @@ function traceOptions(req: EventRequest) {
 }
 
 /**
- * Streams of one Vm set their traps one after the other: two arming at once in the library's
- * hub left the first without events (measured with two clients subscribing together).
+ * Streams of one Vm set their traps one after the other: two arming at once left the first
+ * without events (two clients subscribing together). TrapCore.hold records a trap as inserted
+ * only after its Z packet, so a second hold of the same trap meanwhile inserts it again and
+ * replaces the first's holders.
  */
 class Arming {
   private last: Promise<void> = Promise.resolve();
@@ -172,7 +174,7 @@ class LibVm implements ServedVm {
   write(addr: string, bytes: Uint8Array, space?: AddressSpace): Promise<void> {
     return this.vm.write(addr, bytes, spaceOf(space));
   }
-  translate(vaddr: string, space?: AddressSpace): Promise<Row> {
+  async translate(vaddr: string, space?: AddressSpace): Promise<Row> {
     const s = spaceOf(space);
     if (s === "physical")
       throw new VmsightError("E_USAGE", "translate takes a virtual address", { hint: 'use space "virt"' });
