@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { WebSocket } from "ws";
 import type { ServedVm } from "../src/server/backend.js";
 import { ProtocolCore } from "../src/server/core.js";
-import { openTargetVm } from "../src/server/target-vm.js";
+import { openLibVm } from "../src/server/lib-vm.js";
 import { listen } from "../src/server/ws.js";
 import { FakeVm, fakeDirectory } from "../test/support/fake-vm.js";
 
@@ -86,7 +86,7 @@ async function deliveryRate(fake: FakeVm, url: string, subscribers: number): Pro
 async function main(): Promise<void> {
   const fake = new FakeVm(200);
   const qmp = process.env.VMSIGHT_QMP;
-  const live: ServedVm | undefined = qmp ? await openTargetVm(qmp) : undefined;
+  const live: ServedVm | undefined = qmp ? await openLibVm(qmp) : undefined;
   const direct: ServedVm = live ?? fake;
   const dir = mkdtempSync(join(tmpdir(), "vmsight-bench-serve-"));
   const core = new ProtocolCore(fakeDirectory({ a: direct, events: fake }));

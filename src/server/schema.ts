@@ -277,7 +277,8 @@ export const METHODS = {
       { additionalProperties: false },
     ),
     result: Row,
-    errors: ["E_NO_PROCESS", "E_INJECT_CALL", "E_INJECT_TIMEOUT"],
+    // A kill runs the guest itself, which the library refuses while event streams drive it.
+    errors: ["E_NO_PROCESS", "E_INJECT_CALL", "E_INJECT_TIMEOUT", "E_BUSY"],
   },
 } satisfies Record<string, MethodSpec>;
 

@@ -1,16 +1,16 @@
 /**
  * `vmsight serve`: the VM registry, the protocol core, the WebSocket listeners and the optional
- * NATS publisher, put together and run until a signal. The VM factory is injected (the library
- * once wired; the interim Target adapter until then).
+ * NATS publisher, put together and run until a signal. The VM factory is injected (the library's
+ * attached Vm by default; tests give a fake).
  */
 import { join } from "node:path";
 import { UsageError } from "../util/errors.js";
 import { privateDir } from "../util/private-dir.js";
 import type { OpenVm } from "./backend.js";
 import { ProtocolCore } from "./core.js";
+import { openLibVm } from "./lib-vm.js";
 import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
 import { EVENT_TYPES, type EventType } from "./schema.js";
-import { openTargetVm } from "./target-vm.js";
 import { VmRegistry } from "./vms.js";
 import { listen } from "./ws.js";
 
@@ -62,7 +62,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (vms.length === 0 && opts.scan.length === 0) {
     throw new UsageError("serve needs VMs", "give --vm NAME=QMP_SOCKET (repeatable) or --scan DIR");
   }
-  const registry = new VmRegistry(opts.open ?? openTargetVm);
+  const registry = new VmRegistry(opts.open ?? openLibVm);
   for (const v of vms) registry.follow(v.name, v.qmp);
   for (const d of opts.scan) registry.scan(d);
   const core = new ProtocolCore(registry);

@@ -1,7 +1,9 @@
 /**
  * `vmsight serve` against a real guest: linux.ps over the protocol names the guest's own
  * processes (its /proc is the oracle), process.exec events arrive for a command the guest
- * runs, and a client that disconnects leaves no trap behind (the guest keeps answering).
+ * runs, and a client that disconnects leaves no trap behind (the guest keeps answering). Two
+ * clients share one guest's traps: both see its process events, one leaving does not end the
+ * other's, and calls answer (as its /proc) while they run. Memory and register writes take.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -10,9 +12,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import { ProtocolCore } from "../../src/server/core.js";
-import { openTargetVm } from "../../src/server/target-vm.js";
+import { openLibVm } from "../../src/server/lib-vm.js";
 import { VmRegistry } from "../../src/server/vms.js";
 import { type Listening, listen } from "../../src/server/ws.js";
+import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 import type { GuestView } from "../support/oracle.js";
 import { until } from "../support/rpc-client.js";
@@ -42,7 +45,47 @@ async function client(url: string) {
     return reply?.result ?? {};
   };
   await call("initialize", { protocolVersion: 1 });
-  return { ws, got, call };
+  const events = () => got.filter((m) => m.method === "event").map((m) => m.params ?? {});
+  return { ws, got, call, events };
+}
+
+type Client = Awaited<ReturnType<typeof client>>;
+
+/** The create and the exec of the `sh -c 'echo MARK'` a client saw (the serial shell forks, the child execs). */
+function forkExec(c: Client, mark: string) {
+  const exec = c
+    .events()
+    .find((e) => e.type === "process.exec" && (e.argv as string[] | undefined)?.includes(`echo ${mark}`));
+  const create = c
+    .events()
+    .find(
+      (e) => e.type === "process.create" && exec !== undefined && e.pid === exec.pid && e.thread !== true,
+    );
+  return exec && create ? { exec, create } : undefined;
+}
+
+/**
+ * Runs `sh -c 'echo MARK-n'` in the guest until every client has seen the create and the exec of
+ * one same run (a subscription arms its traps after its reply, so the first runs may go unseen).
+ */
+async function runSeenBy(g: TestGuest, clients: readonly Client[], mark: string) {
+  for (let i = 0; i < 10; i++) {
+    const m = `${mark}-${i}`;
+    await g.serial.command(`sh -c 'echo ${m}' >/dev/null`, 60_000);
+    const seen = () => clients.every((c) => forkExec(c, m) !== undefined);
+    if (
+      await until(seen, `${m} seen by all`, 15_000).then(
+        () => true,
+        () => false,
+      )
+    )
+      return clients.map((c) => forkExec(c, m)!);
+  }
+  const got = clients.map((c) => [
+    ...c.events().slice(-5),
+    ...c.got.filter((m) => m.method !== "event" && m.id === undefined),
+  ]);
+  assert.fail(`no run of ${mark} was seen by every client: ${JSON.stringify(got)}`);
 }
 
 describe(`vmsight serve against a ${KERNEL} guest`, () => {
@@ -57,7 +100,7 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
     await g.waitReady(180_000);
     view = await g.view();
     dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
-    registry = new VmRegistry(openTargetVm);
+    registry = new VmRegistry(openLibVm);
     registry.add("guest", g.qmpSocket);
     core = new ProtocolCore(registry);
     server = await listen(core, { unixPath: join(dir, "serve.sock") });
@@ -103,6 +146,69 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
     assert.equal(exec.vm, "guest");
     c.ws.close();
     await until(() => core.clients.size === 0, "the client is gone", 60_000);
+    assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
+  });
+
+  test("two clients both get one guest's process events; one leaving leaves the other's; ps answers meanwhile", async () => {
+    const url = server.urls[0] ?? "";
+    const [a, b] = [await client(url), await client(url)];
+    const types = ["process.create", "process.exec"];
+    await a.call("events.subscribe", { vm: "guest", types });
+    await b.call("events.subscribe", { vm: "guest", types });
+    const both = await runSeenBy(g, [a, b], "serve-two");
+    for (const seen of both) {
+      assert.equal(seen.exec.vm, "guest");
+      assert.notEqual(seen.create.ppid, seen.create.pid, "the fork names its parent");
+    }
+    const [first, second] = both;
+    assert.equal(first?.exec.pid, second?.exec.pid, "both clients saw the same process");
+    a.ws.close();
+    await until(() => core.clients.size === 1, "the first client is gone", 60_000);
+    await runSeenBy(g, [b], "serve-one");
+    await eventually(g, async (view) => {
+      const rows = (await b.call("linux.ps", { vm: "guest" })).rows as Ps[];
+      assertPsMatchesView(rows, view);
+    });
+    b.ws.close();
+    await until(() => core.clients.size === 0, "the second client is gone", 60_000);
+    assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
+  });
+
+  test("memory.write and vcpu.set_registers change the paused guest (and put it back)", async () => {
+    const c = await client(server.urls[0] ?? "");
+    await c.call("vm.pause", { vm: "guest" });
+    try {
+      const at = { vm: "guest", address: "0x100000", space: "phys" };
+      const before = (await c.call("memory.read", { ...at, length: 8 })).bytes as string;
+      const flipped = Buffer.from(before, "hex").map((x) => x ^ 0xff);
+      const hex = Buffer.from(flipped).toString("hex");
+      assert.deepEqual(await c.call("memory.write", { ...at, bytes: hex }), { written: 8 });
+      assert.equal((await c.call("memory.read", { ...at, length: 8 })).bytes, hex);
+      await c.call("memory.write", { ...at, bytes: before });
+      assert.equal((await c.call("memory.read", { ...at, length: 8 })).bytes, before);
+
+      const regs = (await c.call("vcpu.get_registers", { vm: "guest", cpu: 0 })).registers as Record<
+        string,
+        string
+      >;
+      const rax = regs.rax ?? "";
+      const other = `0x${(BigInt(rax) ^ 0x5a5an).toString(16)}`;
+      await c.call("vcpu.set_registers", { vm: "guest", cpu: 0, registers: { rax: other } });
+      const changed = (await c.call("vcpu.get_registers", { vm: "guest", cpu: 0 })).registers as Record<
+        string,
+        string
+      >;
+      assert.equal(BigInt(changed.rax ?? ""), BigInt(other));
+      await c.call("vcpu.set_registers", { vm: "guest", cpu: 0, registers: { rax } });
+      const back = (await c.call("vcpu.get_registers", { vm: "guest", cpu: 0 })).registers as Record<
+        string,
+        string
+      >;
+      assert.equal(BigInt(back.rax ?? ""), BigInt(rax));
+    } finally {
+      await c.call("vm.resume", { vm: "guest" });
+      c.ws.close();
+    }
     assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
   });
 });

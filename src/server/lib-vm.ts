@@ -1,0 +1,217 @@
+/**
+ * `vmsight serve`'s VMs through the library: one attached `Vm` per guest, held for as long as
+ * the server serves it, so clients share its connections and its trap core (streams running at
+ * once share traps, each removes its own). Breakpoints are never held (no `respond`): the
+ * library lets a stopped vCPU run on before the event reaches a client.
+ */
+import { type Space, type Vm, attach } from "../lib/index.js";
+import { VmsightError } from "../util/errors.js";
+import type { AddressSpace, EventRecord, EventRequest, Row, ServedVm } from "./backend.js";
+
+/** The library's Space for a protocol address space (virtual without cpu or cr3: the kernel's). */
+export function spaceOf(s: AddressSpace | undefined): Space {
+  if (s?.kind === "phys") return "physical";
+  if (s?.cr3 !== undefined) return { cr3: s.cr3, ...(s.cpu === undefined ? {} : { cpu: s.cpu }) };
+  if (s?.cpu !== undefined) return { cpu: s.cpu };
+  return "kernel";
+}
+
+/** QMP's run-state events, as vm.state records. */
+const STATE_EVENTS = new Set(["STOP", "RESUME", "SHUTDOWN", "RESET", "GUEST_PANICKED"]);
+
+/** Records waiting for a reader beyond this mean the reader has stopped reading. */
+const MAX_QUEUED = 65_536;
+
+/** The library's event options for the traced kinds of a request (undefined: none traced). */
+function traceOptions(req: EventRequest) {
+  const types = req.types.filter((k) => k !== "state");
+  if (types.length === 0) return undefined;
+  return {
+    types,
+    ...(req.pid === undefined ? {} : { pid: req.pid }),
+    ...(req.comm === undefined ? {} : { comm: req.comm }),
+    ...(req.at === undefined ? {} : { at: req.at }),
+    ...(req.address === undefined ? {} : { address: req.address }),
+    ...(req.length === undefined ? {} : { length: req.length }),
+    ...(req.access === undefined ? {} : { access: req.access }),
+  };
+}
+
+/**
+ * Streams of one Vm set their traps one after the other: two arming at once left the first
+ * without events (two clients subscribing together). TrapCore.hold records a trap as inserted
+ * only after its Z packet, so a second hold of the same trap meanwhile inserts it again and
+ * replaces the first's holders.
+ */
+class Arming {
+  private last: Promise<void> = Promise.resolve();
+  /** Resolves when the streams before have armed (or ended); `done` says when this one has. */
+  next(done: Promise<void>): Promise<void> {
+    const before = this.last;
+    this.last = before.then(() => done);
+    return before;
+  }
+}
+
+/**
+ * One library stream (for every traced kind of the request) and, for "state", the Vm's QMP
+ * run-state events, merged into one iterator; return() ends the stream, which removes its traps.
+ */
+function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator<EventRecord> {
+  const queue: EventRecord[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let failure: unknown;
+  const stop = (error?: unknown) => {
+    if (error !== undefined) failure ??= error;
+    ended = true;
+    wake?.();
+  };
+  const push = (r: EventRecord) => {
+    if (ended) return;
+    if (queue.length >= MAX_QUEUED) {
+      stop(new VmsightError("E_BUSY", `more than ${MAX_QUEUED} events were not read`));
+      return;
+    }
+    queue.push(r);
+    wake?.();
+  };
+  const unlisten =
+    req.types.includes("state") && vm.target
+      ? vm.target.qmp.onEvent((e) => {
+          if (STATE_EVENTS.has(e.event))
+            push({
+              type: "state",
+              event: e.event,
+              ...(e.data ? { data: JSON.parse(JSON.stringify(e.data)) } : {}),
+            });
+        })
+      : () => {};
+  let armed = () => {};
+  const opts = traceOptions(req);
+  const stream = opts ? vm.events({ ...opts, onReady: () => armed() }) : undefined;
+  const turn = stream
+    ? arming.next(
+        new Promise<void>((resolve) => {
+          armed = resolve;
+        }),
+      )
+    : undefined;
+  // Read the stream as it comes: its events join the run-state ones in arrival order.
+  const pumped = (async () => {
+    if (!stream) return;
+    try {
+      await turn;
+      if (ended) return;
+      for (;;) {
+        const r = await stream.next();
+        if (r.done) break;
+        push(r.value as EventRecord);
+      }
+      stop();
+    } catch (error) {
+      stop(error);
+    } finally {
+      armed();
+    }
+  })();
+  const finish = async (): Promise<IteratorResult<EventRecord>> => {
+    unlisten();
+    ended = true;
+    queue.length = 0;
+    wake?.();
+    await stream?.return?.();
+    await pumped;
+    return { value: undefined, done: true };
+  };
+  return {
+    async next() {
+      for (;;) {
+        const r = queue.shift();
+        if (r) return { value: r, done: false };
+        if (failure !== undefined) {
+          await finish();
+          throw failure;
+        }
+        if (ended) return { value: undefined, done: true };
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+    },
+    return: finish,
+  };
+}
+
+class LibVm implements ServedVm {
+  private readonly arming = new Arming();
+  constructor(private readonly vm: Vm) {}
+
+  kernel(): Promise<Row> {
+    return this.vm.kernel();
+  }
+  ps(): Promise<Row[]> {
+    return this.vm.ps();
+  }
+  threads(): Promise<Row[]> {
+    return this.vm.threads();
+  }
+  pstree(): Promise<Row[]> {
+    return this.vm.pstree();
+  }
+  lsmod(): Promise<Row[]> {
+    return this.vm.lsmod();
+  }
+  maps(pid: number): Promise<Row[]> {
+    return this.vm.maps(pid);
+  }
+  pids(): Promise<Row[]> {
+    return this.vm.pids();
+  }
+  read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
+    return this.vm.read(addr, length, spaceOf(space));
+  }
+  write(addr: string, bytes: Uint8Array, space?: AddressSpace): Promise<void> {
+    return this.vm.write(addr, bytes, spaceOf(space));
+  }
+  async translate(vaddr: string, space?: AddressSpace): Promise<Row> {
+    const s = spaceOf(space);
+    if (s === "physical")
+      throw new VmsightError("E_USAGE", "translate takes a virtual address", { hint: 'use space "virt"' });
+    return this.vm.translate(vaddr, s);
+  }
+  regs(cpu = 0): Promise<Record<string, string>> {
+    return this.vm.regs(cpu);
+  }
+  setRegs(cpu: number, regs: Readonly<Record<string, string>>): Promise<void> {
+    return this.vm.setRegs(cpu, regs);
+  }
+  async pause(): Promise<void> {
+    await this.vm.pause();
+  }
+  async resume(): Promise<void> {
+    await this.vm.resume();
+  }
+  status(): Promise<Row> {
+    return this.vm.status();
+  }
+  kill(pid: number, signal: string): Promise<Row> {
+    return this.vm.kill(pid, signal);
+  }
+  events(req: EventRequest): AsyncIterable<EventRecord> {
+    return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req, this.arming) };
+  }
+  close(): Promise<void> {
+    return this.vm.close();
+  }
+}
+
+/** A ServedVm over an attached library Vm. */
+export function servedVm(vm: Vm): ServedVm {
+  return new LibVm(vm);
+}
+
+/** Attaches to the guest once; the server holds it until the guest goes or the server stops. */
+export async function openLibVm(qmpSocket: string): Promise<ServedVm> {
+  return servedVm(await attach(qmpSocket));
+}
