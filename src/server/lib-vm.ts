@@ -38,26 +38,10 @@ function traceOptions(req: EventRequest) {
 }
 
 /**
- * Streams of one Vm set their traps one after the other: two arming at once left the first
- * without events (two clients subscribing together). TrapCore.hold records a trap as inserted
- * only after its Z packet, so a second hold of the same trap meanwhile inserts it again and
- * replaces the first's holders.
- */
-class Arming {
-  private last: Promise<void> = Promise.resolve();
-  /** Resolves when the streams before have armed (or ended); `done` says when this one has. */
-  next(done: Promise<void>): Promise<void> {
-    const before = this.last;
-    this.last = before.then(() => done);
-    return before;
-  }
-}
-
-/**
  * One library stream (for every traced kind of the request) and, for "state", the Vm's QMP
  * run-state events, merged into one iterator; return() ends the stream, which removes its traps.
  */
-function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator<EventRecord> {
+function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
   const queue: EventRecord[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
@@ -87,22 +71,12 @@ function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator
             });
         })
       : () => {};
-  let armed = () => {};
   const opts = traceOptions(req);
-  const stream = opts ? vm.events({ ...opts, onReady: () => armed() }) : undefined;
-  const turn = stream
-    ? arming.next(
-        new Promise<void>((resolve) => {
-          armed = resolve;
-        }),
-      )
-    : undefined;
+  const stream = opts ? vm.events(opts) : undefined;
   // Read the stream as it comes: its events join the run-state ones in arrival order.
   const pumped = (async () => {
     if (!stream) return;
     try {
-      await turn;
-      if (ended) return;
       for (;;) {
         const r = await stream.next();
         if (r.done) break;
@@ -111,8 +85,6 @@ function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator
       stop();
     } catch (error) {
       stop(error);
-    } finally {
-      armed();
     }
   })();
   const finish = async (): Promise<IteratorResult<EventRecord>> => {
@@ -144,7 +116,6 @@ function eventIterator(vm: Vm, req: EventRequest, arming: Arming): AsyncIterator
 }
 
 class LibVm implements ServedVm {
-  private readonly arming = new Arming();
   constructor(private readonly vm: Vm) {}
 
   kernel(): Promise<Row> {
@@ -199,7 +170,7 @@ class LibVm implements ServedVm {
     return this.vm.kill(pid, signal);
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
-    return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req, this.arming) };
+    return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req) };
   }
   close(): Promise<void> {
     return this.vm.close();
