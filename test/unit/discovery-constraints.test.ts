@@ -539,6 +539,22 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.deepEqual(ids("task_struct.tgid"), [L.pid, L.tgid]);
   });
 
+  test("a creation whose child was misread (a lower pid than the last) leaves twin pid/tgid as they were", () => {
+    const { b, d, kid, ids } = processesOnly();
+    const stale = b.newTask({
+      pid: 3,
+      comm: "stale",
+      state: TASK_NEW,
+      flags: PF_KTHREAD | 0x40,
+      mm: 0n,
+      activeMm: 0n,
+      parent: kid,
+    });
+    b.observe(d, "create", kid, [stale]);
+    assert.deepEqual(ids("task_struct.pid"), [L.pid, L.tgid]);
+    assert.deepEqual(ids("task_struct.tgid"), [L.pid, L.tgid]);
+  });
+
   test("pending is told from other always-empty list heads by flush_sigqueue(&tsk->pending) at a release", () => {
     const b = new Boot();
     const d = new OffsetDiscovery(FACTS, { groups: ["task"] });

@@ -1,4 +1,5 @@
 import { isKernelPointer } from "../../os/linux/walk.js";
+import type { Candidates } from "../candidates.js";
 import type { GuestView } from "../types.js";
 import { MAX_JOINT, PID_MAX_LIMIT } from "./abi.js";
 import type { RuleContext, TaskEvent } from "./context.js";
@@ -44,7 +45,9 @@ export class IdRules {
   private idRules(key: string, ev: TaskEvent, all: Obj[], tasks: Obj[] | undefined): void {
     const c = this.ctx.cands;
     const { cur, idle, child } = ev;
-    c.filter(key, "0..PID_MAX_LIMIT", (o) => all.every((t) => t.u32(o) >= 0 && t.u32(o) <= PID_MAX_LIMIT));
+    unlessContradictory(c, key, "0..PID_MAX_LIMIT", (o) =>
+      all.every((t) => t.u32(o) >= 0 && t.u32(o) <= PID_MAX_LIMIT),
+    );
     if (idle) c.filter(key, "idle task is 0", (o) => cur.u32(o) === 0);
     if (tasks) {
       c.filter(key, "unique among processes", (o) => {
@@ -59,7 +62,7 @@ export class IdRules {
     }
     if (child) {
       const last = this.lastChild.get(key)!;
-      c.filter(key, "increases in creation order", (o) => {
+      unlessContradictory(c, key, "increases in creation order", (o) => {
         const prev = last.get(o);
         return prev === undefined || child.u32(o) > prev;
       });
@@ -180,4 +183,13 @@ function credLayoutFits(b: Buffer, uid: number): boolean {
 
 function sameSet(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * A rule that leans on which task an event made (the child, told from the list's tail): when it
+ * would rule out every candidate, the event was misread (a fork-heavy boot gave a task that was
+ * not the new child), not the member, so that event's evidence is dropped.
+ */
+function unlessContradictory(c: Candidates, key: string, rule: string, keep: (o: number) => boolean): void {
+  if (c.get(key).some(keep)) c.filter(key, rule, keep);
 }
