@@ -6,54 +6,21 @@
  * its own.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type VmEvent, VmsightError, attach, openDump } from "../../src/lib/index.js";
 import type { Vm } from "../../src/lib/vm.js";
+import { type RunOptions, runNode } from "../support/cli.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 
 const ROOT = resolve(import.meta.dirname, "../../..");
 const KERNEL = (process.env.VMSIGHT_TEST_KERNELS ?? "6.12").split(",")[0]!;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a script with node; `onStderr` sees its stderr as it comes. */
-function runNode(
-  file: string,
-  args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv; onStderr?: (text: string) => void; timeoutMs?: number } = {},
-): Promise<Run> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [file, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, ...opts.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      opts.onStderr?.(stderr);
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      fail(new Error(`${file} did not finish\n${stderr}`));
-    }, opts.timeoutMs ?? 120_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
+/** A script run as a user runs it: from the repository, with node. */
+function runScript(file: string, args: readonly string[], opts: Omit<RunOptions, "cwd"> = {}) {
+  return runNode(file, args, { timeoutMs: 120_000, ...opts, cwd: ROOT });
 }
 
 const example = (name: string) => resolve(ROOT, "examples", name);
@@ -77,7 +44,7 @@ describe(`the library on a ${KERNEL} guest`, () => {
     mkdirSync(resolve(ROOT, "dist/test"), { recursive: true });
     const file = resolve(ROOT, "dist/test/readme-example.mjs");
     writeFileSync(file, code);
-    const r = await runNode(file, [], { env: { VMSIGHT_QMP: g.qmpSocket } });
+    const r = await runScript(file, [], { env: { VMSIGHT_QMP: g.qmpSocket } });
     assert.equal(r.code, 0, r.stderr);
     const out = lines(r.stdout);
     const view = await g.view();
@@ -95,7 +62,7 @@ describe(`the library on a ${KERNEL} guest`, () => {
   });
 
   test("examples/top-memory.mjs: every process's vsize as the guest's /proc/PID/stat has it", async () => {
-    const r = await runNode(example("top-memory.mjs"), [g.qmpSocket, "10000"]);
+    const r = await runScript(example("top-memory.mjs"), [g.qmpSocket, "10000"]);
     assert.equal(r.code, 0, r.stderr);
     const [header, ...rest] = lines(r.stdout);
     assert.equal(header, "PID\tVSZ_KIB\tCOMM");
@@ -120,7 +87,7 @@ describe(`the library on a ${KERNEL} guest`, () => {
     const ready = new Promise<void>((r) => {
       armed = r;
     });
-    const run = runNode(example("module-loads.mjs"), [g.qmpSocket, "2"], {
+    const run = runScript(example("module-loads.mjs"), [g.qmpSocket, "2"], {
       onStderr: (text) => text.includes("watching module loads") && armed(),
     });
     await Promise.race([ready, run.then((r) => assert.fail(`exited early: ${r.stderr}`))]);
@@ -148,7 +115,7 @@ describe(`the library on a ${KERNEL} guest`, () => {
     await new Promise((r) => setTimeout(r, 500)); // until they have named themselves
     const before = await g.view();
     for (const pid of victims) assert.equal(before.processes.find((p) => p.pid === pid)?.comm, "victim");
-    const r = await runNode(example("kill-by-name.mjs"), [g.qmpSocket, "victim"]);
+    const r = await runScript(example("kill-by-name.mjs"), [g.qmpSocket, "victim"]);
     assert.equal(r.code, 0, r.stderr);
     const reported = lines(r.stdout).map((l) => l.split(" "));
     assert.deepEqual(reported.map(([pid]) => Number(pid)).sort(), [...victims].sort());

@@ -9,10 +9,23 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs the built `vmsight` CLI as a user would, in its own process. */
-export function runCli(args: readonly string[], timeoutMs = 60_000): Promise<CliResult> {
+export interface RunOptions {
+  readonly cwd?: string;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Sees stderr as it comes, whole so far. */
+  readonly onStderr?: (text: string) => void;
+  readonly timeoutMs?: number;
+}
+
+/** Runs a script with this node, in its own process; fails if it outlives its time. */
+export function runNode(file: string, args: readonly string[], opts: RunOptions = {}): Promise<CliResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [file, ...args], {
+      ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+      ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => {
@@ -20,16 +33,22 @@ export function runCli(args: readonly string[], timeoutMs = 60_000): Promise<Cli
     });
     child.stderr.on("data", (d: Buffer) => {
       stderr += d.toString();
+      opts.onStderr?.(stderr);
     });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      fail(new Error(`vmsight ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stderr}`));
+      fail(new Error(`${file} ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stderr}`));
     }, timeoutMs);
     child.on("close", (code) => {
       clearTimeout(timer);
       done({ code, stdout, stderr });
     });
   });
+}
+
+/** Runs the built `vmsight` CLI as a user would, in its own process. */
+export function runCli(args: readonly string[], timeoutMs = 60_000): Promise<CliResult> {
+  return runNode(MAIN, args, { timeoutMs });
 }
 
 /** Runs the CLI and parses its --json output; fails the test with stderr when it exits non-zero. */
