@@ -1,4 +1,4 @@
-import type { Vm } from "../lib/vm.js";
+import type { Guest } from "../lib/guest.js";
 import type { Machine } from "../qemu/machine.js";
 import type { Target } from "../qemu/session.js";
 import { UsageError, VmsightError } from "../util/errors.js";
@@ -12,8 +12,10 @@ export interface CommandContext {
   readonly target: Target | undefined;
   /** The guest to read: the live one, or a dump given with --dump. */
   readonly machine: Machine | undefined;
-  /** The same guest as the library's Vm: the commands it serves go through it. */
-  readonly vm: Vm | undefined;
+  /** The same guest as the library's Vm, or through the `vmsight serve` that holds it. */
+  readonly vm: Guest | undefined;
+  /** Set when the guest is reached through a running `vmsight serve`. */
+  readonly server?: { readonly pid: number } | undefined;
   log(line: string): void;
   out(text: string): void;
 }
@@ -24,6 +26,8 @@ export interface CliCommand {
   readonly summary: string;
   readonly options: Options;
   readonly needsTarget: boolean;
+  /** Needs the guest's memory and kernel in this process: cannot go through `vmsight serve`. */
+  readonly local?: boolean;
   /** Reads guest state only, so an offline dump (--dump FILE) serves as well as a live guest. */
   readonly dumpOk?: boolean;
   /** Validates arguments before anything is attached, so bad input fails fast (exit 2). */
@@ -36,7 +40,7 @@ export function need(ctx: CommandContext): Target {
   return ctx.target;
 }
 
-export function needVm(ctx: CommandContext): Vm {
+export function needVm(ctx: CommandContext): Guest {
   if (!ctx.vm) throw new UsageError("this command needs a guest: --qmp SOCKET or --dump FILE");
   return ctx.vm;
 }

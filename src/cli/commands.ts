@@ -2,7 +2,7 @@ import { MAX_CLI_READ, describeTranslation } from "../commands/machine.js";
 import type { Space } from "../lib/types.js";
 import { UsageError } from "../util/errors.js";
 import { addressArg, intArg, stringValue } from "./args.js";
-import { type CliCommand, type CommandContext, needMachine, needVm } from "./command.js";
+import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
@@ -12,10 +12,13 @@ import { LINUX_COMMANDS } from "./linux-commands.js";
 import { hexdump, table, toJson } from "./render.js";
 import { serveCommand } from "./serve-command.js";
 
+/** Through a server the vCPU count is not known here: the server checks the number instead. */
+const MAX_VCPUS = 4096;
+
 function cpuOption(ctx: CommandContext): number {
-  const t = needMachine(ctx);
   const text = stringValue(ctx.values, "cpu");
-  return text === undefined ? 0 : intArg(text, "--cpu", 0, t.vcpuCount() - 1);
+  const vcpus = ctx.machine?.vcpuCount() ?? MAX_VCPUS;
+  return text === undefined ? 0 : intArg(text, "--cpu", 0, vcpus - 1);
 }
 
 /** The virtual address space --cpu and --cr3 name (vCPU 0's by default). */

@@ -6,6 +6,7 @@ import { parseAccelPreference } from "../qemu/accel.js";
 import { launchGuest } from "../qemu/launch.js";
 import { qemuKernelFile } from "../qemu/qemu-cmdline.js";
 import { Target } from "../qemu/session.js";
+import { refuseIfServed } from "../server/announce.js";
 import { VmsightError } from "../util/errors.js";
 import { stringValue } from "./args.js";
 import type { CommandContext } from "./command.js";
@@ -111,6 +112,7 @@ function report(ctx: CommandContext, r: BootDiscoveryResult, out: string | undef
 export async function runDiscover(ctx: CommandContext, p: Plan): Promise<number> {
   const out = stringValue(ctx.values, "out");
   if (p.qmp !== undefined) {
+    refuseIfServed(p.qmp, "discover");
     const target = await Target.attach(p.qmp);
     try {
       const { image, source } = kernelFor(target, p, ctx);

@@ -118,7 +118,8 @@ const trace: CliCommand = {
       signal: abort.signal,
       log: ctx.log,
       onReady: (n) => {
-        ctx.log(`tracing ${kind} with ${n} trap(s); Ctrl-C to stop`);
+        const how = ctx.server ? `through vmsight serve (pid ${ctx.server.pid})` : `with ${n} trap(s)`;
+        ctx.log(`tracing ${kind} ${how}; Ctrl-C to stop`);
         // The duration counts from the traps being set, not from attaching.
         if (durationS !== undefined) timer = setTimeout(() => abort.abort(), durationS * 1000);
       },
@@ -135,9 +136,9 @@ const trace: CliCommand = {
       restore();
     }
     const seconds = (performance.now() - started) / 1000;
-    ctx.log(
-      `trace ${kind}: ${seen} event(s), ${stream.stops} guest stop(s) in ${seconds.toFixed(1)} s; traps removed`,
-    );
+    // A server shares its traps among clients: how often the guest stopped is not this stream's to say.
+    const stops = ctx.server ? "" : `, ${stream.stops} guest stop(s)`;
+    ctx.log(`trace ${kind}: ${seen} event(s)${stops} in ${seconds.toFixed(1)} s; traps removed`);
     return 0;
   },
 };

@@ -24,6 +24,7 @@ const isfCommand: CliCommand = {
   summary: "a Volatility 3 symbol file (ISF JSON) from the guest's BTF, kallsyms and banner",
   options: { ...KERNEL_OPTIONS, out: { type: "string" } },
   needsTarget: true,
+  local: true,
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
@@ -49,6 +50,7 @@ const libvmiCommand: CliCommand = {
   summary: "the guest's stanza for /etc/libvmi.conf (offsets, init_task, KASLR slide)",
   options: KERNEL_OPTIONS,
   needsTarget: true,
+  local: true,
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {

@@ -4,6 +4,7 @@ import { clearKernelCache, describeKernel } from "../commands/linux.js";
 import { describeTranslation } from "../commands/machine.js";
 import { describeEvent } from "../commands/trace.js";
 import { launchGuest } from "../qemu/launch.js";
+import { refuseIfServed } from "../server/announce.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
 import { stringValue } from "./args.js";
@@ -70,6 +71,7 @@ export const stopCommand: CliCommand = {
   async run(ctx) {
     const path = stringValue(ctx.values, "qmp") ?? process.env.VMSIGHT_QMP;
     if (!path) throw new UsageError("stop needs --qmp SOCKET");
+    refuseIfServed(path, "stop");
     const { stopGuest } = await import("../commands/guests.js");
     await stopGuest(path);
     ctx.out("guest stopped");

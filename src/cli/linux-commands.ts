@@ -1,5 +1,6 @@
 import { type OpenKernelOptions, describeKernel } from "../commands/linux.js";
-import type { Vm } from "../lib/vm.js";
+import type { Guest } from "../lib/guest.js";
+import { Vm } from "../lib/vm.js";
 import { formatMapsLine } from "../os/linux/maps.js";
 import { listModules, unlistedModuleWarnings } from "../os/linux/modules.js";
 import { taskListWarnings } from "../os/linux/tasks.js";
@@ -41,7 +42,7 @@ export function checkKernelOptions(ctx: CommandContext): void {
 /** A command that lists the guest's rows through the Vm, then prints them as a table or a JSON array. */
 function linuxCommand<R extends object>(
   spec: Pick<CliCommand, "name" | "usage" | "summary"> & { check?: (ctx: CommandContext) => void },
-  rows: (vm: Vm, ctx: CommandContext) => Promise<R[]>,
+  rows: (vm: Guest, ctx: CommandContext) => Promise<R[]>,
   columns: readonly (keyof R & string)[],
   text?: (rows: R[]) => string,
 ): CliCommand {
@@ -108,7 +109,9 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
     { name: "ps", usage: "ps", summary: "processes: pid, tgid, ppid, uid, state, comm, cmdline" },
     async (vm, ctx) => {
       const rows = await vm.ps();
-      for (const line of taskListWarnings(await vm.linux(), rows.length)) ctx.log(`warning: ${line}`);
+      // Through a server the rows carry their own warnings; the cross-checks need the kernel here.
+      if (vm instanceof Vm)
+        for (const line of taskListWarnings(await vm.linux(), rows.length)) ctx.log(`warning: ${line}`);
       return rows;
     },
     ["pid", "tgid", "ppid", "uid", "state", "comm", "cmdline"],
@@ -137,8 +140,10 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
     { name: "lsmod", usage: "lsmod", summary: "loaded kernel modules: name, base, size, state" },
     async (vm, ctx) => {
       const rows = await vm.lsmod();
-      const k = await vm.linux();
-      for (const line of unlistedModuleWarnings(k, listModules(k))) ctx.log(`warning: ${line}`);
+      if (vm instanceof Vm) {
+        const k = await vm.linux();
+        for (const line of unlistedModuleWarnings(k, listModules(k))) ctx.log(`warning: ${line}`);
+      }
       return rows;
     },
     ["name", "base", "size", "state"],

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 import { type Vm, attach, openDump } from "../lib/vm.js";
+import { type ServedBy, servedBusy, serversOf } from "../server/announce.js";
 import { UsageError, VmsightError } from "../util/errors.js";
 import { markStep } from "../util/timings.js";
 import { type Options, type Values, parse } from "./args.js";
-import type { CliCommand } from "./command.js";
+import type { CliCommand, CommandContext } from "./command.js";
 import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
 import { helpText } from "./help.js";
@@ -78,6 +79,8 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
       "give --qmp SOCKET (or set VMSIGHT_QMP); `vmsight run` starts one",
     );
   }
+  const served = serversOf(qmp)[0];
+  if (served) return runServed(command, ctx, served);
   const vm: Vm = await attach({ qmp, ...kernelOptions(values), log: values.verbose ? log : () => {} });
   markStep("attach");
   const target = vm.target;
@@ -100,6 +103,35 @@ async function runCommand(command: CliCommand, values: Values, positionals: stri
     throw explain(error);
   }
   return code ?? 0;
+}
+
+type BaseContext = Omit<CommandContext, "target" | "machine" | "vm">;
+
+/**
+ * QEMU takes one QMP client, so a guest that `vmsight serve` holds is reached through it: the
+ * command runs against the server's view of the guest, as any other client of the protocol.
+ */
+async function runServed(command: CliCommand, ctx: BaseContext, served: ServedBy): Promise<number> {
+  const holds = `vmsight serve (pid ${served.pid}) holds this guest's QMP socket`;
+  if (command.local) throw servedBusy(served, command.name);
+  const own = ["system-map", "offsets", "no-btf"].find((k) => ctx.values[k] !== undefined);
+  if (own !== undefined)
+    throw new UsageError(
+      `${holds}; it reads the guest with its own symbols, so --${own} cannot apply`,
+      "leave the option out, or stop the server",
+    );
+  if (ctx.values.verbose) ctx.log(`through ${holds.replace(" holds", ", which holds")} as VM "${served.vm}"`);
+  const { RpcClient } = await import("../server/client.js");
+  const { RemoteGuest } = await import("../server/remote-guest.js");
+  const vm = new RemoteGuest(await RpcClient.connect(served.url), served.vm);
+  const onSignal = () => void vm.close().finally(() => process.exit(130));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    return (await command.run({ ...ctx, target: undefined, machine: undefined, vm, server: served })) ?? 0;
+  } finally {
+    await vm.close().catch(() => {});
+  }
 }
 
 /**

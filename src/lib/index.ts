@@ -10,6 +10,7 @@
 export { attach, openDump, Vm } from "./vm.js";
 export type { AttachOptions, KernelOptions, KillOptions, RegisterValues } from "./vm.js";
 export type { EventOptions, EventStream } from "./events.js";
+export type { Guest } from "./guest.js";
 export type {
   Address,
   Hex,

@@ -24,6 +24,7 @@ import { Target } from "../qemu/session.js";
 import { parseAddress } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
+import type { Guest } from "./guest.js";
 import type {
   Address,
   KernelInfoRow,
@@ -78,7 +79,7 @@ function address(a: Address, what: string): bigint {
   return v;
 }
 
-export class Vm {
+export class Vm implements Guest {
   private kernelInfo: Promise<KernelInfo> | undefined;
   private kernelFound: KernelInfo | undefined;
   private hub: EventHub | undefined;

@@ -13,6 +13,8 @@ export interface AddressSpace {
   readonly kind: "phys" | "virt";
   readonly cpu?: number;
   readonly cr3?: string;
+  /** Virtual in this process's address space. */
+  readonly pid?: number;
 }
 
 /** The trace kinds the library arms (the CLI's `trace` words), plus the QMP run-state stream. */
@@ -29,6 +31,13 @@ export interface EventRequest {
   readonly length?: number;
   readonly access?: "read" | "write" | "access";
   readonly space?: "phys" | "virt";
+}
+
+/** How linux.kill goes about it (as `vmsight kill`'s options). */
+export interface KillRequest {
+  readonly method?: "send" | "wake" | "memory";
+  readonly force?: boolean;
+  readonly timeoutMs?: number;
 }
 
 /** What a breakpoint subscriber may tell a stopped vCPU to do. */
@@ -64,7 +73,7 @@ export interface ServedVm {
   pause(): Promise<void>;
   resume(): Promise<void>;
   status(): Promise<Row>;
-  kill(pid: number, signal: string): Promise<Row>;
+  kill(pid: number, signal: string, opts?: KillRequest): Promise<Row>;
   /**
    * Ending the loop (return()) removes its traps; concurrent iterators share traps. The server
    * calls return() while a next() may be pending: return() must end that next() (done).

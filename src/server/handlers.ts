@@ -16,11 +16,12 @@ import {
 
 type Handlers = { [M in MethodName]: (p: Params<M>) => Promise<Result<M>> };
 
-function space(p: { space?: "phys" | "virt"; cpu?: number; cr3?: string }): AddressSpace {
+function space(p: { space?: "phys" | "virt"; cpu?: number; cr3?: string; pid?: number }): AddressSpace {
   return {
     kind: p.space ?? "virt",
     ...(p.cpu === undefined ? {} : { cpu: p.cpu }),
     ...(p.cr3 === undefined ? {} : { cr3: p.cr3 }),
+    ...(p.pid === undefined ? {} : { pid: p.pid }),
   };
 }
 
@@ -145,6 +146,9 @@ export function handlersFor(client: ClientSession): Handlers {
     "linux.lsmod": rows((v) => v.lsmod()),
     "linux.pids": rows((v) => v.pids()),
     "linux.maps": async (p) => ({ rows: await (await vm(p.vm)).maps(p.pid) }),
-    "linux.kill": async (p) => (await vm(p.vm)).kill(p.pid, p.signal ?? "KILL"),
+    "linux.kill": async (p) => {
+      const { vm: name, pid, signal, ...opts } = p;
+      return (await vm(name)).kill(pid, signal ?? "KILL", opts);
+    },
   };
 }

@@ -6,11 +6,12 @@
  */
 import { type Space, type Vm, attach } from "../lib/index.js";
 import { VmsightError } from "../util/errors.js";
-import type { AddressSpace, EventRecord, EventRequest, Row, ServedVm } from "./backend.js";
+import type { AddressSpace, EventRecord, EventRequest, KillRequest, Row, ServedVm } from "./backend.js";
 
 /** The library's Space for a protocol address space (virtual without cpu or cr3: the kernel's). */
 export function spaceOf(s: AddressSpace | undefined): Space {
   if (s?.kind === "phys") return "physical";
+  if (s?.pid !== undefined) return { pid: s.pid };
   if (s?.cr3 !== undefined) return { cr3: s.cr3, ...(s.cpu === undefined ? {} : { cpu: s.cpu }) };
   if (s?.cpu !== undefined) return { cpu: s.cpu };
   return "kernel";
@@ -166,8 +167,8 @@ class LibVm implements ServedVm {
   status(): Promise<Row> {
     return this.vm.status();
   }
-  kill(pid: number, signal: string): Promise<Row> {
-    return this.vm.kill(pid, signal);
+  kill(pid: number, signal: string, opts?: KillRequest): Promise<Row> {
+    return this.vm.kill(pid, signal, opts);
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
     return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req) };

@@ -32,6 +32,9 @@ const SpaceFields = {
   space: Type.Optional(Type.Union([Type.Literal("phys"), Type.Literal("virt")], { default: "virt" })),
   cpu: Type.Optional(Cpu),
   cr3: Type.Optional(Hex),
+  pid: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 4194304, description: "virtual in this process's address space" }),
+  ),
 };
 const Subscription = Type.Object({ subscription: Id });
 
@@ -51,6 +54,8 @@ export type EventType = (typeof EVENT_TYPES)[number];
 const EventTypeSchema = Type.Union(EVENT_TYPES.map((t) => Type.Literal(t)));
 
 const SIGNALS = ["KILL", "TERM", "STOP", "CONT"] as const;
+/** events/kill.ts's methods, spelled here so the schema imports nothing that needs Node (a browser bundles it). */
+const KILL_METHODS = ["send", "wake", "memory"] as const;
 
 const Action = Type.Union([
   Type.Object({ action: Type.Literal("continue") }, { additionalProperties: false }),
@@ -163,7 +168,7 @@ export const METHODS = {
   "memory.translate": {
     summary: "walk the page tables: physical address, page size, rights",
     params: Type.Object(
-      { vm: Vm, address: Hex, cpu: Type.Optional(Cpu), cr3: Type.Optional(Hex) },
+      { vm: Vm, address: Hex, cpu: SpaceFields.cpu, cr3: SpaceFields.cr3, pid: SpaceFields.pid },
       {
         additionalProperties: false,
       },
@@ -273,6 +278,14 @@ export const METHODS = {
             { default: "KILL" },
           ),
         ),
+        method: Type.Optional(
+          Type.Union(
+            KILL_METHODS.map((m) => Type.Literal(m)),
+            { default: "send", description: "as `vmsight kill --method`" },
+          ),
+        ),
+        force: Type.Optional(Type.Boolean({ default: false })),
+        timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000, default: 2000 })),
       },
       { additionalProperties: false },
     ),

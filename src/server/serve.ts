@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { UsageError } from "../util/errors.js";
 import { privateDir } from "../util/private-dir.js";
+import { announce } from "./announce.js";
 import type { OpenVm } from "./backend.js";
 import { ProtocolCore } from "./core.js";
 import { openLibVm } from "./lib-vm.js";
@@ -72,6 +73,10 @@ export async function serve(opts: ServeOptions): Promise<void> {
     onShed: () => opts.log("serve: a client stopped reading and was disconnected"),
   });
   for (const url of server.urls) opts.out(url);
+  // So that `vmsight ps` and friends for these guests come here instead of to their QMP sockets.
+  const unixUrl = server.urls.find((u) => u.startsWith("ws+unix:"));
+  const announced = unixUrl ? announce(unixUrl, () => registry.list().filter((v) => v.present)) : undefined;
+  const offChange = registry.onChange(() => announced?.update());
   const publisher = opts.publish
     ? await NatsPublisher.start(core, { url: opts.publish, types, log: opts.log })
     : undefined;
@@ -80,6 +85,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
     if (opts.signal.aborted) resolve();
     opts.signal.addEventListener("abort", () => resolve(), { once: true });
   });
+  offChange();
+  announced?.remove();
   await publisher?.close();
   await server.close();
   await core.close();

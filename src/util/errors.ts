@@ -69,6 +69,7 @@ export const ERROR_CODES = [
   "E_RAM_LAYOUT",
   "E_REFUSED",
   "E_SERIAL",
+  "E_SERVER",
   "E_SYMBOL_MAP",
   "E_SYMBOL_UNKNOWN",
   "E_TRAPS_BUSY",
