@@ -11,7 +11,7 @@ import { parseOffsetsProfile, profileLayout } from "../symbols/profile-layout.js
 import { hex, va } from "../util/address.js";
 import { type ErrorCode, UsageError, VmsightError } from "../util/errors.js";
 import { markStep } from "../util/timings.js";
-import type { Wire } from "./wire.js";
+import { type Wire, hexText } from "./wire.js";
 
 /**
  * Discovers the guest kernel from one vCPU's control registers and guest RAM. Reading
@@ -137,14 +137,11 @@ export function kernelReport(k: KernelInfo): KernelReport {
 
 /** The text of `vmsight kernel`, from the report or the same as vm.kernel() returns it. */
 export function describeKernel(r: KernelReport | Wire<KernelReport>): string {
-  const text = (v: bigint | string | undefined) =>
-    v === undefined ? "-" : typeof v === "string" ? v : v < 0n ? `0x-${(-v).toString(16)}` : hex(v);
-  // A negative phys_base is written "-0x…" for people ("0x-…" in JSON, as every bigint).
-  const signed = (v: bigint | string) => text(v).replace(/^0x-/, "-0x");
+  const text = (v: bigint | string | undefined) => (v === undefined ? "-" : hexText(v));
   return [
     r.banner,
     `KASLR slide        ${text(r.slide)}  (_text at ${text(r.text)})`,
-    `phys_base          ${signed(r.physBase)}`,
+    `phys_base          ${text(r.physBase)}`,
     `page_offset_base   ${text(r.pageOffsetBase)}`,
     `vmalloc_base       ${text(r.vmallocBase)}`,
     `vmemmap_base       ${text(r.vmemmapBase)}`,

@@ -291,11 +291,11 @@ export function describeEvent(e: TraceEvent | Wire<EventRecord>): string {
 /** A return value: small ones (errors included) in decimal, others as 64-bit hex. */
 function retText(value: bigint | number | string | null): string {
   if (value === null) return "?";
-  // A record carries it as a number, or as a "0x…" string ("0x-…" when negative) beyond 2^53.
+  // A record carries it as a number, or as a "0x…" string ("-0x…" when negative) beyond 2^53.
   const ret =
     typeof value === "string"
-      ? value.startsWith("0x-")
-        ? -BigInt(`0x${value.slice(3)}`)
+      ? value.startsWith("-")
+        ? -BigInt(value.slice(1))
         : BigInt(value)
       : BigInt(value);
   return ret > -4096n && ret < 1n << 20n ? ret.toString() : hex(BigInt.asUintN(64, ret));

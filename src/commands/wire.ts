@@ -15,7 +15,9 @@ export type Wire<T> = T extends bigint
       ? { -readonly [K in keyof T]: Wire<T[K]> }
       : T;
 
-const bigintAsHex = (_key: string, v: unknown) => (typeof v === "bigint" ? `0x${v.toString(16)}` : v);
+/** A negative one (phys_base can be) is "-0x…", as people write it and Python's int(s, 16) reads it. */
+const bigintText = (v: bigint) => (v < 0n ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`);
+const bigintAsHex = (_key: string, v: unknown) => (typeof v === "bigint" ? bigintText(v) : v);
 
 /** The JSON text of `value`, bigints as "0x…" strings. */
 export function toJson(value: unknown): string {
@@ -32,5 +34,5 @@ export function toWire<T>(value: T): Wire<T> {
 
 /** A value for people: a bigint as "0x…", or the "0x…" string a row already carries. */
 export function hexText(v: bigint | string): string {
-  return typeof v === "string" ? v : `0x${v.toString(16)}`;
+  return typeof v === "string" ? v : bigintText(v);
 }

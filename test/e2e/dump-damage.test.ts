@@ -99,8 +99,8 @@ describe("damaged copies of a real dump", () => {
 
   test("noise everywhere but the kernel image: the walkers meet damaged tasks and page tables", async (t) => {
     const [k] = await cliJson<{ text: string; physBase: string }[]>(["--dump", dump, "kernel"]);
-    // A negative phys_base prints as "0x-5c00000" (util/address hex of a negative bigint).
-    const signed = (h: string) => (h.includes("-") ? -BigInt(h.replace("-", "")) : BigInt(h));
+    // A negative phys_base prints as "-0x5c00000", which BigInt() does not read.
+    const signed = (h: string) => (h.startsWith("-") ? -BigInt(h.slice(1)) : BigInt(h));
     // __START_KERNEL_map maps the image at phys_base; keep 96 MiB from _text (text, data, BTF, bss).
     const text = BigInt(k!.text) - 0xffffffff80000000n + signed(k!.physBase);
     for (const every of [64, 8, 2]) {

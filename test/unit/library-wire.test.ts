@@ -29,7 +29,7 @@ test("toWire is the JSON text decoded: bigints as 0x strings, undefined keys gon
   const nested = { a: [1n, { b: 0xffffffffffffffffn, c: undefined }], d: null, e: "x" };
   assert.deepEqual(toWire(nested), JSON.parse(toJson(nested)));
   assert.deepEqual(toWire(nested), { a: ["0x1", { b: "0xffffffffffffffff" }], d: null, e: "x" });
-  assert.equal(toWire(report).physBase, "0x-1000000");
+  assert.equal(toWire(report).physBase, "-0x1000000");
   assert.equal("vmallocBase" in toWire(report), false);
 });
 
