@@ -539,7 +539,7 @@ describe("boot-time offset discovery on a crafted kernel", () => {
     assert.deepEqual(ids("task_struct.tgid"), [L.pid, L.tgid]);
   });
 
-  test("a creation whose child was misread (a lower pid than the last) leaves twin pid/tgid as they were", () => {
+  test("a child that overtook an earlier one (a lower pid than the last, preempted after alloc_pid) leaves twin pid/tgid as they were", () => {
     const { b, d, kid, ids } = processesOnly();
     const stale = b.newTask({
       pid: 3,

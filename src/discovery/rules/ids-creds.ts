@@ -10,11 +10,13 @@ import type { Obj } from "./reader.js";
 export const CRED_ID_STARTS = [4, 8, 20];
 const CRED_MAGIC = 0x43736564;
 const INIT_CRED_SPAN = 128;
+/** Creations that may overtake one another between alloc_pid() and joining the task list. */
+const REORDER_WINDOW = 8;
 
 /** pid and tgid, and the credentials (real_cred, cred.uid). */
 export class IdRules {
-  /** Per pid/tgid candidate: its value in the newest child seen (creation order). */
-  private readonly lastChild = new Map<string, Map<number, number>>([
+  /** Per pid/tgid candidate: its values in the newest children seen (creation order), newest last. */
+  private readonly lastChildren = new Map<string, Map<number, number[]>>([
     ["task_struct.pid", new Map()],
     ["task_struct.tgid", new Map()],
   ]);
@@ -38,9 +40,12 @@ export class IdRules {
 
   /**
    * pid and tgid: non-negative and at most PID_MAX_LIMIT; the idle task's is 0; distinct among
-   * live processes (one leader per thread group); and each new process gets a larger number
-   * than the one created before it (pids are handed out in increasing order until they wrap
-   * at pid_max, which a boot never reaches).
+   * live processes (one leader per thread group); and pids are handed out in increasing order
+   * (until they wrap at pid_max, which a boot never reaches) - but in alloc_pid(), before the
+   * child is linked and total_forks fires. A fork preempted in between (or on another vCPU) is
+   * seen after a later one with a larger pid, so a new child's pid is only known to exceed
+   * the smallest of the last REORDER_WINDOW children's, not the last one's: the strict rule
+   * emptied pid and tgid on fork-heavy 6.12 boots.
    */
   private idRules(key: string, ev: TaskEvent, all: Obj[], tasks: Obj[] | undefined): void {
     const c = this.ctx.cands;
@@ -61,12 +66,17 @@ export class IdRules {
       });
     }
     if (child) {
-      const last = this.lastChild.get(key)!;
+      const recent = this.lastChildren.get(key)!;
       unlessContradictory(c, key, "increases in creation order", (o) => {
-        const prev = last.get(o);
-        return prev === undefined || child.u32(o) > prev;
+        const prev = recent.get(o);
+        return prev === undefined || child.u32(o) > Math.min(...prev);
       });
-      for (const o of c.get(key)) last.set(o, child.u32(o));
+      for (const o of c.get(key)) {
+        const prev = recent.get(o) ?? [];
+        prev.push(child.u32(o));
+        if (prev.length > REORDER_WINDOW) prev.shift();
+        recent.set(o, prev);
+      }
     }
   }
 
@@ -86,7 +96,7 @@ export class IdRules {
    * count does not). The new thread shares its creator's tgid but has a new, larger pid. It is
    * not on the tasks list, but copy_process() still holds it in a register or on its stack; a
    * (pid, tgid) pair survives if some such pointer is a task with the creator's tgid and a
-   * larger pid than any process created so far.
+   * larger pid than the recent creations (see idRules for why not all of them).
    */
   private threadChild(ev: TaskEvent): void {
     const { obs, cur } = ev;
@@ -94,14 +104,15 @@ export class IdRules {
       (p) => isKernelPointer(p, obs.view.bounds) && p !== cur.addr,
     );
     const objs = ptrs.map((p) => this.ctx.readTask(obs.view, p)).filter((o): o is Obj => o !== undefined);
-    const lastPid = this.lastChild.get("task_struct.pid")!;
+    const recent = this.lastChildren.get("task_struct.pid")!;
+    const floor = (p: number) => Math.min(...(recent.get(p) ?? [0]));
     const ok = (t: number, p: number) =>
       p !== t &&
       objs.some(
         (x) =>
           x.u32(t) === cur.u32(t) &&
           x.u32(p) !== cur.u32(p) &&
-          x.u32(p) > (lastPid.get(p) ?? 0) &&
+          x.u32(p) > floor(p) &&
           x.u32(p) <= PID_MAX_LIMIT,
       );
     // An event where no pair agrees tells nothing about the offsets: the new thread was not
