@@ -30,5 +30,7 @@ export type {
   TreeRow,
   VmEvent,
   WatchKind,
+  OpenFileRow,
+  EnvVarRow,
 } from "./types.js";
 export { ERROR_CODES, type ErrorCode, FaultError, VmsightError, isVmsightError } from "../util/errors.js";

@@ -1,5 +1,6 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
+import type { EnvRow, LsofRow } from "../commands/forensics.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -53,3 +54,9 @@ export type Space =
   | { readonly cpu: number }
   | { readonly pid: number }
   | { readonly cr3: Address; readonly cpu?: number };
+
+// ---- forensics (lsof, env, dmesg, mounts, sockets, ns, containers) ---------------------------
+/** `vmsight lsof [PID] --json` rows: one open fd each. */
+export type OpenFileRow = Wire<LsofRow>;
+/** `vmsight env PID --json` rows: one environment variable each. */
+export type EnvVarRow = Wire<EnvRow>;

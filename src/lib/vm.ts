@@ -13,6 +13,7 @@ import {
   writeGuest,
   writeRegisters,
 } from "../commands/machine.js";
+import { envRows, lsofRows } from "../commands/forensics.js";
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import { toWire } from "../commands/wire.js";
 import { type SignalName, parseSignal } from "../events/kill-signals.js";
@@ -28,8 +29,10 @@ import type {
   Address,
   KernelInfoRow,
   KillResult,
+  EnvVarRow,
   MapRow,
   ModuleRow,
+  OpenFileRow,
   ProcessRow,
   Registers,
   RunStateRow,
@@ -161,6 +164,16 @@ export class Vm {
   /** A process's memory maps, as its /proc/PID/maps. */
   maps(pid: number): Promise<MapRow[]> {
     return this.listing((k) => toWire(mapsRows(k, pid)));
+  }
+
+  /** Open files of one process or all, as /proc/PID/fd and /proc/PID/fdinfo. */
+  lsof(pid?: number): Promise<OpenFileRow[]> {
+    return this.listing((k) => toWire(lsofRows(k, pid)));
+  }
+
+  /** A process's environment, as its /proc/PID/environ. */
+  env(pid: number): Promise<EnvVarRow[]> {
+    return this.listing((k) => toWire(envRows(k, pid)));
   }
 
   // ---- memory and registers ------------------------------------------------------------------

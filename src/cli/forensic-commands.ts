@@ -1,0 +1,40 @@
+import { intArg } from "./args.js";
+import type { CliCommand, CommandContext } from "./command.js";
+import { linuxCommand, pidArg } from "./linux-commands.js";
+import { table } from "./render.js";
+
+/** PID when one is given (lsof, mounts), else undefined: all processes. */
+const optionalPid = (ctx: CommandContext) =>
+  ctx.positionals[0] === undefined ? undefined : intArg(ctx.positionals[0], "PID", 1, 4_194_304);
+
+/** A 64-bit row value ("0x…" on the wire) in decimal, as /proc prints positions and inodes. */
+const dec = (v: string | bigint) => BigInt(v).toString(10);
+
+export const FORENSIC_COMMANDS: readonly CliCommand[] = [
+  linuxCommand(
+    {
+      name: "lsof",
+      usage: "lsof [PID]",
+      summary: "open files of one process or all: fd, type, flags, pos, mnt_id, ino, path (/proc/PID/fd, fdinfo)",
+      check: (ctx) => void optionalPid(ctx),
+    },
+    (vm, ctx) => vm.lsof(optionalPid(ctx)),
+    ["pid", "comm", "fd", "type", "flags", "pos", "mntId", "ino", "path"],
+    (rows) =>
+      table(
+        rows.map((r) => ({ ...r, pos: dec(r.pos), ino: dec(r.ino) })),
+        ["pid", "comm", "fd", "type", "flags", "pos", "mntId", "ino", "path"],
+      ),
+  ),
+  linuxCommand(
+    {
+      name: "env",
+      usage: "env PID",
+      summary: "a process's environment, as /proc/PID/environ (one NAME=value a line)",
+      check: (ctx) => void pidArg(ctx),
+    },
+    (vm, ctx) => vm.env(pidArg(ctx)),
+    ["name", "value"],
+    (rows) => rows.map((r) => (r.value === null ? r.name : `${r.name}=${r.value}`)).join("\n"),
+  ),
+];

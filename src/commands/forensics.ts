@@ -1,0 +1,77 @@
+import type { KernelContext } from "../os/linux/context.js";
+import { formatFlags, openFiles } from "../os/linux/files.js";
+import { readEnviron } from "../os/linux/process-memory.js";
+import { type TaskInfo, listTasks } from "../os/linux/tasks.js";
+import { hex } from "../util/address.js";
+import { VmsightError } from "../util/errors.js";
+import { findProcess, withWarnings } from "./processes.js";
+
+/** `lsof` columns: /proc/<pid>/fd/<fd> (path) and /proc/<pid>/fdinfo/<fd> (flags, pos, mnt_id, ino). */
+export interface LsofRow {
+  readonly pid: number;
+  readonly comm: string;
+  /** -1 on the row that says a process's file table could not be read. */
+  readonly fd: number;
+  readonly type: string;
+  /** As fdinfo prints them: octal with a leading 0. */
+  readonly flags: string;
+  readonly pos: bigint;
+  readonly mntId: number;
+  readonly ino: bigint;
+  readonly path: string;
+  readonly warnings?: readonly string[];
+}
+
+function lsofOf(k: KernelContext, t: TaskInfo): LsofRow[] {
+  try {
+    return openFiles(k, t.addr).map((f) => ({
+      pid: t.pid,
+      comm: t.name,
+      fd: f.fd,
+      type: f.type,
+      flags: formatFlags(f.flags),
+      pos: f.pos,
+      mntId: f.mntId,
+      ino: f.ino,
+      path: f.path,
+      ...withWarnings(f.warnings ?? []),
+    }));
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    const warnings = [`file table unreadable: ${error.message}`];
+    return [
+      { pid: t.pid, comm: t.name, fd: -1, type: "unknown", flags: "0", pos: 0n, mntId: 0, ino: 0n, path: "?", warnings },
+    ];
+  }
+}
+
+/** The open files of one process, or of every process (threads share their leader's table). */
+export function lsofRows(k: KernelContext, pid?: number): LsofRow[] {
+  const tasks = pid === undefined ? listTasks(k).sort((a, b) => a.pid - b.pid) : [findProcess(k, pid)];
+  return tasks.flatMap((t) => lsofOf(k, t));
+}
+
+/** One variable of /proc/<pid>/environ: NAME=value split at the first "=" (value null without one). */
+export interface EnvRow {
+  readonly pid: number;
+  readonly name: string;
+  readonly value: string | null;
+  readonly warnings?: readonly string[];
+}
+
+export function envRows(k: KernelContext, pid: number): EnvRow[] {
+  const t = findProcess(k, pid);
+  const env = readEnviron(k, t);
+  const rows: EnvRow[] = env.strings.map((s) => {
+    const eq = s.indexOf("=");
+    return eq < 0 ? { pid, name: s, value: null } : { pid, name: s.slice(0, eq), value: s.slice(eq + 1) };
+  });
+  const warnings: string[] = [];
+  if (env.partial && env.faultAddress !== undefined)
+    warnings.push(`environment cut at ${hex(env.faultAddress)}: page not readable`);
+  if (env.truncated) warnings.push("environment longer than vmsight reads: cut");
+  const last = rows.pop();
+  if (last) rows.push({ ...last, ...withWarnings(warnings) });
+  else if (warnings.length > 0) rows.push({ pid, name: "", value: null, warnings });
+  return rows;
+}
