@@ -1,3 +1,5 @@
+import { formatDmesgLine } from "../commands/forensics.js";
+import { formatMountInfo } from "../os/linux/mounts.js";
 import { intArg } from "./args.js";
 import type { CliCommand, CommandContext } from "./command.js";
 import { linuxCommand, pidArg } from "./linux-commands.js";
@@ -15,7 +17,8 @@ export const FORENSIC_COMMANDS: readonly CliCommand[] = [
     {
       name: "lsof",
       usage: "lsof [PID]",
-      summary: "open files of one process or all: fd, type, flags, pos, mnt_id, ino, path (/proc/PID/fd, fdinfo)",
+      summary:
+        "open files of one process or all: fd, type, flags, pos, mnt_id, ino, path (/proc/PID/fd, fdinfo)",
       check: (ctx) => void optionalPid(ctx),
     },
     (vm, ctx) => vm.lsof(optionalPid(ctx)),
@@ -36,5 +39,38 @@ export const FORENSIC_COMMANDS: readonly CliCommand[] = [
     (vm, ctx) => vm.env(pidArg(ctx)),
     ["name", "value"],
     (rows) => rows.map((r) => (r.value === null ? r.name : `${r.name}=${r.value}`)).join("\n"),
+  ),
+  linuxCommand(
+    {
+      name: "mounts",
+      usage: "mounts [PID]",
+      summary:
+        "the mounts a process (default 1) sees, as /proc/PID/mountinfo (no filesystem-specific options)",
+      check: (ctx) => void optionalPid(ctx),
+    },
+    (vm, ctx) => vm.mounts(optionalPid(ctx)),
+    [
+      "mountId",
+      "parentId",
+      "dev",
+      "root",
+      "mountPoint",
+      "options",
+      "optional",
+      "fsType",
+      "source",
+      "superOptions",
+    ],
+    (rows) => rows.map(formatMountInfo).join("\n"),
+  ),
+  linuxCommand(
+    {
+      name: "dmesg",
+      usage: "dmesg",
+      summary: "the kernel log, from its printk ring buffer (as the guest's dmesg)",
+    },
+    (vm) => vm.dmesg(),
+    ["seq", "time", "level", "text"],
+    (rows) => rows.map(formatDmesgLine).join("\n"),
   ),
 ];

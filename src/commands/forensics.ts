@@ -1,9 +1,12 @@
 import type { KernelContext } from "../os/linux/context.js";
 import { formatFlags, openFiles } from "../os/linux/files.js";
+import { type MountInfo, namespaceMounts, readMount, taskMountNamespace } from "../os/linux/mounts.js";
+import { logRecords } from "../os/linux/printk.js";
 import { readEnviron } from "../os/linux/process-memory.js";
 import { type TaskInfo, listTasks } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import { decodeGuestBytes } from "../util/guest-text.js";
 import { findProcess, withWarnings } from "./processes.js";
 
 /** `lsof` columns: /proc/<pid>/fd/<fd> (path) and /proc/<pid>/fdinfo/<fd> (flags, pos, mnt_id, ino). */
@@ -40,7 +43,18 @@ function lsofOf(k: KernelContext, t: TaskInfo): LsofRow[] {
     if (!(error instanceof VmsightError)) throw error;
     const warnings = [`file table unreadable: ${error.message}`];
     return [
-      { pid: t.pid, comm: t.name, fd: -1, type: "unknown", flags: "0", pos: 0n, mntId: 0, ino: 0n, path: "?", warnings },
+      {
+        pid: t.pid,
+        comm: t.name,
+        fd: -1,
+        type: "unknown",
+        flags: "0",
+        pos: 0n,
+        mntId: 0,
+        ino: 0n,
+        path: "?",
+        warnings,
+      },
     ];
   }
 }
@@ -74,4 +88,51 @@ export function envRows(k: KernelContext, pid: number): EnvRow[] {
   if (last) rows.push({ ...last, ...withWarnings(warnings) });
   else if (warnings.length > 0) rows.push({ pid, name: "", value: null, warnings });
   return rows;
+}
+
+/** One line of `dmesg`: a record's text split at its newlines, each line with the record's time. */
+export interface DmesgRow {
+  readonly seq: number;
+  /** Seconds since boot with microseconds, as dmesg prints them ("3.287126"). */
+  readonly time: string;
+  readonly facility: number;
+  readonly level: number;
+  readonly text: string;
+}
+
+export function dmesgTime(tsNsec: bigint): string {
+  return `${tsNsec / 1_000_000_000n}.${((tsNsec % 1_000_000_000n) / 1000n).toString().padStart(6, "0")}`;
+}
+
+/** `record_print_text()` as syslog(READ_ALL) runs it: one line per newline-separated piece. */
+export function dmesgRows(k: KernelContext): DmesgRow[] {
+  return logRecords(k).flatMap((r) => {
+    const lines: Buffer[] = [];
+    let from = 0;
+    for (let nl = r.text.indexOf(10); nl >= 0; nl = r.text.indexOf(10, from)) {
+      lines.push(r.text.subarray(from, nl));
+      from = nl + 1;
+    }
+    lines.push(r.text.subarray(from));
+    const head = { seq: Number(r.seq), time: dmesgTime(r.tsNsec), facility: r.facility, level: r.level };
+    return lines.map((line) => ({ ...head, text: decodeGuestBytes(line) }));
+  });
+}
+
+/** The line the guest's `dmesg` prints for a row: "[    3.287126] text". */
+export function formatDmesgLine(row: Pick<DmesgRow, "time" | "text">): string {
+  const [sec = "", usec = ""] = row.time.split(".");
+  return `[${sec.padStart(5)}.${usec}] ${row.text}`;
+}
+
+/** `mounts` rows: /proc/<pid>/mountinfo, one mount each. */
+export type MountRow = Omit<MountInfo, "mount">;
+
+/** The mounts `pid` (default 1) sees, in mountinfo order. */
+export function mountRows(k: KernelContext, pid = 1): MountRow[] {
+  const t = findProcess(k, pid);
+  return namespaceMounts(k, taskMountNamespace(k, t.addr)).map((m) => {
+    const { mount: _, ...row } = readMount(k, m);
+    return row;
+  });
 }

@@ -32,5 +32,7 @@ export type {
   WatchKind,
   OpenFileRow,
   EnvVarRow,
+  LogLineRow,
+  MountInfoRow,
 } from "./types.js";
 export { ERROR_CODES, type ErrorCode, FaultError, VmsightError, isVmsightError } from "../util/errors.js";

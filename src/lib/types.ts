@@ -1,6 +1,6 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
-import type { EnvRow, LsofRow } from "../commands/forensics.js";
+import type { DmesgRow, EnvRow, LsofRow, MountRow } from "../commands/forensics.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -60,3 +60,7 @@ export type Space =
 export type OpenFileRow = Wire<LsofRow>;
 /** `vmsight env PID --json` rows: one environment variable each. */
 export type EnvVarRow = Wire<EnvRow>;
+/** `vmsight dmesg --json` rows: one line of the kernel log each. */
+export type LogLineRow = Wire<DmesgRow>;
+/** `vmsight mounts [PID] --json` rows: one mount each, as /proc/PID/mountinfo. */
+export type MountInfoRow = Wire<MountRow>;

@@ -4,6 +4,7 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
+import { dmesgRows, envRows, lsofRows, mountRows } from "../commands/forensics.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -13,7 +14,6 @@ import {
   writeGuest,
   writeRegisters,
 } from "../commands/machine.js";
-import { envRows, lsofRows } from "../commands/forensics.js";
 import { lsmodRows, mapsRows, pidViewRows, psRows, pstreeLines, threadRows } from "../commands/processes.js";
 import { toWire } from "../commands/wire.js";
 import { type SignalName, parseSignal } from "../events/kill-signals.js";
@@ -27,11 +27,13 @@ import { VmsightError } from "../util/errors.js";
 import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
 import type {
   Address,
+  EnvVarRow,
   KernelInfoRow,
   KillResult,
-  EnvVarRow,
+  LogLineRow,
   MapRow,
   ModuleRow,
+  MountInfoRow,
   OpenFileRow,
   ProcessRow,
   Registers,
@@ -169,6 +171,16 @@ export class Vm {
   /** Open files of one process or all, as /proc/PID/fd and /proc/PID/fdinfo. */
   lsof(pid?: number): Promise<OpenFileRow[]> {
     return this.listing((k) => toWire(lsofRows(k, pid)));
+  }
+
+  /** The kernel log from its ring buffer, one row a line, as the guest's dmesg. */
+  dmesg(): Promise<LogLineRow[]> {
+    return this.listing((k) => toWire(dmesgRows(k)));
+  }
+
+  /** The mounts a process (default 1) sees, as its /proc/PID/mountinfo. */
+  mounts(pid?: number): Promise<MountInfoRow[]> {
+    return this.listing((k) => toWire(mountRows(k, pid)));
   }
 
   /** A process's environment, as its /proc/PID/environ. */

@@ -98,7 +98,11 @@ export function dentryName(ctx: KernelContext, dentry: VirtAddr, stopAtNul = tru
 
 /** `d_inode(dentry)->i_ino`. */
 function dentryIno(ctx: KernelContext, dentry: VirtAddr): bigint {
-  const inode = ptr(ctx, dentry + BigInt(ctx.layout.offsetof("dentry", "d_inode")), `d_inode of ${hex(dentry)}`);
+  const inode = ptr(
+    ctx,
+    dentry + BigInt(ctx.layout.offsetof("dentry", "d_inode")),
+    `d_inode of ${hex(dentry)}`,
+  );
   return ctx.kernel.readU64(va(inode + BigInt(ctx.layout.offsetof("inode", "i_ino"))));
 }
 

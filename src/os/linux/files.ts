@@ -71,7 +71,8 @@ function fdTable(ctx: KernelContext, task: VirtAddr): { files: bigint[]; cloexec
     `fdt of files_struct ${hex(files)}`,
   );
   const maxFds = k.readU32(va(fdt + field(ctx, "fdtable", "max_fds")));
-  if (maxFds > MAX_FDS) throw new GuestDataError(`fdtable ${hex(fdt)} claims ${maxFds} fds (at most ${MAX_FDS})`);
+  if (maxFds > MAX_FDS)
+    throw new GuestDataError(`fdtable ${hex(fdt)} claims ${maxFds} fds (at most ${MAX_FDS})`);
   const array = (member: string) =>
     checkKernelPointer(k.readU64(va(fdt + field(ctx, "fdtable", member))), ctx.bounds, `fdtable.${member}`);
   const raw = k.read(array("fd"), maxFds * 8);

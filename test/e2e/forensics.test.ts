@@ -1,0 +1,159 @@
+/**
+ * Issue 13 (part 1) end to end: lsof, env, dmesg, mounts, sockets, ns and containers, live and
+ * on a QEMU ELF dump, equal to what the guest itself prints from /proc over its console
+ * (`vmsight-view forensics`, parsed by test/support/forensic-oracle.ts).
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Target } from "../../src/qemu/session.js";
+import { cliJson, runCli } from "../support/cli.js";
+import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
+import { type TestGuest, bootTestGuest } from "../support/guest.js";
+
+const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
+
+interface Lsof {
+  pid: number;
+  fd: number;
+  type: string;
+  flags: string;
+  pos: string;
+  mntId: number;
+  ino: string;
+  path: string;
+}
+
+/** The oracle's own reading of st_mode (and of an anon inode's link name) as a file type. */
+function typeOf(target: string, mode: number | undefined): string {
+  if (target.startsWith("anon_inode:")) return "anon";
+  // By the file-type nibble (st_mode >> 12): S_IFSOCK 014, S_IFLNK 012, S_IFREG 010, ...
+  const names = [
+    "unknown",
+    "pipe",
+    "char",
+    "unknown",
+    "dir",
+    "unknown",
+    "block",
+    "unknown",
+    "file",
+    "unknown",
+    "link",
+    "unknown",
+    "socket",
+  ];
+  return mode === undefined ? "?" : (names[mode >> 12] ?? "unknown");
+}
+
+function checkLsof(view: ForensicView, rows: readonly Lsof[]): void {
+  assert.ok(view.net, "the guest started the net workload");
+  for (const pid of [1, view.net.parent, view.net.child])
+    assert.ok(view.fds.has(pid), `pid ${pid} in the view`);
+  for (const [pid, fds] of view.fds) {
+    if (pid === view.viewerPid) continue;
+    const ours = rows.filter((r) => r.pid === pid);
+    assert.deepEqual(
+      ours.map((r) => r.fd),
+      fds.map((f) => f.fd),
+      `fds of pid ${pid}`,
+    );
+    for (const f of fds) {
+      const r = ours.find((x) => x.fd === f.fd)!;
+      const what = `pid ${pid} fd ${f.fd}`;
+      assert.equal(r.path, f.target, what);
+      assert.equal(r.type, typeOf(f.target, f.mode), what);
+      assert.equal(r.flags, f.info.get("flags"), what);
+      assert.equal(BigInt(r.pos), BigInt(f.info.get("pos") ?? "-1"), what);
+      assert.equal(r.mntId, Number(f.info.get("mnt_id")), what);
+      assert.equal(BigInt(r.ino), BigInt(f.info.get("ino") ?? "-1"), what);
+    }
+  }
+  // The workload's kinds of file are all there: a pipe shared by two processes, a file, sockets.
+  const kinds = (pid: number) => new Set(rows.filter((r) => r.pid === pid).map((r) => r.type));
+  for (const pid of [view.net.parent, view.net.child])
+    for (const k of ["file", "pipe", "socket"]) assert.ok(kinds(pid).has(k), `pid ${pid} has a ${k}`);
+}
+
+async function checkEnv(view: ForensicView, source: readonly string[]): Promise<void> {
+  assert.ok(view.net);
+  assert.ok(view.environ.get(view.net.parent)?.includes("WL_NOTE=vmsight env test"));
+  for (const [pid, env] of view.environ) {
+    if (pid === view.viewerPid) continue;
+    const rows = await cliJson<{ name: string; value: string | null }[]>([...source, "env", String(pid)]);
+    assert.deepEqual(
+      rows.map((r) => (r.value === null ? r.name : `${r.name}=${r.value}`)),
+      env,
+      `environ of pid ${pid}`,
+    );
+  }
+}
+
+/** The guest's dmesg, line for line, is where vmsight's starts (the log may have grown since). */
+async function checkDmesg(view: ForensicView, source: readonly string[]): Promise<void> {
+  assert.ok(view.dmesg.length > 50, "the guest's dmesg has its boot log");
+  const r = await runCli([...source, "dmesg"]);
+  assert.equal(r.code, 0, r.stderr);
+  const ours = r.stdout.replace(/\n$/, "").split("\n");
+  assert.deepEqual(ours.slice(0, view.dmesg.length), view.dmesg);
+  const rows = await cliJson<{ seq: number; text: string; level: number }[]>([...source, "dmesg"]);
+  assert.ok(rows.length >= view.dmesg.length);
+  assert.ok(
+    rows.every((row, i) => i === 0 || row.seq >= rows[i - 1]!.seq),
+    "rows in sequence order",
+  );
+  assert.ok(rows.every((row) => row.level >= 0 && row.level <= 7));
+}
+
+for (const kernelId of KERNELS) {
+  describe(`forensic commands on a ${kernelId} guest equal its own /proc, live and on a dump`, () => {
+    let g: TestGuest;
+    let view: ForensicView;
+    const dir = mkdtempSync(join(tmpdir(), "vmsight-forensics-"));
+    const dump = join(dir, "guest.elf");
+    let live: string[];
+    before(async () => {
+      g = await bootTestGuest(kernelId);
+      await g.waitReady(180_000);
+      view = parseForensicView(await g.serial.command("vmsight-view forensics", 180_000));
+      live = ["--qmp", g.qmpSocket];
+      const t = await Target.attach(g.qmpSocket);
+      try {
+        await t.qmp.execute(
+          "dump-guest-memory",
+          { paging: false, protocol: `file:${dump}` },
+          { timeoutMs: 180_000 },
+        );
+      } finally {
+        await t.close();
+      }
+    });
+    after(async () => {
+      await g?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    for (const from of ["live", "dump"] as const) {
+      const source = () => (from === "live" ? live : ["--dump", dump]);
+
+      test(`lsof (${from}): every fd of every process, as /proc/PID/fd and fdinfo`, async () => {
+        checkLsof(view, await cliJson<Lsof[]>([...source(), "lsof"]));
+        const one = await cliJson<Lsof[]>([...source(), "lsof", String(view.net!.child)]);
+        assert.deepEqual(
+          one.map((r) => r.pid).filter((p) => p !== view.net!.child),
+          [],
+        );
+        checkLsof(view, [
+          ...one,
+          ...(await cliJson<Lsof[]>([...source(), "lsof"])).filter((r) => r.pid !== view.net!.child),
+        ]);
+      });
+
+      test(`env (${from}): every process's /proc/PID/environ`, () => checkEnv(view, source()));
+
+      test(`dmesg (${from}): the guest's dmesg, line for line`, () => checkDmesg(view, source()));
+    }
+  });
+}
