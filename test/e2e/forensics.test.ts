@@ -107,6 +107,51 @@ async function checkDmesg(view: ForensicView, source: readonly string[]): Promis
   assert.ok(rows.every((row) => row.level >= 0 && row.level <= 7));
 }
 
+interface Mount {
+  mountId: number;
+  parentId: number;
+  dev: string;
+  root: string;
+  mountPoint: string;
+  options: string;
+  optional: string;
+  fsType: string;
+  source: string;
+  superOptions: string;
+}
+
+/**
+ * Every column of mountinfo but the filesystem's own options: vmsight's super options are the
+ * generic ones the guest's line starts with.
+ */
+async function checkMounts(view: ForensicView, source: readonly string[]): Promise<void> {
+  const pids = [1, view.box!];
+  assert.ok(view.box !== undefined, "the guest started the contained workload");
+  assert.ok(
+    view.mountinfo.get(1)!.some((l) => l.includes(" /mnt/a\\\\040dir ")),
+    "the guest escapes the space (shown with its backslash doubled)",
+  );
+  for (const pid of pids) {
+    const lines = view.mountinfo.get(pid)!;
+    const rows = await cliJson<Mount[]>([...source, "mounts", String(pid)]);
+    assert.equal(rows.length, lines.length, `mounts of pid ${pid}`);
+    rows.forEach((m, i) => {
+      const theirs = lines[i]!;
+      const dash = theirs.indexOf(" - ");
+      const [fsType, src, superOptions = ""] = theirs.slice(dash + 3).split(" ");
+      const optional = m.optional === "" ? "" : ` ${m.optional}`;
+      const head = `${m.mountId} ${m.parentId} ${m.dev} ${m.root} ${m.mountPoint} ${m.options}${optional}`;
+      assert.equal(head, theirs.slice(0, dash), `pid ${pid} mount ${i}`);
+      assert.deepEqual([m.fsType, m.source], [fsType, src], `pid ${pid} mount ${i}`);
+      const generic = m.superOptions.split(",");
+      assert.deepEqual(superOptions.split(",").slice(0, generic.length), generic, `pid ${pid} mount ${i}`);
+    });
+  }
+  // The contained process has a mount namespace of its own: same mount points, other ids.
+  const [host, box] = [view.mountinfo.get(1)!, view.mountinfo.get(view.box!)!];
+  assert.notEqual(host[0]!.split(" ")[0], box[0]!.split(" ")[0]);
+}
+
 for (const kernelId of KERNELS) {
   describe(`forensic commands on a ${kernelId} guest equal its own /proc, live and on a dump`, () => {
     let g: TestGuest;
@@ -152,6 +197,9 @@ for (const kernelId of KERNELS) {
       });
 
       test(`env (${from}): every process's /proc/PID/environ`, () => checkEnv(view, source()));
+
+      test(`mounts (${from}): /proc/PID/mountinfo of init and of a process in its own namespace`, () =>
+        checkMounts(view, source()));
 
       test(`dmesg (${from}): the guest's dmesg, line for line`, () => checkDmesg(view, source()));
     }

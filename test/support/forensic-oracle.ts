@@ -23,11 +23,13 @@ export interface ForensicView {
   readonly viewerPid: number;
   /** The workload's wl-net process and its child. */
   readonly net: { readonly parent: number; readonly child: number } | undefined;
+  /** The workload's process in namespaces and a cgroup of its own (wl-contained). */
+  readonly box: number | undefined;
   /** pid → its fds, in fd order. */
   readonly fds: ReadonlyMap<number, readonly FdEntry[]>;
   /** pid → its environment strings, each shown by `renderGuestBytes`. */
   readonly environ: ReadonlyMap<number, readonly string[]>;
-  /** pid → the lines of /proc/PID/mountinfo. */
+  /** pid → the lines of /proc/PID/mountinfo, shown by `renderGuestBytes` (an escape `\040` reads `\\040`). */
   readonly mountinfo: ReadonlyMap<number, readonly string[]>;
   /** pid → namespace type → link ("net:[4026531840]"). */
   readonly ns: ReadonlyMap<number, ReadonlyMap<string, string>>;
@@ -111,6 +113,9 @@ function fdEntries(links: Buffer, modeText: Buffer, info: Buffer, line: string):
     .sort((a, b) => a.fd - b.fd);
 }
 
+/** A latin1 line (one char a byte) shown by `renderGuestBytes`. */
+const rendered = (line: string) => renderGuestBytes(Buffer.from(line, "latin1"));
+
 /** NUL-separated strings; the final NUL ends the last one. */
 function nulStrings(bytes: Buffer): Buffer[] {
   const out: Buffer[] = [];
@@ -131,6 +136,7 @@ export function parseForensicView(text: string): ForensicView {
   const view = {
     viewerPid: -1,
     net: undefined as { parent: number; child: number } | undefined,
+    box: undefined as number | undefined,
     fds: new Map<number, FdEntry[]>(),
     environ: new Map<number, string[]>(),
     mountinfo: new Map<number, string[]>(),
@@ -149,9 +155,9 @@ export function parseForensicView(text: string): ForensicView {
     const [tag, a = "", b = ""] = line.split(" ");
     if (tag === "self") view.viewerPid = nonNegative(a, line);
     else if (tag === "net") view.net = { parent: nonNegative(a, line), child: nonNegative(b, line) };
+    else if (tag === "box") view.box = nonNegative(a, line);
     else if (tag?.startsWith("net-")) view.procNet.set(tag.slice(4), textLines(hexBytes(a, line)));
-    else if (tag === "dmesg")
-      view.dmesg = textLines(hexBytes(a, line)).map((l) => renderGuestBytes(Buffer.from(l, "latin1")));
+    else if (tag === "dmesg") view.dmesg = textLines(hexBytes(a, line)).map(rendered);
     else {
       const pid = nonNegative(a, line);
       const bytes = hexBytes(b, line);
@@ -162,7 +168,7 @@ export function parseForensicView(text: string): ForensicView {
       else if (tag === "fdinfo")
         view.fds.set(pid, fdEntries(p.links ?? Buffer.alloc(0), p.modes ?? Buffer.alloc(0), bytes, line));
       else if (tag === "environ") view.environ.set(pid, nulStrings(bytes).map(renderGuestBytes));
-      else if (tag === "mountinfo") view.mountinfo.set(pid, textLines(bytes));
+      else if (tag === "mountinfo") view.mountinfo.set(pid, textLines(bytes).map(rendered));
       else if (tag === "cgroup") view.cgroup.set(pid, textLines(bytes));
       else if (tag === "ns")
         view.ns.set(pid, new Map([...symlinks(bytes)].map(([k, v]) => [k, v.toString("latin1")])));
