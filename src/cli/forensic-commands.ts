@@ -65,6 +65,21 @@ export const FORENSIC_COMMANDS: readonly CliCommand[] = [
   ),
   linuxCommand(
     {
+      name: "sockets",
+      usage: "sockets",
+      summary:
+        "sockets the processes hold: proto, local and remote address, state, inode, pids (/proc/net/*)",
+    },
+    (vm) => vm.sockets(),
+    ["proto", "local", "remote", "state", "inode", "pids"],
+    (rows) =>
+      table(
+        rows.map((r) => ({ ...r, inode: dec(r.inode), pids: r.pids.join(",") })),
+        ["proto", "local", "remote", "state", "inode", "pids"],
+      ),
+  ),
+  linuxCommand(
+    {
       name: "dmesg",
       usage: "dmesg",
       summary: "the kernel log, from its printk ring buffer (as the guest's dmesg)",

@@ -1,8 +1,9 @@
 import type { KernelContext } from "../os/linux/context.js";
-import { formatFlags, openFiles } from "../os/linux/files.js";
+import { type OpenFile, formatFlags, openFiles } from "../os/linux/files.js";
 import { type MountInfo, namespaceMounts, readMount, taskMountNamespace } from "../os/linux/mounts.js";
 import { logRecords } from "../os/linux/printk.js";
 import { readEnviron } from "../os/linux/process-memory.js";
+import { readSocket } from "../os/linux/sockets.js";
 import { type TaskInfo, listTasks } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
@@ -135,4 +136,69 @@ export function mountRows(k: KernelContext, pid = 1): MountRow[] {
     const { mount: _, ...row } = readMount(k, m);
     return row;
   });
+}
+
+/** `sockets` rows: every socket a process holds open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
+export interface SocketRow {
+  readonly proto: string;
+  readonly local: string;
+  readonly remote: string;
+  readonly state: string;
+  readonly inode: bigint;
+  /** The processes that hold it open, ascending. */
+  readonly pids: readonly number[];
+  readonly warnings?: readonly string[];
+}
+
+/**
+ * The sockets found through the processes' file tables (as Volatility's sockstat): a socket no
+ * process holds (TIME_WAIT, a connection not yet accepted, the kernel's own) is not listed.
+ */
+export function socketRows(k: KernelContext): SocketRow[] {
+  const bySock = new Map<bigint, { row: SocketRow; pids: Set<number> }>();
+  const broken: SocketRow[] = [];
+  for (const t of listTasks(k).sort((a, b) => a.pid - b.pid)) {
+    let files: OpenFile[];
+    try {
+      files = openFiles(k, t.addr);
+    } catch (error) {
+      if (!(error instanceof VmsightError)) throw error;
+      continue; // lsof names the process whose table is unreadable
+    }
+    for (const f of files.filter((x) => x.type === "socket")) {
+      try {
+        const s = readSocket(k, f.file);
+        const seen = bySock.get(s.sock);
+        if (seen) seen.pids.add(t.pid);
+        else {
+          const row = {
+            proto: s.proto,
+            local: s.local,
+            remote: s.remote,
+            state: s.state,
+            inode: f.ino,
+            pids: [],
+          };
+          bySock.set(s.sock, { row, pids: new Set([t.pid]) });
+        }
+      } catch (error) {
+        if (!(error instanceof VmsightError)) throw error;
+        const warnings = [`socket of pid ${t.pid} fd ${f.fd} unreadable: ${error.message}`];
+        broken.push({
+          proto: "?",
+          local: "?",
+          remote: "?",
+          state: "?",
+          inode: f.ino,
+          pids: [t.pid],
+          warnings,
+        });
+      }
+    }
+  }
+  const rows = [...bySock.values()].map(({ row, pids }) => ({
+    ...row,
+    pids: [...pids].sort((a, b) => a - b),
+  }));
+  return [...rows, ...broken].sort((a, b) => a.proto.localeCompare(b.proto) || Number(a.inode - b.inode));
 }

@@ -34,5 +34,6 @@ export type {
   EnvVarRow,
   LogLineRow,
   MountInfoRow,
+  SocketInfoRow,
 } from "./types.js";
 export { ERROR_CODES, type ErrorCode, FaultError, VmsightError, isVmsightError } from "../util/errors.js";

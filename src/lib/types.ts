@@ -1,6 +1,6 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
-import type { DmesgRow, EnvRow, LsofRow, MountRow } from "../commands/forensics.js";
+import type { DmesgRow, EnvRow, LsofRow, MountRow, SocketRow } from "../commands/forensics.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -64,3 +64,5 @@ export type EnvVarRow = Wire<EnvRow>;
 export type LogLineRow = Wire<DmesgRow>;
 /** `vmsight mounts [PID] --json` rows: one mount each, as /proc/PID/mountinfo. */
 export type MountInfoRow = Wire<MountRow>;
+/** `vmsight sockets --json` rows: one socket each, with the pids that hold it. */
+export type SocketInfoRow = Wire<SocketRow>;

@@ -4,7 +4,7 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
-import { dmesgRows, envRows, lsofRows, mountRows } from "../commands/forensics.js";
+import { dmesgRows, envRows, lsofRows, mountRows, socketRows } from "../commands/forensics.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -38,6 +38,7 @@ import type {
   ProcessRow,
   Registers,
   RunStateRow,
+  SocketInfoRow,
   Space,
   StatusRow,
   ThreadInfoRow,
@@ -181,6 +182,11 @@ export class Vm {
   /** The mounts a process (default 1) sees, as its /proc/PID/mountinfo. */
   mounts(pid?: number): Promise<MountInfoRow[]> {
     return this.listing((k) => toWire(mountRows(k, pid)));
+  }
+
+  /** The sockets the processes hold open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
+  sockets(): Promise<SocketInfoRow[]> {
+    return this.listing((k) => toWire(socketRows(k)));
   }
 
   /** A process's environment, as its /proc/PID/environ. */

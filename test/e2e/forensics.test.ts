@@ -152,6 +152,112 @@ async function checkMounts(view: ForensicView, source: readonly string[]): Promi
   assert.notEqual(host[0]!.split(" ")[0], box[0]!.split(" ")[0]);
 }
 
+interface Socket {
+  proto: string;
+  local: string;
+  remote: string;
+  state: string;
+  inode: string;
+  pids: number[];
+}
+
+const TCP_STATE_NAMES = [
+  "?",
+  "ESTABLISHED",
+  "SYN_SENT",
+  "SYN_RECV",
+  "FIN_WAIT1",
+  "FIN_WAIT2",
+  "TIME_WAIT",
+  "CLOSE",
+  "CLOSE_WAIT",
+  "LAST_ACK",
+  "LISTEN",
+  "CLOSING",
+];
+
+/** The bytes of an address as /proc/net prints it: 32-bit words in host (little-endian) order. */
+function procNetAddress(text: string): Buffer {
+  const out = Buffer.alloc(text.length / 2);
+  for (let w = 0; w < text.length / 8; w++)
+    out.writeUInt32LE(Number.parseInt(text.slice(w * 8, w * 8 + 8), 16), w * 4);
+  return out;
+}
+
+/** vmsight's "1.2.3.4:80" or "[::1]:80" as address bytes and port, by the test's own parser. */
+function parseEndpoint(text: string): [Buffer, number] {
+  const colon = text.lastIndexOf(":");
+  const host = text.slice(0, colon);
+  const port = Number(text.slice(colon + 1));
+  if (!host.startsWith("[")) return [Buffer.from(host.split(".").map(Number)), port];
+  const [head = "", tail] = host.slice(1, -1).split("::");
+  const words = (s: string) => (s === "" ? [] : s.split(":").map((g) => Number.parseInt(g, 16)));
+  const groups =
+    tail === undefined
+      ? words(head)
+      : [...words(head), ...Array(8 - words(head).length - words(tail).length).fill(0), ...words(tail)];
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
+  return [b, port];
+}
+
+/** /proc/net/{tcp,tcp6,udp,udp6,unix} as the guest printed them, one socket per inode. */
+function guestSockets(view: ForensicView): Map<string, { proto: string; fields: string[] }> {
+  const out = new Map<string, { proto: string; fields: string[] }>();
+  for (const [proto, lines] of view.procNet)
+    for (const line of lines.slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      out.set(proto === "unix" ? fields[6]! : fields[9]!, { proto, fields });
+    }
+  return out;
+}
+
+function checkSockets(view: ForensicView, rows: readonly Socket[]): void {
+  const theirs = guestSockets(view);
+  for (const proto of ["tcp", "tcp6", "udp", "unix"])
+    assert.ok(
+      [...theirs.values()].some((s) => s.proto === proto),
+      `the guest has a ${proto} socket`,
+    );
+  const ours = rows.filter((r) => view.procNet.has(r.proto));
+  assert.deepEqual(ours.map((r) => BigInt(r.inode).toString()).sort(), [...theirs.keys()].sort());
+  for (const r of ours) {
+    const inode = BigInt(r.inode).toString();
+    const { proto, fields } = theirs.get(inode)!;
+    assert.equal(r.proto, proto, `socket ${inode}`);
+    if (proto === "unix") {
+      const listening = (Number.parseInt(fields[3]!, 16) & 0x10000) !== 0;
+      const st = ["?", "UNCONNECTED", "CONNECTING", "CONNECTED", "DISCONNECTING"][
+        Number.parseInt(fields[5]!, 16)
+      ];
+      assert.equal(r.state, listening ? "LISTEN" : st, `socket ${inode}`);
+      assert.equal(r.local, fields[7] ?? "", `socket ${inode}`);
+    } else {
+      for (const [ep, field] of [
+        [r.local, fields[1]!],
+        [r.remote, fields[2]!],
+      ] as const) {
+        const [addr, port] = field.split(":");
+        assert.deepEqual(
+          parseEndpoint(ep),
+          [procNetAddress(addr!), Number.parseInt(port!, 16)],
+          `socket ${inode}`,
+        );
+      }
+      assert.equal(r.state, TCP_STATE_NAMES[Number.parseInt(fields[3]!, 16)], `socket ${inode}`);
+    }
+    // The owners: every process with a /proc/PID/fd link to this socket.
+    const owners = [...view.fds]
+      .filter(([, fds]) => fds.some((f) => f.target === `socket:[${inode}]`))
+      .map(([pid]) => pid);
+    assert.deepEqual(
+      r.pids,
+      owners.sort((a, b) => a - b),
+      `owners of socket ${inode}`,
+    );
+  }
+}
+
 for (const kernelId of KERNELS) {
   describe(`forensic commands on a ${kernelId} guest equal its own /proc, live and on a dump`, () => {
     let g: TestGuest;
@@ -200,6 +306,9 @@ for (const kernelId of KERNELS) {
 
       test(`mounts (${from}): /proc/PID/mountinfo of init and of a process in its own namespace`, () =>
         checkMounts(view, source()));
+
+      test(`sockets (${from}): /proc/net/{tcp,tcp6,udp,udp6,unix} with their owners`, async () =>
+        checkSockets(view, await cliJson<Socket[]>([...source(), "sockets"])));
 
       test(`dmesg (${from}): the guest's dmesg, line for line`, () => checkDmesg(view, source()));
     }
