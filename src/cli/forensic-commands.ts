@@ -79,6 +79,25 @@ export const FORENSIC_COMMANDS: readonly CliCommand[] = [
       ),
   ),
   linuxCommand(
+    { name: "ns", usage: "ns", summary: "each process's namespace ids (/proc/PID/ns/*) and cgroup path" },
+    (vm) => vm.ns(),
+    ["pid", "comm", "mnt", "net", "pidNs", "uts", "ipc", "user", "cgroup", "time", "cgroupPath"],
+  ),
+  linuxCommand(
+    {
+      name: "containers",
+      usage: "containers",
+      summary: "processes grouped by namespace set and cgroup path, the host's group first",
+    },
+    (vm) => vm.containers(),
+    ["cgroupPath", "mnt", "net", "pidNs", "uts", "ipc", "user", "cgroup", "time", "pids"],
+    (rows) =>
+      table(
+        rows.map((r) => ({ ...r, pids: r.pids.join(",") })),
+        ["cgroupPath", "mnt", "net", "pidNs", "uts", "ipc", "user", "cgroup", "time", "pids"],
+      ),
+  ),
+  linuxCommand(
     {
       name: "dmesg",
       usage: "dmesg",

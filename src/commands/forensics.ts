@@ -1,6 +1,7 @@
 import type { KernelContext } from "../os/linux/context.js";
 import { type OpenFile, formatFlags, openFiles } from "../os/linux/files.js";
 import { type MountInfo, namespaceMounts, readMount, taskMountNamespace } from "../os/linux/mounts.js";
+import { taskCgroupPath, taskNamespaces } from "../os/linux/namespaces.js";
 import { logRecords } from "../os/linux/printk.js";
 import { readEnviron } from "../os/linux/process-memory.js";
 import { readSocket } from "../os/linux/sockets.js";
@@ -201,4 +202,105 @@ export function socketRows(k: KernelContext): SocketRow[] {
     pids: [...pids].sort((a, b) => a - b),
   }));
   return [...rows, ...broken].sort((a, b) => a.proto.localeCompare(b.proto) || Number(a.inode - b.inode));
+}
+
+/** `ns` rows: the namespace ids of /proc/<pid>/ns/* (inode numbers), one process each. */
+export interface NsRow {
+  readonly pid: number;
+  readonly comm: string;
+  readonly cgroup: number | null;
+  readonly ipc: number | null;
+  readonly mnt: number | null;
+  readonly net: number | null;
+  readonly pidNs: number | null;
+  readonly pidForChildren: number | null;
+  readonly time: number | null;
+  readonly timeForChildren: number | null;
+  readonly user: number | null;
+  readonly uts: number | null;
+  /** The cgroup v2 path, as /proc/<pid>/cgroup's "0::" line. */
+  readonly cgroupPath: string | null;
+  readonly warnings?: readonly string[];
+}
+
+const NO_NS = {
+  cgroup: null,
+  ipc: null,
+  mnt: null,
+  net: null,
+  pidNs: null,
+  pidForChildren: null,
+  time: null,
+  timeForChildren: null,
+  user: null,
+  uts: null,
+};
+
+function nsRow(k: KernelContext, t: TaskInfo): NsRow {
+  const warnings: string[] = [];
+  let ns: Omit<NsRow, "pid" | "comm" | "cgroupPath" | "warnings"> = NO_NS;
+  let cgroupPath: string | null = null;
+  try {
+    const n = taskNamespaces(k, t.addr);
+    const { pid: pidNs, time, timeForChildren, ...rest } = n;
+    ns = { ...rest, pidNs, time: time ?? null, timeForChildren: timeForChildren ?? null };
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`namespaces unreadable: ${error.message}`);
+  }
+  try {
+    cgroupPath = taskCgroupPath(k, t.addr);
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    warnings.push(`cgroup unreadable: ${error.message}`);
+  }
+  return { pid: t.pid, comm: t.name, ...ns, cgroupPath, ...withWarnings(warnings) };
+}
+
+/** Every process's namespaces (an exiting process, whose nsproxy is gone, carries a warning). */
+export function nsRows(k: KernelContext): NsRow[] {
+  return listTasks(k)
+    .sort((a, b) => a.pid - b.pid)
+    .map((t) => nsRow(k, t));
+}
+
+/** `containers` rows: processes grouped by their namespaces and cgroup; the host's group first. */
+export interface ContainerRow {
+  readonly cgroupPath: string | null;
+  readonly cgroup: number | null;
+  readonly ipc: number | null;
+  readonly mnt: number | null;
+  readonly net: number | null;
+  readonly pidNs: number | null;
+  readonly time: number | null;
+  readonly user: number | null;
+  readonly uts: number | null;
+  readonly pids: readonly number[];
+  readonly comms: readonly string[];
+}
+
+export function containerRows(k: KernelContext): ContainerRow[] {
+  const groups = new Map<string, { key: Omit<ContainerRow, "pids" | "comms">; rows: NsRow[] }>();
+  for (const r of nsRows(k)) {
+    const key = {
+      cgroupPath: r.cgroupPath,
+      cgroup: r.cgroup,
+      ipc: r.ipc,
+      mnt: r.mnt,
+      net: r.net,
+      pidNs: r.pidNs,
+      time: r.time,
+      user: r.user,
+      uts: r.uts,
+    };
+    const id = JSON.stringify(key);
+    const g = groups.get(id) ?? { key, rows: [] };
+    g.rows.push(r);
+    groups.set(id, g);
+  }
+  return [...groups.values()].map((g) => ({
+    ...g.key,
+    pids: g.rows.map((r) => r.pid),
+    comms: g.rows.map((r) => r.comm),
+  }));
 }

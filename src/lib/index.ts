@@ -35,5 +35,7 @@ export type {
   LogLineRow,
   MountInfoRow,
   SocketInfoRow,
+  NamespaceRow,
+  ContainerGroupRow,
 } from "./types.js";
 export { ERROR_CODES, type ErrorCode, FaultError, VmsightError, isVmsightError } from "../util/errors.js";

@@ -1,6 +1,14 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
-import type { DmesgRow, EnvRow, LsofRow, MountRow, SocketRow } from "../commands/forensics.js";
+import type {
+  ContainerRow,
+  DmesgRow,
+  EnvRow,
+  LsofRow,
+  MountRow,
+  NsRow,
+  SocketRow,
+} from "../commands/forensics.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -66,3 +74,7 @@ export type LogLineRow = Wire<DmesgRow>;
 export type MountInfoRow = Wire<MountRow>;
 /** `vmsight sockets --json` rows: one socket each, with the pids that hold it. */
 export type SocketInfoRow = Wire<SocketRow>;
+/** `vmsight ns --json` rows: one process each. */
+export type NamespaceRow = Wire<NsRow>;
+/** `vmsight containers --json` rows: one group of processes each. */
+export type ContainerGroupRow = Wire<ContainerRow>;

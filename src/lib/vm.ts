@@ -4,7 +4,15 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
-import { dmesgRows, envRows, lsofRows, mountRows, socketRows } from "../commands/forensics.js";
+import {
+  containerRows,
+  dmesgRows,
+  envRows,
+  lsofRows,
+  mountRows,
+  nsRows,
+  socketRows,
+} from "../commands/forensics.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -27,6 +35,7 @@ import { VmsightError } from "../util/errors.js";
 import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
 import type {
   Address,
+  ContainerGroupRow,
   EnvVarRow,
   KernelInfoRow,
   KillResult,
@@ -34,6 +43,7 @@ import type {
   MapRow,
   ModuleRow,
   MountInfoRow,
+  NamespaceRow,
   OpenFileRow,
   ProcessRow,
   Registers,
@@ -187,6 +197,16 @@ export class Vm {
   /** The sockets the processes hold open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
   sockets(): Promise<SocketInfoRow[]> {
     return this.listing((k) => toWire(socketRows(k)));
+  }
+
+  /** Each process's namespace ids, as its /proc/PID/ns/*, and its cgroup path. */
+  ns(): Promise<NamespaceRow[]> {
+    return this.listing((k) => toWire(nsRows(k)));
+  }
+
+  /** Processes grouped by namespace set and cgroup path, the host's group first. */
+  containers(): Promise<ContainerGroupRow[]> {
+    return this.listing((k) => toWire(containerRows(k)));
   }
 
   /** A process's environment, as its /proc/PID/environ. */

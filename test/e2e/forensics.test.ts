@@ -258,6 +258,68 @@ function checkSockets(view: ForensicView, rows: readonly Socket[]): void {
   }
 }
 
+type NsRow = Record<string, number | string | null> & { pid: number; cgroupPath: string | null };
+
+/** /proc/PID/ns link names → vmsight's ns columns. */
+const NS_COLUMNS: Record<string, string> = {
+  cgroup: "cgroup",
+  ipc: "ipc",
+  mnt: "mnt",
+  net: "net",
+  pid: "pidNs",
+  pid_for_children: "pidForChildren",
+  time: "time",
+  time_for_children: "timeForChildren",
+  user: "user",
+  uts: "uts",
+};
+
+/** The guest's cgroup v2 path of a process: its "0::PATH" line. */
+function cgroupPath(view: ForensicView, pid: number): string | undefined {
+  return view.cgroup
+    .get(pid)
+    ?.find((l) => l.startsWith("0::"))
+    ?.slice(3);
+}
+
+function checkNs(view: ForensicView, rows: readonly NsRow[]): void {
+  assert.ok(view.box !== undefined);
+  for (const [pid, links] of view.ns) {
+    if (pid === view.viewerPid) continue;
+    const r = rows.find((x) => x.pid === pid);
+    assert.ok(r, `pid ${pid} listed`);
+    assert.ok(links.size >= 8, `the guest shows the namespaces of pid ${pid}`);
+    for (const [name, link] of links)
+      assert.equal(
+        `${name.replace(/_for_children$/, "")}:[${r[NS_COLUMNS[name]!]}]`,
+        link,
+        `pid ${pid} ${name}`,
+      );
+    assert.equal(r.cgroupPath, cgroupPath(view, pid), `cgroup of pid ${pid}`);
+  }
+  assert.equal(cgroupPath(view, view.box), "/vmsight-box");
+}
+
+/** The guest's own grouping of its processes by namespace links and cgroup lines. */
+function checkContainers(
+  view: ForensicView,
+  groups: readonly { pids: number[]; cgroupPath: string | null }[],
+): void {
+  const user = [...view.ns.keys()].filter((p) => p !== view.viewerPid);
+  const theirs = new Map<string, number[]>();
+  for (const pid of user) {
+    const links = [...view.ns.get(pid)!].filter(([n]) => !n.endsWith("_for_children")).map(([, l]) => l);
+    const key = JSON.stringify([...links.sort(), ...(view.cgroup.get(pid) ?? [])]);
+    theirs.set(key, [...(theirs.get(key) ?? []), pid]);
+  }
+  const ours = groups.map((g) => g.pids.filter((p) => user.includes(p))).filter((g) => g.length > 0);
+  const canonical = (gs: number[][]) =>
+    gs.map((g) => [...g].sort((a, b) => a - b)).sort((a, b) => a[0]! - b[0]!);
+  assert.deepEqual(canonical(ours), canonical([...theirs.values()]));
+  assert.ok(groups[0]!.pids.includes(1), "the host's group comes first");
+  assert.deepEqual(groups.find((g) => g.cgroupPath === "/vmsight-box")?.pids, [view.box]);
+}
+
 for (const kernelId of KERNELS) {
   describe(`forensic commands on a ${kernelId} guest equal its own /proc, live and on a dump`, () => {
     let g: TestGuest;
@@ -309,6 +371,12 @@ for (const kernelId of KERNELS) {
 
       test(`sockets (${from}): /proc/net/{tcp,tcp6,udp,udp6,unix} with their owners`, async () =>
         checkSockets(view, await cliJson<Socket[]>([...source(), "sockets"])));
+
+      test(`ns (${from}): every process's /proc/PID/ns links and cgroup path`, async () =>
+        checkNs(view, await cliJson<NsRow[]>([...source(), "ns"])));
+
+      test(`containers (${from}): processes grouped as their namespaces and cgroups group them`, async () =>
+        checkContainers(view, await cliJson([...source(), "containers"])));
 
       test(`dmesg (${from}): the guest's dmesg, line for line`, () => checkDmesg(view, source()));
     }
