@@ -7,11 +7,20 @@
  *   workload piperead         block forever in read() on a pipe whose write end stays open
  *   workload forkloop <n|0>   fork children that exit at once, n times (0: forever), print count
  *   workload memwrite         print &counter, then increment it once a second (watchpoint target)
+ *   workload net              open files of every kind (see net() below), fork a child that
+ *                             shares some, print "child <pid>", then both sleep forever
  *
  * Build: gcc -static -O2 -pthread -o workload workload.c
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +97,91 @@ static _Noreturn void memwrite(void) {
   }
 }
 
+/* The loopback interface is down in a fresh initramfs; 127.0.0.1 and ::1 exist once it is up. */
+static void loopback_up(void) {
+  struct ifreq ifr;
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  if (s >= 0) close(s);
+}
+
+static int inet_socket(int type, unsigned short port, int do_listen) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  int one = 1, s = socket(AF_INET, type, 0);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+  if (do_listen && listen(s, 4) != 0) return -1;
+  return s;
+}
+
+static int tcp_connect(unsigned short port) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  return s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0 ? s : -1;
+}
+
+/* An IPv6 listener on [::1]:port; -1 when the kernel has no IPv6 (not fatal). */
+static int tcp6_listener(unsigned short port) {
+  struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  int s = socket(AF_INET6, SOCK_STREAM, 0);
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 4) != 0) return -1;
+  return s;
+}
+
+/*
+ * Every kind of open file the forensic commands (lsof, sockets) must name: a regular file with a
+ * position, a pipe, a TCP listener and a connected TCP pair on 127.0.0.1:7070, a UDP socket on
+ * 127.0.0.1:7071, a TCP6 listener on [::1]:7072, and a unix listener with a connected pair at
+ * /run/vmsight/wl.sock. The parent (wl-net) keeps the read end of the pipe, the listeners, the
+ * accepted ends and the UDP socket; the child (wl-net-child) the write end, the connecting ends
+ * and the same file opened read-only, so two processes share a pipe and a socket pair.
+ */
+static int net(void) {
+  static const char path[] = "/run/vmsight/wl.sock";
+  struct sockaddr_un ua = {.sun_family = AF_UNIX};
+  int p[2], file, lis, cli, srv, udp, ul, uc, us;
+  pid_t child;
+  set_comm("wl-net");
+  loopback_up();
+  file = open("/tmp/wl-net.txt", O_RDWR | O_CREAT | O_APPEND, 0644);
+  if (file < 0 || write(file, "hello, world\n", 13) != 13 || pipe(p) != 0) return 1;
+  if ((lis = inet_socket(SOCK_STREAM, 7070, 1)) < 0 || (cli = tcp_connect(7070)) < 0) return 1;
+  if ((srv = accept(lis, NULL, NULL)) < 0 || (udp = inet_socket(SOCK_DGRAM, 7071, 0)) < 0) return 1;
+  tcp6_listener(7072);
+  strcpy(ua.sun_path, path);
+  unlink(path);
+  ul = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (ul < 0 || bind(ul, (struct sockaddr *)&ua, sizeof ua) != 0 || listen(ul, 4) != 0) return 1;
+  uc = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (uc < 0 || connect(uc, (struct sockaddr *)&ua, sizeof ua) != 0 || (us = accept(ul, NULL, NULL)) < 0)
+    return 1;
+  child = fork();
+  if (child < 0) return 1;
+  if (child == 0) {
+    char buf[5];
+    int ro = open("/tmp/wl-net.txt", O_RDONLY);
+    set_comm("wl-net-child");
+    close(p[0]);
+    close(srv);
+    close(us);
+    if (ro < 0 || read(ro, buf, sizeof buf) != sizeof buf) _exit(1);
+    sleep_forever();
+  }
+  close(p[1]);
+  close(cli);
+  close(uc);
+  printf("child %d\n", (int)child);
+  fflush(stdout);
+  sleep_forever();
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   if (strcmp(mode, "name") == 0 && argc == 3) {
@@ -98,6 +192,7 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "piperead") == 0) return piperead();
   if (strcmp(mode, "forkloop") == 0 && argc == 3) return forkloop(strtol(argv[2], NULL, 10));
   if (strcmp(mode, "memwrite") == 0) memwrite();
-  fprintf(stderr, "usage: workload name <comm> | threads <n> | piperead | forkloop <n|0> | memwrite\n");
+  if (strcmp(mode, "net") == 0) return net();
+  fprintf(stderr, "usage: workload name <comm> | threads <n> | piperead | forkloop <n|0> | memwrite | net\n");
   return 2;
 }

@@ -6,6 +6,7 @@ import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
+import { FORENSIC_COMMANDS } from "./forensic-commands.js";
 import { ISF_COMMANDS } from "./isf-commands.js";
 import { cacheCommand, demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
 import { LINUX_COMMANDS } from "./linux-commands.js";
@@ -148,6 +149,7 @@ export const COMMANDS: readonly CliCommand[] = [
   translate,
   ...LINUX_COMMANDS,
   ...ISF_COMMANDS,
+  ...FORENSIC_COMMANDS,
   ...DISCOVERY_COMMANDS,
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,

@@ -40,7 +40,7 @@ export function checkKernelOptions(ctx: CommandContext): void {
 }
 
 /** A command that lists the guest's rows through the Vm, then prints them as a table or a JSON array. */
-function linuxCommand<R extends object>(
+export function linuxCommand<R extends object>(
   spec: Pick<CliCommand, "name" | "usage" | "summary"> & { check?: (ctx: CommandContext) => void },
   rows: (vm: Guest, ctx: CommandContext) => Promise<R[]>,
   columns: readonly (keyof R & string)[],
@@ -101,7 +101,7 @@ export const kernelCommand: CliCommand = {
   },
 };
 
-const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
+export const pidArg = (ctx: CommandContext) => intArg(ctx.positionals[0], "PID", 1, 4_194_304);
 
 export const LINUX_COMMANDS: readonly CliCommand[] = [
   kernelCommand,

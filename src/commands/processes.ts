@@ -22,7 +22,7 @@ export interface PsRow {
 }
 
 /** `{ warnings }` when there are any, so a sound row has exactly the documented keys. */
-function withWarnings(warnings: readonly string[]): { warnings?: readonly string[] } {
+export function withWarnings(warnings: readonly string[]): { warnings?: readonly string[] } {
   return warnings.length === 0 ? {} : { warnings };
 }
 
@@ -154,12 +154,18 @@ export interface MapsRow {
   readonly warnings?: readonly string[];
 }
 
-export function mapsRows(k: KernelContext, pid: number): MapsRow[] {
+/** The process `pid` from the task list, or E_NO_PROCESS. */
+export function findProcess(k: KernelContext, pid: number): TaskInfo {
   const task = listTasks(k).find((t) => t.pid === pid);
   if (!task)
     throw new VmsightError("E_NO_PROCESS", `no process with pid ${pid} in the guest`, {
       hint: "`vmsight ps` lists them",
     });
+  return task;
+}
+
+export function mapsRows(k: KernelContext, pid: number): MapsRow[] {
+  const task = findProcess(k, pid);
   if (task.mm === 0n) return [];
   return listVmas(k, { task: task.addr }).map((v) => ({
     start: v.start,

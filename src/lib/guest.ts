@@ -6,13 +6,20 @@
 import type { EventOptions, EventStream } from "./events.js";
 import type {
   Address,
+  ContainerGroupRow,
+  EnvVarRow,
   KernelInfoRow,
   KillResult,
+  LogLineRow,
   MapRow,
   ModuleRow,
+  MountInfoRow,
+  NamespaceRow,
+  OpenFileRow,
   ProcessRow,
   Registers,
   RunStateRow,
+  SocketInfoRow,
   Space,
   StatusRow,
   ThreadInfoRow,
@@ -29,6 +36,13 @@ export interface Guest {
   pstree(): Promise<TreeRow[]>;
   lsmod(): Promise<ModuleRow[]>;
   maps(pid: number): Promise<MapRow[]>;
+  lsof(pid?: number): Promise<OpenFileRow[]>;
+  env(pid: number): Promise<EnvVarRow[]>;
+  mounts(pid?: number): Promise<MountInfoRow[]>;
+  sockets(): Promise<SocketInfoRow[]>;
+  ns(): Promise<NamespaceRow[]>;
+  containers(): Promise<ContainerGroupRow[]>;
+  dmesg(): Promise<LogLineRow[]>;
   read(addr: Address, length: number, space?: Space): Promise<Buffer>;
   write(addr: Address, bytes: Uint8Array, space?: Space): Promise<void>;
   translate(vaddr: Address, space?: Exclude<Space, "physical">): Promise<TranslationRow>;

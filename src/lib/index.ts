@@ -31,5 +31,12 @@ export type {
   TreeRow,
   VmEvent,
   WatchKind,
+  OpenFileRow,
+  EnvVarRow,
+  LogLineRow,
+  MountInfoRow,
+  SocketInfoRow,
+  NamespaceRow,
+  ContainerGroupRow,
 } from "./types.js";
 export { ERROR_CODES, type ErrorCode, FaultError, VmsightError, isVmsightError } from "../util/errors.js";

@@ -1,5 +1,14 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
+import type {
+  ContainerRow,
+  DmesgRow,
+  EnvRow,
+  LsofRow,
+  MountRow,
+  NsRow,
+  SocketRow,
+} from "../commands/forensics.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -53,3 +62,19 @@ export type Space =
   | { readonly cpu: number }
   | { readonly pid: number }
   | { readonly cr3: Address; readonly cpu?: number };
+
+// ---- forensics (lsof, env, dmesg, mounts, sockets, ns, containers) ---------------------------
+/** `vmsight lsof [PID] --json` rows: one open fd each. */
+export type OpenFileRow = Wire<LsofRow>;
+/** `vmsight env PID --json` rows: one environment variable each. */
+export type EnvVarRow = Wire<EnvRow>;
+/** `vmsight dmesg --json` rows: one line of the kernel log each. */
+export type LogLineRow = Wire<DmesgRow>;
+/** `vmsight mounts [PID] --json` rows: one mount each, as /proc/PID/mountinfo. */
+export type MountInfoRow = Wire<MountRow>;
+/** `vmsight sockets --json` rows: one socket each, with the pids that hold it. */
+export type SocketInfoRow = Wire<SocketRow>;
+/** `vmsight ns --json` rows: one process each. */
+export type NamespaceRow = Wire<NsRow>;
+/** `vmsight containers --json` rows: one group of processes each. */
+export type ContainerGroupRow = Wire<ContainerRow>;

@@ -4,6 +4,15 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
+import {
+  containerRows,
+  dmesgRows,
+  envRows,
+  lsofRows,
+  mountRows,
+  nsRows,
+  socketRows,
+} from "../commands/forensics.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -27,13 +36,20 @@ import { EventHub, type EventOptions, type EventStream, eventStream } from "./ev
 import type { Guest } from "./guest.js";
 import type {
   Address,
+  ContainerGroupRow,
+  EnvVarRow,
   KernelInfoRow,
   KillResult,
+  LogLineRow,
   MapRow,
   ModuleRow,
+  MountInfoRow,
+  NamespaceRow,
+  OpenFileRow,
   ProcessRow,
   Registers,
   RunStateRow,
+  SocketInfoRow,
   Space,
   StatusRow,
   ThreadInfoRow,
@@ -162,6 +178,41 @@ export class Vm implements Guest {
   /** A process's memory maps, as its /proc/PID/maps. */
   maps(pid: number): Promise<MapRow[]> {
     return this.listing((k) => toWire(mapsRows(k, pid)));
+  }
+
+  /** Open files of one process or all, as /proc/PID/fd and /proc/PID/fdinfo. */
+  lsof(pid?: number): Promise<OpenFileRow[]> {
+    return this.listing((k) => toWire(lsofRows(k, pid)));
+  }
+
+  /** The kernel log from its ring buffer, one row a line, as the guest's dmesg. */
+  dmesg(): Promise<LogLineRow[]> {
+    return this.listing((k) => toWire(dmesgRows(k)));
+  }
+
+  /** The mounts a process (default 1) sees, as its /proc/PID/mountinfo. */
+  mounts(pid?: number): Promise<MountInfoRow[]> {
+    return this.listing((k) => toWire(mountRows(k, pid)));
+  }
+
+  /** The sockets the processes hold open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
+  sockets(): Promise<SocketInfoRow[]> {
+    return this.listing((k) => toWire(socketRows(k)));
+  }
+
+  /** Each process's namespace ids, as its /proc/PID/ns/*, and its cgroup path. */
+  ns(): Promise<NamespaceRow[]> {
+    return this.listing((k) => toWire(nsRows(k)));
+  }
+
+  /** Processes grouped by namespace set and cgroup path, the host's group first. */
+  containers(): Promise<ContainerGroupRow[]> {
+    return this.listing((k) => toWire(containerRows(k)));
+  }
+
+  /** A process's environment, as its /proc/PID/environ. */
+  env(pid: number): Promise<EnvVarRow[]> {
+    return this.listing((k) => toWire(envRows(k, pid)));
   }
 
   // ---- memory and registers ------------------------------------------------------------------

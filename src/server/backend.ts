@@ -65,6 +65,13 @@ export interface ServedVm {
   lsmod(): Promise<Row[]>;
   maps(pid: number): Promise<Row[]>;
   pids(): Promise<Row[]>;
+  lsof(pid?: number): Promise<Row[]>;
+  sockets(): Promise<Row[]>;
+  env(pid: number): Promise<Row[]>;
+  mounts(pid?: number): Promise<Row[]>;
+  ns(): Promise<Row[]>;
+  containers(): Promise<Row[]>;
+  dmesg(): Promise<Row[]>;
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array>;
   write(addr: string, bytes: Uint8Array, space?: AddressSpace): Promise<void>;
   translate(vaddr: string, space?: AddressSpace): Promise<Row>;

@@ -146,6 +146,13 @@ export function handlersFor(client: ClientSession): Handlers {
     "linux.lsmod": rows((v) => v.lsmod()),
     "linux.pids": rows((v) => v.pids()),
     "linux.maps": async (p) => ({ rows: await (await vm(p.vm)).maps(p.pid) }),
+    "linux.lsof": async (p) => ({ rows: await (await vm(p.vm)).lsof(p.pid) }),
+    "linux.sockets": rows((v) => v.sockets()),
+    "linux.env": async (p) => ({ rows: await (await vm(p.vm)).env(p.pid) }),
+    "linux.mounts": async (p) => ({ rows: await (await vm(p.vm)).mounts(p.pid) }),
+    "linux.ns": rows((v) => v.ns()),
+    "linux.containers": rows((v) => v.containers()),
+    "linux.dmesg": rows((v) => v.dmesg()),
     "linux.kill": async (p) => {
       const { vm: name, pid, signal, ...opts } = p;
       return (await vm(name)).kill(pid, signal ?? "KILL", opts);

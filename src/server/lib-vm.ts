@@ -140,6 +140,27 @@ class LibVm implements ServedVm {
   pids(): Promise<Row[]> {
     return this.vm.pids();
   }
+  lsof(pid?: number): Promise<Row[]> {
+    return this.vm.lsof(pid);
+  }
+  sockets(): Promise<Row[]> {
+    return this.vm.sockets();
+  }
+  env(pid: number): Promise<Row[]> {
+    return this.vm.env(pid);
+  }
+  mounts(pid?: number): Promise<Row[]> {
+    return this.vm.mounts(pid);
+  }
+  ns(): Promise<Row[]> {
+    return this.vm.ns();
+  }
+  containers(): Promise<Row[]> {
+    return this.vm.containers();
+  }
+  dmesg(): Promise<Row[]> {
+    return this.vm.dmesg();
+  }
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
     return this.vm.read(addr, length, spaceOf(space));
   }

@@ -7,13 +7,20 @@ import type { EventOptions, EventStream } from "../lib/events.js";
 import type { Guest } from "../lib/guest.js";
 import type {
   Address,
+  ContainerGroupRow,
+  EnvVarRow,
   KernelInfoRow,
   KillResult,
+  LogLineRow,
   MapRow,
   ModuleRow,
+  MountInfoRow,
+  NamespaceRow,
+  OpenFileRow,
   ProcessRow,
   Registers,
   RunStateRow,
+  SocketInfoRow,
   Space,
   StatusRow,
   ThreadInfoRow,
@@ -132,6 +139,27 @@ export class RemoteGuest implements Guest {
   }
   maps(pid: number): Promise<MapRow[]> {
     return this.rows("linux.maps", { pid });
+  }
+  lsof(pid?: number): Promise<OpenFileRow[]> {
+    return this.rows("linux.lsof", pid === undefined ? {} : { pid });
+  }
+  env(pid: number): Promise<EnvVarRow[]> {
+    return this.rows("linux.env", { pid });
+  }
+  mounts(pid?: number): Promise<MountInfoRow[]> {
+    return this.rows("linux.mounts", pid === undefined ? {} : { pid });
+  }
+  sockets(): Promise<SocketInfoRow[]> {
+    return this.rows("linux.sockets");
+  }
+  ns(): Promise<NamespaceRow[]> {
+    return this.rows("linux.ns");
+  }
+  containers(): Promise<ContainerGroupRow[]> {
+    return this.rows("linux.containers");
+  }
+  dmesg(): Promise<LogLineRow[]> {
+    return this.rows("linux.dmesg");
   }
 
   async read(addr: Address, length: number, space: Space = "kernel"): Promise<Buffer> {

@@ -266,6 +266,28 @@ export const METHODS = {
     result: Rows,
     errors: ["E_NO_PROCESS", "E_GUEST_DATA"],
   },
+  "linux.lsof": {
+    summary: "open files of one process (pid) or of all, as /proc/PID/fd and fdinfo",
+    params: Type.Object({ vm: Vm, pid: Type.Optional(Pid) }, { additionalProperties: false }),
+    result: Rows,
+    errors: ["E_NO_PROCESS", "E_GUEST_DATA"],
+  },
+  "linux.sockets": linuxList("the sockets the processes hold, as /proc/net/{tcp,tcp6,udp,udp6,unix}"),
+  "linux.env": {
+    summary: "one process's environment, as its /proc/PID/environ",
+    params: Type.Object({ vm: Vm, pid: Pid }, { additionalProperties: false }),
+    result: Rows,
+    errors: ["E_NO_PROCESS", "E_GUEST_DATA"],
+  },
+  "linux.mounts": {
+    summary: "the mounts a process (default 1) sees, as its /proc/PID/mountinfo",
+    params: Type.Object({ vm: Vm, pid: Type.Optional(Pid) }, { additionalProperties: false }),
+    result: Rows,
+    errors: ["E_NO_PROCESS", "E_GUEST_DATA"],
+  },
+  "linux.ns": linuxList("each process's namespace ids and cgroup path"),
+  "linux.containers": linuxList("processes grouped by namespace set and cgroup path"),
+  "linux.dmesg": linuxList("the kernel log from its ring buffer, one row a line"),
   "linux.kill": {
     summary: "send a signal to a guest process from outside",
     params: Type.Object(

@@ -115,6 +115,34 @@ export class FakeVm implements ServedVm {
   async pids(): Promise<Row[]> {
     return this.processes;
   }
+  private process(pid: number): void {
+    if (!this.processes.some((p) => p.pid === pid))
+      throw new VmsightError("E_NO_PROCESS", `no process ${pid}`);
+  }
+  async lsof(pid?: number): Promise<Row[]> {
+    if (pid !== undefined) this.process(pid);
+    return [{ pid: pid ?? 1, fd: 0, type: "char", path: "/dev/console" }];
+  }
+  async sockets(): Promise<Row[]> {
+    return [{ proto: "tcp", local: "127.0.0.1:22", remote: "0.0.0.0:0", state: "LISTEN", pids: [1] }];
+  }
+  async env(pid: number): Promise<Row[]> {
+    this.process(pid);
+    return [{ pid, name: "HOME", value: "/" }];
+  }
+  async mounts(pid?: number): Promise<Row[]> {
+    if (pid !== undefined) this.process(pid);
+    return [{ mountId: 1, parentId: 1, mountPoint: "/", fsType: "rootfs" }];
+  }
+  async ns(): Promise<Row[]> {
+    return this.processes.map((p) => ({ pid: p.pid, mnt: 4026531841 }));
+  }
+  async containers(): Promise<Row[]> {
+    return [{ cgroupPath: "/", pids: this.processes.map((p) => p.pid) }];
+  }
+  async dmesg(): Promise<Row[]> {
+    return [{ seq: 0, time: "0.000000", level: 5, text: "Linux version 6.1.0-fake" }];
+  }
   async read(addr: string, length: number): Promise<Uint8Array> {
     const a = this.phys(addr, length);
     return this.ram.subarray(a, a + length);

@@ -117,6 +117,13 @@ test("every method's result matches its schema", async () => {
     ["linux.lsmod", { vm: "a" }],
     ["linux.pids", { vm: "a" }],
     ["linux.maps", { vm: "a", pid: 1 }],
+    ["linux.lsof", { vm: "a" }],
+    ["linux.sockets", { vm: "a" }],
+    ["linux.env", { vm: "a", pid: 1 }],
+    ["linux.mounts", { vm: "a", pid: 1 }],
+    ["linux.ns", { vm: "a" }],
+    ["linux.containers", { vm: "a" }],
+    ["linux.dmesg", { vm: "a" }],
     ["linux.kill", { vm: "a", pid: 5, signal: "TERM" }],
   ];
   const seen = new Set<string>(["initialize"]);

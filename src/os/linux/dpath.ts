@@ -37,6 +37,8 @@ interface Offsets {
   readonly mntRoot: bigint;
   readonly simpleDname: bigint | undefined;
   readonly anonInodeDname: bigint | undefined;
+  /** `d_dname` functions that print "<prefix>:[<inode number>]". */
+  readonly inodeDnames: ReadonlyMap<bigint, string>;
 }
 
 const cache = new WeakMap<KernelContext, Offsets>();
@@ -63,6 +65,17 @@ function offsets(ctx: KernelContext): Offsets {
     mntRoot: at("vfsmount", "mnt_root"),
     simpleDname: ctx.symbols.findAddress("simple_dname"),
     anonInodeDname: ctx.symbols.findAddress("anon_inodefs_dname"),
+    inodeDnames: new Map(
+      (
+        [
+          ["pipefs_dname", "pipe"],
+          ["sockfs_dname", "socket"],
+        ] as const
+      ).flatMap(([sym, prefix]) => {
+        const a = ctx.symbols.findAddress(sym);
+        return a === undefined ? [] : [[a, prefix] as [bigint, string]];
+      }),
+    ),
   };
   cache.set(ctx, o);
   return o;
@@ -81,6 +94,16 @@ export function dentryName(ctx: KernelContext, dentry: VirtAddr, stopAtNul = tru
   const bytes = ctx.kernel.read(ptr(ctx, dentry + o.dNameName, `d_name.name of dentry ${hex(dentry)}`), len);
   const nul = stopAtNul ? bytes.indexOf(0) : -1;
   return nul < 0 ? bytes : bytes.subarray(0, nul);
+}
+
+/** `d_inode(dentry)->i_ino`. */
+function dentryIno(ctx: KernelContext, dentry: VirtAddr): bigint {
+  const inode = ptr(
+    ctx,
+    dentry + BigInt(ctx.layout.offsetof("dentry", "d_inode")),
+    `d_inode of ${hex(dentry)}`,
+  );
+  return ctx.kernel.readU64(va(inode + BigInt(ctx.layout.offsetof("inode", "i_ino"))));
 }
 
 /** `d_unlinked()`: unhashed (`d_hash.pprev` NULL) and not a root. */
@@ -104,8 +127,9 @@ export function dPath(
  * The bytes `d_path()` prints for `vfsmount`/`dentry` (a `struct path`), " (deleted)" included,
  * not yet escaped for /proc (see `escapePath`). Pseudo files whose dentry names itself through
  * `d_op->d_dname` get that name for the two kinds that can be mapped into memory
- * (`simple_dname`: shmem, memfd, SysV shm; `anon_inodefs_dname`); other `d_dname` functions
- * cannot be run from outside, and their path falls back to the dentry walk.
+ * (`simple_dname`: shmem, memfd, SysV shm; `anon_inodefs_dname`) and for pipes and sockets
+ * (`pipefs_dname`, `sockfs_dname`: "pipe:[ino]"); other `d_dname` functions cannot be run from
+ * outside, and their path falls back to the dentry walk.
  */
 export function dPathBytes(
   ctx: KernelContext,
@@ -170,6 +194,8 @@ function syntheticName(
   if (isRoot && ctx.kernel.readU64(va(vfsmount + o.mntRoot)) === dentry) return undefined;
   if (fn === o.simpleDname) return Buffer.concat([SLASH, dentryName(ctx, dentry, false), DELETED]);
   if (fn === o.anonInodeDname) return Buffer.concat([Buffer.from("anon_inode:"), dentryName(ctx, dentry)]);
+  const prefix = o.inodeDnames.get(fn);
+  if (prefix !== undefined) return Buffer.from(`${prefix}:[${dentryIno(ctx, dentry)}]`);
   return undefined;
 }
 
