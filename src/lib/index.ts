@@ -12,6 +12,7 @@ export type { AttachOptions, KernelOptions, KillOptions, RegisterValues } from "
 export type { EventOptions, EventStream } from "./events.js";
 export type {
   Address,
+  CheckFindingRow,
   Hex,
   KernelInfoRow,
   KillMethod,

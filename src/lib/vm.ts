@@ -4,6 +4,7 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
+import { checkRows } from "../commands/integrity.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -26,6 +27,7 @@ import { VmsightError } from "../util/errors.js";
 import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
 import type {
   Address,
+  CheckFindingRow,
   KernelInfoRow,
   KillResult,
   MapRow,
@@ -156,6 +158,14 @@ export class Vm {
 
   lsmod(): Promise<ModuleRow[]> {
     return this.listing((k) => toWire(lsmodRows(k)));
+  }
+
+  /**
+   * Kernel integrity: syscall-table entries outside kernel text, modules and processes hidden
+   * from their lists. Findings only: an empty array on a clean guest.
+   */
+  check(): Promise<CheckFindingRow[]> {
+    return this.listing((k) => toWire(checkRows(k)));
   }
 
   /** A process's memory maps, as its /proc/PID/maps. */

@@ -56,6 +56,7 @@ export interface ServedVm {
   lsmod(): Promise<Row[]>;
   maps(pid: number): Promise<Row[]>;
   pids(): Promise<Row[]>;
+  check(): Promise<Row[]>;
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array>;
   write(addr: string, bytes: Uint8Array, space?: AddressSpace): Promise<void>;
   translate(vaddr: string, space?: AddressSpace): Promise<Row>;

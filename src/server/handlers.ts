@@ -144,6 +144,7 @@ export function handlersFor(client: ClientSession): Handlers {
     "linux.pstree": rows((v) => v.pstree()),
     "linux.lsmod": rows((v) => v.lsmod()),
     "linux.pids": rows((v) => v.pids()),
+    "linux.check": rows((v) => v.check()),
     "linux.maps": async (p) => ({ rows: await (await vm(p.vm)).maps(p.pid) }),
     "linux.kill": async (p) => (await vm(p.vm)).kill(p.pid, p.signal ?? "KILL"),
   };

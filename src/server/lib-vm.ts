@@ -139,6 +139,9 @@ class LibVm implements ServedVm {
   pids(): Promise<Row[]> {
     return this.vm.pids();
   }
+  check(): Promise<Row[]> {
+    return this.vm.check();
+  }
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
     return this.vm.read(addr, length, spaceOf(space));
   }

@@ -115,6 +115,9 @@ export class FakeVm implements ServedVm {
   async pids(): Promise<Row[]> {
     return this.processes;
   }
+  async check(): Promise<Row[]> {
+    return [];
+  }
   async read(addr: string, length: number): Promise<Uint8Array> {
     const a = this.phys(addr, length);
     return this.ram.subarray(a, a + length);
