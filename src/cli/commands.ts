@@ -5,6 +5,7 @@ import { addressArg, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needMachine, needVm } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
+import { dumpCommand } from "./dump-command.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
 import { ISF_COMMANDS } from "./isf-commands.js";
 import { cacheCommand, demoCommand, imagesCommand, runCommand, stopCommand } from "./lifecycle.js";
@@ -148,6 +149,7 @@ export const COMMANDS: readonly CliCommand[] = [
   ...DISCOVERY_COMMANDS,
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,
+  dumpCommand,
   imagesCommand,
   serveCommand,
   cacheCommand,
