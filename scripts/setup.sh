@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages: QEMU to run guests; busybox-static, cpio, gcc + static libc to build the
 # guest initramfs; xz/zstd/lz4 to unpack kernels and modules; bpftool for the independent BTF
 # check; gdb as the peer in the event benchmark; nats-server for the tests of `serve --publish`;
+# make, libelf1 and libssl3 run the kbuild tools that build the test rootkit module (guests/rootkit);
 # python3-pefile for Volatility 3, the peer that reads vmsight's symbol files in the interop test.
 # chromium, driven by playwright-core, is the real browser of the dashboard tests.
-packages=(qemu-system-x86 busybox-static cpio xz-utils zstd lz4 bpftool gcc libc6-dev gdb ca-certificates nats-server python3-pefile chromium)
+packages=(qemu-system-x86 busybox-static cpio xz-utils zstd lz4 bpftool gcc libc6-dev make libelf1 libssl3 gdb ca-certificates nats-server python3-pefile chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

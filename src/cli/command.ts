@@ -1,4 +1,5 @@
 import type { Guest } from "../lib/guest.js";
+import { Vm } from "../lib/vm.js";
 import type { Machine } from "../qemu/machine.js";
 import type { Target } from "../qemu/session.js";
 import { UsageError, VmsightError } from "../util/errors.js";
@@ -48,4 +49,11 @@ export function needVm(ctx: CommandContext): Guest {
 export function needMachine(ctx: CommandContext): Machine {
   if (!ctx.machine) throw new UsageError("this command needs a guest: --qmp SOCKET or --dump FILE");
   return ctx.machine;
+}
+
+/** The library's own Vm, for a command marked `local` (never reached through a server). */
+export function needLocalVm(ctx: CommandContext): Vm {
+  if (!(ctx.vm instanceof Vm))
+    throw new VmsightError("E_INTERNAL", "a local command was given a remote guest");
+  return ctx.vm;
 }

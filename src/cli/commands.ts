@@ -5,6 +5,7 @@ import { addressArg, intArg, stringValue } from "./args.js";
 import { type CliCommand, type CommandContext, needVm } from "./command.js";
 import { CONTROL_COMMANDS } from "./control-commands.js";
 import { DISCOVERY_COMMANDS } from "./discovery-commands.js";
+import { dumpCommand } from "./dump-command.js";
 import { EVENT_COMMANDS } from "./event-commands.js";
 import { FORENSIC_COMMANDS } from "./forensic-commands.js";
 import { ISF_COMMANDS } from "./isf-commands.js";
@@ -153,6 +154,7 @@ export const COMMANDS: readonly CliCommand[] = [
   ...DISCOVERY_COMMANDS,
   ...EVENT_COMMANDS,
   ...CONTROL_COMMANDS,
+  dumpCommand,
   imagesCommand,
   serveCommand,
   cacheCommand,

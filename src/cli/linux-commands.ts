@@ -1,3 +1,4 @@
+import { describeCheck } from "../commands/integrity.js";
 import { type OpenKernelOptions, describeKernel } from "../commands/linux.js";
 import type { Guest } from "../lib/guest.js";
 import { Vm } from "../lib/vm.js";
@@ -170,5 +171,16 @@ export const LINUX_COMMANDS: readonly CliCommand[] = [
           }),
         )
         .join("\n"),
+  ),
+  linuxCommand(
+    {
+      name: "check",
+      usage: "check",
+      summary:
+        "kernel integrity: syscall-table hooks, modules and processes hidden from their lists (findings only)",
+    },
+    (vm) => vm.check(),
+    ["kind", "what"],
+    describeCheck,
   ),
 ];

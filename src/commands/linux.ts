@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
 import { KernelCache, kernelCacheDir } from "../os/linux/kernel-cache.js";
-import { type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import { type DiscoverOptions, type KernelInfo, discoverKernel } from "../os/linux/kernel.js";
+import { pageTableCandidates } from "../os/linux/page-table-search.js";
 import { listTasks } from "../os/linux/tasks.js";
 import { checkKernelPointer } from "../os/linux/walk.js";
 import type { Machine } from "../qemu/machine.js";
@@ -30,21 +31,49 @@ export interface OpenKernelOptions {
 export async function openKernel(target: Machine, opts: OpenKernelOptions = {}): Promise<KernelInfo> {
   const symbols = opts.systemMap === undefined ? undefined : readSymbolFile(opts.systemMap);
   const layout = offsetsLayout(opts);
+  const discover: DiscoverOptions = {
+    ...(symbols === undefined ? {} : { symbols }),
+    ...(layout === undefined ? {} : { layout }),
+    ...cacheOption(),
+  };
+  if (target.vcpuCount() === 0) return discoverWithoutRegisters(target, discover);
   const regs = await target.registers(0);
   markStep("registers");
   const get = (n: string) => regs.get(n) ?? 0n;
   const k = discoverKernel(
     target.memory,
     { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
-    {
-      ...(symbols === undefined ? {} : { symbols }),
-      ...(layout === undefined ? {} : { layout }),
-      ...cacheOption(),
-    },
+    discover,
   );
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;
+}
+
+/**
+ * A memory image with no registers (LiME, raw): the first page-table root found in RAM through
+ * which a kernel can be discovered.
+ */
+function discoverWithoutRegisters(target: Machine, opts: DiscoverOptions): KernelInfo {
+  const candidates = pageTableCandidates(target.memory);
+  markStep("registers");
+  let last: unknown;
+  for (const regs of candidates) {
+    try {
+      return discoverKernel(target.memory, regs, opts);
+    } catch (error) {
+      if (!(error instanceof VmsightError)) throw error;
+      last = error;
+    }
+  }
+  throw new VmsightError(
+    "E_NO_KERNEL",
+    "the image records no registers, and no page tables in it map a Linux kernel",
+    {
+      hint: "is it a memory image of a running 64-bit Linux guest?",
+      ...(last === undefined ? {} : { cause: last }),
+    },
+  );
 }
 
 /** Builds seen before skip the image read and the BTF parse (see os/linux/kernel-cache.ts). */

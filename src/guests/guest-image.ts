@@ -17,6 +17,7 @@ import { VmsightError } from "../util/errors.js";
 import { cacheRoot } from "./cache.js";
 import { packInitramfs, sourceDateEpoch } from "./initramfs.js";
 import { type KernelFiles, ensureKernel } from "./kernels.js";
+import { ensureRootkitModule } from "./rootkit.js";
 
 export interface GuestImage {
   readonly kernelId: string;
@@ -33,6 +34,8 @@ export interface GuestImage {
 export interface GuestImageOptions {
   /** Where built images go; defaults to cacheRoot()/images. Kernels always come from cacheRoot(). */
   readonly imagesDir?: string;
+  /** "rootkit": the image also carries the test rootkit (guests/rootkit), which init loads. */
+  readonly variant?: "rootkit";
 }
 
 /** Bump when the image layout changes in a way the input hash cannot see. */
@@ -61,12 +64,14 @@ export async function ensureGuestImage(
 ): Promise<GuestImage> {
   const kernelFiles = ensureKernel(kernelId, log);
   const modules = kernelFiles.spec.modules.map((m) => findModule(kernelFiles, m));
-  const key = inputHash(kernelFiles, modules);
-  const dir = join(opts.imagesDir ?? join(cacheRoot(), "images"), `${kernelFiles.spec.id}-${key}`);
+  const extra = opts.variant === "rootkit" ? [rootkitSource(kernelFiles, log)] : [];
+  const key = inputHash(kernelFiles, [...modules, ...extra]);
+  const name = [kernelFiles.spec.id, ...(opts.variant ? [opts.variant] : []), key].join("-");
+  const dir = join(opts.imagesDir ?? join(cacheRoot(), "images"), name);
   const initrd = join(dir, "initrd.cpio");
   if (!existsSync(initrd)) {
     log(`building guest image ${dir}`);
-    buildInto(dir, kernelFiles, modules, log);
+    buildInto(dir, kernelFiles, modules, extra, log);
   }
   return {
     kernelId: kernelFiles.spec.id,
@@ -79,6 +84,14 @@ export async function ensureGuestImage(
 }
 
 const DECOMPRESSORS: Record<string, string> = { ".ko.xz": "xz", ".ko.zst": "zstd", ".ko.gz": "gzip" };
+
+/** The test rootkit, built for this kernel; init loads it when /etc/vmsight/rootkit names it. */
+function rootkitSource(kernel: KernelFiles, log: (line: string) => void): ModuleSource {
+  return {
+    file: ensureRootkitModule(kernel, log),
+    guestPath: `/lib/modules/${kernel.release}/extra/vmsight_rk.ko`,
+  };
+}
 
 function findModule(kernel: KernelFiles, module: string): ModuleSource {
   const guestPath = `/lib/modules/${kernel.release}/kernel/${module}.ko`;
@@ -152,6 +165,7 @@ function buildInto(
   dir: string,
   kernel: KernelFiles,
   modules: readonly ModuleSource[],
+  extra: readonly ModuleSource[],
   log: (line: string) => void,
 ): void {
   // Build beside the final directory and rename at the end: a concurrent or interrupted build
@@ -162,6 +176,8 @@ function buildInto(
   mkdirSync(root, { recursive: true });
   try {
     stageTree(root, modules, log);
+    for (const m of extra) stageModule(root, m);
+    if (extra[0]) writeFileSync(join(root, "etc/vmsight/rootkit"), `${extra[0].guestPath}\n`);
     log("packing initramfs (newc cpio)");
     packInitramfs(root, join(tmp, "initrd.cpio"));
     writeFileSync(join(tmp, "release"), `${kernel.release}\n`);

@@ -12,6 +12,8 @@ export interface KernelSpec {
   /** Module paths under lib/modules/<release>/kernel, without the .ko suffix. */
   readonly modules: readonly string[];
   readonly optional?: boolean;
+  /** Debian packages to build modules against it (headers, common headers, kbuild), if listed. */
+  readonly headers?: readonly string[];
 }
 
 export interface KernelFiles {

@@ -6,6 +6,7 @@
 import type { EventOptions, EventStream } from "./events.js";
 import type {
   Address,
+  CheckFindingRow,
   ContainerGroupRow,
   EnvVarRow,
   KernelInfoRow,
@@ -43,6 +44,7 @@ export interface Guest {
   ns(): Promise<NamespaceRow[]>;
   containers(): Promise<ContainerGroupRow[]>;
   dmesg(): Promise<LogLineRow[]>;
+  check(): Promise<CheckFindingRow[]>;
   read(addr: Address, length: number, space?: Space): Promise<Buffer>;
   write(addr: Address, bytes: Uint8Array, space?: Space): Promise<void>;
   translate(vaddr: Address, space?: Exclude<Space, "physical">): Promise<TranslationRow>;

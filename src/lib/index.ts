@@ -8,11 +8,13 @@
  *   for (const p of await vm.ps()) console.log(p.pid, p.comm);
  */
 export { attach, openDump, Vm } from "./vm.js";
-export type { AttachOptions, KernelOptions, KillOptions, RegisterValues } from "./vm.js";
+export type { AttachOptions, KernelOptions, KillOptions, RegisterValues, VmDumpOptions } from "./vm.js";
 export type { EventOptions, EventStream } from "./events.js";
 export type { Guest } from "./guest.js";
 export type {
   Address,
+  CheckFindingRow,
+  DumpResult,
   Hex,
   KernelInfoRow,
   KillMethod,

@@ -1,5 +1,6 @@
 /** The shapes the library hands out: each is a CLI --json row, 64-bit values as "0x…" strings. */
 import type { KillReport } from "../commands/control.js";
+import type { DumpReport } from "../commands/dump-image.js";
 import type {
   ContainerRow,
   DmesgRow,
@@ -9,6 +10,7 @@ import type {
   NsRow,
   SocketRow,
 } from "../commands/forensics.js";
+import type { IntegrityFinding } from "../commands/integrity.js";
 import type { KernelReport } from "../commands/linux.js";
 import type { StatusReport, TranslationReport } from "../commands/machine.js";
 import type { MapsRow, ModuleListRow, PsRow, ThreadRow, TreeLine } from "../commands/processes.js";
@@ -32,6 +34,10 @@ export type TreeRow = Wire<TreeLine>;
 export type ModuleRow = Wire<ModuleListRow>;
 /** `vmsight maps PID --json` rows. */
 export type MapRow = Wire<MapsRow>;
+/** `vmsight check --json` rows: one finding each. */
+export type CheckFindingRow = Wire<IntegrityFinding>;
+/** `vmsight dump --json`: what was written. */
+export type DumpResult = Wire<DumpReport>;
 /** `vmsight translate --json`. */
 export type TranslationRow = Wire<TranslationReport>;
 /** `vmsight status --json`. */

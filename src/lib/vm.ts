@@ -4,6 +4,7 @@
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
 import { type KillReport, killProcess, killRecord } from "../commands/control.js";
+import { type DumpFormat, writeImage } from "../commands/dump-image.js";
 import {
   containerRows,
   dmesgRows,
@@ -13,6 +14,7 @@ import {
   nsRows,
   socketRows,
 } from "../commands/forensics.js";
+import { checkRows } from "../commands/integrity.js";
 import { type OpenKernelOptions, kernelReport, openKernel, processPageTable } from "../commands/linux.js";
 import {
   readGuest,
@@ -36,7 +38,9 @@ import { EventHub, type EventOptions, type EventStream, eventStream } from "./ev
 import type { Guest } from "./guest.js";
 import type {
   Address,
+  CheckFindingRow,
   ContainerGroupRow,
+  DumpResult,
   EnvVarRow,
   KernelInfoRow,
   KillResult,
@@ -77,6 +81,14 @@ export interface KillOptions {
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
   readonly log?: (line: string) => void;
+}
+
+export interface VmDumpOptions {
+  readonly format?: DumpFormat;
+  /** Copy while the guest runs (LiME and raw; QEMU always stops the guest for ELF). */
+  readonly live?: boolean;
+  /** Called after each chunk: bytes of RAM copied so far and the total. */
+  readonly progress?: (done: bigint, total: bigint) => void;
 }
 
 export type RegisterValues = Readonly<Record<string, Address>>;
@@ -173,6 +185,25 @@ export class Vm implements Guest {
 
   lsmod(): Promise<ModuleRow[]> {
     return this.listing((k) => toWire(lsmodRows(k)));
+  }
+
+  /**
+   * Kernel integrity: syscall-table entries outside kernel text, modules and processes hidden
+   * from their lists. Findings only: an empty array on a clean guest.
+   */
+  check(): Promise<CheckFindingRow[]> {
+    return this.listing((k) => toWire(checkRows(k)));
+  }
+
+  /**
+   * Writes a memory image of the guest to `out`: QEMU's ELF (default), LiME or raw (the last two
+   * with a `OUT.vmsight.json` sidecar of RAM ranges and registers). The guest is paused while
+   * RAM is copied unless `live` (then the image is not one instant). Live guests only.
+   */
+  dump(out: string, opts: VmDumpOptions = {}): Promise<DumpResult> {
+    const target = this.live("dump");
+    const copy = async () => toWire(await writeImage(target, opts.format ?? "elf", out, opts));
+    return opts.live && opts.format !== "elf" ? copy() : this.snapshot(copy);
   }
 
   /** A process's memory maps, as its /proc/PID/maps. */

@@ -72,6 +72,7 @@ export interface ServedVm {
   ns(): Promise<Row[]>;
   containers(): Promise<Row[]>;
   dmesg(): Promise<Row[]>;
+  check(): Promise<Row[]>;
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array>;
   write(addr: string, bytes: Uint8Array, space?: AddressSpace): Promise<void>;
   translate(vaddr: string, space?: AddressSpace): Promise<Row>;

@@ -145,6 +145,7 @@ export function handlersFor(client: ClientSession): Handlers {
     "linux.pstree": rows((v) => v.pstree()),
     "linux.lsmod": rows((v) => v.lsmod()),
     "linux.pids": rows((v) => v.pids()),
+    "linux.check": rows((v) => v.check()),
     "linux.maps": async (p) => ({ rows: await (await vm(p.vm)).maps(p.pid) }),
     "linux.lsof": async (p) => ({ rows: await (await vm(p.vm)).lsof(p.pid) }),
     "linux.sockets": rows((v) => v.sockets()),

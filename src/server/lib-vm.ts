@@ -161,6 +161,9 @@ class LibVm implements ServedVm {
   dmesg(): Promise<Row[]> {
     return this.vm.dmesg();
   }
+  check(): Promise<Row[]> {
+    return this.vm.check();
+  }
   read(addr: string, length: number, space?: AddressSpace): Promise<Uint8Array> {
     return this.vm.read(addr, length, spaceOf(space));
   }

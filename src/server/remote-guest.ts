@@ -7,6 +7,7 @@ import type { EventOptions, EventStream } from "../lib/events.js";
 import type { Guest } from "../lib/guest.js";
 import type {
   Address,
+  CheckFindingRow,
   ContainerGroupRow,
   EnvVarRow,
   KernelInfoRow,
@@ -160,6 +161,9 @@ export class RemoteGuest implements Guest {
   }
   dmesg(): Promise<LogLineRow[]> {
     return this.rows("linux.dmesg");
+  }
+  check(): Promise<CheckFindingRow[]> {
+    return this.rows("linux.check");
   }
 
   async read(addr: Address, length: number, space: Space = "kernel"): Promise<Buffer> {

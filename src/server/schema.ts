@@ -260,6 +260,9 @@ export const METHODS = {
   "linux.pstree": linuxList("the process tree, one row per line"),
   "linux.lsmod": linuxList("the loaded modules"),
   "linux.pids": linuxList("the processes seen through the PID namespace (finds unlinked tasks)"),
+  "linux.check": linuxList(
+    "kernel integrity findings: syscall-table entries outside kernel text, hidden modules and processes (none on a clean guest)",
+  ),
   "linux.maps": {
     summary: "one process's memory mappings, as its /proc/PID/maps",
     params: Type.Object({ vm: Vm, pid: Pid }, { additionalProperties: false }),

@@ -143,6 +143,9 @@ export class FakeVm implements ServedVm {
   async dmesg(): Promise<Row[]> {
     return [{ seq: 0, time: "0.000000", level: 5, text: "Linux version 6.1.0-fake" }];
   }
+  async check(): Promise<Row[]> {
+    return [];
+  }
   async read(addr: string, length: number): Promise<Uint8Array> {
     const a = this.phys(addr, length);
     return this.ram.subarray(a, a + length);

@@ -116,6 +116,7 @@ test("every method's result matches its schema", async () => {
     ["linux.pstree", { vm: "a" }],
     ["linux.lsmod", { vm: "a" }],
     ["linux.pids", { vm: "a" }],
+    ["linux.check", { vm: "a" }],
     ["linux.maps", { vm: "a", pid: 1 }],
     ["linux.lsof", { vm: "a" }],
     ["linux.sockets", { vm: "a" }],

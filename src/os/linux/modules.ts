@@ -97,8 +97,25 @@ function sizeRule(ctx: KernelContext): SizeRule {
 
 /** The loaded modules in /proc/modules order. A looping list raises GuestDataError. */
 export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): ModuleRow[] {
-  const L = ctx.layout;
   const head = va(ctx.symbols.getAddress("modules"));
+  const reader = moduleReader(ctx, opts);
+  const rows: ModuleRow[] = [];
+  for (const mod of listForEachEntry(ctx, head, "module", "list", { max: opts.maxModules ?? 1 << 16 })) {
+    const row = reader(mod);
+    if (row) rows.push(row);
+  }
+  return rows;
+}
+
+/**
+ * Reads one `struct module` wherever it was found (the list, sysfs, a scan of module memory):
+ * its row, or undefined for a module not yet (or no longer) formed.
+ */
+export function moduleReader(
+  ctx: KernelContext,
+  opts: ListModulesOptions = {},
+): (mod: VirtAddr) => ModuleRow | undefined {
+  const L = ctx.layout;
   const rule = sizeRule(ctx);
   const off = (p: string) => L.offsetof("module", p);
   const maybe = (p: string) => L.findOffset("module", p);
@@ -111,23 +128,21 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
   const taints = maybe("taints");
   const span =
     Math.max(nameAt + nameLen, rule.base, ...rule.sizes, refcnt ?? 0, init ?? 0, exit ?? 0, taints ?? 0) + 8;
-  const rows: ModuleRow[] = [];
-  for (const mod of listForEachEntry(ctx, head, "module", "list", { max: opts.maxModules ?? 1 << 16 })) {
+  return (mod) => {
     let b: Buffer;
     try {
       b = ctx.kernel.read(mod, span);
     } catch (error) {
       if (!(error instanceof FaultError)) throw error;
-      rows.push(unreadableModule(ctx, mod, nameAt, nameLen, error));
-      continue;
+      return unreadableModule(ctx, mod, nameAt, nameLen, error);
     }
     const warnings: string[] = [];
     const stateValue = BigInt(b.readInt32LE(off("state")));
-    if (stateValue === states.unformed) continue;
+    if (stateValue === states.unformed) return undefined;
     const state: ModuleState =
       stateValue === states.going ? "Unloading" : stateValue === states.coming ? "Loading" : "Live";
     const size = rule.sizes.reduce((sum, o) => (sum + b.readUInt32LE(o)) >>> 0, 0);
-    rows.push({
+    return {
       addr: mod,
       name: readFixedString(b, nameAt, nameLen),
       state,
@@ -142,9 +157,8 @@ export function listModules(ctx: KernelContext, opts: ListModulesOptions = {}): 
         b.readBigUInt64LE(exit) === 0n,
       taints: taints === undefined ? 0n : b.readBigUInt64LE(taints),
       ...(warnings.length === 0 ? {} : { warnings }),
-    });
-  }
-  return rows;
+    };
+  };
 }
 
 /**

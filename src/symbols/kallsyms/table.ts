@@ -161,6 +161,19 @@ export class SymbolTable {
     return { name: this.nameAt(lo), offset: addr - a[lo]! };
   }
 
+  /** The lowest symbol address above `addr` (where the object at `addr` ends at the latest). */
+  nextAddress(addr: bigint): bigint | undefined {
+    const a = this.addresses;
+    let lo = 0;
+    let hi = a.length; // first index with a[i] > addr
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (a[mid]! <= addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return a[lo];
+  }
+
   /** "name+0x12" or the bare address when nothing covers it. */
   format(addr: bigint): string {
     const s = this.symbolize(addr);
