@@ -9,8 +9,11 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  * Warm refreshes as a live dashboard would do them: the guest runs between refreshes, so every
  * cache of guest state is dropped (pause/resume do that) and the listing starts cold.
  */
-export async function warmRefreshes(qmpSocket: string): Promise<{ median: number; source: string }> {
-  const target = await Target.attach(qmpSocket);
+export async function warmRefreshes(
+  qmpSocket: string,
+  opts: { readonly memory?: "auto" | "process" } = {},
+): Promise<{ median: number; source: string }> {
+  const target = await Target.attach(qmpSocket, { memory: opts.memory ?? "auto" });
   const warm: number[] = [];
   try {
     const k = await openKernel(target);

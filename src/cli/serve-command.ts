@@ -1,4 +1,3 @@
-import { serveFromCli } from "../server/serve.js";
 import type { CliCommand } from "./command.js";
 
 export const serveCommand: CliCommand = {
@@ -19,6 +18,9 @@ export const serveCommand: CliCommand = {
     const stop = new AbortController();
     process.once("SIGINT", () => stop.abort());
     process.once("SIGTERM", () => stop.abort());
+    // Loaded here: the server pulls in its schema library, WebSocket and NATS clients, which
+    // every other command would otherwise pay for at startup.
+    const { serveFromCli } = await import("../server/serve.js");
     await serveFromCli(ctx.values, { out: ctx.out, log: ctx.log, signal: stop.signal });
     return 0;
   },

@@ -2,7 +2,7 @@ import type { KernelContext } from "../os/linux/context.js";
 import { listVmas } from "../os/linux/maps.js";
 import { listModules } from "../os/linux/modules.js";
 import { pidNamespaceEntries } from "../os/linux/pid-ns.js";
-import { readCmdline } from "../os/linux/process-memory.js";
+import { prefetchCmdlines, readCmdline } from "../os/linux/process-memory.js";
 import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux/pstree.js";
 import { type TaskInfo, listAllThreads, listTasks, readTask } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
@@ -59,9 +59,9 @@ function psRow(k: KernelContext, t: TaskInfo): PsRow {
 }
 
 export function psRows(k: KernelContext): PsRow[] {
-  return listTasks(k)
-    .map((t) => psRow(k, t))
-    .sort((a, b) => a.pid - b.pid);
+  const tasks = listTasks(k);
+  prefetchCmdlines(k, tasks);
+  return tasks.map((t) => psRow(k, t)).sort((a, b) => a.pid - b.pid);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { closeSync, readSync, writeSync } from "node:fs";
 import { type PhysAddr, hex, pa } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
-import { canMapFiles, mapFileRange } from "./mmap.js";
+import { canMapFiles, mapFileRange, preadMany, readProcessMany } from "./mmap.js";
 import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
 
 /** A guest-physical range served by descriptor `fd` at `fdOffset` (a host address or a file offset). */
@@ -10,6 +10,8 @@ export interface FdRegion extends PhysRange {
   readonly fdOffset: bigint;
   /** The same bytes memory-mapped, when the descriptor is a file that could be mapped. */
   readonly view?: Buffer;
+  /** `fd` is this process's /proc/<pid>/mem (fdOffset a host address): batches use process_vm_readv. */
+  readonly pid?: number;
 }
 
 /** Largest single mapping: keeps each view within what a Buffer may span. */
@@ -75,8 +77,55 @@ export class FdPhysicalMemory implements PhysicalMemory {
     });
   }
 
+  /** A live view where the range is mapped (no copy): see PhysicalMemory.peek. */
+  peek(addr: PhysAddr, length: number): Buffer {
+    const region = this.closed ? undefined : this.regionAt(addr);
+    if (region?.view && length >= 0 && addr + BigInt(length) <= region.start + region.size) {
+      const from = Number(addr - region.start);
+      return region.view.subarray(from, from + length);
+    }
+    return this.read(addr, length);
+  }
+
+  /**
+   * Requests that lie in one pread-served region go to the native reader together, one call per
+   * descriptor (a walk's level over a thousand tasks is a thousand scattered reads); anything
+   * else, or a request that comes back short, is read alone so its error names the exact address.
+   */
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
-    return readEach(this, requests);
+    const results: ReadResult[] = new Array(requests.length);
+    const byFd = new Map<number, { region: FdRegion; index: number }[]>();
+    requests.forEach((r, index) => {
+      const region = this.closed ? undefined : this.regionAt(r.addr);
+      if (region && !region.view && r.length > 0 && r.addr + BigInt(r.length) <= region.start + region.size) {
+        const group = byFd.get(region.fd) ?? byFd.set(region.fd, []).get(region.fd)!;
+        group.push({ region, index });
+      } else results[index] = readEach(this, [r])[0]!;
+    });
+    for (const [fd, group] of byFd) {
+      const offsets = new Float64Array(group.length);
+      const lengths = new Uint32Array(group.length);
+      group.forEach(({ region, index }, k) => {
+        const r = requests[index]!;
+        offsets[k] = Number(region.fdOffset + (r.addr - region.start));
+        lengths[k] = r.length;
+      });
+      const out = Buffer.allocUnsafe(lengths.reduce((a, b) => a + b, 0));
+      const pid = group[0]!.region.pid;
+      const got =
+        (pid !== undefined ? readProcessMany(pid, offsets, lengths, out) : undefined) ??
+        preadMany(fd, offsets, lengths, out);
+      let at = 0;
+      group.forEach(({ index }, k) => {
+        const n = lengths[k]!;
+        results[index] =
+          got?.[k] === n
+            ? { ok: true, data: out.subarray(at, at + n) }
+            : readEach(this, [requests[index]!])[0]!;
+        at += n;
+      });
+    }
+    return results;
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

@@ -8,6 +8,9 @@ import { fileURLToPath } from "node:url";
  */
 interface Addon {
   mapFd(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  /** Older builds of the addon lack it. */
+  preadMany?(fd: number, offsets: Float64Array, lengths: Uint32Array, out: Buffer): Int32Array;
+  readProcess?(pid: number, addresses: Float64Array, lengths: Uint32Array, out: Buffer): Int32Array;
 }
 
 const ADDON = new URL("../../../native/build/vmsight-mem.node", import.meta.url);
@@ -50,4 +53,34 @@ export function mapFileRange(
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Many preads from one native call: `out` receives the requests back to back; the result holds
+ * the bytes read per request (negative: -errno). Undefined when the addon is not there.
+ */
+export function preadMany(
+  fd: number,
+  offsets: Float64Array,
+  lengths: Uint32Array,
+  out: Buffer,
+): Int32Array | undefined {
+  return load()?.preadMany?.(fd, offsets, lengths, out);
+}
+
+const EFAULT = 14;
+
+/**
+ * Many reads of another process's memory (process_vm_readv, up to 1024 a system call), laid out
+ * like `preadMany`'s. Undefined without the addon, or when the kernel refuses the call itself
+ * (no ptrace rights): then /proc/<pid>/mem, opened with the same rights, is the way.
+ */
+export function readProcessMany(
+  pid: number,
+  addresses: Float64Array,
+  lengths: Uint32Array,
+  out: Buffer,
+): Int32Array | undefined {
+  const got = load()?.readProcess?.(pid, addresses, lengths, out);
+  return got?.some((n) => n < 0 && n !== -EFAULT) ? undefined : got;
 }

@@ -25,6 +25,8 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   private pages = new Map<number, Buffer>();
   /** Pages read once by a small read: a second small read fills the page. */
   private touched = new Set<number>();
+  /** Reads fetched ahead by `prefetch`, by their exact address. */
+  private spans = new Map<bigint, Buffer>();
   hits = 0;
   misses = 0;
 
@@ -36,6 +38,11 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     private readonly maxPages = 16_384,
   ) {
     this.direct = inner.mapped === true;
+  }
+
+  /** Reads go straight to mapped memory: batching and prefetching gain nothing. */
+  get mapped(): boolean {
+    return this.direct;
   }
 
   /** The memory under the cache, for bulk readers that gain nothing from it. */
@@ -54,10 +61,16 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   invalidate(): void {
     this.pages = new Map();
     this.touched = new Set();
+    this.spans = new Map();
   }
 
   read(addr: PhysAddr, length: number): Buffer {
     if (length > BYPASS || this.direct) return this.inner.read(addr, length);
+    const span = this.spans.size === 0 ? undefined : this.spans.get(addr);
+    if (span !== undefined && span.length >= length) {
+      this.hits++;
+      return span.subarray(0, length);
+    }
     const index = Number(addr >> 12n);
     if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
       // A lone field or page-table entry in a page not seen yet: copying the whole page costs
@@ -130,6 +143,29 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     return bytes;
   }
 
+  /** Cached reads are already views of stable copies; a mapped source may hand out its own view. */
+  peek(addr: PhysAddr, length: number): Buffer {
+    if (this.direct) return this.inner.peek?.(addr, length) ?? this.inner.read(addr, length);
+    return this.read(addr, length);
+  }
+
+  /**
+   * Fetches these reads in one batch (`readMany`, which the native reader serves with one call),
+   * kept by exact address until the guest runs: a walk that knows the next level's addresses for
+   * every task reads them all at once instead of one system call per dependent read. Exact reads,
+   * not pages: a page-table entry or a struct's span is a few bytes of a page, and on
+   * /proc/<pid>/mem the cost of a read grows with its length.
+   */
+  prefetch(requests: readonly ReadRequest[]): void {
+    if (this.direct) return;
+    const wanted = requests.filter((r) => r.length > 0 && r.length <= BYPASS && !this.spans.has(r.addr));
+    if (wanted.length === 0) return;
+    const results = this.inner.readMany(wanted);
+    results.forEach((r, k) => {
+      if (r.ok) this.spans.set(wanted[k]!.addr, r.data);
+    });
+  }
+
   readInto(addr: PhysAddr, into: Uint8Array): void {
     if (into.length > BYPASS || this.direct) this.inner.readInto(addr, into);
     else into.set(this.read(addr, into.length));
@@ -141,6 +177,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
 
   write(addr: PhysAddr, data: Uint8Array): void {
     this.inner.write(addr, data);
+    this.spans = new Map();
     const first = Number(addr / BigInt(PAGE));
     const last = Number((addr + BigInt(Math.max(data.length, 1)) - 1n) / BigInt(PAGE));
     for (let i = first; i <= last; i++) this.pages.delete(i);

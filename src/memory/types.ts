@@ -35,6 +35,18 @@ export interface PhysicalMemory {
    * fresh multi-megabyte buffer per read costs more than the read itself.
    */
   readInto(addr: PhysAddr, into: Uint8Array): void;
+  /**
+   * Like `read`, but where the bytes are mapped it returns a view of guest RAM instead of a copy:
+   * valid only while the guest stays stopped and unwritten. For values decoded at once (a
+   * page-table entry, a struct's fields), never for bytes kept. Sources without it copy.
+   */
+  peek?(addr: PhysAddr, length: number): Buffer;
+  /**
+   * A hint that exactly these reads will be made soon (same address, at most that length): a
+   * cache fetches them in one batch. Never throws; an unreadable one is left for the read that
+   * needs it to report.
+   */
+  prefetch?(requests: readonly ReadRequest[]): void;
   /** Batched reads: never throws for a bad request, reports it in its slot instead. */
   readMany(requests: readonly ReadRequest[]): ReadResult[];
   write(addr: PhysAddr, data: Uint8Array): void;

@@ -19,12 +19,15 @@ export function markStep(name: string): void {
   last = now;
 }
 
-/** One line: `vmsight-timings {"node":…,"attach":…,…,"total":…,"maxRssKb":…}`. */
+/** One line: `vmsight-timings {"node":…,"attach":…,…,"total":…,"maxRssKb":…,"cpuMs":…}`. */
 export function timingsLine(): string {
   const out: Record<string, number> = {};
   for (const [name, ms] of steps) out[name] = Math.round(((out[name] ?? 0) + ms) * 10) / 10;
   out.total = Math.round(performance.now() * 10) / 10;
   out.maxRssKb = process.resourceUsage().maxRSS;
+  // CPU time beside wall time: on a shared, busy machine wall time measures the neighbours too.
+  const cpu = process.cpuUsage();
+  out.cpuMs = Math.round((cpu.user + cpu.system) / 100) / 10;
   return `vmsight-timings ${JSON.stringify(out)}`;
 }
 

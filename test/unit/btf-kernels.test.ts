@@ -269,11 +269,13 @@ for (const kernel of KERNELS) {
     let raw: Map<number, RawType>;
     let layout: BpftoolLayout;
     let bpftoolText: string;
+    let btfBytes: Uint8Array;
 
     before(() => {
       const k = ensureKernel(kernel.id);
       const bytes = parseElf64(readFileSync(k.vmlinux)).sectionBytes(".BTF");
       assert.ok(bytes, `${k.vmlinux} has no .BTF section`);
+      btfBytes = bytes;
       const t0 = performance.now();
       btf = parseBtf(bytes);
       const t1 = performance.now();
@@ -348,6 +350,40 @@ for (const kernel of KERNELS) {
       assert.equal(db.member("mm_struct", "pgd").typeName, "pgd_t *");
       assert.equal(db.member("qstr", "name").typeName, "const unsigned char *");
       assert.equal(db.member("task_struct", "comm").size, 16);
+    });
+
+    test("lazily decoded BTF answers every question as the eager parse does", () => {
+      const lazy = new TypeDb(parseBtf(btfBytes, { lazy: true }));
+      assert.equal(lazy.typeCount, db.typeCount);
+      for (const [s, path] of [...COMMON_MEMBERS, ...kernel.only]) {
+        const [a, b] = [lazy.member(s, path), db.member(s, path)];
+        assert.deepEqual(
+          [a.offset, a.bitOffset, a.bitSize, a.size, a.typeName],
+          [b.offset, b.bitOffset, b.bitSize, b.size, b.typeName],
+          `${s}.${path}`,
+        );
+      }
+      for (const [s, path] of kernel.absent) assert.equal(lazy.findMember(s, path), undefined);
+      for (const name of [
+        "task_struct",
+        "struct mm_struct",
+        "union thread_union",
+        "pid_t",
+        "enum pid_type",
+        "nosuch",
+      ])
+        assert.equal(lazy.findSizeof(name), db.findSizeof(name), name);
+      assert.equal(lazy.findEnumValue("PIDTYPE_TGID"), db.findEnumValue("PIDTYPE_TGID"));
+      const hint = (d: TypeDb) => {
+        try {
+          d.getType("task_strukt");
+        } catch (e) {
+          return (e as { hint?: string }).hint;
+        }
+      };
+      assert.match(hint(lazy) ?? "", /task_struct/);
+      assert.equal(hint(lazy), hint(db));
+      assert.deepEqual([...lazy.btf.types()], [...btf.types()]);
     });
 
     test("enumerators", () => {

@@ -160,3 +160,47 @@ test("the page cache steps aside for mapped memory", { skip: MAPPING }, () => {
   assert.equal(cached.hits + cached.misses, 0);
   mem.close();
 });
+
+test("pread: a batch equals reads one by one, and a request past backed memory fails in its slot", () => {
+  const { mem, bytes } = fileMemory(false);
+  const requests = [0x10, 0xff8, 0x2000, 0x2ffc, 0x3ffc].map((a) => ({ addr: pa(a), length: 8 }));
+  const batch = mem.readMany(requests);
+  for (const [i, r] of requests.slice(0, 3).entries()) {
+    const want = mem.read(r.addr, r.length);
+    assert.deepEqual(batch[i], { ok: true, data: want });
+  }
+  assert.deepEqual((batch[2] as { data: Buffer }).data, bytes.subarray(0x1000, 0x1008));
+  // 0x2ffc+8 crosses into the ROM region: read alone, across the two.
+  assert.deepEqual((batch[3] as { data: Buffer }).data, mem.read(pa(0x2ffc), 8));
+  // Runs off the last region: its slot says so, the others stand.
+  assert.equal(batch[4]!.ok, false);
+  mem.close();
+});
+
+test(
+  "process memory: a batch through process_vm_readv equals /proc/<pid>/mem, a hole fails in its slot",
+  { skip: MAPPING },
+  () => {
+    // This process's own first mapping (the node binary) as "guest RAM" at physical 0.
+    const first = parseProcMaps(readFileSync("/proc/self/maps", "utf8"))[0]!;
+    const fd = openSync("/proc/self/mem", "r");
+    const size = first.end - first.start;
+    const region = {
+      start: pa(0),
+      size: size + 0x1000n,
+      name: "ram",
+      writable: false,
+      fdOffset: first.start,
+    };
+    const viaProcess = new FdPhysicalMemory("self", [{ ...region, fd, pid: process.pid }]);
+    const viaFile = new FdPhysicalMemory("self", [{ ...region, fd }]);
+    const requests = [0n, 0x40n, size - 8n, size + 0x10n].map((a) => ({ addr: pa(a), length: 8 }));
+    const batch = viaProcess.readMany(requests);
+    for (const i of [0, 1, 2])
+      assert.deepEqual(batch[i], { ok: true, data: viaFile.read(requests[i]!.addr, 8) });
+    // Past the mapping (unless the next one starts right there): either way it matches the pread.
+    const alone = viaFile.readMany([requests[3]!])[0]!;
+    assert.equal(batch[3]!.ok, alone.ok);
+    closeSync(fd);
+  },
+);

@@ -311,3 +311,48 @@ test("formatFromControlRegisters follows CR0.PG, CR4.PAE/PSE/LA57 and EFER.LMA",
   assert.equal(formatFromControlRegisters({ cr0: 0x11n, cr4, efer: 0n }), undefined);
   assert.equal(formatFromControlRegisters({ cr0: 0x6000_0010n, cr4: 0n, efer: 0n }), undefined);
 });
+
+test("prefetchWalks fetches every level of many walks in batches: the walks then read nothing more", async () => {
+  const { CachedPhysicalMemory } = await import("../../src/memory/page-cache.js");
+  const { prefetchWalks } = await import("../../src/arch/x86/index.js");
+  const mem = new BufferPhysicalMemory();
+  const b = new PageTableBuilder(mem, "4-level");
+  const data = mem.map(0x1000000, 4 * MiB);
+  for (let i = 0; i < data.length; i += 8) data.writeUInt32LE(i, i);
+  const addrs = [0x400000n, 0x7ffd12345000n, 0x7f0000200000n];
+  addrs.forEach((a, i) => b.map(a, 0x1000000n + BigInt(i) * 0x1000n, 4096, { user: true }));
+  b.map(0x40000000n, 0x1200000n, 2 * MiB, { user: true });
+  let single = 0;
+  let batches = 0;
+  const source = Object.assign(Object.create(mem) as BufferPhysicalMemory, {
+    read(addr: bigint, length: number) {
+      single++;
+      return mem.read(pa(addr), length);
+    },
+    readMany(requests: readonly { addr: bigint; length: number }[]) {
+      batches++;
+      return requests.map((r) => {
+        try {
+          return { ok: true as const, data: mem.read(pa(r.addr), r.length) };
+        } catch (error) {
+          return { ok: false as const, error: error as Error };
+        }
+      });
+    },
+  });
+  const cached = new CachedPhysicalMemory(source);
+  const walks = [...addrs, 0x40001008n, 0x500000000n].map((addr) => ({
+    root: b.root,
+    addr: addr + 0x10n,
+    length: 16,
+  }));
+  prefetchWalks(cached, X86_64_4LEVEL, walks);
+  assert.ok(batches <= 5, `${batches} batches for 4 levels and the leaves`);
+  for (const w of walks.slice(0, 4)) {
+    const t = translate(cached, X86_64_4LEVEL, b.root, va(w.addr));
+    assert.deepEqual(cached.read(t.phys, 16), mem.read(t.phys, 16));
+  }
+  assert.equal(single, 0, "a walk or leaf read went to the source after the prefetch");
+  // The unmapped address: its walk stopped, and translating it still reports the fault.
+  assert.throws(() => translate(cached, X86_64_4LEVEL, b.root, va(0x500000010n)), FaultError);
+});

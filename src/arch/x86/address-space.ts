@@ -114,6 +114,37 @@ export class AddressSpace {
     return out;
   }
 
+  /**
+   * Like `read`, but a read within one page may come back as a live view of mapped guest RAM
+   * (PhysicalMemory.peek): for fields decoded at once while the guest is stopped, never kept.
+   */
+  peek(addr: VirtAddr, length: number): Buffer {
+    const a = BigInt.asUintN(64, addr);
+    if (length <= 0 || length > PAGE_SIZE || Number(a & PAGE_MASK) + length > PAGE_SIZE)
+      return this.read(addr, length);
+    const phys = this.translate(va(a)).phys;
+    try {
+      return this.mem.peek ? this.mem.peek(pa(phys), length) : this.mem.read(pa(phys), length);
+    } catch (error) {
+      throw this.physFault({ va: a, phys, length }, error, "unreadable");
+    }
+  }
+
+  /**
+   * Fetches these reads (each within one page) into the memory's cache in one batch, ahead of
+   * the reads that need them (PhysicalMemory.prefetch). Addresses that do not translate are
+   * skipped: the read that needs one reports it.
+   */
+  prefetch(requests: Iterable<{ readonly addr: bigint; readonly length: number }>): void {
+    if (!this.mem.prefetch) return;
+    const phys: ReadRequest[] = [];
+    for (const r of requests) {
+      const t = this.findTranslation(va(r.addr));
+      if (t) phys.push({ addr: t.phys, length: r.length });
+    }
+    this.mem.prefetch(phys);
+  }
+
   write(addr: VirtAddr, data: Uint8Array): void {
     let done = 0;
     for (const p of this.pieces(addr, data.length)) {
@@ -170,8 +201,7 @@ export class AddressSpace {
   private small(addr: VirtAddr, n: number): Buffer {
     const a = BigInt.asUintN(64, addr);
     if ((a & PAGE_MASK) > PAGE - BigInt(n)) return this.read(addr, n);
-    const t = this.translate(va(a));
-    return this.readPiece({ va: a, phys: t.phys, length: n });
+    return this.peek(va(a), n);
   }
 
   private readPiece(p: Piece): Buffer {

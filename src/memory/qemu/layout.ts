@@ -128,7 +128,12 @@ export function openGuestMemory(
   const procPath = `/proc/${layout.pid}/mem`;
   const fds = new Map<string, number>();
   const fdFor = (path: string) => fds.get(path) ?? fds.set(path, openOrExplain(path)).get(path)!;
-  const viaProcess = (r: RamRegion): FdRegion => ({ ...r, fd: fdFor(procPath), fdOffset: r.hva });
+  const viaProcess = (r: RamRegion): FdRegion => ({
+    ...r,
+    fd: fdFor(procPath),
+    fdOffset: r.hva,
+    pid: layout.pid,
+  });
   const viaFile = (r: RamRegion, file: NonNullable<RamRegion["file"]>): FdRegion => {
     try {
       return { ...r, fd: fdFor(file.path), fdOffset: file.offset };

@@ -21,7 +21,8 @@ export const BTF_SOURCE = "BTF in guest memory";
 export const MAX_BTF = 64 << 20;
 
 export function btfFromBytes(bytes: Uint8Array): { layout: StructLayout; typeCount: number } {
-  const db = new TypeDb(parseBtf(bytes));
+  // Lazily: a command asks about a few dozen of the kernel's ~100k types.
+  const db = new TypeDb(parseBtf(bytes, { lazy: true }));
   return { layout: btfLayout(db, BTF_SOURCE), typeCount: db.btf.typeCount };
 }
 

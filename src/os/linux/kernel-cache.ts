@@ -207,21 +207,30 @@ const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a
 function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   const n = data.readUInt32LE(0);
   let at = 8;
-  const take = (bytes: number): Uint8Array => {
+  const take = (bytes: number, align: number): Uint8Array => {
     if (at + bytes > data.length) throw new Error("damaged symbol file");
-    // A copy: typed arrays over a file buffer need an alignment the buffer may not have.
-    const out = new Uint8Array(bytes);
-    out.set(data.subarray(at, at + bytes));
+    const from = data.byteOffset + at;
     at += bytes;
-    return out;
+    // A view where the file's buffer is aligned for the column (a large file read has its own
+    // buffer, so this is the usual case); a copy where it is not.
+    if (from % align === 0) return new Uint8Array(data.buffer, from, bytes);
+    return new Uint8Array(data.subarray(at - bytes, at));
   };
-  const addresses = new BigUint64Array(take(n * 8).buffer);
-  const starts = new Uint32Array(take((n + 1) * 4).buffer);
-  const slots = new Uint32Array(take(4).buffer)[0]!;
+  const column = <T>(
+    make: (b: ArrayBuffer, offset: number, length: number) => T,
+    bytes: number,
+    size: number,
+  ): T => {
+    const b = take(bytes, size);
+    return make(b.buffer as ArrayBuffer, b.byteOffset, bytes / size);
+  };
+  const addresses = column((b, o, l) => new BigUint64Array(b, o, l), n * 8, 8);
+  const starts = column((b, o, l) => new Uint32Array(b, o, l), (n + 1) * 4, 4);
+  const slots = column((b, o, l) => new Uint32Array(b, o, l), 4, 4)[0]!;
   if (slots > 4 * n + 16) throw new Error("damaged symbol file");
-  const byName = new Uint32Array(take(slots * 4).buffer);
-  const flags = take(n);
-  const types = take(n);
+  const byName = column((b, o, l) => new Uint32Array(b, o, l), slots * 4, 4);
+  const flags = take(n, 1);
+  const types = take(n, 1);
   const names = data.toString("utf8", at);
   if (names.length !== starts[n]) throw new Error("damaged symbol file");
   if (base !== 0n) {

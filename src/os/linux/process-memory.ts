@@ -1,10 +1,11 @@
 import type { AddressSpace } from "../../arch/x86/address-space.js";
+import { prefetchWalks } from "../../arch/x86/walk.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import { decodeGuestStrings } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
-import { type AddressBounds, checkKernelPointer, isUserAddress } from "./walk.js";
+import { type AddressBounds, checkKernelPointer, isKernelPointer, isUserAddress } from "./walk.js";
 
 /**
  * /proc/<pid>/cmdline and /proc/<pid>/environ, read from the process's own pages through its
@@ -78,6 +79,33 @@ export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
   return whole;
 }
 
+/**
+ * Fetches what `readCmdline` of each of these tasks will read (its mm, the page-table pages of
+ * its first argv byte, that page) one level at a time for all of them together, so that on
+ * memory read by system calls a listing costs a few batches instead of a chain of dependent
+ * reads per process. Only a hint: anything unreadable is left for readCmdline to report.
+ */
+export function prefetchCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): void {
+  const format = ctx.kernel.format;
+  if (!ctx.kernel.mem.prefetch || ctx.kernel.mem.mapped || !format) return;
+  const { start, length } = mmSpan(mmOffsets(ctx.layout));
+  const mms = tasks.filter((t) => t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds)).map((t) => t.mm);
+  ctx.kernel.prefetch(mms.map((mm) => ({ addr: mm + BigInt(start), length })));
+  const walks: { root: bigint; addr: bigint; length: number }[] = [];
+  for (const mm of mms) {
+    try {
+      const r = readMm(ctx, mm);
+      if (r.argStart < r.argEnd && r.argEnd - r.argStart <= BigInt(MAX_PROCESS_STRINGS)) {
+        const root = ctx.directToPhys(va(r.pgd));
+        walks.push({ root, addr: r.argStart, length: Number(r.argEnd - r.argStart) });
+      }
+    } catch (error) {
+      if (!(error instanceof VmsightError)) throw error;
+    }
+  }
+  prefetchWalks(ctx.kernel.mem, format, walks);
+}
+
 /** The environment: [env_start, env_end), as environ_read() returns it. */
 export function readEnviron(ctx: KernelContext, task: HasMm): ProcessStrings {
   if (task.mm === 0n) return EMPTY;
@@ -106,11 +134,17 @@ function mmOffsets(L: StructLayout): readonly number[] {
   return offs;
 }
 
+/** The bytes of mm_struct from pgd to env_end (whichever comes first and last). */
+function mmSpan(offs: readonly number[]): { start: number; length: number } {
+  const start = Math.min(...offs);
+  return { start, length: Math.max(...offs) + 8 - start };
+}
+
 function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
   const mm = checkKernelPointer(mmPtr, ctx.bounds, "task mm");
   const offs = mmOffsets(ctx.layout);
-  const start = Math.min(...offs);
-  const b = ctx.kernel.read(va(mm + BigInt(start)), Math.max(...offs) + 8 - start);
+  const { start, length } = mmSpan(offs);
+  const b = ctx.kernel.peek(va(mm + BigInt(start)), length);
   const [pgd, argStart, argEnd, envStart, envEnd] = offs.map((o) => b.readBigUInt64LE(o - start)) as [
     bigint,
     bigint,

@@ -175,7 +175,7 @@ interface RawTask {
 
 function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   const o = taskOffsets(ctx.layout);
-  const b = ctx.kernel.read(va(addr + BigInt(o.start)), o.length);
+  const b = ctx.kernel.peek(va(addr + BigInt(o.start)), o.length);
   const at = (off: number) => off - o.start;
   const commBytes = b.subarray(at(o.comm), at(o.comm) + o.commSize);
   const nul = commBytes.indexOf(0);
@@ -191,7 +191,8 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
     realParent: b.readBigUInt64LE(at(o.realParent)),
     cred: o.cred === undefined ? undefined : b.readBigUInt64LE(at(o.cred)),
     kthread: o.kthread === undefined ? undefined : b.readBigUInt64LE(at(o.kthread)),
-    commBytes: nul < 0 ? commBytes : commBytes.subarray(0, nul),
+    // A copy: `b` may be a live view of guest RAM, and the name outlives this read.
+    commBytes: Buffer.from(nul < 0 ? commBytes : commBytes.subarray(0, nul)),
     commTerminated: nul >= 0,
   };
 }
@@ -202,6 +203,12 @@ interface Ids {
   euid: number | undefined;
 }
 
+/** The bytes of cred that hold uid, gid and euid. */
+function credSpan(ids: NonNullable<TaskOffsets["credIds"]>): { start: number; length: number } {
+  const start = Math.min(ids.uid, ids.gid, ids.euid);
+  return { start, length: Math.max(ids.uid, ids.gid, ids.euid) + 4 - start };
+}
+
 function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[]): Ids {
   const ids = taskOffsets(ctx.layout).credIds;
   const none = { uid: undefined, gid: undefined, euid: undefined };
@@ -210,9 +217,9 @@ function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[
     warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
     return none;
   }
-  const start = Math.min(ids.uid, ids.gid, ids.euid);
+  const { start, length } = credSpan(ids);
   try {
-    const b = ctx.kernel.read(va(cred + BigInt(start)), Math.max(ids.uid, ids.gid, ids.euid) + 4 - start);
+    const b = ctx.kernel.peek(va(cred + BigInt(start)), length);
     return {
       uid: b.readUInt32LE(ids.uid - start),
       gid: b.readUInt32LE(ids.gid - start),
@@ -316,7 +323,24 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   }
   const known = new Map<bigint, number>([[initTask(ctx), 0]]);
   for (const r of raws) known.set(r.addr, r.tgid);
+  prefetchTaskLinks(ctx, raws);
   return raws.map((r) => toTaskInfo(ctx, r, known, opts));
+}
+
+/**
+ * Every task's uid/gid/euid from its cred, fetched in one batch before they are read one by one:
+ * on memory read by system calls that is one call instead of one per task. Only a hint: a
+ * pointer that is bad is reported by the read that follows.
+ */
+function prefetchTaskLinks(ctx: KernelContext, raws: readonly RawTask[]): void {
+  const ids = taskOffsets(ctx.layout).credIds;
+  const span = ids && credSpan(ids);
+  const reads: { addr: bigint; length: number }[] = [];
+  for (const r of raws) {
+    if (span && r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds))
+      reads.push({ addr: r.cred + BigInt(span.start), length: span.length });
+  }
+  ctx.kernel.prefetch(reads);
 }
 
 /**

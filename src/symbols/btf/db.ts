@@ -46,39 +46,47 @@ const PREFIXES = ["struct ", "union ", "enum "] as const;
  * introspector asks. Indexes are built once; lookups are map hits.
  */
 export class TypeDb {
-  private readonly structs = new Map<string, BtfStruct>();
-  private readonly unions = new Map<string, BtfStruct>();
-  private readonly typedefs = new Map<string, BtfType>();
-  private readonly bases = new Map<string, BtfType>();
-  private readonly enums = new Map<string, BtfType>();
+  /** What each name asked for so far stands for, per namespace. */
+  private readonly names = new Map<string, Named>();
   private enumerators: Map<string, bigint> | undefined;
   private readonly flatCache = new Map<number, Map<string, Flat>>();
   /** Structs whose flattening is under way: meeting one again is a cycle. */
   private readonly flattening = new Set<number>();
 
-  constructor(readonly btf: Btf) {
-    for (const t of btf.types()) {
-      if (t.name === "") continue;
+  /**
+   * Names are looked up in the BTF when first asked for (`Btf.named`), not indexed up front: with
+   * lazily decoded BTF only the types a command needs are ever decoded.
+   */
+  constructor(readonly btf: Btf) {}
+
+  /** The struct, union, typedef, base type and enum named `name`, by the rules the index had. */
+  private named(name: string): Named {
+    const known = this.names.get(name);
+    if (known) return known;
+    const n: Named = {};
+    for (const t of name === "" ? [] : this.btf.named(name)) {
       switch (t.kind) {
         case "struct":
-          addComposite(this.structs, t);
+          n.struct = better(n.struct, t);
           break;
         case "union":
-          addComposite(this.unions, t);
+          n.union = better(n.union, t);
           break;
         case "typedef":
-          if (!this.typedefs.has(t.name)) this.typedefs.set(t.name, t);
+          n.typedef ??= t;
           break;
         case "int":
         case "float":
-          if (!this.bases.has(t.name)) this.bases.set(t.name, t);
+          n.base ??= t;
           break;
         case "enum":
         case "enum64":
-          if (!this.enums.has(t.name)) this.enums.set(t.name, t);
+          n.enum ??= t;
           break;
       }
     }
+    this.names.set(name, n);
+    return n;
   }
 
   /** The highest type id (ids run 1..typeCount). */
@@ -88,9 +96,10 @@ export class TypeDb {
 
   /** A struct or union by tag ("task_struct", "struct task_struct", "union thread_union"). */
   findStruct(name: string): BtfStruct | undefined {
-    if (name.startsWith("struct ")) return this.structs.get(name.slice(7));
-    if (name.startsWith("union ")) return this.unions.get(name.slice(6));
-    return this.structs.get(name) ?? this.unions.get(name);
+    if (name.startsWith("struct ")) return this.named(name.slice(7)).struct;
+    if (name.startsWith("union ")) return this.named(name.slice(6)).union;
+    const n = this.named(name);
+    return n.struct ?? n.union;
   }
 
   getStruct(name: string): BtfStruct {
@@ -103,15 +112,10 @@ export class TypeDb {
    */
   findType(name: string): BtfType | undefined {
     const n = name.trim();
-    if (n.startsWith("enum ")) return this.enums.get(n.slice(5));
+    if (n.startsWith("enum ")) return this.named(n.slice(5)).enum;
     if (PREFIXES.some((p) => n.startsWith(p))) return this.findStruct(n);
-    return (
-      this.structs.get(n) ??
-      this.unions.get(n) ??
-      this.typedefs.get(n) ??
-      this.bases.get(n) ??
-      this.enums.get(n)
-    );
+    const t = this.named(n);
+    return t.struct ?? t.union ?? t.typedef ?? t.base ?? t.enum;
   }
 
   getType(name: string): BtfType {
@@ -266,7 +270,8 @@ export class TypeDb {
   /** A forward declaration stands for the full definition of the same name, when there is one. */
   private complete(t: BtfType): BtfType {
     if (t.kind !== "fwd") return t;
-    return (t.union ? this.unions : this.structs).get(t.name) ?? t;
+    const n = this.named(t.name);
+    return (t.union ? n.union : n.struct) ?? t;
   }
 
   /**
@@ -316,22 +321,28 @@ export class TypeDb {
 
   private unknownType(name: string): VmsightError {
     const bare = PREFIXES.reduce((n, p) => (n.startsWith(p) ? n.slice(p.length) : n), name.trim());
-    const similar = similarNames(bare, [
-      ...this.structs.keys(),
-      ...this.unions.keys(),
-      ...this.typedefs.keys(),
-      ...this.bases.keys(),
-    ]);
+    // The error path may decode everything: it names the types that are there.
+    const kinds = new Set(["struct", "union", "typedef", "int", "float"]);
+    const all = new Set<string>();
+    for (const t of this.btf.types()) if (t.name !== "" && kinds.has(t.kind)) all.add(t.name);
+    const similar = similarNames(bare, all);
     return new VmsightError("E_TYPE_UNKNOWN", `no type named ${name} in the kernel's BTF`, {
       hint: similar.length ? `similar types: ${similar.join(", ")}` : undefined,
     });
   }
 }
 
-function addComposite(index: Map<string, BtfStruct>, t: BtfStruct): void {
-  const prev = index.get(t.name);
-  // A definition with members wins over an empty one of the same name.
-  if (prev === undefined || (prev.members.length === 0 && t.members.length > 0)) index.set(t.name, t);
+interface Named {
+  struct?: BtfStruct;
+  union?: BtfStruct;
+  typedef?: BtfType;
+  base?: BtfType;
+  enum?: BtfType;
+}
+
+/** The first of a name wins, except that a definition with members wins over an empty one. */
+function better(prev: BtfStruct | undefined, t: BtfStruct): BtfStruct {
+  return prev === undefined || (prev.members.length === 0 && t.members.length > 0) ? t : prev;
 }
 
 function notComposite(where: string, t: BtfType, name: string, btf: Btf): Miss {

@@ -1,5 +1,5 @@
 import { GuestDataError } from "../../util/errors.js";
-import { Btf, BtfStrings } from "./btf.js";
+import { Btf, BtfStrings, type TypeTable } from "./btf.js";
 import {
   BTF_KIND,
   type BtfEnumerator,
@@ -56,7 +56,7 @@ export interface BtfHeader {
  * With `base`, the blob is split BTF (a module's): its ids and string offsets continue
  * after the base's.
  */
-export function parseBtf(bytes: Uint8Array, opts: { base?: Btf } = {}): Btf {
+export function parseBtf(bytes: Uint8Array, opts: { base?: Btf; lazy?: boolean } = {}): Btf {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const hdr = parseBtfHeader(bytes);
   const data = hdr.hdrLen;
@@ -65,15 +65,62 @@ export function parseBtf(bytes: Uint8Array, opts: { base?: Btf } = {}): Btf {
     opts.base?.strings,
   );
   const firstId = opts.base === undefined ? 1 : opts.base.typeCount + 1;
-  const own = new TypeReader(
-    view,
-    data + hdr.typeOff,
-    data + hdr.typeOff + hdr.typeLen,
-    strings,
-    firstId,
-  ).all();
+  const reader = new TypeReader(view, data + hdr.typeOff, data + hdr.typeOff + hdr.typeLen, strings, firstId);
+  if (opts.lazy) return new Btf(opts.base, strings, new LazyTypes(reader, strings));
+  const own = reader.all();
   checkReferences(own, firstId + own.length - 1);
   return new Btf(opts.base, strings, own);
+}
+
+/**
+ * Types decoded when first asked for. Building it walks only the type headers (each type's
+ * extent is checked as an eager parse checks it); decoding a type runs the same checks an eager
+ * parse does on it, references included, so hostile BTF fails with the same typed errors, only
+ * when the bad type is reached.
+ */
+class LazyTypes implements TypeTable {
+  readonly length: number;
+  private readonly decoded: (BtfType | undefined)[];
+  private readonly at: Uint32Array;
+  private readonly names: Uint32Array;
+  private readonly maxId: number;
+
+  constructor(
+    private readonly reader: TypeReader,
+    private readonly strings: BtfStrings,
+  ) {
+    const { at, names } = reader.index();
+    this.at = at;
+    this.names = names;
+    this.length = at.length;
+    this.decoded = new Array(at.length);
+    this.maxId = reader.firstId + at.length - 1;
+  }
+
+  get(index: number): BtfType | undefined {
+    if (index < 0 || index >= this.length) return undefined;
+    let t = this.decoded[index];
+    if (t === undefined) {
+      t = this.reader.decodeAt(this.at[index]!, index + this.reader.firstId);
+      checkReferences([t], this.maxId);
+      this.decoded[index] = t;
+    }
+    return t;
+  }
+
+  all(): readonly BtfType[] {
+    const out: BtfType[] = new Array(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.get(i)!;
+    return out;
+  }
+
+  named(name: string): number[] {
+    const offsets = new Set(this.strings.offsetsOf(name));
+    const out: number[] = [];
+    if (offsets.size === 0) return out;
+    for (let i = 0; i < this.length; i++) if (offsets.has(this.names[i]!)) out.push(i);
+    return out;
+  }
 }
 
 export function parseBtfHeader(bytes: Uint8Array): BtfHeader {
@@ -136,7 +183,7 @@ class TypeReader {
     private readonly start: number,
     private readonly end: number,
     private readonly strings: BtfStrings,
-    firstId: number,
+    readonly firstId: number,
   ) {
     this.pos = start;
     this.id = firstId;
@@ -152,6 +199,37 @@ class TypeReader {
     return out;
   }
 
+  /** Where each type starts and its name offset, from the headers alone (extents checked). */
+  index(): { at: Uint32Array; names: Uint32Array } {
+    const at = new Uint32Array(Math.floor((this.end - this.start) / TYPE_HEADER_SIZE));
+    const names = new Uint32Array(at.length);
+    let n = 0;
+    for (let pos = this.start, id = this.firstId; pos < this.end; n++, id++) {
+      const left = this.end - pos;
+      if (left < TYPE_HEADER_SIZE) throw truncatedHeader(id, pos - this.start, left);
+      const info = this.u32(pos + 4);
+      const kind = (info >>> 24) & 0x1f;
+      const extra = extraSize(kind, info & 0xffff);
+      if (extra === undefined) throw new GuestDataError(`BTF: type [${id}] has unknown kind ${kind}`);
+      if (extra > left - TYPE_HEADER_SIZE) {
+        throw new GuestDataError(
+          `BTF: type [${id}] ${KIND_NAMES[kind]} vlen=${info & 0xffff} needs ${extra} more bytes, but only ${left - TYPE_HEADER_SIZE} remain in the type section`,
+        );
+      }
+      at[n] = pos;
+      names[n] = this.u32(pos);
+      pos += TYPE_HEADER_SIZE + extra;
+    }
+    return { at: at.subarray(0, n), names: names.subarray(0, n) };
+  }
+
+  /** The type whose header is at buffer offset `pos` (from `index`), with id `id`. */
+  decodeAt(pos: number, id: number): BtfType {
+    this.pos = pos;
+    this.id = id;
+    return this.next();
+  }
+
   private u32(o: number): number {
     return this.view.getUint32(o, true);
   }
@@ -163,11 +241,7 @@ class TypeReader {
   private next(): BtfType {
     const at = this.pos;
     const left = this.end - at;
-    if (left < TYPE_HEADER_SIZE) {
-      throw new GuestDataError(
-        `BTF: type [${this.id}] header at type-section offset ${at - this.start} is truncated (${left} bytes left, need 12)`,
-      );
-    }
+    if (left < TYPE_HEADER_SIZE) throw truncatedHeader(this.id, at - this.start, left);
     const info = this.u32(at + 4);
     const kind = (info >>> 24) & 0x1f;
     const vlen = info & 0xffff;
@@ -330,6 +404,12 @@ class TypeReader {
       throw new GuestDataError(`BTF: type [${h.id}] '${h.name}' has unknown linkage ${raw}`);
     return l;
   }
+}
+
+function truncatedHeader(id: number, offset: number, left: number): GuestDataError {
+  return new GuestDataError(
+    `BTF: type [${id}] header at type-section offset ${offset} is truncated (${left} bytes left, need 12)`,
+  );
 }
 
 interface RawHeader {
