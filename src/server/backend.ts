@@ -13,6 +13,8 @@ export interface AddressSpace {
   readonly kind: "phys" | "virt";
   readonly cpu?: number;
   readonly cr3?: string;
+  /** Virtual through this process's page tables (the dashboard's memory viewer). */
+  readonly pid?: number;
 }
 
 /** The trace kinds the library arms (the CLI's `trace` words), plus the QMP run-state stream. */

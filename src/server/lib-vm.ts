@@ -11,6 +11,7 @@ import type { AddressSpace, EventRecord, EventRequest, Row, ServedVm } from "./b
 /** The library's Space for a protocol address space (virtual without cpu or cr3: the kernel's). */
 export function spaceOf(s: AddressSpace | undefined): Space {
   if (s?.kind === "phys") return "physical";
+  if (s?.pid !== undefined) return { pid: s.pid };
   if (s?.cr3 !== undefined) return { cr3: s.cr3, ...(s.cpu === undefined ? {} : { cpu: s.cpu }) };
   if (s?.cpu !== undefined) return { cpu: s.cpu };
   return "kernel";

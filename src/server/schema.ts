@@ -32,6 +32,13 @@ const SpaceFields = {
   space: Type.Optional(Type.Union([Type.Literal("phys"), Type.Literal("virt")], { default: "virt" })),
   cpu: Type.Optional(Cpu),
   cr3: Type.Optional(Hex),
+  pid: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      maximum: 4194304,
+      description: "virtual: through this process's page tables",
+    }),
+  ),
 };
 const Subscription = Type.Object({ subscription: Id });
 

@@ -8,6 +8,7 @@ import { UsageError } from "../util/errors.js";
 import { privateDir } from "../util/private-dir.js";
 import type { OpenVm } from "./backend.js";
 import { ProtocolCore } from "./core.js";
+import { DEFAULT_WEB_DIR } from "./http.js";
 import { openLibVm } from "./lib-vm.js";
 import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
 import { EVENT_TYPES, type EventType } from "./schema.js";
@@ -25,6 +26,8 @@ export interface ServeOptions {
   readonly out: (line: string) => void;
   readonly log: (line: string) => void;
   readonly signal: AbortSignal;
+  /** The bundled dashboard; the package's own by default. */
+  readonly webDir?: string;
 }
 
 /** In vmsight's private directory: one that another user planted is refused, not trusted. */
@@ -68,10 +71,12 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const core = new ProtocolCore(registry);
   const server = await listen(core, {
     unixPath: opts.socket ?? defaultSocketPath(),
-    ...(tcp ? { tcp } : {}),
+    ...(tcp ? { tcp, webDir: opts.webDir ?? DEFAULT_WEB_DIR } : {}),
     onShed: () => opts.log("serve: a client stopped reading and was disconnected"),
   });
-  for (const url of server.urls) opts.out(url);
+  // The WebSocket URL stays first (programs read it); the dashboard's comes next.
+  const [first, ...rest] = server.urls;
+  for (const url of [first, server.dashboard, ...rest]) if (url !== undefined) opts.out(url);
   const publisher = opts.publish
     ? await NatsPublisher.start(core, { url: opts.publish, types, log: opts.log })
     : undefined;
