@@ -69,6 +69,7 @@ export function vmPage(app: App, vm: string): VmPage {
       el("h1", {}, vm),
       stateLine,
       stateAction,
+      el("button", { type: "button", "data-action": "refresh", onclick: () => void refreshNow() }, "Refresh"),
     ),
     tabs,
     content,
@@ -115,36 +116,34 @@ export function vmPage(app: App, vm: string): VmPage {
   };
 
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let again = false;
-  let running = false;
-  /** One refresh at a time; events during one ask for another after it. */
   const refreshSoon = () => {
     if (timer !== undefined) return;
     timer = setTimeout(() => {
       timer = undefined;
-      if (running) {
-        again = true;
-        return;
-      }
-      running = true;
-      void refreshNow().finally(() => {
-        running = false;
-        if (again) {
-          again = false;
-          refreshSoon();
-        }
-      });
+      void refreshNow();
     }, REFRESH_MS);
   };
-  const refreshNow = async () => {
-    const l = listing;
-    if (!l) return;
-    try {
-      await l.refresh();
-      content.dataset.updated = String(Date.now());
-    } catch (e) {
-      if (l === listing) app.notify(describeFailure(e));
-    }
+  // Refreshes run one after the other, so the last one shown is the last one asked for; one
+  // waiting to start is enough (it reads the guest when it starts).
+  let chain: Promise<void> = Promise.resolve();
+  let queued = false;
+  const refreshNow = (): Promise<void> => {
+    if (queued) return chain;
+    queued = true;
+    chain = chain.then(async () => {
+      queued = false;
+      const l = listing;
+      if (!l) return;
+      const startedAt = Date.now();
+      try {
+        await l.refresh();
+        // When the data shown was read (tests wait for a refresh that began after an action).
+        if (l === listing) content.dataset.updated = String(startedAt);
+      } catch (e) {
+        if (l === listing) app.notify(describeFailure(e));
+      }
+    });
+    return chain;
   };
 
   const kill = (p: Proc) => {
