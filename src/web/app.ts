@@ -13,6 +13,8 @@ export interface View {
   refresh(): Promise<void>;
   /** A pushed event (any VM's: the view picks its own). */
   onEvent?(e: VmEvent): void;
+  /** The server ended one of this view's subscriptions (its VM went, its stream failed). */
+  onEnded?(subscription: string): void;
   unmount(): void;
 }
 

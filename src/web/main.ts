@@ -83,8 +83,9 @@ const rpc = new RpcClient(`${location.protocol === "https:" ? "wss" : "ws"}://${
   onOpen: () => mount(true),
   onState,
   onEvent: (e: VmEvent) => view?.onEvent?.(e),
-  onEnded: (_sub, error) => {
-    if (error) notify(`an event subscription ended: ${error}`);
+  onEnded: (sub, error) => {
+    if (error) notify(`an event subscription ended: ${describeFailure(error)}`);
+    view?.onEnded?.(sub);
   },
 });
 const app: App = { rpc, notify };

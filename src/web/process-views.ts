@@ -33,22 +33,25 @@ export function processTable(app: App, vm: string, kill: (p: Proc) => void): Lis
       key: "actions",
       label: "actions",
       value: () => "",
+      // Kernel threads (no command line) have no memory map of their own and ignore signals.
       cell: (p) =>
-        el(
-          "span",
-          { class: "actions" },
-          el("a", { href: vmHash(vm, "maps", p.pid), "aria-label": `memory map of ${p.pid}` }, "maps"),
-          el(
-            "a",
-            { href: vmHash(vm, "memory", "virt", p.pid), "aria-label": `memory of ${p.pid}` },
-            "memory",
-          ),
-          el(
-            "button",
-            { type: "button", class: "danger", "data-action": "kill", onclick: () => kill(p) },
-            "Kill…",
-          ),
-        ),
+        p.cmdline === ""
+          ? el("span", {})
+          : el(
+              "span",
+              { class: "actions" },
+              el("a", { href: vmHash(vm, "maps", p.pid), "aria-label": `memory map of ${p.pid}` }, "maps"),
+              el(
+                "a",
+                { href: vmHash(vm, "memory", "virt", p.pid), "aria-label": `memory of ${p.pid}` },
+                "memory",
+              ),
+              el(
+                "button",
+                { type: "button", class: "danger", "data-action": "kill", onclick: () => kill(p) },
+                "Kill…",
+              ),
+            ),
     },
   ];
   const table = new DataTable<Proc>(

@@ -8,6 +8,9 @@ import type { RpcFailure, VmEvent } from "./types.js";
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: RpcFailure) => void; method: string };
 
+/** A call with no answer by then fails with a message rather than leaving a view waiting forever. */
+const CALL_TIMEOUT_MS = 120_000;
+
 export type Connection = "connecting" | "open" | "closed";
 
 export class RpcClient {
@@ -23,7 +26,7 @@ export class RpcClient {
       onOpen: () => void;
       onState: (state: Connection) => void;
       onEvent: (e: VmEvent) => void;
-      onEnded: (subscription: string, error: string | undefined) => void;
+      onEnded: (subscription: string, error: RpcFailure | undefined) => void;
     },
   ) {
     this.dial();
@@ -75,7 +78,7 @@ export class RpcClient {
     }
     if (msg.method === "event" && msg.params) this.hooks.onEvent(msg.params as unknown as VmEvent);
     else if (msg.method === "subscription.ended" && msg.params) {
-      const p = msg.params as { subscription: string; error?: string };
+      const p = msg.params as { subscription: string; error?: RpcFailure };
       this.hooks.onEnded(p.subscription, p.error);
     } else if (typeof msg.id === "number") this.settle(msg.id, msg);
   }
@@ -103,7 +106,17 @@ export class RpcClient {
       return Promise.reject({ method, message: "not connected to the server" } satisfies RpcFailure);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, method });
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id))
+          reject({ method, message: `no answer from the server in ${CALL_TIMEOUT_MS / 1000} s` });
+      }, CALL_TIMEOUT_MS);
+      const done =
+        <A extends unknown[]>(f: (...a: A) => void) =>
+        (...a: A) => {
+          clearTimeout(timer);
+          f(...a);
+        };
+      this.pending.set(id, { resolve: done(resolve as (v: unknown) => void), reject: done(reject), method });
       ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
     });
   }

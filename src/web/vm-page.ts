@@ -246,6 +246,20 @@ export function vmPage(app: App, vm: string): VmPage {
         refreshSoon();
       }
     },
+    onEnded(subscription: string) {
+      if (subscription !== traceSub) return;
+      // The live views depend on it: ask again (the server retries attaching to the guest).
+      traceSub = undefined;
+      setTimeout(() => {
+        if (alive && traceSub === undefined)
+          void subscribe(TRACED).then(
+            (s) => {
+              traceSub = s;
+            },
+            (e) => app.notify(describeFailure(e)),
+          );
+      }, 2000);
+    },
     unmount() {
       alive = false;
       listing?.dispose?.();

@@ -56,11 +56,18 @@ describe(
     async function refreshed(): Promise<void> {
       const since = await page.evaluate(() => Date.now());
       await page.click("button[data-action=refresh]");
-      await page.waitForFunction(
-        (t) => Number(document.querySelector<HTMLElement>(".content")?.dataset.updated ?? 0) >= t,
-        since,
-        { timeout: 120_000 },
-      );
+      await page
+        .waitForFunction(
+          (t) => Number(document.querySelector<HTMLElement>(".content")?.dataset.updated ?? 0) >= t,
+          since,
+          { timeout: 120_000 },
+        )
+        .catch(async (error: unknown) => {
+          const notices = await page.locator("#notices").innerText();
+          throw new Error(
+            `no refresh shown (${String(error)}); the page says: ${notices}\nserve: ${serve.stderr}`,
+          );
+        });
     }
 
     async function tableRows(name: string): Promise<Record<string, string>[]> {
@@ -163,7 +170,7 @@ describe(
         );
         if (seen) break;
       }
-      await anyCreate.waitFor({ timeout: 1 });
+      await anyCreate.waitFor({ timeout: 5_000 });
       await at("#/vm/guest/processes");
       await page.locator('[data-table="processes"] tbody tr').first().waitFor();
 
@@ -291,7 +298,9 @@ describe(
         });
         await page.locator("#banner").waitFor({ state: "hidden" });
         await page.locator('[data-table="processes"] tbody tr').first().waitFor();
-        await refreshed();
+        // The new server attaches to the guest on its first request; once, under load, that
+        // attach timed out on QEMU's gdbstub (E_GDB_TIMEOUT), and the next request attaches anew.
+        await refreshed().catch(() => refreshed());
         assert.ok((await tableRows("processes")).length > 0);
       } finally {
         await back?.close();
