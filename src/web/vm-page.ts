@@ -69,7 +69,18 @@ export function vmPage(app: App, vm: string): VmPage {
       el("h1", {}, vm),
       stateLine,
       stateAction,
-      el("button", { type: "button", "data-action": "refresh", onclick: () => void refreshNow() }, "Refresh"),
+      el(
+        "button",
+        {
+          type: "button",
+          "data-action": "refresh",
+          onclick: () => {
+            void status();
+            void refreshNow();
+          },
+        },
+        "Refresh",
+      ),
     ),
     tabs,
     content,
@@ -222,9 +233,10 @@ export function vmPage(app: App, vm: string): VmPage {
     void refreshNow();
   };
 
+  // Run-state events first: a state read before them could miss the RESUME that follows it.
   const start = async () => {
-    await status();
     stateSub = await subscribe(["vm.state"]);
+    await status();
     traceSub = await subscribe(TRACED);
   };
   void start().catch((e) => app.notify(describeFailure(e)));

@@ -154,6 +154,9 @@ describe(
         );
       });
       await shot("processes");
+      await page.setViewportSize({ width: 400, height: 800 });
+      await shot("processes-narrow");
+      await page.setViewportSize({ width: 1280, height: 800 });
     });
 
     test("a process the guest starts shows in the table and its create event in the stream within 2 s; killed from the page, it is gone from the guest's /proc", async () => {
