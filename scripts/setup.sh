@@ -34,3 +34,4 @@ fi
 
 bash scripts/build-native.sh
 npx tsc -p .
+node dist/scripts/build-web.js   # the dashboard `vmsight serve` serves

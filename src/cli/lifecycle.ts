@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { describeKill } from "../commands/control.js";
 import type { DemoMachine, DemoReport } from "../commands/demo.js";
 import { clearKernelCache, describeKernel } from "../commands/linux.js";
@@ -7,8 +8,9 @@ import { launchGuest } from "../qemu/launch.js";
 import { refuseIfServed } from "../server/announce.js";
 import { hex } from "../util/address.js";
 import { UsageError } from "../util/errors.js";
+import { privateDir } from "../util/private-dir.js";
 import { stringValue } from "./args.js";
-import type { CliCommand } from "./command.js";
+import type { CliCommand, CommandContext } from "./command.js";
 import { table, toJson } from "./render.js";
 
 export const runCommand: CliCommand = {
@@ -112,12 +114,18 @@ export const cacheCommand: CliCommand = {
 
 export const demoCommand: CliCommand = {
   name: "demo",
-  usage: "demo [--kernel-id ID] [--keep]",
-  summary: "boot the built-in demo guest and show what vmsight sees",
-  options: { "kernel-id": { type: "string" }, keep: { type: "boolean" } },
+  usage: "demo [--kernel-id ID] [--keep] | demo --serve [--listen HOST:PORT]",
+  summary: "boot the built-in demo guest and show what vmsight sees (--serve: in the live dashboard)",
+  options: {
+    "kernel-id": { type: "string" },
+    keep: { type: "boolean" },
+    serve: { type: "boolean" },
+    listen: { type: "string" },
+  },
   needsTarget: false,
   async run(ctx) {
     const kernelId = stringValue(ctx.values, "kernel-id");
+    if (ctx.values.serve === true) return serveDemo(ctx, kernelId);
     // Loaded on use, like every rarely used command's code: `ps` starts faster without it.
     const { runDemo } = await import("../commands/demo.js");
     const report = await runDemo(
@@ -128,6 +136,33 @@ export const demoCommand: CliCommand = {
     return 0;
   },
 };
+
+/** Boots the demo guest and serves it (as "demo") with the dashboard until Ctrl-C, then stops it. */
+async function serveDemo(ctx: CommandContext, kernelId: string | undefined): Promise<number> {
+  const { bootDemoGuest, waitForGuestReady } = await import("../commands/guests.js");
+  const { serve } = await import("../server/serve.js");
+  const stop = new AbortController();
+  process.once("SIGINT", () => stop.abort());
+  process.once("SIGTERM", () => stop.abort());
+  const { guest } = await bootDemoGuest(kernelId, ctx.log);
+  try {
+    await waitForGuestReady(guest, 180_000, ctx.log);
+    ctx.log("demo guest up; open the dashboard URL below (Ctrl-C stops the server and the guest)");
+    await serve({
+      vms: [`demo=${guest.qmpSocket}`],
+      scan: [],
+      // Its own socket: a `vmsight serve` already running keeps its own.
+      socket: join(privateDir(), `demo-serve-${process.pid}.sock`),
+      listen: stringValue(ctx.values, "listen") ?? "127.0.0.1:0",
+      out: ctx.out,
+      log: ctx.log,
+      signal: stop.signal,
+    });
+  } finally {
+    await guest.stop();
+  }
+  return 0;
+}
 
 function renderDemo(r: DemoReport): string {
   const parts = [

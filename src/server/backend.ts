@@ -13,7 +13,7 @@ export interface AddressSpace {
   readonly kind: "phys" | "virt";
   readonly cpu?: number;
   readonly cr3?: string;
-  /** Virtual in this process's address space. */
+  /** Virtual through this process's page tables (the dashboard's memory viewer). */
   readonly pid?: number;
 }
 

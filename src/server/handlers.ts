@@ -19,6 +19,7 @@ type Handlers = { [M in MethodName]: (p: Params<M>) => Promise<Result<M>> };
 function space(p: { space?: "phys" | "virt"; cpu?: number; cr3?: string; pid?: number }): AddressSpace {
   return {
     kind: p.space ?? "virt",
+    ...(p.pid === undefined ? {} : { pid: p.pid }),
     ...(p.cpu === undefined ? {} : { cpu: p.cpu }),
     ...(p.cr3 === undefined ? {} : { cr3: p.cr3 }),
     ...(p.pid === undefined ? {} : { pid: p.pid }),

@@ -9,6 +9,7 @@ import { privateDir } from "../util/private-dir.js";
 import { announce } from "./announce.js";
 import type { OpenVm } from "./backend.js";
 import { ProtocolCore } from "./core.js";
+import { DEFAULT_WEB_DIR } from "./http.js";
 import { openLibVm } from "./lib-vm.js";
 import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
 import { EVENT_TYPES, type EventType } from "./schema.js";
@@ -26,6 +27,8 @@ export interface ServeOptions {
   readonly out: (line: string) => void;
   readonly log: (line: string) => void;
   readonly signal: AbortSignal;
+  /** The bundled dashboard; the package's own by default. */
+  readonly webDir?: string;
 }
 
 /** In vmsight's private directory: one that another user planted is refused, not trusted. */
@@ -69,10 +72,12 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const core = new ProtocolCore(registry);
   const server = await listen(core, {
     unixPath: opts.socket ?? defaultSocketPath(),
-    ...(tcp ? { tcp } : {}),
+    ...(tcp ? { tcp, webDir: opts.webDir ?? DEFAULT_WEB_DIR } : {}),
     onShed: () => opts.log("serve: a client stopped reading and was disconnected"),
   });
-  for (const url of server.urls) opts.out(url);
+  // The WebSocket URL stays first (programs read it); the dashboard's comes next.
+  const [first, ...rest] = server.urls;
+  for (const url of [first, server.dashboard, ...rest]) if (url !== undefined) opts.out(url);
   // So that `vmsight ps` and friends for these guests come here instead of to their QMP sockets.
   const unixUrl = server.urls.find((u) => u.startsWith("ws+unix:"));
   const announced = unixUrl ? announce(unixUrl, () => registry.list().filter((v) => v.present)) : undefined;

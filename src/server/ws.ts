@@ -1,15 +1,19 @@
 /**
  * The WebSocket transport: a thin file that wires sockets to the protocol core. It listens on
  * a unix socket (mode 0600) and, only when asked, on TCP, where a client must present the
- * server's random token (`?token=`). A client whose unsent data passes `maxBufferedBytes`
+ * server's random token (`?token=`), or the dashboard's cookie (src/server/http.ts, which also
+ * serves the page on that port). A client whose unsent data passes `maxBufferedBytes`
  * (it stopped reading) is disconnected, which ends its subscriptions, so one slow client
  * neither stalls the others nor grows the server's memory.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { chmodSync, rmSync } from "node:fs";
 import { type IncomingMessage, type Server, createServer } from "node:http";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { ProtocolCore } from "./core.js";
+import { dashboardHandler, upgradeAllowed } from "./http.js";
+import { newToken } from "./token.js";
+
+export { newToken, tokenMatches } from "./token.js";
 
 /** Frames above this close the connection; between MAX_MESSAGE_BYTES and this, an error reply. */
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -19,6 +23,8 @@ export interface ListenOptions {
   readonly unixPath?: string;
   readonly tcp?: { readonly host: string; readonly port: number };
   readonly token?: string;
+  /** Serve the dashboard (the bundled page in this directory) over HTTP on the TCP port. */
+  readonly webDir?: string;
   readonly maxBufferedBytes?: number;
   /** Called when a client is disconnected for not reading. */
   readonly onShed?: () => void;
@@ -29,19 +35,9 @@ export interface Listening {
   readonly urls: readonly string[];
   readonly token: string;
   readonly tcpPort: number | undefined;
+  /** The dashboard's URL with the token, when served. */
+  readonly dashboard: string | undefined;
   close(): Promise<void>;
-}
-
-export function newToken(): string {
-  return randomBytes(24).toString("base64url");
-}
-
-/** Constant-time, and hashing first makes the lengths equal so length does not leak either. */
-export function tokenMatches(given: string | null, token: string): boolean {
-  if (given === null) return false;
-  const a = createHash("sha256").update(given).digest();
-  const b = createHash("sha256").update(token).digest();
-  return timingSafeEqual(a, b);
 }
 
 export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<Listening> {
@@ -51,13 +47,14 @@ export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<L
   const wsServers: WebSocketServer[] = [];
   const urls: string[] = [];
   let tcpPort: number | undefined;
+  let dashboard: string | undefined;
 
   const serve = (http: Server, needToken: boolean) => {
     const wss = new WebSocketServer({
       server: http,
       maxPayload: MAX_FRAME_BYTES,
       verifyClient: needToken
-        ? (info: { req: IncomingMessage }) => tokenMatches(tokenOf(info.req), token)
+        ? (info: { req: IncomingMessage }) => upgradeAllowed(info.req, token)
         : undefined,
     } as ConstructorParameters<typeof WebSocketServer>[0]);
     wss.on("connection", (ws) => attach(core, ws, maxBuffered, opts.onShed));
@@ -76,13 +73,14 @@ export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<L
   }
   if (opts.tcp !== undefined) {
     const { host, port } = opts.tcp;
-    const http = createServer();
+    const http = createServer(opts.webDir === undefined ? undefined : dashboardHandler(token, opts.webDir));
     await listenOn(http, () => http.listen(port, host));
     const addr = http.address();
     tcpPort = typeof addr === "object" && addr !== null ? addr.port : port;
     serve(http, true);
     const shown = host.includes(":") ? `[${host}]` : host;
     urls.unshift(`ws://${shown}:${tcpPort}/?token=${token}`);
+    if (opts.webDir !== undefined) dashboard = `http://${shown}:${tcpPort}/?token=${token}`;
   }
   const heartbeat = setInterval(() => {
     // A client that crashed without closing answers no ping: it goes at the next beat.
@@ -100,6 +98,7 @@ export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<L
     urls,
     token,
     tcpPort,
+    dashboard,
     async close() {
       clearInterval(heartbeat);
       for (const wss of wsServers) {
@@ -133,10 +132,6 @@ function attach(core: ProtocolCore, ws: WebSocket, maxBuffered: number, onShed?:
   ws.on("pong", () => answered.add(ws));
   ws.on("close", () => void session.close());
   ws.on("error", () => void session.close());
-}
-
-function tokenOf(req: IncomingMessage): string | null {
-  return new URL(req.url ?? "/", "http://x").searchParams.get("token");
 }
 
 function listenOn(server: Server, start: () => void): Promise<void> {
