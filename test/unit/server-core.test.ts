@@ -222,12 +222,13 @@ test("a client that goes away takes its subscriptions and held vCPUs with it; ot
 test("a held breakpoint takes the subscriber's action, or continues at its deadline", async () => {
   const { core, vm } = setup();
   const c = await new CoreClient(core).init();
-  await c.ok("breakpoint.set", { vm: "a", at: "do_exit", wait: true, replyMs: 20 });
+  // Long enough for the reply to beat it on a loaded machine; the second hit waits it out.
+  await c.ok("breakpoint.set", { vm: "a", at: "do_exit", wait: true, replyMs: 1000 });
   const hit = { type: "break", at: "do_exit", cpu: 0, pid: 1, tid: 1, comm: "init", rip: "0x1", args: [] };
   vm.emit(hit, true);
   await until(() => c.events().length === 1, "first hit");
   const reply = c.events()[0]?.reply as { event: string; deadlineMs: number };
-  assert.equal(reply.deadlineMs, 20);
+  assert.equal(reply.deadlineMs, 1000);
   const skip = await c.ok("breakpoint.reply", { event: reply.event, reply: { action: "skip" } });
   assert.deepEqual(skip, { applied: true });
   vm.emit(hit, true);

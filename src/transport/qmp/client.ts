@@ -61,6 +61,10 @@ interface Pending {
 
 type Waiter = { resolve: (g: QmpGreeting) => void; reject: (err: Error) => void };
 
+/** A refused connection is tried again this often, this far apart (~0.5 s in all). */
+const REFUSED_TRIES = 10;
+const REFUSED_RETRY_MS = 50;
+
 export class QmpClient {
   readonly path: string;
   readonly #socket: Socket;
@@ -99,6 +103,20 @@ export class QmpClient {
    * E_QMP_TIMEOUT, E_QMP_CLOSED).
    */
   static async connect(path: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
+    // QEMU makes the socket file at bind() and listens just after: a QEMU that is starting
+    // refuses for a moment. A refusal that lasts is a socket whose QEMU is gone.
+    for (let tries = 1; ; tries++) {
+      try {
+        return await QmpClient.connectOnce(path, options);
+      } catch (error) {
+        const refused = (error as { cause?: NodeJS.ErrnoException }).cause?.code === "ECONNREFUSED";
+        if (tries >= REFUSED_TRIES || !refused) throw error;
+        await new Promise((r) => setTimeout(r, REFUSED_RETRY_MS));
+      }
+    }
+  }
+
+  private static async connectOnce(path: string, options: QmpConnectOptions): Promise<QmpClient> {
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) throw pathTooLong(path);
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
