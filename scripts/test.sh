@@ -11,5 +11,7 @@ node dist/src/cli/main.js images build
 # Optional in the catalog, but the discovery end-to-end test boots it (an -rt build moves most
 # task_struct members): fetch it here, where a failure to do so is plain.
 node dist/src/cli/main.js images build 6.1-rt
+# The check end-to-end test boots 6.1 with the test rootkit, built against Debian's 6.1 headers.
+node dist/src/cli/main.js images build --rootkit 6.1
 # One file at a time: end-to-end files boot TCG guests, and this machine has two cores.
 node --test --test-concurrency=1 dist/test/

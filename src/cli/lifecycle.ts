@@ -83,16 +83,17 @@ export const stopCommand: CliCommand = {
 
 export const imagesCommand: CliCommand = {
   name: "images",
-  usage: "images build [KERNEL-ID…]",
-  summary: "fetch Debian kernels and build the test/demo guest images (cached)",
-  options: {},
+  usage: "images build [--rootkit] [KERNEL-ID…]",
+  summary:
+    "fetch Debian kernels and build the test/demo guest images (cached); --rootkit: the variant with the test rootkit",
+  options: { rootkit: { type: "boolean" } },
   needsTarget: false,
   async run(ctx) {
     const [verb, ...ids] = ctx.positionals;
     if (verb !== "build")
       throw new UsageError('the only images verb is "build"', `usage: vmsight ${this.usage}`);
     const { buildImages } = await import("../commands/guests.js");
-    const images = await buildImages(ids, ctx.log);
+    const images = await buildImages(ids, ctx.log, ctx.values.rootkit === true ? "rootkit" : undefined);
     for (const i of images) ctx.out(`${i.kernelId}: ${i.release}  kernel ${i.kernel}  initrd ${i.initrd}`);
     return 0;
   },

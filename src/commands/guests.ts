@@ -9,11 +9,15 @@ import { ProtocolError, VmsightError } from "../util/errors.js";
 export type Log = (line: string) => void;
 
 /** Fetches the catalog's kernels and builds their guest images; optional kernels only when named. */
-export async function buildImages(ids: readonly string[], log: Log): Promise<GuestImage[]> {
+export async function buildImages(
+  ids: readonly string[],
+  log: Log,
+  variant?: "rootkit",
+): Promise<GuestImage[]> {
   const catalog = kernelCatalog();
   const wanted = ids.length > 0 ? ids : catalog.kernels.filter((k) => !k.optional).map((k) => k.id);
   const images: GuestImage[] = [];
-  for (const id of wanted) images.push(await ensureGuestImage(id, log));
+  for (const id of wanted) images.push(await ensureGuestImage(id, log, variant ? { variant } : {}));
   return images;
 }
 

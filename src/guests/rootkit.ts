@@ -21,7 +21,7 @@ import type { KernelFiles } from "./kernels.js";
  * kernel. Only the "rootkit" variant of a test image carries it; `vmsight check` must flag what
  * it hides.
  */
-const BUILDER_VERSION = "vmsight-rootkit 1";
+const BUILDER_VERSION = "vmsight-rootkit 2";
 const sourceDir = join(resolve(dirname(fileURLToPath(import.meta.url)), "../../.."), "guests", "rootkit");
 const SOURCES = ["vmsight_rk.c", "Kbuild"];
 
@@ -101,18 +101,21 @@ export function ensureRootkitModule(kernel: KernelFiles, log: (line: string) => 
   const ko = join(dir, "vmsight_rk.ko");
   if (existsSync(ko)) return ko;
   log(`building the test rootkit module against ${build}`);
-  // Always the same build directory: object files and the .ko's build-id then depend on the
-  // inputs only.
-  const work = join(cacheRoot(), "rootkit", "build");
+  // A build directory of this process's own (concurrent builds do not collide); the prefix map
+  // keeps its name out of the objects, and so out of the .ko's build-id, and stripping drops the
+  // DWARF: the module is byte-identical wherever it is built.
+  const work = join(cacheRoot(), "rootkit", `build-${process.pid}`);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
-  for (const f of SOURCES) copyFileSync(join(sourceDir, f), join(work, f));
-  run("make", ["-s", "-C", build, `M=${work}`, "modules"]);
-  // Drop the DWARF, which names the build directory: the module is then the same wherever built.
-  run("strip", ["--strip-debug", join(work, "vmsight_rk.ko")]);
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(join(work, "vmsight_rk.ko"), `${ko}.tmp`);
-  renameSync(`${ko}.tmp`, ko);
-  rmSync(work, { recursive: true, force: true });
+  try {
+    for (const f of SOURCES) copyFileSync(join(sourceDir, f), join(work, f));
+    run("make", ["-s", "-C", build, `M=${work}`, `KCFLAGS=-ffile-prefix-map=${work}=vmsight_rk`, "modules"]);
+    run("strip", ["--strip-debug", join(work, "vmsight_rk.ko")]);
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(work, "vmsight_rk.ko"), `${ko}.tmp-${process.pid}`);
+    renameSync(`${ko}.tmp-${process.pid}`, ko);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
   return ko;
 }

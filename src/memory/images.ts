@@ -129,10 +129,8 @@ export function openRaw(path: string, ranges?: readonly PhysRange[]): FdPhysical
 
 const CHUNK = 4 << 20;
 
-export interface WriteProgress {
-  /** Bytes of guest RAM copied so far, and the total to copy. */
-  (done: bigint, total: bigint): void;
-}
+/** Told the bytes of guest RAM copied so far, and the total to copy. */
+export type WriteProgress = (done: bigint, total: bigint) => void;
 
 /** Copies every range of `mem` into `fd` at `offsetOf(range)`, reporting progress per chunk. */
 function copyRanges(

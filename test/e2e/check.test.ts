@@ -19,6 +19,7 @@ interface Finding {
   name?: string;
   pid?: number;
   comm?: string;
+  seenIn?: string[];
 }
 
 describe("check on a clean 6.1 guest", () => {
@@ -40,7 +41,7 @@ describe("check on a clean 6.1 guest", () => {
 describe("check on a 6.1 guest running the test rootkit", () => {
   let g: TestGuest;
   let hooks: { table: string; nr: number }[];
-  let hidden: { pid: number; comm: string };
+  let hidden: { pid: number; comm: string }[];
   let moduleName: string;
   let sysfs: { thisModule: bigint; text: bigint; coresize: bigint };
   before(async () => {
@@ -53,9 +54,10 @@ describe("check on a 6.1 guest running the test rootkit", () => {
       table: m[1]!,
       nr: Number(m[2]),
     }));
-    const task = /VMSIGHT-RK hid-task pid=(\d+) comm=(\S+)/.exec(said);
-    assert.ok(task, "the rootkit hid a task");
-    hidden = { pid: Number(task[1]), comm: task[2]! };
+    hidden = [...said.matchAll(/VMSIGHT-RK hid-task pid=(\d+) comm=(\S+)/g)]
+      .map((m) => ({ pid: Number(m[1]), comm: m[2]! }))
+      .sort((a, b) => a.pid - b.pid);
+    assert.equal(hidden.length, 2, "the rootkit hid a sleeping and a busy process");
     moduleName = /VMSIGHT-RK hid-module name=(\S+)/.exec(said)![1]!;
     // The guest's own sysfs still knows the module: where its struct and its code are.
     const sys = async (file: string) =>
@@ -70,7 +72,7 @@ describe("check on a 6.1 guest running the test rootkit", () => {
 
   test("the guest hides what the module says: its /proc has the pid, /proc/modules lacks the module", async () => {
     assert.ok(hooks.length >= 2, "at least two syscall-table entries hooked");
-    assert.equal((await g.serial.command(`cat /proc/${hidden.pid}/comm`)).trim(), hidden.comm);
+    for (const h of hidden) assert.equal((await g.serial.command(`cat /proc/${h.pid}/comm`)).trim(), h.comm);
     assert.doesNotMatch(await g.serial.command("cat /proc/modules"), new RegExp(`^${moduleName} `, "m"));
   });
 
@@ -96,18 +98,24 @@ describe("check on a 6.1 guest running the test rootkit", () => {
     );
     const tasks = findings.filter((f) => f.kind === "hidden-task");
     assert.deepEqual(
-      tasks.map((f) => [f.pid, f.comm]),
-      [[hidden.pid, hidden.comm]],
+      tasks.map((f) => ({ pid: f.pid, comm: f.comm })),
+      hidden,
     );
-    assert.equal(findings.length, hooks.length + 2, "nothing else is flagged");
+    // The busy loop is always runnable: its runqueue holds it as well as the PID namespace.
+    const busy = tasks.find((f) => f.comm === "sh");
+    assert.deepEqual(busy?.seenIn, ["the PID namespace", "a runqueue"]);
+    assert.deepEqual(tasks.find((f) => f.comm === "sleep")?.seenIn, ["the PID namespace"]);
+    assert.equal(findings.length, hooks.length + 1 + hidden.length, "nothing else is flagged");
   });
 
   test("the text output is one line per finding and a summary", async () => {
     const r = await runCli(["--qmp", g.qmpSocket, "check"]);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split("\n");
-    assert.equal(lines.length, hooks.length + 3);
-    assert.match(lines.at(-1)!, new RegExp(`^${hooks.length + 2} findings:`));
-    assert.ok(lines.some((l) => l.startsWith("hidden-task") && l.includes(`pid ${hidden.pid} `)));
+    const count = hooks.length + 1 + hidden.length;
+    assert.equal(lines.length, count + 1);
+    assert.match(lines.at(-1)!, new RegExp(`^${count} findings:`));
+    for (const h of hidden)
+      assert.ok(lines.some((l) => l.startsWith("hidden-task") && l.includes(`pid ${h.pid} `)));
   });
 });

@@ -68,6 +68,10 @@ describe("dump in each format reads like the paused live guest", () => {
     }
   });
 
+  test("check reads images too: nothing on this clean guest", async () => {
+    for (const f of FORMATS) assert.deepEqual(await cliJson<unknown[]>(["--dump", image(f), "check"]), [], f);
+  });
+
   test("--live copies while the guest runs and says so", async () => {
     const t = await Target.attach(g.qmpSocket);
     await t.resume();

@@ -57,7 +57,8 @@ export function integrityFindings(k: KernelInfo): IntegrityFinding[] {
 
 // ---- syscall tables --------------------------------------------------------------------------
 
-function syscallFindings(
+/** @internal exported for tests */
+export function syscallFindings(
   k: KernelInfo,
   modules: readonly ModuleRow[],
   hiddenAddrs: ReadonlySet<bigint>,
@@ -231,7 +232,8 @@ function hiddenTasks(k: KernelInfo): IntegrityFinding[] {
  * Every task a CPU's runqueue holds: `rq->curr` and the CFS timeline, descending into group
  * entities' own queues. RT and deadline queues are not read; their running task is `curr`.
  */
-function runqueueTasks(k: KernelInfo): bigint[] {
+/** @internal exported for tests */
+export function runqueueTasks(k: KernelInfo): bigint[] {
   const L = k.layout;
   const rqVar = k.symbols.findAddress("runqueues");
   if (rqVar === undefined || L.findOffset("rq", "cfs") === undefined) return [];
