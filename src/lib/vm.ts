@@ -83,6 +83,8 @@ export class Vm {
   private kernelFound: KernelInfo | undefined;
   private hub: EventHub | undefined;
   private closed = false;
+  /** The snapshot before the next one's turn. */
+  private snapshots: Promise<unknown> = Promise.resolve();
 
   private constructor(
     /** @internal The guest to read: a live Target or a dump. */
@@ -303,9 +305,19 @@ export class Vm {
     return this.target;
   }
 
-  /** Runs `fn` with a live guest paused (and running again afterwards if it ran before). */
-  private async snapshot<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` with a live guest paused (and running again afterwards if it ran before). One at a
+   * time: two callers at once (a server's clients) would each stop and cont, and one would read
+   * a guest the other had let run.
+   */
+  private snapshot<T>(fn: () => Promise<T>): Promise<T> {
     this.open();
+    const turn = this.snapshots.then(() => this.paused(fn));
+    this.snapshots = turn.catch(() => {});
+    return turn;
+  }
+
+  private async paused<T>(fn: () => Promise<T>): Promise<T> {
     const target = this.target;
     if (!target) return fn();
     // While event streams run, their pump drives the guest: the trap core stops it for us.
