@@ -9,7 +9,8 @@
  */
 export { attach, openDump, Vm } from "./vm.js";
 export type { AttachOptions, KernelOptions, KillOptions, RegisterValues } from "./vm.js";
-export type { EventOptions, EventStream } from "./events.js";
+export type { EventOptions, EventStream, StreamEvent } from "./events.js";
+export type { BreakAction, Respond } from "../events/hold.js";
 export type {
   Address,
   Hex,

@@ -270,7 +270,11 @@ export class Vm {
    */
   events(opts: EventOptions): EventStream {
     const target = this.live("events");
-    this.hub ??= new EventHub(target, () => this.linux());
+    this.hub ??= new EventHub(
+      target,
+      () => this.linux(),
+      (fn) => this.inTurn(fn),
+    );
     return eventStream(this.hub, opts);
   }
 
@@ -312,7 +316,12 @@ export class Vm {
    */
   private snapshot<T>(fn: () => Promise<T>): Promise<T> {
     this.open();
-    const turn = this.snapshots.then(() => this.paused(fn));
+    return this.inTurn(() => this.paused(fn));
+  }
+
+  /** Runs `fn` after the snapshots (and event streams' starts and ends) before it. */
+  private inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const turn = this.snapshots.then(fn);
     this.snapshots = turn.catch(() => {});
     return turn;
   }
@@ -321,7 +330,7 @@ export class Vm {
     const target = this.target;
     if (!target) return fn();
     // While event streams run, their pump drives the guest: the trap core stops it for us.
-    if (this.hub?.active) return this.hub.whenStopped(fn);
+    if (this.hub?.driving) return this.hub.whenStopped(fn);
     const before = await target.runState();
     if (before.running) {
       await target.qmp.execute("stop");

@@ -29,6 +29,8 @@ export interface EventRequest {
   readonly length?: number;
   readonly access?: "read" | "write" | "access";
   readonly space?: "phys" | "virt";
+  /** break: hold the vCPU until the record's respond() or this many ms (then it continues). */
+  readonly holdMs?: number;
 }
 
 /** What a breakpoint subscriber may tell a stopped vCPU to do. */
