@@ -88,30 +88,40 @@ async function runSeenBy(g: TestGuest, clients: readonly Client[], mark: string)
   assert.fail(`no run of ${mark} was seen by every client: ${JSON.stringify(got)}`);
 }
 
+/** A guest booted and served in process (a VmRegistry, the protocol core, a unix socket). */
+async function servedGuest() {
+  const g = await bootTestGuest(KERNEL, { memoryBackend: ramBackendFor(KERNEL) });
+  await g.waitReady(180_000).catch(async (error) => {
+    await g.stop();
+    throw error;
+  });
+  const dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
+  const registry = new VmRegistry(openLibVm);
+  registry.add("guest", g.qmpSocket);
+  const core = new ProtocolCore(registry);
+  const server: Listening = await listen(core, { unixPath: join(dir, "serve.sock") });
+  const stop = async () => {
+    await server.close();
+    await core.close();
+    await registry.close();
+    await g.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { g, core, server, stop };
+}
+
 describe(`vmsight serve against a ${KERNEL} guest`, () => {
+  let served: Awaited<ReturnType<typeof servedGuest>>;
   let g: TestGuest;
   let view: GuestView;
-  let dir: string;
-  let registry: VmRegistry;
   let core: ProtocolCore;
   let server: Listening;
   before(async () => {
-    g = await bootTestGuest(KERNEL, { memoryBackend: ramBackendFor(KERNEL) });
-    await g.waitReady(180_000);
+    served = await servedGuest();
+    ({ g, core, server } = served);
     view = await g.view();
-    dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
-    registry = new VmRegistry(openLibVm);
-    registry.add("guest", g.qmpSocket);
-    core = new ProtocolCore(registry);
-    server = await listen(core, { unixPath: join(dir, "serve.sock") });
   });
-  after(async () => {
-    await server?.close();
-    await core?.close();
-    await registry?.close();
-    await g?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(async () => served?.stop());
 
   test("linux.ps names the guest's workload processes as its /proc does", async () => {
     const c = await client(server.urls[0] ?? "");
@@ -214,27 +224,14 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
 });
 
 describe(`vmsight serve holds a vCPU at a breakpoint until the client answers (${KERNEL} guest)`, () => {
+  let served: Awaited<ReturnType<typeof servedGuest>>;
   let g: TestGuest;
-  let dir: string;
-  let registry: VmRegistry;
-  let core: ProtocolCore;
   let server: Listening;
   before(async () => {
-    g = await bootTestGuest(KERNEL, { memoryBackend: ramBackendFor(KERNEL) });
-    await g.waitReady(180_000);
-    dir = mkdtempSync(join(tmpdir(), "vmsight-serve-hold-"));
-    registry = new VmRegistry(openLibVm);
-    registry.add("guest", g.qmpSocket);
-    core = new ProtocolCore(registry);
-    server = await listen(core, { unixPath: join(dir, "serve.sock") });
+    served = await servedGuest();
+    ({ g, server } = served);
   });
-  after(async () => {
-    await server?.close();
-    await core?.close();
-    await registry?.close();
-    await g?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(async () => served?.stop());
 
   test("set_registers on a held kill(2) makes it return -EPERM to the guest's shell", async () => {
     const probe = "sh -c 'kill -0 $$; echo RC=$?'";
