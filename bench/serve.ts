@@ -1,10 +1,13 @@
 /**
- * `vmsight serve` against the same calls made in process, as ratios measured in the same run:
+ * `vmsight serve` on a live guest (a 6.12 TCG guest it boots, or VMSIGHT_QMP=SOCKET), served
+ * through the library as `vmsight serve` does, against the same calls made in process, as ratios
+ * measured in the same run:
  *  - the median round trip of an 8-byte memory.read and of linux.ps over the protocol
- *    (WebSocket on the unix socket, JSON-RPC, schema validation) against the direct call;
- *  - event delivery rate to 1 and 10 subscribers.
- * The backend is the fake VM of the unit tests (no guest boots), so the figures are the
- * protocol's own cost; with VMSIGHT_QMP=SOCKET the reads and ps go to that live guest instead.
+ *    (WebSocket on the unix socket, JSON-RPC, schema validation) against the same ServedVm call;
+ *  - process events delivered to 1 and to 10 subscribers while the guest runs a fork loop: every
+ *    subscriber's events per second (host clock, first to last event of the loop), beside a
+ *    library stream reading the same loop in process, and the guest's own fork rate each time;
+ *  - the protocol's own delivery ceiling (events from the unit tests' fake VM, no guest).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,14 +18,19 @@ import { ProtocolCore } from "../src/server/core.js";
 import { openLibVm } from "../src/server/lib-vm.js";
 import { listen } from "../src/server/ws.js";
 import { FakeVm, fakeDirectory } from "../test/support/fake-vm.js";
+import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
 
-const ROUNDS = 2000;
-const EVENTS = 20_000;
+const READS = Number(process.env.BENCH_READS ?? 2000);
+const PS_ROUNDS = Number(process.env.BENCH_PS ?? 50);
+const FORKS = Number(process.env.BENCH_FORKS ?? 500);
+const FAKE_EVENTS = 20_000;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
+
+type Event = { ppid?: number };
 
 class Client {
   private id = 1;
@@ -55,7 +63,7 @@ class Client {
 }
 
 async function roundTrips(fn: () => Promise<unknown>, rounds: number): Promise<number> {
-  for (let i = 0; i < 50; i++) await fn();
+  for (let i = 0; i < Math.min(50, rounds); i++) await fn();
   const times: number[] = [];
   for (let i = 0; i < rounds; i++) {
     const t0 = process.hrtime.bigint();
@@ -65,67 +73,165 @@ async function roundTrips(fn: () => Promise<unknown>, rounds: number): Promise<n
   return median(times);
 }
 
-/** Events always come from the fake: a guest cannot be made to emit at a chosen rate. */
-async function deliveryRate(fake: FakeVm, url: string, subscribers: number): Promise<number> {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(cond: () => boolean, what: string, ms = 120_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`never happened: ${what}`);
+    await sleep(5);
+  }
+}
+
+/** Runs the fork loop in the guest: its pid and the guest's forks per second. */
+async function forkLoop(g: TestGuest, onPid: (pid: number) => void): Promise<number> {
+  // The pid comes first (through a file the loop's own shell writes before it forks).
+  const out = await g.serial.command(
+    `read T0 X </proc/uptime; sh -c 'echo $$ >/tmp/fl; exec workload forkloop ${FORKS}' >/dev/null; read T1 X </proc/uptime; echo "FL $(cat /tmp/fl) UP $T0 $T1"`,
+    600_000,
+  );
+  const m = /FL (\d+) UP ([\d.]+) ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`the guest printed:\n${out}`);
+  onPid(Number(m[1]));
+  return FORKS / Math.max(Number(m[3]) - Number(m[2]), 0.01);
+}
+
+/** Events per second each subscriber received from one fork loop (children's creates and exits). */
+async function liveDelivery(g: TestGuest, url: string, n: number) {
+  const clients = await Promise.all(Array.from({ length: n }, () => Client.open(url)));
+  for (const c of clients) {
+    await c.call("initialize", { protocolVersion: 1 });
+    await c.call("events.subscribe", { vm: "a", types: ["process.create", "process.exit"] });
+  }
+  // Traps are armed after the replies: until every client has seen an event.
+  for (let i = 0; !clients.every((c) => c.events > 0); i++) {
+    if (i > 50) throw new Error("the subscriptions saw no event");
+    await g.serial.command("sh -c true");
+    await sleep(100);
+  }
+  let loop = 0;
+  // The loop's pid is known only once it has run: keep every event, pick the loop's afterwards.
+  const seen = clients.map(() => [] as { ppid: number; at: number }[]);
+  clients.forEach((c, i) => {
+    c.ws.on("message", (d) => {
+      const m = JSON.parse(String(d)) as { method?: string; params?: Event };
+      if (m.method === "event") seen[i]!.push({ ppid: m.params?.ppid ?? 0, at: performance.now() });
+    });
+  });
+  const guestRate = await forkLoop(g, (pid) => {
+    loop = pid;
+  });
+  const want = 2 * FORKS;
+  await waitFor(() => seen.every((s) => s.filter((e) => e.ppid === loop).length >= want), "every event");
+  const rates = seen.map((s) => {
+    const mine = s.filter((e) => e.ppid === loop);
+    return mine.length / ((mine.at(-1)!.at - mine[0]!.at) / 1000);
+  });
+  for (const c of clients) c.ws.close();
+  return { each: median(rates), guestRate };
+}
+
+/** The same loop read by a library stream in this process: the peer of the protocol's rate. */
+async function inProcessDelivery(g: TestGuest, vm: ServedVm) {
+  const stream = vm.events({ types: ["proc"] })[Symbol.asyncIterator]();
+  const got: { ppid: number; at: number }[] = [];
+  const reading = (async () => {
+    for (;;) {
+      const r = await stream.next();
+      if (r.done) return;
+      got.push({ ppid: Number(r.value.ppid ?? 0), at: performance.now() });
+    }
+  })();
+  for (let i = 0; got.length === 0; i++) {
+    if (i > 50) throw new Error("the stream saw no event");
+    await g.serial.command("sh -c true");
+    await sleep(100);
+  }
+  let loop = 0;
+  const guestRate = await forkLoop(g, (pid) => {
+    loop = pid;
+  });
+  await waitFor(() => got.filter((e) => e.ppid === loop).length >= 2 * FORKS, "every event in process");
+  await stream.return?.();
+  await reading;
+  const mine = got.filter((e) => e.ppid === loop);
+  return { each: mine.length / ((mine.at(-1)!.at - mine[0]!.at) / 1000), guestRate };
+}
+
+async function fakeDelivery(fake: FakeVm, url: string, subscribers: number): Promise<number> {
   const clients = await Promise.all(Array.from({ length: subscribers }, () => Client.open(url)));
   for (const c of clients) {
     await c.call("initialize", { protocolVersion: 1 });
     await c.call("events.subscribe", { vm: "events", types: ["process.exec"] });
   }
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < EVENTS; i++) {
+  for (let i = 0; i < FAKE_EVENTS; i++) {
     fake.emit({ type: "exec", pid: 100, comm: "sh", filename: "/bin/true", n: i });
     if (i % 500 === 499) await new Promise((r) => setImmediate(r));
   }
-  while (clients.some((c) => c.events < EVENTS)) await new Promise((r) => setTimeout(r, 1));
+  while (clients.some((c) => c.events < FAKE_EVENTS)) await sleep(1);
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   for (const c of clients) c.ws.close();
-  return EVENTS / s;
+  return FAKE_EVENTS / s;
 }
 
 async function main(): Promise<void> {
-  const fake = new FakeVm(200);
   const qmp = process.env.VMSIGHT_QMP;
-  const live: ServedVm | undefined = qmp ? await openLibVm(qmp) : undefined;
-  const direct: ServedVm = live ?? fake;
+  const g = qmp ? undefined : await bootTestGuest("6.12");
+  await g?.waitReady(300_000);
+  const vm = await openLibVm(qmp ?? g!.qmpSocket);
+  const fake = new FakeVm(200);
   const dir = mkdtempSync(join(tmpdir(), "vmsight-bench-serve-"));
-  const core = new ProtocolCore(fakeDirectory({ a: direct, events: fake }));
+  const core = new ProtocolCore(fakeDirectory({ a: vm, events: fake }));
   const server = await listen(core, { unixPath: join(dir, "serve.sock") });
+  const url = server.urls[0] ?? "";
   try {
-    const c = await Client.open(server.urls[0] ?? "");
+    const c = await Client.open(url);
     await c.call("initialize", { protocolVersion: 1 });
-    const addr = live ? "0x100000" : "0x1000";
-    const read = { vm: "a", address: addr, length: 8, space: "phys" };
+    const read = { vm: "a", address: "0x100000", length: 8, space: "phys" };
     const rows: [string, number, number][] = [
       [
         "memory.read 8 B",
-        await roundTrips(() => c.call("memory.read", read), ROUNDS),
-        await roundTrips(() => direct.read(addr, 8, { kind: "phys" }), ROUNDS),
+        await roundTrips(() => c.call("memory.read", read), READS),
+        await roundTrips(() => vm.read("0x100000", 8, { kind: "phys" }), READS),
       ],
       [
         "linux.ps",
-        await roundTrips(() => c.call("linux.ps", { vm: "a" }), live ? 50 : ROUNDS),
-        await roundTrips(() => direct.ps(), live ? 50 : ROUNDS),
+        await roundTrips(() => c.call("linux.ps", { vm: "a" }), PS_ROUNDS),
+        await roundTrips(() => vm.ps(), PS_ROUNDS),
       ],
     ];
     c.ws.close();
-    console.log(`backend: ${live ? `live guest at ${qmp}` : "fake VM (200 processes)"}`);
+    console.log(`backend: the library on a live guest (${qmp ?? "6.12 under TCG"})`);
     console.log("call               protocol µs   in process µs   ratio");
     for (const [name, over, inproc] of rows) {
       console.log(
         `${name.padEnd(18)} ${over.toFixed(1).padStart(11)}   ${inproc.toFixed(1).padStart(13)}   ${(over / inproc).toFixed(1).padStart(5)}x`,
       );
     }
-    for (const n of [1, 10]) {
-      const rate = await deliveryRate(fake, server.urls[0] ?? "", n);
+    if (g) {
+      const base = await inProcessDelivery(g, vm);
       console.log(
-        `events to ${String(n).padStart(2)} subscriber(s): ${Math.round(rate)} events/s each (${Math.round(rate * n)} messages/s)`,
+        `process events of ${FORKS} forks, in process (library stream): ${Math.round(base.each)} events/s; guest forks ${Math.round(base.guestRate)}/s`,
+      );
+      for (const n of [1, 10]) {
+        const r = await liveDelivery(g, url, n);
+        console.log(
+          `process events to ${String(n).padStart(2)} subscriber(s): ${Math.round(r.each)} events/s each (${(r.each / base.each).toFixed(2)}x in process); guest forks ${Math.round(r.guestRate)}/s`,
+        );
+      }
+    } else console.log("live event delivery needs the bench's own guest (VMSIGHT_QMP given): skipped");
+    for (const n of [1, 10]) {
+      const rate = await fakeDelivery(fake, url, n);
+      console.log(
+        `protocol ceiling (fake VM) to ${String(n).padStart(2)} subscriber(s): ${Math.round(rate)} events/s each (${Math.round(rate * n)} messages/s)`,
       );
     }
   } finally {
     await server.close();
     await core.close();
-    await live?.close();
+    await vm.close();
+    await g?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -4,6 +4,7 @@
  * when the guest goes away; every trap is removed and the guest left running in all cases.
  */
 import type { EventEngine, TrapHit, WatchKind } from "../events/engine.js";
+import { type Respond, holdAtBreakpoint } from "../events/hold.js";
 import type { LinuxGuest } from "../events/linux-guest.js";
 import { type ModuleEvent, traceModules } from "../events/module-stream.js";
 import { type ProcEvent, traceProc } from "../events/proc-stream.js";
@@ -32,6 +33,8 @@ export interface TraceRequest {
   readonly address?: bigint;
   readonly length?: number;
   readonly access?: WatchKind;
+  /** break: hold the stopped vCPU until the event's respond() is called, or this many ms. */
+  readonly hold?: { readonly deadlineMs: number };
   readonly signal?: AbortSignal;
   readonly log?: (line: string) => void;
   /** Called once every trap is armed, just before the guest runs. */
@@ -151,8 +154,11 @@ function rebootError(events: number, cause?: unknown): VmsightError {
 /** The fields of a TraceRequest that say which events to trap and which to keep. */
 export type TraceSelection = Pick<
   TraceRequest,
-  "kind" | "pid" | "comm" | "events" | "at" | "address" | "length" | "access" | "log"
+  "kind" | "pid" | "comm" | "events" | "at" | "address" | "length" | "access" | "hold" | "log"
 >;
+
+/** Takes each event; a held breakpoint's comes with the `respond` that lets its vCPU go. */
+export type EventSink = (e: EventBody, respond?: Respond) => void;
 
 /**
  * Sets the traps of one trace kind on `engine`, sending what they see through `out`. `vmsight
@@ -162,7 +168,7 @@ export async function armTrace(
   engine: EventEngine,
   guest: LinuxGuest,
   req: TraceSelection,
-  out: (e: EventBody) => void,
+  out: EventSink,
 ): Promise<void> {
   switch (req.kind) {
     case "proc": {
@@ -195,7 +201,7 @@ export async function armTrace(
         async (hit) => {
           const regs = await hit.registers();
           const t = hit.task();
-          out({
+          const event: BreakEvent = {
             type: "break",
             at,
             cpu: hit.cpu,
@@ -204,7 +210,9 @@ export async function armTrace(
             comm: t.comm,
             rip: regs.get("rip") ?? 0n,
             args: CALL_ARGS.map((r) => regs.get(r) ?? 0n),
-          });
+          };
+          if (req.hold) await holdAtBreakpoint(hit, req.hold.deadlineMs, (respond) => out(event, respond));
+          else out(event);
           return undefined;
         },
         { when: filterOf(req) },

@@ -7,6 +7,7 @@
  */
 import {
   type EventBody,
+  type EventSink,
   type TraceKind,
   type TraceSelection,
   armTrace,
@@ -14,6 +15,7 @@ import {
 } from "../commands/trace.js";
 import { toWire } from "../commands/wire.js";
 import { EventEngine, type WatchKind, stepOverWarning } from "../events/engine.js";
+import type { Respond } from "../events/hold.js";
 import { LinuxGuest } from "../events/linux-guest.js";
 import { detectKvm } from "../events/session.js";
 import { Watchdog } from "../events/watchdog.js";
@@ -40,6 +42,11 @@ export interface EventOptions {
   readonly address?: Address;
   readonly length?: number;
   readonly access?: WatchKind;
+  /**
+   * break: hold the vCPU that hit the breakpoint until the event's `respond` is called (continue,
+   * skip, set_registers) or `deadlineMs` pass, then it continues. Every stream waits meanwhile.
+   */
+  readonly hold?: { readonly deadlineMs: number };
   /** Ends the stream (as breaking out of the loop does). */
   readonly signal?: AbortSignal;
   /** Called once this stream's traps are set (with how many): events from then on are seen. */
@@ -48,8 +55,11 @@ export interface EventOptions {
   readonly log?: (line: string) => void;
 }
 
+/** An event as a stream yields it: a held breakpoint's carries the `respond` that lets it go. */
+export type StreamEvent = VmEvent & { readonly respond?: Respond };
+
 /** A stream of events; also counts the guest's stops at traps while it runs. */
-export interface EventStream extends AsyncIterableIterator<VmEvent> {
+export interface EventStream extends AsyncIterableIterator<StreamEvent> {
   /** Times the guest stopped at a trap (any stream's) while this stream was armed. */
   readonly stops: number;
 }
@@ -76,6 +86,8 @@ interface Shared {
 /** What the streams of one guest share: the trap core, the kernel, the watchdog and the pump. */
 export class EventHub {
   private shared: Promise<Shared> | undefined;
+  /** `shared` once it has opened. */
+  private opened: Shared | undefined;
   private readonly members = new Set<Member>();
   private joining = 0;
   private pump: Promise<void> | undefined;
@@ -88,11 +100,24 @@ export class EventHub {
   constructor(
     private readonly target: Target,
     private readonly kernel: () => Promise<KernelInfo>,
+    /**
+     * Runs its function in turn with the Vm's snapshots: the run state the streams find (and
+     * restore, and the watchdog restores) is the guest's own, not a snapshot's pause.
+     */
+    private readonly inTurn: <T>(fn: () => Promise<T>) => Promise<T> = (fn) => fn(),
   ) {}
 
-  /** Whether any stream is running (the guest is then driven by the pump, not paused by reads). */
+  /** Whether any stream is running or starting. */
   get active(): boolean {
     return this.members.size > 0 || this.joining > 0;
+  }
+
+  /**
+   * Whether the streams hold the guest (opened, and some stream takes part): reads then stop it
+   * through the trap core, not QMP. A read in turn before the opening still uses QMP.
+   */
+  get driving(): boolean {
+    return this.active && this.opened !== undefined;
   }
 
   private async open(): Promise<Shared> {
@@ -121,12 +146,13 @@ export class EventHub {
   }
 
   /** A new stream's engine, its traps armed, taking part in the pump. */
-  async join(opts: EventOptions, out: (e: EventBody) => void, fail: (e: unknown) => void): Promise<Member> {
+  async join(opts: EventOptions, out: EventSink, fail: (e: unknown) => void): Promise<Member> {
     this.joining++;
     let member: Member | undefined;
     try {
-      this.shared ??= this.open();
+      this.shared ??= this.inTurn(() => this.open());
       const shared = await this.shared;
+      this.opened = shared;
       const engine = new EventEngine({
         traps: shared.traps,
         os: shared.guest,
@@ -154,7 +180,7 @@ export class EventHub {
    * resume for it (or it runs now, between two), and the pump waits for it before the next.
    */
   async whenStopped<T>(fn: () => Promise<T>): Promise<T> {
-    const shared = this.shared && (await this.shared);
+    const shared = this.opened;
     if (!shared) return fn();
     const done = shared.traps.whenStopped(fn);
     this.holds.add(done);
@@ -227,11 +253,14 @@ export class EventHub {
     await this.pump;
     const shared = await this.shared.catch(() => undefined);
     this.shared = undefined;
+    this.opened = undefined;
     this.rebooted = false;
     if (!shared) return;
     shared.offReset();
     if (shared.traps.traps().length > 0) shared.watchdog.abandon(); // it removes what we could not
-    if (shared.wasRunning && !(await this.target.runState()).running) await this.target.qmp.execute("cont");
+    await this.inTurn(async () => {
+      if (shared.wasRunning && !(await this.target.runState()).running) await this.target.qmp.execute("cont");
+    });
   }
 
   /** Ends every stream (vm.close()). */
@@ -269,22 +298,39 @@ function selection(opts: EventOptions, kind: TraceKind): TraceSelection {
     ...(address === undefined ? {} : { address }),
     ...(opts.length === undefined ? {} : { length: opts.length }),
     ...(opts.access === undefined ? {} : { access: opts.access }),
+    ...(opts.hold === undefined ? {} : { hold: opts.hold }),
   };
 }
 
 /** One stream: its traps are set on the first next(), removed by return() or the signal. */
 export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
-  const queue: VmEvent[] = [];
-  let waiting: { resolve: (r: IteratorResult<VmEvent>) => void; reject: (e: unknown) => void } | undefined;
+  const queue: StreamEvent[] = [];
+  let waiting:
+    | { resolve: (r: IteratorResult<StreamEvent>) => void; reject: (e: unknown) => void }
+    | undefined;
+  /** Held vCPUs not answered yet: they continue when the stream ends. */
+  const held = new Set<Respond>();
   let failure: unknown;
   let ended = false;
   let member: Promise<Member> | undefined;
   let joined: Member | undefined;
   let started = 0;
 
-  const deliver = (e: EventBody) => {
-    if (ended) return;
-    const value = toWire(eventRecord({ ...e, time: Math.round(performance.now() - started) / 1000 }));
+  const deliver = (e: EventBody, hold?: Respond) => {
+    if (ended) {
+      hold?.({ action: "continue" }).catch(() => {});
+      return;
+    }
+    const record = toWire(eventRecord({ ...e, time: Math.round(performance.now() - started) / 1000 }));
+    let value: StreamEvent = record;
+    if (hold) {
+      const respond: Respond = (action) => {
+        held.delete(respond);
+        return hold(action);
+      };
+      held.add(respond);
+      value = { ...record, respond };
+    }
     if (waiting) {
       const w = waiting;
       waiting = undefined;
@@ -305,9 +351,11 @@ export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
     w.reject(error);
     void finish().catch(() => {}); // a loop that sees a throw does not call return()
   };
-  const finish = async (): Promise<IteratorResult<VmEvent>> => {
+  const finish = async (): Promise<IteratorResult<StreamEvent>> => {
     if (!ended) {
       ended = true;
+      // A held vCPU keeps the pump in its dispatch: let it go before leaving the hub.
+      for (const respond of [...held]) respond({ action: "continue" }).catch(() => {});
       opts.signal?.removeEventListener("abort", onAbort);
       const w = waiting;
       waiting = undefined;

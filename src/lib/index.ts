@@ -9,8 +9,9 @@
  */
 export { attach, openDump, Vm } from "./vm.js";
 export type { AttachOptions, KernelOptions, KillOptions, RegisterValues, VmDumpOptions } from "./vm.js";
-export type { EventOptions, EventStream } from "./events.js";
+export type { EventOptions, EventStream, StreamEvent } from "./events.js";
 export type { Guest } from "./guest.js";
+export type { BreakAction, Respond } from "../events/hold.js";
 export type {
   Address,
   CheckFindingRow,

@@ -112,6 +112,8 @@ export class Vm implements Guest {
   private kernelFound: KernelInfo | undefined;
   private hub: EventHub | undefined;
   private closed = false;
+  /** The snapshot before the next one's turn. */
+  private snapshots: Promise<unknown> = Promise.resolve();
 
   private constructor(
     /** @internal The guest to read: a live Target or a dump. */
@@ -351,7 +353,11 @@ export class Vm implements Guest {
    */
   events(opts: EventOptions): EventStream {
     const target = this.live("events");
-    this.hub ??= new EventHub(target, () => this.linux());
+    this.hub ??= new EventHub(
+      target,
+      () => this.linux(),
+      (fn) => this.inTurn(fn),
+    );
     return eventStream(this.hub, opts);
   }
 
@@ -386,13 +392,28 @@ export class Vm implements Guest {
     return this.target;
   }
 
-  /** Runs `fn` with a live guest paused (and running again afterwards if it ran before). */
-  private async snapshot<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` with a live guest paused (and running again afterwards if it ran before). One at a
+   * time: two callers at once (a server's clients) would each stop and cont, and one would read
+   * a guest the other had let run.
+   */
+  private snapshot<T>(fn: () => Promise<T>): Promise<T> {
     this.open();
+    return this.inTurn(() => this.paused(fn));
+  }
+
+  /** Runs `fn` after the snapshots (and event streams' starts and ends) before it. */
+  private inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const turn = this.snapshots.then(fn);
+    this.snapshots = turn.catch(() => {});
+    return turn;
+  }
+
+  private async paused<T>(fn: () => Promise<T>): Promise<T> {
     const target = this.target;
     if (!target) return fn();
     // While event streams run, their pump drives the guest: the trap core stops it for us.
-    if (this.hub?.active) return this.hub.whenStopped(fn);
+    if (this.hub?.driving) return this.hub.whenStopped(fn);
     const before = await target.runState();
     if (before.running) {
       await target.qmp.execute("stop");

@@ -68,6 +68,7 @@ export type RunState = { readonly status: string; readonly running: boolean };
  */
 export class Target implements Machine {
   private gdbClient: GdbClient | undefined;
+  private gdbConnecting: Promise<GdbClient> | undefined;
   private trapCore: TrapCore | undefined;
   private stateBeforeGdb: RunState | undefined;
   private runStateChosen = false;
@@ -143,8 +144,16 @@ export class Target implements Machine {
   }
 
   /** The gdbstub client, started (or reused from an earlier vmsight run) on first use. */
-  async gdb(): Promise<GdbClient> {
-    if (this.gdbClient) return this.gdbClient;
+  gdb(): Promise<GdbClient> {
+    if (this.gdbClient) return Promise.resolve(this.gdbClient);
+    // QEMU takes one gdb client: callers that come while it connects share the connection.
+    this.gdbConnecting ??= this.connectGdb().finally(() => {
+      this.gdbConnecting = undefined;
+    });
+    return this.gdbConnecting;
+  }
+
+  private async connectGdb(): Promise<GdbClient> {
     this.stateBeforeGdb = await this.runState();
     const path = gdbSocketPath(this.pid);
     if (!existsSync(path)) {
@@ -168,6 +177,11 @@ export class Target implements Machine {
     const gdb = await this.gdb();
     this.trapCore ??= new TrapCore(gdb);
     return this.trapCore;
+  }
+
+  /** Breakpoints and watchpoints inserted at the stub now (0 before the gdbstub is used). */
+  armedTraps(): number {
+    return this.trapCore?.traps().length ?? 0;
   }
 
   vcpuCount(): number {

@@ -95,6 +95,8 @@ interface Insertion {
 }
 
 const INTERRUPT_SIGNAL = 2;
+/** How long queued work waits for the guest to stop at a trap before it is interrupted. */
+const OPS_GRACE_MS = 10;
 
 /** A client's share of the core: its traps, its stops, and its cleanup. */
 export class TrapClient {
@@ -172,6 +174,7 @@ export class TrapCore {
   private running = false;
   private interruptWanted = false;
   private interruptSent = false;
+  private interruptTimer: NodeJS.Timeout | undefined;
   /** Set while the guest sits on a breakpoint it must be stepped off before it runs again. */
   private atBreakpoint: { addr: bigint; thread: string | undefined } | undefined;
 
@@ -237,8 +240,22 @@ export class TrapCore {
     if (!this.resuming) return fn();
     return new Promise<T>((resolve, reject) => {
       this.ops.push(() => fn().then(resolve, reject));
-      this.sendInterrupt();
+      this.interruptSoon();
     });
+  }
+
+  /**
+   * Interrupts the running guest for queued work unless a trap stops it first (within
+   * OPS_GRACE_MS). Under TCG an interrupt that meets a watchpoint hit can swallow the hit (QEMU
+   * reports one stop, the interrupt's): events were lost while clients read a guest whose
+   * watchpoints fire often. A guest that traps often stops on its own within the grace.
+   */
+  private interruptSoon(): void {
+    if (!this.running || this.interruptSent || this.interruptTimer) return;
+    this.interruptTimer = setTimeout(() => {
+      this.interruptTimer = undefined;
+      this.sendInterrupt();
+    }, OPS_GRACE_MS);
   }
 
   /** @internal TrapClient.insert, with the guest stopped. */
@@ -400,10 +417,13 @@ export class TrapCore {
       const stopped = this.gdb.continue();
       // Work queued before the `c` went out must not wait for a trap that may never come; the
       // interrupt follows the `c` (one that comes first is lost on a stopped guest).
-      if (this.ops.length > 0 || this.interruptWanted) this.sendInterrupt();
+      if (this.interruptWanted) this.sendInterrupt();
+      else if (this.ops.length > 0) this.interruptSoon();
       return await stopped;
     } finally {
       this.running = false;
+      clearTimeout(this.interruptTimer);
+      this.interruptTimer = undefined;
     }
   }
 

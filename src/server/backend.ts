@@ -31,6 +31,8 @@ export interface EventRequest {
   readonly length?: number;
   readonly access?: "read" | "write" | "access";
   readonly space?: "phys" | "virt";
+  /** break: hold the vCPU until the record's respond() or this many ms (then it continues). */
+  readonly holdMs?: number;
 }
 
 /** How linux.kill goes about it (as `vmsight kill`'s options). */

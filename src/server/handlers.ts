@@ -113,9 +113,13 @@ export function handlersFor(client: ClientSession): Handlers {
       };
       const replyMs = p.wait ? (p.replyMs ?? DEFAULT_REPLY_MS) : undefined;
       return {
-        subscription: client.subscribe(p.vm, v, { types: ["break"], at: p.at, ...who }, ["breakpoint"], {
-          replyMs,
-        }),
+        subscription: client.subscribe(
+          p.vm,
+          v,
+          { types: ["break"], at: p.at, ...who, ...(replyMs === undefined ? {} : { holdMs: replyMs }) },
+          ["breakpoint"],
+          { replyMs },
+        ),
       };
     },
     "breakpoint.clear": async (p) => {

@@ -1,11 +1,12 @@
 /**
  * `vmsight serve`'s VMs through the library: one attached `Vm` per guest, held for as long as
  * the server serves it, so clients share its connections and its trap core (streams running at
- * once share traps, each removes its own). Breakpoints are never held (no `respond`): the
- * library lets a stopped vCPU run on before the event reaches a client.
+ * once share traps, each removes its own). A breakpoint asked to hold (holdMs) comes with the
+ * library's `respond`: the vCPU waits for the client's answer, the server's deadline, or (one
+ * second after that) the library's own.
  */
 import { type Space, type Vm, attach } from "../lib/index.js";
-import { VmsightError } from "../util/errors.js";
+import { VmsightError, isVmsightError } from "../util/errors.js";
 import type { AddressSpace, EventRecord, EventRequest, KillRequest, Row, ServedVm } from "./backend.js";
 
 /** The library's Space for a protocol address space (virtual without cpu or cr3: the kernel's). */
@@ -19,6 +20,9 @@ export function spaceOf(s: AddressSpace | undefined): Space {
 
 /** QMP's run-state events, as vm.state records. */
 const STATE_EVENTS = new Set(["STOP", "RESUME", "SHUTDOWN", "RESET", "GUEST_PANICKED"]);
+
+/** How long past the server's reply deadline the library itself lets a held vCPU go. */
+const HOLD_BACKSTOP_MS = 1000;
 
 /** Records waiting for a reader beyond this mean the reader has stopped reading. */
 const MAX_QUEUED = 65_536;
@@ -35,6 +39,8 @@ function traceOptions(req: EventRequest) {
     ...(req.address === undefined ? {} : { address: req.address }),
     ...(req.length === undefined ? {} : { length: req.length }),
     ...(req.access === undefined ? {} : { access: req.access }),
+    // The server's deadline answers first; the library's is the backstop should it not.
+    ...(req.holdMs === undefined ? {} : { hold: { deadlineMs: req.holdMs + HOLD_BACKSTOP_MS } }),
   };
 }
 
@@ -188,11 +194,22 @@ class LibVm implements ServedVm {
   async resume(): Promise<void> {
     await this.vm.resume();
   }
-  status(): Promise<Row> {
-    return this.vm.status();
+  /** The library's status, and how many traps the clients' subscriptions have armed. */
+  async status(): Promise<Row> {
+    return { ...(await this.vm.status()), traps: this.vm.target?.armedTraps() ?? 0 };
   }
-  kill(pid: number, signal: string, opts?: KillRequest): Promise<Row> {
-    return this.vm.kill(pid, signal, opts);
+  async kill(pid: number, signal: string, opts?: KillRequest): Promise<Row> {
+    try {
+      return await this.vm.kill(pid, signal, opts);
+    } catch (error) {
+      if (!(isVmsightError(error) && error.code === "E_BUSY")) throw error;
+      // The kill makes the guest kernel call its own signal code at a breakpoint and runs the
+      // guest to watch the outcome: both need the run loop the subscriptions' trap core owns.
+      throw new VmsightError("E_BUSY", "linux.kill cannot run while a subscription traces this VM", {
+        hint: "end the subscriptions on this VM first (events.unsubscribe, breakpoint.clear; vm.get_info's traps falls to 0), then kill",
+        cause: error,
+      });
+    }
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
     return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req) };

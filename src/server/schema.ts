@@ -113,7 +113,8 @@ export const METHODS = {
     errors: [],
   },
   "vm.get_info": {
-    summary: "run state, QEMU pid, vCPUs and RAM layout (KVMI_GET_GUEST_INFO)",
+    summary:
+      "run state, QEMU pid, vCPUs and RAM layout (KVMI_GET_GUEST_INFO), and `traps`: the breakpoints and watchpoints armed in the guest for every client's subscriptions (0 once they end)",
     params: VmOnly,
     result: Row,
     errors: ["E_QMP_CLOSED", "E_GUEST_GONE"],
@@ -223,10 +224,11 @@ export const METHODS = {
     errors: [],
   },
   "breakpoint.reply": {
-    summary: "answer a held breakpoint event: continue, skip the instruction, or set registers and continue",
+    summary:
+      "answer a held breakpoint event: continue, skip the instruction (a NOP or ENDBR: its length is known), or set registers and continue",
     params: Type.Object({ event: Id, reply: Action }, { additionalProperties: false }),
     result: Type.Object({ applied: Type.Boolean({ description: "false when the deadline had passed" }) }),
-    errors: [],
+    errors: ["E_USAGE", "E_HOLD_ENDED"],
   },
   "events.subscribe": {
     summary: "receive `event` notifications of these types from one VM (KVMI_EVENT_CONTROL)",
@@ -292,7 +294,8 @@ export const METHODS = {
   "linux.containers": linuxList("processes grouped by namespace set and cgroup path"),
   "linux.dmesg": linuxList("the kernel log from its ring buffer, one row a line"),
   "linux.kill": {
-    summary: "send a signal to a guest process from outside",
+    summary:
+      "send a signal to a guest process from outside (E_BUSY while a subscription traces the VM: end it first)",
     params: Type.Object(
       {
         vm: Vm,

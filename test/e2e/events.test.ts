@@ -7,21 +7,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { openEventSession } from "../../src/events/session.js";
-import { gdbSocketPath } from "../../src/qemu/qemu-process.js";
 import { Target } from "../../src/qemu/session.js";
-import { GdbClient } from "../../src/transport/gdb/client.js";
 import { va } from "../../src/util/address.js";
 import { BackgroundCli } from "../support/background.js";
-import { assertCleanError, cliJson, runCli } from "../support/cli.js";
+import { assertCleanError, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { assertRunsWithNoTrap, guestStatus as status } from "../support/no-trap.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.12,6.1").split(",");
 
 type Json = Record<string, unknown> & { type: string; pid: number };
-
-async function status(g: TestGuest): Promise<string> {
-  return (await cliJson<{ status: string }>(["--qmp", g.qmpSocket, "status"])).status;
-}
 
 /** Parses `TAG n n …` lines the guest printed. */
 function tagged(output: string, tag: string): number[] {
@@ -241,34 +236,7 @@ for (const kernelId of KERNELS) {
       tracer.kill("SIGKILL");
       await tracer.exited;
       // The watchdog reconnects, removes the traps and detaches: the guest runs again.
-      const deadline = Date.now() + 30_000;
-      while ((await status(g)) !== "running") {
-        assert.ok(Date.now() < deadline, "guest did not run again after vmsight was killed");
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      // A fresh gdb client: a continue must not stop while the guest forks, execs and reaps.
-      const target = await Target.attach(g.qmpSocket);
-      const path = gdbSocketPath(target.pid);
-      await target.close();
-      const gdb = await GdbClient.connect({ path });
-      try {
-        const resumed = gdb.continue();
-        let stopped = false;
-        resumed.then(() => {
-          stopped = true;
-        });
-        const out = await g.serial.command("workload forkloop 20; sh -c 'exit 3'; echo still-here", 60_000);
-        assert.match(out, /still-here/);
-        assert.equal(stopped, false, "a leftover trap stopped the guest");
-        await gdb.interrupt();
-        const s = await resumed;
-        assert.equal(s.type === "signal" && s.signal, 2, "stopped by our interrupt, not a trap");
-        assert.equal(s.type === "signal" && s.watch, undefined);
-        assert.equal((await gdb.request("D;1")).toString(), "OK");
-      } finally {
-        await gdb.close();
-      }
-      assert.equal(await status(g), "running");
+      await assertRunsWithNoTrap(g);
     });
   });
 }

@@ -88,30 +88,40 @@ async function runSeenBy(g: TestGuest, clients: readonly Client[], mark: string)
   assert.fail(`no run of ${mark} was seen by every client: ${JSON.stringify(got)}`);
 }
 
+/** A guest booted and served in process (a VmRegistry, the protocol core, a unix socket). */
+async function servedGuest() {
+  const g = await bootTestGuest(KERNEL, { memoryBackend: ramBackendFor(KERNEL) });
+  await g.waitReady(180_000).catch(async (error) => {
+    await g.stop();
+    throw error;
+  });
+  const dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
+  const registry = new VmRegistry(openLibVm);
+  registry.add("guest", g.qmpSocket);
+  const core = new ProtocolCore(registry);
+  const server: Listening = await listen(core, { unixPath: join(dir, "serve.sock") });
+  const stop = async () => {
+    await server.close();
+    await core.close();
+    await registry.close();
+    await g.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { g, core, server, stop };
+}
+
 describe(`vmsight serve against a ${KERNEL} guest`, () => {
+  let served: Awaited<ReturnType<typeof servedGuest>>;
   let g: TestGuest;
   let view: GuestView;
-  let dir: string;
-  let registry: VmRegistry;
   let core: ProtocolCore;
   let server: Listening;
   before(async () => {
-    g = await bootTestGuest(KERNEL, { memoryBackend: ramBackendFor(KERNEL) });
-    await g.waitReady(180_000);
+    served = await servedGuest();
+    ({ g, core, server } = served);
     view = await g.view();
-    dir = mkdtempSync(join(tmpdir(), "vmsight-serve-e2e-"));
-    registry = new VmRegistry(openLibVm);
-    registry.add("guest", g.qmpSocket);
-    core = new ProtocolCore(registry);
-    server = await listen(core, { unixPath: join(dir, "serve.sock") });
   });
-  after(async () => {
-    await server?.close();
-    await core?.close();
-    await registry?.close();
-    await g?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(async () => served?.stop());
 
   test("linux.ps names the guest's workload processes as its /proc does", async () => {
     const c = await client(server.urls[0] ?? "");
@@ -210,5 +220,68 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
       c.ws.close();
     }
     assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
+  });
+});
+
+describe(`vmsight serve holds a vCPU at a breakpoint until the client answers (${KERNEL} guest)`, () => {
+  let served: Awaited<ReturnType<typeof servedGuest>>;
+  let g: TestGuest;
+  let server: Listening;
+  before(async () => {
+    served = await servedGuest();
+    ({ g, server } = served);
+  });
+  after(async () => served?.stop());
+
+  test("set_registers on a held kill(2) makes it return -EPERM to the guest's shell", async () => {
+    const probe = "sh -c 'kill -0 $$; echo RC=$?'";
+    assert.match(await g.serial.command(probe, 60_000), /RC=0/, "kill -0 on itself succeeds untouched");
+    const c = await client(server.urls[0] ?? "");
+    const { subscription } = await c.call("breakpoint.set", {
+      vm: "guest",
+      at: "__x64_sys_kill",
+      comm: "sh",
+      wait: true,
+      replyMs: 60_000,
+    });
+    const held = () => c.events().find((e) => e.type === "breakpoint");
+    // The breakpoint is armed after the reply: try until one kill(2) is held.
+    let out: Promise<string> | undefined;
+    for (let i = 0; i < 10 && !held(); i++) {
+      out = g.serial.command(probe, 120_000);
+      const seen = await until(() => held() !== undefined, "a held kill", 15_000).then(
+        () => true,
+        () => false,
+      );
+      if (!seen) await out;
+    }
+    const e = held();
+    assert.ok(e && out, "the breakpoint was hit");
+    assert.equal(e.comm, "sh");
+    const reply = e.reply as { event: string; deadlineMs: number };
+    // While held: the guest is stopped, and calls answer from it.
+    const regs = (await c.call("vcpu.get_registers", { vm: "guest", cpu: e.cpu as number }))
+      .registers as Record<string, string>;
+    assert.equal(BigInt(regs.rip ?? ""), BigInt(e.rip as string), "the vCPU is where it stopped");
+    const rsp = BigInt(regs.rsp ?? "");
+    const ret = (await c.call("memory.read", { vm: "guest", address: `0x${rsp.toString(16)}`, length: 8 }))
+      .bytes as string;
+    // Return to the caller at once with -EPERM, as if kill(2) had refused.
+    const registers = {
+      rip: `0x${Buffer.from(ret, "hex").readBigUInt64LE(0).toString(16)}`,
+      rsp: `0x${(rsp + 8n).toString(16)}`,
+      rax: `0x${BigInt.asUintN(64, -1n).toString(16)}`,
+    };
+    const answer = await c.call("breakpoint.reply", {
+      event: reply.event,
+      reply: { action: "set_registers", registers },
+    });
+    assert.deepEqual(answer, { applied: true });
+    const text = await out;
+    assert.match(text, /RC=1/, `the shell saw kill fail:\n${text}`);
+    assert.match(text, /not permitted/i);
+    await c.call("breakpoint.clear", { subscription });
+    assert.match(await g.serial.command(probe, 60_000), /RC=0/, "untouched again once cleared");
+    c.ws.close();
   });
 });

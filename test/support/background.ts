@@ -10,7 +10,10 @@ after(() => {
   for (const c of running) c.kill("SIGKILL");
 });
 
-/** A `vmsight …` running in the background, whose output the test watches as it comes. */
+/**
+ * A `vmsight …` running in the background (or another script given as `script`), whose output
+ * the test watches as it comes.
+ */
 export class BackgroundCli {
   stdout = "";
   stderr = "";
@@ -19,8 +22,8 @@ export class BackgroundCli {
   closedAt: number | undefined;
   private readonly child: ChildProcess;
 
-  constructor(args: readonly string[]) {
-    this.child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  constructor(args: readonly string[], script = MAIN) {
+    this.child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     this.child.stdout!.on("data", (d: Buffer) => {
       this.stdout += d.toString();
     });

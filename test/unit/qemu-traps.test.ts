@@ -73,6 +73,12 @@ class FakeStub implements TrapGdb {
     this.rip += 1n;
     return this.stepStop;
   }
+  /** A stop of the guest's own (a trap) ends a "wait". */
+  stopNow(s: StopReply) {
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.(s);
+  }
   async interrupt() {
     this.log.push("^C");
     const w = this.waiting;
@@ -325,4 +331,24 @@ test("a stray trap (not held) is removed at the stub; a held one is refused", as
   await assert.rejects(core.removeStray(W), { code: "E_TRAP_HELD" });
   await core.removeStray(V);
   assert.deepEqual(stub.log.slice(-1), ["z2,ffffffff82000100,4"]);
+});
+
+test("queued work waits briefly for a trap stop before it interrupts the guest", async () => {
+  const { stub, core } = setup();
+  stub.script = ["wait", "wait"];
+  const first = core.resume();
+  const ran: string[] = [];
+  const op = core.whenStopped(async () => void ran.push("op"));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(stub.log, ["c"], "no interrupt at once");
+  stub.stopNow(signal({ watch: { kind: "watch", address: 0x1000n } }));
+  await first;
+  await op;
+  assert.deepEqual(ran, ["op"]);
+  assert.deepEqual(stub.log, ["c"], "the trap's stop served: no interrupt at all");
+
+  const second = core.resume();
+  await core.whenStopped(async () => void ran.push("op2"));
+  assert.deepEqual(stub.log, ["c", "c", "^C"], "a guest that does not stop is interrupted");
+  assert.equal((await second).interrupted, true);
 });

@@ -224,6 +224,7 @@ test("a held breakpoint takes the subscriber's action, or continues at its deadl
   const c = await new CoreClient(core).init();
   // Long enough for the reply to beat it on a loaded machine; the second hit waits it out.
   await c.ok("breakpoint.set", { vm: "a", at: "do_exit", wait: true, replyMs: 1000 });
+  assert.equal([...vm.streams][0]?.req.holdMs, 1000, "the backend is asked to hold the vCPU");
   const hit = { type: "break", at: "do_exit", cpu: 0, pid: 1, tid: 1, comm: "init", rip: "0x1", args: [] };
   vm.emit(hit, true);
   await until(() => c.events().length === 1, "first hit");
