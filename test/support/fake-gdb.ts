@@ -31,6 +31,10 @@ export function stop(fields: Partial<SignalStop> = {}): SignalStop {
 /** A gdbstub whose stops come from a script; every call is logged as a packet-like string. */
 export class FakeGdb implements TrapGdb {
   readonly log: string[] = [];
+  /** Z/z packets (as logged) the stub answers with an error. */
+  readonly refuse = new Set<string>();
+  /** What step() reports instead of a plain stop. */
+  stepStop: StopReply | undefined;
   regs = new Map<string, bigint>([
     ["rip", 0n],
     ["rsp", 0xffffc90000001000n],
@@ -40,11 +44,36 @@ export class FakeGdb implements TrapGdb {
   script: (StopReply | "wait" | (() => StopReply))[] = [];
   private waiting: ((s: StopReply) => void) | undefined;
 
+  /** Stops name this thread (the vCPU the guest stops on). */
+  constructor(readonly thread = "p01.01") {}
+
+  get rip(): bigint {
+    return this.regs.get("rip") ?? 0n;
+  }
+  set rip(v: bigint) {
+    this.regs.set("rip", v);
+  }
+
+  /** A stop on this stub's thread. */
+  stop(fields: Partial<SignalStop> = {}): SignalStop {
+    return stop({ thread: this.thread, ...fields });
+  }
+
+  private packet(p: string): void {
+    if (this.refuse.has(p)) throw new VmsightError("E_GDB_ERROR", `${p}: E22`);
+    this.log.push(p);
+  }
   async insertBreakpoint(type: BreakpointType, addr: bigint, kind: number) {
-    this.log.push(`Z${type},${addr.toString(16)},${kind}`);
+    this.packet(`Z${type},${addr.toString(16)},${kind}`);
   }
   async removeBreakpoint(type: BreakpointType, addr: bigint, kind: number) {
-    this.log.push(`z${type},${addr.toString(16)},${kind}`);
+    this.packet(`z${type},${addr.toString(16)},${kind}`);
+  }
+  /** A stop of the guest's own (a trap) ends a "wait". */
+  stopNow(s: StopReply) {
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.(s);
   }
   continue(): Promise<StopReply> {
     this.log.push("c");
@@ -60,14 +89,14 @@ export class FakeGdb implements TrapGdb {
   }
   async step(thread?: string): Promise<StopReply> {
     this.log.push(`s:${thread}`);
-    this.regs.set("rip", (this.regs.get("rip") ?? 0n) + 1n);
-    return stop();
+    this.rip += 1n;
+    return this.stepStop ?? this.stop();
   }
   async interrupt() {
     this.log.push("^C");
     const w = this.waiting;
     this.waiting = undefined;
-    w?.(stop({ signal: 2 }));
+    w?.(this.stop({ signal: 2 }));
   }
   async readRegisters() {
     this.log.push("g");
@@ -90,8 +119,8 @@ export class FakeGdb implements TrapGdb {
   /** A breakpoint stop: RIP at addr. */
   at(addr: bigint): () => StopReply {
     return () => {
-      this.regs.set("rip", addr);
-      return stop();
+      this.rip = addr;
+      return this.stop();
     };
   }
 }

@@ -16,6 +16,7 @@ import {
 import type { BreakpointType } from "../../src/transport/gdb/client.js";
 import type { SignalStop, StopReply } from "../../src/transport/gdb/stop-reply.js";
 import { VmsightError } from "../../src/util/errors.js";
+import { FakeGdb } from "../support/fake-gdb.js";
 import { Recorder } from "../support/trap-recorder.js";
 
 const BP: RawTrap = { type: 0, addr: 0xffffffff81000000n, kind: 1 };
@@ -37,78 +38,10 @@ function signal(fields: Partial<SignalStop> = {}): SignalStop {
 
 const watchHit = (address: bigint) => signal({ watch: { kind: "watch", address } });
 
-class FakeStub implements TrapGdb {
-  readonly log: string[] = [];
-  rip = 0n;
-  /** What each continue() does: stop at once, or "wait" until interrupt(). */
-  script: (StopReply | "wait" | (() => StopReply))[] = [];
-  /** What the next step() reports. */
-  stepStop: StopReply = signal();
-  refuse = new Set<string>();
-  private waiting: ((s: StopReply) => void) | undefined;
-
-  async insertBreakpoint(type: BreakpointType, addr: bigint, kind: number) {
-    const p = `Z${type},${addr.toString(16)},${kind}`;
-    if (this.refuse.has(p)) throw new VmsightError("E_GDB_ERROR", `${p}: E22`);
-    this.log.push(p);
-  }
-  async removeBreakpoint(type: BreakpointType, addr: bigint, kind: number) {
-    const p = `z${type},${addr.toString(16)},${kind}`;
-    if (this.refuse.has(p)) throw new VmsightError("E_GDB_ERROR", `${p}: E22`);
-    this.log.push(p);
-  }
-  continue(): Promise<StopReply> {
-    this.log.push("c");
-    const next = this.script.shift();
-    if (next === undefined) throw new Error("script ran out");
-    if (next === "wait") {
-      return new Promise((resolve) => {
-        this.waiting = resolve;
-      });
-    }
-    return Promise.resolve(typeof next === "function" ? next() : next);
-  }
-  async step(thread?: string) {
-    this.log.push(`s:${thread}`);
-    this.rip += 1n;
-    return this.stepStop;
-  }
-  /** A stop of the guest's own (a trap) ends a "wait". */
-  stopNow(s: StopReply) {
-    const w = this.waiting;
-    this.waiting = undefined;
-    w?.(s);
-  }
-  async interrupt() {
-    this.log.push("^C");
-    const w = this.waiting;
-    this.waiting = undefined;
-    w?.(signal({ signal: 2 }));
-  }
-  async selectThread(op: "g" | "c", id: string) {
-    this.log.push(`H${op}${id}`);
-  }
-  async readRegisters() {
-    this.log.push("g");
-    return new Map([["rip", this.rip]]);
-  }
-  async readRegister(name: string) {
-    this.log.push(`p:${name}`);
-    return name === "rip" ? this.rip : 0n;
-  }
-  async writeRegister(name: string, value: bigint) {
-    this.log.push(`P:${name}=${value.toString(16)}`);
-    if (name === "rip") this.rip = value;
-  }
-  async writeMemory(addr: bigint) {
-    this.log.push(`M:${addr.toString(16)}`);
-  }
-  /** A breakpoint stop with rip at addr. */
-  at(addr: bigint): () => StopReply {
-    return () => {
-      this.rip = addr;
-      return signal();
-    };
+/** The trap core's stub: stops on vCPU 2's thread, so the tests see which thread steps. */
+class FakeStub extends FakeGdb {
+  constructor() {
+    super("p01.02");
   }
 }
 
