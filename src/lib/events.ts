@@ -25,6 +25,7 @@ import type { Target } from "../qemu/session.js";
 import type { TrapCore } from "../qemu/traps.js";
 import { parseAddress } from "../util/address.js";
 import { ProtocolError, VmsightError } from "../util/errors.js";
+import { EventQueue } from "../util/event-queue.js";
 import type { Address, VmEvent } from "./types.js";
 
 export interface EventOptions {
@@ -63,9 +64,6 @@ export interface EventStream extends AsyncIterableIterator<StreamEvent> {
   /** Times the guest stopped at a trap (any stream's) while this stream was armed. */
   readonly stops: number;
 }
-
-/** Events waiting for a reader beyond this mean the reader has stopped reading. */
-const MAX_QUEUED = 65_536;
 
 interface Member {
   readonly engine: EventEngine;
@@ -304,13 +302,9 @@ function selection(opts: EventOptions, kind: TraceKind): TraceSelection {
 
 /** One stream: its traps are set on the first next(), removed by return() or the signal. */
 export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
-  const queue: StreamEvent[] = [];
-  let waiting:
-    | { resolve: (r: IteratorResult<StreamEvent>) => void; reject: (e: unknown) => void }
-    | undefined;
+  const queue = new EventQueue<StreamEvent>();
   /** Held vCPUs not answered yet: they continue when the stream ends. */
   const held = new Set<Respond>();
-  let failure: unknown;
   let ended = false;
   let member: Promise<Member> | undefined;
   let joined: Member | undefined;
@@ -331,39 +325,21 @@ export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
       held.add(respond);
       value = { ...record, respond };
     }
-    if (waiting) {
-      const w = waiting;
-      waiting = undefined;
-      w.resolve({ value, done: false });
-    } else if (queue.length >= MAX_QUEUED) {
-      fail(
-        new VmsightError("E_BUSY", `more than ${MAX_QUEUED} events were not read`, {
-          hint: "read events as they come",
-        }),
-      );
-    } else queue.push(value);
+    queue.push(value);
   };
-  const fail = (error: unknown) => {
-    failure ??= error;
-    const w = waiting;
-    waiting = undefined;
-    if (!w) return; // the next next() throws it
-    w.reject(error);
-    void finish().catch(() => {}); // a loop that sees a throw does not call return()
-  };
+  // The reader gets it after what was queued, once this stream's traps are gone.
+  const fail = (error: unknown) => queue.fail(error);
   const finish = async (): Promise<IteratorResult<StreamEvent>> => {
     if (!ended) {
       ended = true;
       // A held vCPU keeps the pump in its dispatch: let it go before leaving the hub.
       for (const respond of [...held]) respond({ action: "continue" }).catch(() => {});
       opts.signal?.removeEventListener("abort", onAbort);
-      const w = waiting;
-      waiting = undefined;
       try {
         const m = await member?.catch(() => undefined);
         if (m) await hub.leave(m);
       } finally {
-        w?.resolve({ value: undefined, done: true }); // a waiting loop ends once the traps are gone
+        queue.end(); // a waiting loop ends once the traps are gone
       }
     }
     return { value: undefined, done: true };
@@ -388,16 +364,11 @@ export function eventStream(hub: EventHub, opts: EventOptions): EventStream {
         opts.onReady?.(joined.engine.traps().length);
       }
       if (opts.signal?.aborted) return finish();
-      const value = queue.shift();
-      if (value !== undefined) return { value, done: false };
-      if (failure !== undefined) {
+      const value = await queue.take().catch(async (error: unknown) => {
         await finish();
-        throw failure;
-      }
-      if (ended) return { value: undefined, done: true };
-      return new Promise((resolve, reject) => {
-        waiting = { resolve, reject };
+        throw error;
       });
+      return value === undefined ? { value: undefined, done: true } : { value, done: false };
     },
     return: finish,
     [Symbol.asyncIterator]() {

@@ -7,6 +7,7 @@
  */
 import { type Space, type Vm, attach } from "../lib/index.js";
 import { VmsightError, isVmsightError } from "../util/errors.js";
+import { EventQueue } from "../util/event-queue.js";
 import type { AddressSpace, EventRecord, EventRequest, KillRequest, Row, ServedVm } from "./backend.js";
 
 /** The library's Space for a protocol address space (virtual without cpu or cr3: the kernel's). */
@@ -23,9 +24,6 @@ const STATE_EVENTS = new Set(["STOP", "RESUME", "SHUTDOWN", "RESET", "GUEST_PANI
 
 /** How long past the server's reply deadline the library itself lets a held vCPU go. */
 const HOLD_BACKSTOP_MS = 1000;
-
-/** Records waiting for a reader beyond this mean the reader has stopped reading. */
-const MAX_QUEUED = 65_536;
 
 /** The library's event options for the traced kinds of a request (undefined: none traced). */
 function traceOptions(req: EventRequest) {
@@ -49,29 +47,12 @@ function traceOptions(req: EventRequest) {
  * run-state events, merged into one iterator; return() ends the stream, which removes its traps.
  */
 function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
-  const queue: EventRecord[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  let failure: unknown;
-  const stop = (error?: unknown) => {
-    if (error !== undefined) failure ??= error;
-    ended = true;
-    wake?.();
-  };
-  const push = (r: EventRecord) => {
-    if (ended) return;
-    if (queue.length >= MAX_QUEUED) {
-      stop(new VmsightError("E_BUSY", `more than ${MAX_QUEUED} events were not read`));
-      return;
-    }
-    queue.push(r);
-    wake?.();
-  };
+  const queue = new EventQueue<EventRecord>();
   const unlisten =
     req.types.includes("state") && vm.target
       ? vm.target.qmp.onEvent((e) => {
           if (STATE_EVENTS.has(e.event))
-            push({
+            queue.push({
               type: "state",
               event: e.event,
               ...(e.data ? { data: JSON.parse(JSON.stringify(e.data)) } : {}),
@@ -87,36 +68,28 @@ function eventIterator(vm: Vm, req: EventRequest): AsyncIterator<EventRecord> {
       for (;;) {
         const r = await stream.next();
         if (r.done) break;
-        push(r.value as EventRecord);
+        queue.push(r.value as EventRecord);
       }
-      stop();
+      queue.end();
     } catch (error) {
-      stop(error);
+      queue.fail(error);
     }
   })();
   const finish = async (): Promise<IteratorResult<EventRecord>> => {
     unlisten();
-    ended = true;
-    queue.length = 0;
-    wake?.();
+    queue.end();
+    queue.clear();
     await stream?.return?.();
     await pumped;
     return { value: undefined, done: true };
   };
   return {
     async next() {
-      for (;;) {
-        const r = queue.shift();
-        if (r) return { value: r, done: false };
-        if (failure !== undefined) {
-          await finish();
-          throw failure;
-        }
-        if (ended) return { value: undefined, done: true };
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
+      const r = await queue.take().catch(async (error: unknown) => {
+        await finish();
+        throw error;
+      });
+      return r === undefined ? { value: undefined, done: true } : { value: r, done: false };
     },
     return: finish,
   };

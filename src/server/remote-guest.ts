@@ -32,6 +32,7 @@ import type {
 import type { KillOptions, RegisterValues } from "../lib/vm.js";
 import { hex, parseAddress } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import { EventQueue } from "../util/event-queue.js";
 import type { RpcClient } from "./client.js";
 import type { EventType } from "./schema.js";
 
@@ -247,66 +248,52 @@ function remoteStream(
   sub: { method: string; params: Record<string, unknown> },
   opts: EventOptions,
 ): EventStream {
-  const queue: VmEvent[] = [];
+  const queue = new EventQueue<VmEvent>();
   let id: string | undefined;
-  let ended = false;
-  let failure: unknown;
-  let wake: (() => void) | undefined;
-  const stop = (error?: unknown) => {
-    if (error !== undefined) failure ??= error;
-    ended = true;
-    wake?.();
-  };
   // Notifications can arrive before the subscribe reply names the id: keep them until it does.
   const early: Record<string, unknown>[] = [];
   const offEvent = client.on("event", (p) => {
     if (id === undefined) early.push(p);
-    else if (p.subscription === id && !ended) queue.push(record(p));
-    wake?.();
+    else if (p.subscription === id) queue.push(record(p));
   });
   const offEnded = client.on("subscription.ended", (p) => {
     if (p.subscription !== id) return;
     const e = p.error as { code?: string; message?: string } | undefined;
-    stop(e ? new VmsightError("E_SERVER", e.message ?? "the server ended the stream") : undefined);
+    if (e) queue.fail(new VmsightError("E_SERVER", e.message ?? "the server ended the stream"));
+    else queue.end();
   });
-  client.onClose((error) => stop(error));
+  client.onClose((error) => queue.fail(error));
   const started = client.call<{ subscription: string }>(sub.method, sub.params).then(
     (r) => {
       id = r.subscription;
       for (const p of early.splice(0)) if (p.subscription === id) queue.push(record(p));
       opts.onReady?.(0);
-      wake?.();
     },
-    (error) => stop(error),
+    (error) => queue.fail(error),
   );
-  const onAbort = () => void finish();
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  let finished = false;
   const finish = async (): Promise<IteratorResult<VmEvent>> => {
-    ended = true;
-    wake?.();
-    offEvent();
-    offEnded();
-    opts.signal?.removeEventListener("abort", onAbort);
-    await started;
-    if (id !== undefined) await client.call("events.unsubscribe", { subscription: id }).catch(() => {});
-    id = undefined;
+    if (!finished) {
+      finished = true;
+      queue.end();
+      offEvent();
+      offEnded();
+      opts.signal?.removeEventListener("abort", onAbort);
+      await started;
+      if (id !== undefined) await client.call("events.unsubscribe", { subscription: id }).catch(() => {});
+    }
     return { value: undefined, done: true };
   };
+  const onAbort = () => void finish();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
   const iterator: EventStream = {
     stops: 0,
     async next(): Promise<IteratorResult<VmEvent>> {
-      for (;;) {
-        const r = queue.shift();
-        if (r) return { value: r, done: false };
-        if (failure !== undefined) {
-          await finish();
-          throw failure;
-        }
-        if (ended) return finish();
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
+      const r = await queue.take().catch(async (error: unknown) => {
+        await finish();
+        throw error;
+      });
+      return r === undefined ? finish() : { value: r, done: false };
     },
     return: finish,
     [Symbol.asyncIterator]() {
