@@ -63,3 +63,18 @@ export function wrap(words: readonly string[], width: number): string[] {
   if (line !== "" || lines.length === 0) lines.push(line);
   return lines;
 }
+
+/** `vmsight COMMAND --help`: that command's usage and summary, and its options. */
+export function commandHelp(
+  entry: HelpEntry & { readonly options: Readonly<Record<string, unknown>> },
+): string {
+  const options = Object.keys(entry.options).map((o) => `--${o}`);
+  return [
+    `usage: vmsight ${entry.usage}`,
+    "",
+    ...wrap(entry.summary.split(" "), HELP_WIDTH - INDENT.length).map((l) => INDENT + l),
+    ...(options.length > 0 ? ["", `options: ${options.join(" ")}`] : []),
+    "",
+    "`vmsight --help` lists every command and the global options (--qmp, --dump, --json).",
+  ].join("\n");
+}

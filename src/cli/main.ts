@@ -7,7 +7,7 @@ import { type Options, type Values, parse } from "./args.js";
 import type { CliCommand, CommandContext } from "./command.js";
 import { COMMANDS } from "./commands.js";
 import { reportError } from "./errors.js";
-import { helpText } from "./help.js";
+import { commandHelp, helpText } from "./help.js";
 import { kernelOptions } from "./linux-commands.js";
 
 const GLOBAL: Options = {
@@ -40,6 +40,11 @@ async function main(argv: string[]): Promise<number> {
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) throw new UsageError(`unknown command "${name}"`, "run `vmsight help` to list the commands");
   const local = parse(rest, { ...GLOBAL, ...command.options }, `vmsight ${command.usage}`);
+  if (local.values.help) {
+    // Before anything runs: `demo --help` must not boot a guest.
+    process.stdout.write(`${commandHelp(command)}\n`);
+    return 0;
+  }
   const values: Values = {
     ...g.values,
     ...Object.fromEntries(Object.entries(local.values).filter(([, v]) => v !== undefined)),

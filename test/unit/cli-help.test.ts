@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { COMMANDS } from "../../src/cli/commands.js";
 import { HELP_WIDTH, commandList, helpText } from "../../src/cli/help.js";
+import { runCli } from "../support/cli.js";
 
 const squeeze = (s: string) => s.replace(/\s+/g, " ").trim();
 
@@ -33,4 +34,14 @@ test("help layout: short usages share the summary's line, long ones keep option 
     "      [--memory 512M]",
     "                          boot a guest",
   ]);
+});
+
+test("COMMAND --help prints that command's usage and runs nothing (demo would boot a guest)", async () => {
+  for (const name of ["demo", "serve", "kill", "trace"]) {
+    const r = await runCli([name, "--help"], 20_000);
+    assert.equal(r.code, 0, `${name} --help: ${r.stderr}`);
+    const command = COMMANDS.find((c) => c.name === name)!;
+    assert.ok(r.stdout.startsWith(`usage: vmsight ${command.usage}\n`), r.stdout);
+    assert.equal(r.stderr, "");
+  }
 });
