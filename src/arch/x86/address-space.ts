@@ -75,17 +75,22 @@ export class AddressSpace {
   findTranslation(addr: VirtAddr): Translation | undefined {
     const a = BigInt.asUintN(64, addr);
     if (!this.format) return identityTranslation(a);
-    const cache = this.cache;
-    if (!cache) return walkFind(this.mem, this.format, this.root, va(a));
+    if (!this.cache) return walkFind(this.mem, this.format, this.root, va(a));
+    const t = this.pageTranslation(a);
     const offset = a & PAGE_MASK;
+    return t === undefined || offset === 0n ? t : { ...t, phys: pa(t.phys + offset) };
+  }
+
+  /** The cached (or walked, then cached) translation of the 4 KiB page holding `a`. */
+  private pageTranslation(a: bigint): Translation | undefined {
     const page = Number(a >> 12n);
-    let t = cache.get(page);
+    let t = this.cache!.get(page);
     if (!t) {
-      t = walkFind(this.mem, this.format, this.root, va(a - offset));
+      t = walkFind(this.mem, this.format!, this.root, va(a - (a & PAGE_MASK)));
       if (!t) return undefined;
-      cache.set(page, t);
+      this.cache!.set(page, t);
     }
-    return offset === 0n ? t : { ...t, phys: pa(t.phys + offset) };
+    return t;
   }
 
   isMapped(addr: VirtAddr): boolean {
@@ -122,12 +127,24 @@ export class AddressSpace {
     const a = BigInt.asUintN(64, addr);
     if (length <= 0 || length > PAGE_SIZE || Number(a & PAGE_MASK) + length > PAGE_SIZE)
       return this.read(addr, length);
-    const phys = this.translate(va(a)).phys;
+    const phys = this.physOf(a);
     try {
       return this.mem.peek ? this.mem.peek(pa(phys), length) : this.mem.read(pa(phys), length);
     } catch (error) {
       throw this.physFault({ va: a, phys, length }, error, "unreadable");
     }
+  }
+
+  /** `translate(a).phys`, throwing as it does, without building a Translation on a cache hit. */
+  private physOf(a: bigint): bigint {
+    return this.physIfMapped(a) ?? this.translate(va(a)).phys;
+  }
+
+  /** `findTranslation(a)?.phys`, the hot path of every field read and prefetch. */
+  private physIfMapped(a: bigint): bigint | undefined {
+    if (!this.format || !this.cache) return this.findTranslation(va(a))?.phys;
+    const t = this.pageTranslation(a);
+    return t === undefined ? undefined : t.phys + (a & PAGE_MASK);
   }
 
   /**
@@ -139,8 +156,8 @@ export class AddressSpace {
     if (!this.mem.prefetch) return;
     const phys: ReadRequest[] = [];
     for (const r of requests) {
-      const t = this.findTranslation(va(r.addr));
-      if (t) phys.push({ addr: t.phys, length: r.length });
+      const at = this.physIfMapped(BigInt.asUintN(64, r.addr));
+      if (at !== undefined) phys.push({ addr: pa(at), length: r.length });
     }
     this.mem.prefetch(phys);
   }
