@@ -13,6 +13,7 @@ import { DEFAULT_WEB_DIR } from "./http.js";
 import { openLibVm } from "./lib-vm.js";
 import { DEFAULT_PUBLISHED, NatsPublisher } from "./nats.js";
 import { EVENT_TYPES, type EventType } from "./schema.js";
+import { userToken } from "./token.js";
 import { VmRegistry } from "./vms.js";
 import { listen } from "./ws.js";
 
@@ -72,7 +73,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const core = new ProtocolCore(registry);
   const server = await listen(core, {
     unixPath: opts.socket ?? defaultSocketPath(),
-    ...(tcp ? { tcp, webDir: opts.webDir ?? DEFAULT_WEB_DIR } : {}),
+    ...(tcp ? { tcp, webDir: opts.webDir ?? DEFAULT_WEB_DIR, token: userToken() } : {}),
     onShed: () => opts.log("serve: a client stopped reading and was disconnected"),
   });
   // The WebSocket URL stays first (programs read it); the dashboard's comes next.
