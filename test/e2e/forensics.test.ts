@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { attach, openDump } from "../../src/lib/index.js";
 import { Target } from "../../src/qemu/session.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
@@ -346,6 +347,30 @@ for (const kernelId of KERNELS) {
     after(async () => {
       await g?.stop();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("the library's methods return the CLI's --json rows, live and on the dump", async () => {
+      for (const [vm, source] of [
+        [await attach(g.qmpSocket), live],
+        [await openDump(dump), ["--dump", dump]],
+      ] as const) {
+        try {
+          const pid = view.net!.parent;
+          assert.deepEqual(await vm.lsof(pid), await cliJson([...source, "lsof", String(pid)]));
+          assert.deepEqual(await vm.env(pid), await cliJson([...source, "env", String(pid)]));
+          assert.deepEqual(await vm.mounts(), await cliJson([...source, "mounts"]));
+          assert.deepEqual(await vm.sockets(), await cliJson([...source, "sockets"]));
+          assert.deepEqual(await vm.ns(), await cliJson([...source, "ns"]));
+          assert.deepEqual(await vm.containers(), await cliJson([...source, "containers"]));
+          const log = await vm.dmesg();
+          assert.deepEqual(
+            log.slice(0, view.dmesg.length),
+            (await cliJson<unknown[]>([...source, "dmesg"])).slice(0, view.dmesg.length),
+          );
+        } finally {
+          await vm.close();
+        }
+      }
     });
 
     for (const from of ["live", "dump"] as const) {
