@@ -8,6 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { attach, openDump } from "../../src/lib/index.js";
+import type { Vm } from "../../src/lib/vm.js";
 import { Target } from "../../src/qemu/session.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
@@ -346,6 +348,47 @@ for (const kernelId of KERNELS) {
     after(async () => {
       await g?.stop();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    // A running guest starts, ends and renames kworkers as work comes: ns and containers are
+    // compared on the user processes the view saw, without names.
+    const stable = (lists: readonly (readonly object[])[]) => {
+      const user = (pid: number) => view.ns.has(pid) && pid !== view.viewerPid;
+      const [ns = [], groups = []] = lists as [
+        { pid: number; comm?: string }[],
+        { pids: number[]; comms?: string[] }[],
+      ];
+      return [
+        ns.filter((r) => user(r.pid)).map(({ comm: _, ...r }) => r),
+        groups.map(({ comms: _, ...g }) => ({ ...g, pids: g.pids.filter(user) })),
+      ];
+    };
+
+    test("the library's methods return the CLI's --json rows, live and on the dump", async () => {
+      const pid = view.net!.parent;
+      const n = view.dmesg.length;
+      // QEMU serves one QMP client at a time: the library's Vm is closed before the CLI runs.
+      const fromLibrary = async (vm: Vm) => {
+        try {
+          const rows = [await vm.lsof(pid), await vm.env(pid), await vm.mounts(), await vm.sockets()];
+          return [...rows, ...stable([await vm.ns(), await vm.containers()]), (await vm.dmesg()).slice(0, n)];
+        } finally {
+          await vm.close();
+        }
+      };
+      const fromCli = async (source: readonly string[]) => {
+        const args = [["lsof", String(pid)], ["env", String(pid)], ["mounts"], ["sockets"]];
+        const rows: unknown[] = [];
+        for (const a of args) rows.push(await cliJson([...source, ...a]));
+        const named = [
+          await cliJson<object[]>([...source, "ns"]),
+          await cliJson<object[]>([...source, "containers"]),
+        ];
+        rows.push(...stable(named));
+        return [...rows, (await cliJson<unknown[]>([...source, "dmesg"])).slice(0, n)];
+      };
+      assert.deepEqual(await fromLibrary(await attach(g.qmpSocket)), await fromCli(live));
+      assert.deepEqual(await fromLibrary(await openDump(dump)), await fromCli(["--dump", dump]));
     });
 
     for (const from of ["live", "dump"] as const) {

@@ -72,7 +72,8 @@ export function taskMountNamespace(ctx: KernelContext, task: VirtAddr): VirtAddr
 /** The `struct mount`s of a namespace, in the order mountinfo lists them. */
 export function namespaceMounts(ctx: KernelContext, ns: VirtAddr): VirtAddr[] {
   const L = ctx.layout;
-  if (L.findOffset("mnt_namespace", "mounts") !== undefined) {
+  // 6.1's mnt_namespace also has a `mounts` member (a count): the rb-tree shows in mount.mnt_node.
+  if (L.findOffset("mount", "mnt_node") !== undefined) {
     const root = ctx.kernel.readU64(va(ns + off(ctx, "mnt_namespace", "mounts")));
     const node = off(ctx, "mount", "mnt_node");
     return rbInOrder(ctx, root, `mnt_namespace ${hex(ns)} mounts`).map((n) => va(n - node));
