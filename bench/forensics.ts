@@ -4,7 +4,10 @@
  * live and on a QEMU ELF dump of it, against Volatility 3's `linux.lsof` and `linux.sockstat` on
  * the same dump with vmsight's symbol file (`vmsight isf`). Prints wall-time medians, the ratios,
  * and the counts each tool reports beside the guest's own (/proc/PID/fd and /proc/net/*, counted
- * in the guest), so a fast tool that lists less is seen.
+ * in the guest), so a fast tool that lists less is seen. The counts differ for known reasons:
+ * the guest's count includes the counting pipeline's own fds; sockstat counts socket fds (a
+ * socket two processes share counts twice) where /proc/net/* lists sockets once, and only five
+ * of its families.
  * Volatility comes from VMSIGHT_VOLATILITY (its vol.py); without it only vmsight is measured.
  * VMSIGHT_BENCH_RUNS sets the vmsight runs (default 5). Volatility runs each plugin twice: its
  * first run on a symbol file builds Volatility's own cache of it (most of that run's time), the
@@ -144,7 +147,7 @@ async function main(): Promise<void> {
     const ratio = (v: Timed | string, ours: Timed) =>
       typeof v === "string" ? "" : `Volatility / vmsight (dump) = ${(v.ms / ours.ms).toFixed(1)}x`;
     console.log(
-      `\n6.1 guest, workload hold ${FILES} ${SOCKETS} (pid ${holder}); vmsight: median of ${RUNS} CLI runs, Volatility: 1 run`,
+      `\n6.1 guest, workload hold ${FILES} ${SOCKETS} (pid ${holder}); vmsight: median of ${RUNS} CLI runs, Volatility: single runs`,
     );
     console.log(
       `guest's own: ${own.fds} fds in /proc/*/fd, holder ${own.holderFds} fds of which ${own.holderSockets} sockets, ${own.procNet} sockets in /proc/net/{tcp,tcp6,udp,udp6,unix}`,

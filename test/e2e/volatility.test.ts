@@ -187,6 +187,27 @@ for (const kernelId of KERNELS)
       for (const r of rows) assert.ok(pids.has(Number(r.PID)), `lsof pid ${r.PID} is a process of the guest`);
     });
 
+    test("linux.sockstat: the socket fds of the guest's user processes, as /proc/PID/fd has them", async () => {
+      const { rows } = await volatility("linux.sockstat");
+      const key = (pid: number, fd: number) => `${pid} ${fd}`;
+      const theirs = [...forensic.fds]
+        .filter(([pid]) => pid !== forensic.viewerPid)
+        .flatMap(([pid, fds]) =>
+          fds.filter((f) => f.target.startsWith("socket:[")).map((f) => key(pid, f.fd)),
+        );
+      const listed = new Set(forensic.fds.keys());
+      const mine = rows
+        .filter((r) => Number(r.TID) === Number(r.PID) && listed.has(Number(r.PID)))
+        .map((r) => key(Number(r.PID), Number(r.FD)));
+      const order = (xs: string[]) => [...xs].sort();
+      assert.deepEqual(order(mine), order(theirs));
+      const families = new Set(
+        rows.filter((r) => Number(r.PID) === forensic.net!.parent).map((r) => String(r.Family)),
+      );
+      for (const f of ["AF_INET", "AF_INET6", "AF_UNIX"])
+        assert.ok(families.has(f), `wl-net has an ${f} socket`);
+    });
+
     test("the ISF from the dump is byte for byte the one from the live guest", async () => {
       const r = await runCli(["--dump", dump, "isf"], 120_000);
       assert.equal(r.code, 0, r.stderr);
