@@ -94,6 +94,10 @@ const KNOWN_SYMBOL_TYPES: Readonly<Record<string, string>> = {
   init_files: "files_struct",
   init_mm: "mm_struct",
   modules: "list_head",
+  // linux.sockstat: the namespaces it walks, and the two it tells socket files by (net/socket.c).
+  net_namespace_list: "list_head",
+  socket_file_ops: "file_operations",
+  sockfs_dentry_operations: "dentry_operations",
 };
 
 const POINTER: IsfBaseType = { kind: "int", size: 8, signed: false, endian: "little" };
