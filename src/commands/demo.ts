@@ -75,7 +75,7 @@ const TRACE_COMMAND = "workload forkloop 3; ls /";
 
 export async function runDemo(opts: DemoOptions, log: Log): Promise<DemoReport> {
   const accel = detectAccel();
-  const { guest } = await bootDemoGuest(opts.kernelId, log);
+  const { guest } = await bootDemoGuest(opts.kernelId, log, opts.keep === true);
   try {
     await waitForGuestReady(guest, 180_000, log);
     log(`guest up; attaching through nothing but its QMP socket ${guest.qmpSocket}`);

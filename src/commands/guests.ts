@@ -42,6 +42,8 @@ export async function waitForGuestReady(guest: LaunchedGuest, timeoutMs: number,
 export async function bootDemoGuest(
   kernelId: string | undefined,
   log: Log,
+  /** Outlive this process (demo --keep): otherwise QEMU goes when vmsight exits. */
+  detach = false,
 ): Promise<{ image: GuestImage; guest: LaunchedGuest }> {
   const image = await ensureGuestImage(kernelId ?? kernelCatalog().default, log);
   log(`booting ${image.release} …`);
@@ -50,6 +52,7 @@ export async function bootDemoGuest(
     initrd: image.initrd,
     append: image.append,
     memory: "512M",
+    detach,
   });
   return { image, guest };
 }

@@ -1,12 +1,22 @@
-/** The README's first command: `vmsight demo` boots the demo guest and shows every layer working. */
+/**
+ * The README's first command: `vmsight demo` boots the demo guest and shows every layer working.
+ * Run with --keep (the same show), so the guest it leaves running is checked and stopped too.
+ */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { runCli } from "../support/cli.js";
 
 test("vmsight demo: kernel, processes, modules, maps, traced events, and a kill the guest confirms", async () => {
-  const r = await runCli(["demo"], 300_000);
+  const r = await runCli(["demo", "--keep"], 300_000);
   assert.equal(r.code, 0, r.stderr);
   const out = r.stdout;
+  const qmp = /guest left running: vmsight --qmp (\S+) status/.exec(out)?.[1];
+  assert.ok(qmp, "demo --keep names the guest it left running");
+  const status = await runCli(["--qmp", qmp, "status"]);
+  assert.equal(status.code, 0, `the kept guest outlives the demo: ${status.stderr}`);
+  assert.match(status.stdout, /^guest running/);
+  const stop = await runCli(["--qmp", qmp, "stop"]);
+  assert.equal(stop.code, 0, stop.stderr);
   assert.match(out, /KASLR slide\s+0x[0-9a-f]+/);
   assert.match(out, /symbols\s+\d{5,} \(kallsyms in guest memory\)/);
   for (const name of ["my worker 1", "abcdefghijklmno", "averyveryverylo", "wl-memwrite", "crc7"]) {
