@@ -49,6 +49,13 @@ export function vmListView(app: App): View {
     table.update(rows);
     watchAll();
   };
+  const refreshStatus = async (vm: string) => {
+    const row = rows.find((r) => r.name === vm);
+    if (!row?.present) return refresh();
+    const status = await app.rpc.call<Status>("vm.get_info", { vm });
+    rows = rows.map((r) => (r.name === vm ? { ...r, status } : r));
+    table.update(rows);
+  };
   const describe = async (v: VmEntry): Promise<VmRow> => {
     if (!v.present) return { name: v.name, present: false };
     try {
@@ -110,7 +117,12 @@ export function vmListView(app: App): View {
     root,
     refresh,
     onEvent(e) {
-      if (e.type === "vm.state") void refresh().catch((err) => app.notify(describeFailure(err)));
+      if (e.type !== "vm.state") return;
+      // A VM that comes or goes changes the list. A run-state change only changes its row's
+      // status: reading the kernel again would pause the guest for a snapshot, and that pause's
+      // own STOP/RESUME would start another read, for ever.
+      const membership = e.event === "APPEARED" || e.event === "VANISHED";
+      void (membership ? refresh() : refreshStatus(e.vm)).catch((err) => app.notify(describeFailure(err)));
     },
     unmount() {
       alive = false;
