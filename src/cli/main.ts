@@ -125,7 +125,7 @@ async function runServed(command: CliCommand, ctx: BaseContext, served: ServedBy
       `${holds}; it reads the guest with its own symbols, so --${own} cannot apply`,
       "leave the option out, or stop the server",
     );
-  if (ctx.values.verbose) ctx.log(`through ${holds.replace(" holds", ", which holds")} as VM "${served.vm}"`);
+  if (ctx.values.verbose) ctx.log(`through vmsight serve (pid ${served.pid}), as its VM "${served.vm}"`);
   const { RpcClient } = await import("../server/client.js");
   const { RemoteGuest } = await import("../server/remote-guest.js");
   const vm = new RemoteGuest(await RpcClient.connect(served.url), served.vm);

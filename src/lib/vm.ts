@@ -93,7 +93,8 @@ export interface VmDumpOptions {
 
 export type RegisterValues = Readonly<Record<string, Address>>;
 
-function address(a: Address, what: string): bigint {
+/** A guest address in any form the library takes, as a bigint; E_USAGE for one that is not 64-bit. */
+export function address(a: Address, what: string): bigint {
   const v =
     typeof a === "bigint"
       ? a

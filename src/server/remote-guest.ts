@@ -29,20 +29,15 @@ import type {
   TreeRow,
   VmEvent,
 } from "../lib/types.js";
-import type { KillOptions, RegisterValues } from "../lib/vm.js";
-import { hex, parseAddress } from "../util/address.js";
+import { type KillOptions, type RegisterValues, address } from "../lib/vm.js";
+import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 import { EventQueue } from "../util/event-queue.js";
 import type { RpcClient } from "./client.js";
 import type { EventType } from "./schema.js";
 
-/** A protocol address ("0x…") from any of the library's address forms. */
-function wireAddress(a: Address, what: string): string {
-  const v = typeof a === "string" ? parseAddress(a) : BigInt(a);
-  if (v === undefined || v < 0n || v >= 1n << 64n)
-    throw new VmsightError("E_USAGE", `${what} is not a 64-bit address: ${String(a)}`);
-  return hex(v);
-}
+/** A protocol address ("0x…") from any of the library's address forms, checked as the library does. */
+const wireAddress = (a: Address, what: string): string => hex(address(a, what));
 
 function spaceFields(space: Space): Record<string, unknown> {
   if (space === "physical") return { space: "phys" };
