@@ -2,7 +2,7 @@ import type { KernelContext } from "../os/linux/context.js";
 import { listVmas } from "../os/linux/maps.js";
 import { listModules } from "../os/linux/modules.js";
 import { pidNamespaceEntries } from "../os/linux/pid-ns.js";
-import { prefetchCmdlines, readCmdline } from "../os/linux/process-memory.js";
+import { type ProcessStrings, readCmdline, readCmdlines } from "../os/linux/process-memory.js";
 import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux/pstree.js";
 import { type TaskInfo, listAllThreads, listTasks, readTask } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
@@ -30,9 +30,9 @@ export function withWarnings(warnings: readonly string[]): { warnings?: readonly
  * The command line, or "" and a warning when the process's mm or page tables cannot be read:
  * one broken process must not take the listing down with it.
  */
-function cmdlineOf(k: KernelContext, t: TaskInfo, warnings: string[]): string {
+function cmdlineOf(k: KernelContext, t: TaskInfo, warnings: string[], known?: ProcessStrings): string {
   try {
-    const c = readCmdline(k, t);
+    const c = known ?? readCmdline(k, t);
     if (c.partial && c.faultAddress !== undefined)
       warnings.push(`command line cut at ${hex(c.faultAddress)}: page not readable`);
     return c.strings.join(" ");
@@ -43,9 +43,9 @@ function cmdlineOf(k: KernelContext, t: TaskInfo, warnings: string[]): string {
   }
 }
 
-function psRow(k: KernelContext, t: TaskInfo): PsRow {
+function psRow(k: KernelContext, t: TaskInfo, known?: ProcessStrings): PsRow {
   const warnings = [...t.warnings];
-  const cmdline = cmdlineOf(k, t, warnings);
+  const cmdline = cmdlineOf(k, t, warnings, known);
   return {
     pid: t.pid,
     tgid: t.tgid,
@@ -60,8 +60,8 @@ function psRow(k: KernelContext, t: TaskInfo): PsRow {
 
 export function psRows(k: KernelContext): PsRow[] {
   const tasks = listTasks(k);
-  prefetchCmdlines(k, tasks);
-  return tasks.map((t) => psRow(k, t)).sort((a, b) => a.pid - b.pid);
+  const cmdlines = readCmdlines(k, tasks);
+  return tasks.map((t, i) => psRow(k, t, cmdlines[i])).sort((a, b) => a.pid - b.pid);
 }
 
 /**

@@ -25,8 +25,8 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   private pages = new Map<number, Buffer>();
   /** Pages read once by a small read: a second small read fills the page. */
   private touched = new Set<number>();
-  /** Reads fetched ahead by `prefetch`, by their exact address. */
-  private spans = new Map<bigint, Buffer>();
+  /** Reads fetched ahead by `prefetch`, by their exact address (a number: exact below 2^53, and hashed faster than a bigint). */
+  private spans = new Map<number, Buffer>();
   hits = 0;
   misses = 0;
 
@@ -66,7 +66,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
 
   read(addr: PhysAddr, length: number): Buffer {
     if (length > BYPASS || this.direct) return this.inner.read(addr, length);
-    const span = this.spans.size === 0 ? undefined : this.spans.get(addr);
+    const span = this.spans.size === 0 ? undefined : this.spans.get(Number(addr));
     if (span !== undefined && span.length >= length) {
       this.hits++;
       return span.subarray(0, length);
@@ -158,11 +158,13 @@ export class CachedPhysicalMemory implements PhysicalMemory {
    */
   prefetch(requests: readonly ReadRequest[]): void {
     if (this.direct) return;
-    const wanted = requests.filter((r) => r.length > 0 && r.length <= BYPASS && !this.spans.has(r.addr));
+    const wanted = requests.filter(
+      (r) => r.length > 0 && r.length <= BYPASS && !this.spans.has(Number(r.addr)),
+    );
     if (wanted.length === 0) return;
     const results = this.inner.readMany(wanted);
     results.forEach((r, k) => {
-      if (r.ok) this.spans.set(wanted[k]!.addr, r.data);
+      if (r.ok) this.spans.set(Number(wanted[k]!.addr), r.data);
     });
   }
 

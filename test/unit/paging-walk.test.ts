@@ -312,9 +312,9 @@ test("formatFromControlRegisters follows CR0.PG, CR4.PAE/PSE/LA57 and EFER.LMA",
   assert.equal(formatFromControlRegisters({ cr0: 0x6000_0010n, cr4: 0n, efer: 0n }), undefined);
 });
 
-test("prefetchWalks fetches every level of many walks in batches: the walks then read nothing more", async () => {
+test("translateMany fetches every level of many walks in batches, says where each lands, and the walks then read nothing more", async () => {
   const { CachedPhysicalMemory } = await import("../../src/memory/page-cache.js");
-  const { prefetchWalks } = await import("../../src/arch/x86/index.js");
+  const { translateMany } = await import("../../src/arch/x86/index.js");
   const mem = new BufferPhysicalMemory();
   const b = new PageTableBuilder(mem, "4-level");
   const data = mem.map(0x1000000, 4 * MiB);
@@ -346,12 +346,15 @@ test("prefetchWalks fetches every level of many walks in batches: the walks then
     addr: addr + 0x10n,
     length: 16,
   }));
-  prefetchWalks(cached, X86_64_4LEVEL, walks);
+  const landed = translateMany(cached, X86_64_4LEVEL, walks);
   assert.ok(batches <= 5, `${batches} batches for 4 levels and the leaves`);
-  for (const w of walks.slice(0, 4)) {
+  walks.slice(0, 4).forEach((w, k) => {
     const t = translate(cached, X86_64_4LEVEL, b.root, va(w.addr));
+    assert.equal(landed[k], t.phys, `walk ${k} lands where translate says`);
     assert.deepEqual(cached.read(t.phys, 16), mem.read(t.phys, 16));
-  }
+  });
+  assert.equal(landed[4], undefined, "the unmapped address lands nowhere");
+  assert.deepEqual(translateMany(mem, X86_64_4LEVEL, walks), landed, "memory that does not batch: the same answers");
   assert.equal(single, 0, "a walk or leaf read went to the source after the prefetch");
   // The unmapped address: its walk stopped, and translating it still reports the fault.
   assert.throws(() => translate(cached, X86_64_4LEVEL, b.root, va(0x500000010n)), FaultError);

@@ -102,7 +102,7 @@ export class AddressSpace {
     // Most reads (one object, one field) lie in one page: no piece list for them.
     if (length > 0 && length <= PAGE_SIZE && Number(a & PAGE_MASK) + length <= PAGE_SIZE) {
       checkLength(length);
-      return this.readPiece({ va: a, phys: this.translate(va(a)).phys, length });
+      return this.readPiece({ va: a, phys: this.physOf(a), length });
     }
     const pieces = this.pieces(addr, length);
     if (pieces.length === 1) return this.readPiece(pieces[0]!);
@@ -143,6 +143,8 @@ export class AddressSpace {
   /** `findTranslation(a)?.phys`, the hot path of every field read and prefetch. */
   private physIfMapped(a: bigint): bigint | undefined {
     if (!this.format || !this.cache) return this.findTranslation(va(a))?.phys;
+    const cached = this.cache.physOf(Number(a >> 12n));
+    if (cached !== undefined) return cached + (a & PAGE_MASK);
     const t = this.pageTranslation(a);
     return t === undefined ? undefined : t.phys + (a & PAGE_MASK);
   }
@@ -236,12 +238,12 @@ export class AddressSpace {
     let cur = BigInt.asUintN(64, addr);
     let left = length;
     while (left > 0) {
-      const t = this.translate(va(cur));
+      const phys = this.physOf(cur);
       const inPage = Number(PAGE - (cur & PAGE_MASK));
       const n = Math.min(left, inPage);
       const last = out[out.length - 1];
-      if (last && last.phys + BigInt(last.length) === t.phys) last.length += n;
-      else out.push({ va: cur, phys: t.phys, length: n });
+      if (last && last.phys + BigInt(last.length) === phys) last.length += n;
+      else out.push({ va: cur, phys, length: n });
       left -= n;
       cur = BigInt.asUintN(64, cur + BigInt(n));
     }

@@ -38,6 +38,27 @@ export class TranslationCache {
     return t;
   }
 
+  /**
+   * The physical address of the page's first byte, if cached: `get(page)?.phys` without building
+   * a Translation for a page inside a large one (every kernel field read lands in one).
+   */
+  physOf(page: number): bigint | undefined {
+    const t = this.pages.get(page);
+    if (t) {
+      this.hits++;
+      return t.phys;
+    }
+    for (const [span, bySpan] of this.large) {
+      const l = bySpan.get(Math.floor(page / span));
+      if (l) {
+        this.hits++;
+        return l.phys + BigInt((page % span) * SMALL_PAGE);
+      }
+    }
+    this.misses++;
+    return undefined;
+  }
+
   set(page: number, t: Translation): void {
     if (t.pageSize > SMALL_PAGE) {
       const span = t.pageSize / SMALL_PAGE;

@@ -23,4 +23,4 @@ export {
   type PagingLevel,
   type RootOptions,
 } from "./formats.js";
-export { checkAddress, findTranslation, prefetchWalks, translate, type Translation } from "./walk.js";
+export { checkAddress, findTranslation, translate, translateMany, type Translation } from "./walk.js";

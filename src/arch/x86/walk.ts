@@ -140,27 +140,29 @@ export function findTranslation(
 }
 
 /**
- * Fetches, one level at a time, every page-table entry that translating each (root, addr) pair
- * reads, then the `length` bytes the address lands on (cut at its page's end), into `mem`'s cache
- * (PhysicalMemory.prefetch): a thousand processes' walks cost one batch per level instead of one
- * read per entry. Walks that fault simply stop; the translation that follows reports why.
+ * Translates many (root, addr) pairs one level at a time for all of them together, and where the
+ * memory batches reads (PhysicalMemory.prefetch) fetches each level's entries, then the `length`
+ * bytes each address lands on (cut at its page's end), in one batch: a thousand processes' walks
+ * cost one batch per level instead of one read per entry. Returns where each address lands, or
+ * undefined for a walk that faulted: translating that address alone says why.
  */
-export function prefetchWalks(
+export function translateMany(
   mem: PhysicalMemory,
   format: PagingFormat,
   walks: readonly { readonly root: bigint; readonly addr: bigint; readonly length: number }[],
-): void {
-  if (!mem.prefetch) return;
+): (PhysAddr | undefined)[] {
+  const landed: (PhysAddr | undefined)[] = new Array(walks.length).fill(undefined);
   const entrySize = BigInt(format.entrySize);
   const leaves: ReadRequest[] = [];
-  let live = walks
-    .filter((w) => checkAddress(format, w.addr) === undefined)
-    .map((w) => ({ table: w.root, w }));
+  let live: { table: bigint; k: number }[] = [];
+  walks.forEach((w, k) => {
+    if (checkAddress(format, w.addr) === undefined) live.push({ table: w.root, k });
+  });
   for (const { lvl, shift, indexMask, offsetMask } of stepsOf(format)) {
-    const at = live.map(({ table, w }) => pa(table + ((w.addr >> shift) & indexMask) * entrySize));
-    mem.prefetch(at.map((addr) => ({ addr, length: format.entrySize })));
+    const at = live.map(({ table, k }) => pa(table + ((walks[k]!.addr >> shift) & indexMask) * entrySize));
+    mem.prefetch?.(at.map((addr) => ({ addr, length: format.entrySize })));
     const next: typeof live = [];
-    live.forEach(({ w }, i) => {
+    live.forEach(({ k }, i) => {
       let entry: bigint;
       try {
         entry = readEntry(mem, format, at[i]!);
@@ -169,15 +171,14 @@ export function prefetchWalks(
       }
       if ((entry & format.flags.present) === 0n) return;
       const leaf = isLeaf(format, lvl, entry);
+      const w = walks[k]!;
       if (leaf === true) {
-        const inPage = 4096 - Number(w.addr & 0xfffn);
-        leaves.push({
-          addr: pa(leafBase(format, lvl, entry) | (w.addr & offsetMask)),
-          length: Math.min(w.length, inPage),
-        });
-      } else if (leaf === false) next.push({ table: entry & format.addrMask, w });
+        landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & offsetMask));
+        leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) });
+      } else if (leaf === false) next.push({ table: entry & format.addrMask, k });
     });
     live = next;
   }
-  mem.prefetch(leaves);
+  mem.prefetch?.(leaves);
+  return landed;
 }

@@ -1,5 +1,5 @@
 import type { AddressSpace } from "../../arch/x86/address-space.js";
-import { prefetchWalks } from "../../arch/x86/walk.js";
+import { translateMany } from "../../arch/x86/walk.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
@@ -80,30 +80,56 @@ export function readCmdline(ctx: KernelContext, task: HasMm): ProcessStrings {
 }
 
 /**
- * Fetches what `readCmdline` of each of these tasks will read (its mm, the page-table pages of
- * its first argv byte, that page) one level at a time for all of them together, so that on
- * memory read by system calls a listing costs a few batches instead of a chain of dependent
- * reads per process. Only a hint: anything unreadable is left for readCmdline to report.
+ * `readCmdline` of each task, answered for all of them together where the answer is the common
+ * one (argv in one page, ending in NUL): their mm fields, each level of their page walks and
+ * their argv pages are read one batch each, so that on memory read by system calls a listing
+ * costs a few batches instead of a chain of dependent reads per process, and on any memory no
+ * process gets an address space of its own. undefined where `readCmdline` must answer (and
+ * report what it could not read).
  */
-export function prefetchCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): void {
+export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (ProcessStrings | undefined)[] {
+  const found: (ProcessStrings | undefined)[] = tasks.map((t) => (t.mm === 0n ? EMPTY : undefined));
   const format = ctx.kernel.format;
-  if (!ctx.kernel.mem.prefetch || ctx.kernel.mem.mapped || !format) return;
+  if (!format) return found;
   const { start, length } = mmSpan(mmOffsets(ctx.layout));
-  const mms = tasks.filter((t) => t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds)).map((t) => t.mm);
-  ctx.kernel.prefetch(mms.map((mm) => ({ addr: mm + BigInt(start), length })));
+  const users = tasks.flatMap((t, i) => (t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds) ? [i] : []));
+  ctx.kernel.prefetch(users.map((i) => ({ addr: tasks[i]!.mm + BigInt(start), length })));
   const walks: { root: bigint; addr: bigint; length: number }[] = [];
-  for (const mm of mms) {
+  const whose: number[] = [];
+  for (const i of users) {
+    const argv = oneArgvPage(ctx, tasks[i]!.mm);
+    if (argv) {
+      walks.push(argv);
+      whose.push(i);
+    }
+  }
+  translateMany(ctx.kernel.mem, format, walks).forEach((phys, k) => {
+    if (phys === undefined) return;
     try {
-      const r = readMm(ctx, mm);
-      if (r.argStart < r.argEnd && r.argEnd - r.argStart <= BigInt(MAX_PROCESS_STRINGS)) {
-        const root = ctx.directToPhys(va(r.pgd));
-        walks.push({ root, addr: r.argStart, length: Number(r.argEnd - r.argStart) });
-      }
+      const bytes = Buffer.from(ctx.kernel.mem.read(phys, walks[k]!.length));
+      if (bytes[bytes.length - 1] === 0) found[whose[k]!] = finish(bytes, false, false, undefined);
     } catch (error) {
       if (!(error instanceof VmsightError)) throw error;
     }
+  });
+  return found;
+}
+
+/** The walk to a process's argv when it is non-empty, in user space and within one page. */
+function oneArgvPage(
+  ctx: KernelContext,
+  mmPtr: bigint,
+): { root: bigint; addr: bigint; length: number } | undefined {
+  try {
+    const mm = readMm(ctx, mmPtr);
+    const length = mm.argEnd - mm.argStart;
+    if (length <= 0n || length > PAGE - (mm.argStart & (PAGE - 1n))) return undefined;
+    if (!isUserAddress(mm.argStart, ctx.bounds) || mm.argEnd > ctx.bounds.userEnd) return undefined;
+    return { root: ctx.directToPhys(va(mm.pgd)), addr: mm.argStart, length: Number(length) };
+  } catch (error) {
+    if (!(error instanceof VmsightError)) throw error;
+    return undefined;
   }
-  prefetchWalks(ctx.kernel.mem, format, walks);
 }
 
 /** The environment: [env_start, env_end), as environ_read() returns it. */
