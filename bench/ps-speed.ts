@@ -102,7 +102,9 @@ function versusDrgn(runs: readonly DrgnRun[], cold: readonly Run[], second: read
   return lines;
 }
 
-async function anonymousRam(drgn: DrgnPeer | undefined): Promise<void> {
+/** Returns the peer, or undefined once a drgn run has failed (said why, then went on without). */
+async function anonymousRam(prepared: DrgnPeer | undefined): Promise<DrgnPeer | undefined> {
+  let drgn = prepared;
   const g = await boot("anonymous", drgn !== undefined);
   try {
     await g.waitReady(300_000);
@@ -115,14 +117,23 @@ async function anonymousRam(drgn: DrgnPeer | undefined): Promise<void> {
         rmSync(process.env.VMSIGHT_CACHE_DIR!, { recursive: true, force: true });
         cold.push(await psRun(g.qmpSocket));
         second.push(await psRun(g.qmpSocket));
-        if (drgn) peer.push(await drgn.ps(g.qmpSocket));
+        if (drgn) {
+          try {
+            peer.push(await drgn.ps(g.qmpSocket));
+          } catch (e) {
+            log(`drgn peer: skipped from here on: ${(e as Error).message}`);
+            drgn = undefined;
+          }
+        }
       }
       console.log(`\n${second[0]!.tasks} processes (6.1 guest, anonymous RAM, medians of ${RUNS} runs)`);
       console.log(summary("cold", cold));
       console.log(summary("second", second));
       if (drgn) for (const l of versusDrgn(peer, cold, second)) console.log(l);
+      else if (prepared) console.log("drgn     failed (see the `drgn peer:` line)");
       console.log(await warm(g.qmpSocket, "process"));
     }
+    return drgn;
   } finally {
     await g.stop();
   }
@@ -149,13 +160,12 @@ async function main(): Promise<void> {
   process.env.VMSIGHT_TIMINGS = "1";
   try {
     const kernel = ensureKernel("6.1", log);
-    const drgn = await prepareDrgn(kernel.spec.package, kernel.release);
-    await anonymousRam(drgn);
+    const drgn = await anonymousRam(await prepareDrgn(kernel.spec.package, kernel.release));
     await mappedRam();
     console.log(
       drgn
         ? `\npeer: drgn ${drgn.version} --qemu with ${drgn.vmlinux}, alternating with vmsight on the anonymous-RAM guest`
-        : "\npeer: drgn --qemu skipped (why: see the `drgn peer:` line above)",
+        : "\npeer: drgn --qemu skipped (why: see the `drgn peer:` line)",
     );
     console.log("targets: second ≤ 250 ms, cold ≤ 600 ms, warm < 20 ms at 1,000, peak RSS ≤ 100 MB");
     if (drgn) console.log("targets against drgn (same run, same guest): drgn/second ≥ 3.5×, drgn/cold > 1×");
