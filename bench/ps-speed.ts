@@ -9,16 +9,23 @@
  * both RAM paths: that guest's, and a second guest's shared memfd, mapped.
  * For each: wall time, CPU time (the machine is shared: wall time also measures the neighbours),
  * peak RSS and the per-step breakdown VMSIGHT_TIMINGS=1 prints.
- * Targets: second ≤ 250 ms, cold ≤ 600 ms, warm < 20 ms at 1,000, peak RSS ≤ 100 MB.
- * The peer (drgn --qemu) is skipped: it needs its 855 MB of DWARF for this kernel downloaded and
- * drgn built, which this bench does not do yet.
+ * The peer, in the same run on the same guest: drgn's live QEMU mode with the kernel's full DWARF
+ * (bench/peers/drgn.ts: built once from ../shared/peers, the -dbg package downloaded once; it
+ * needs `-device vmcoreinfo` and qemu_fw_cfg in the guest, so the anonymous-RAM guest has both),
+ * listing what `vmsight ps` lists, a new drgn process each run. Rounds alternate cold, second and
+ * drgn (QMP takes one client at a time); medians of each. When drgn cannot be had, the bench
+ * says why and runs without it.
+ * Targets: second ≤ 250 ms, cold ≤ 600 ms, warm < 20 ms at 1,000, peak RSS ≤ 100 MB; against the
+ * peer, as ratios of medians in the same run: drgn / second ≥ 3.5, drgn / cold > 1.
  * VMSIGHT_BENCH_SIZES=100,1000 picks the sizes.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ensureKernel } from "../src/guests/kernels.js";
 import { runCli } from "../test/support/cli.js";
 import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
+import { type DrgnPeer, type DrgnRun, prepareDrgn } from "./peers/drgn.js";
 import { warmRefreshes } from "./warm.js";
 
 const RUNS = 3;
@@ -73,27 +80,60 @@ async function grow(g: TestGuest, want: number): Promise<number> {
 
 const log = (l: string) => process.stderr.write(`${l}\n`);
 // 10,000 processes need more than the default 512 MiB.
-const boot = (memoryBackend: "anonymous" | "memfd") =>
-  bootTestGuest("6.1", { log, memoryBackend, memory: "3G" });
+const boot = (memoryBackend: "anonymous" | "memfd", vmcoreinfo = false) =>
+  bootTestGuest("6.1", { log, memoryBackend, memory: "3G", vmcoreinfo });
 
-async function anonymousRam(): Promise<void> {
-  const g = await boot("anonymous");
+/** drgn's line, the task-count check and the ratios to vmsight's medians (wall times). */
+function versusDrgn(runs: readonly DrgnRun[], cold: readonly Run[], second: readonly Run[]): string[] {
+  const wall = median(runs.map((r) => r.wallMs));
+  const cpu = median(runs.map((r) => r.cpuMs));
+  const rss = median(runs.map((r) => r.maxRssKb)) / 1024;
+  const tasks = median(runs.map((r) => r.tasks));
+  const ours = median(second.map((r) => r.tasks));
+  const lines = [
+    `${"drgn".padEnd(8)} wall ${wall.toFixed(0).padStart(5)} ms  cpu ${cpu.toFixed(0).padStart(5)} ms  peak RSS ${rss.toFixed(0).padStart(4)} MB  (--qemu, full DWARF; ${tasks} processes, ${median(runs.map((r) => r.threads))} threads; runs ${runs.map((r) => r.wallMs.toFixed(0)).join("/")} ms)`,
+  ];
+  if (Math.abs(tasks - ours) > 2) lines.push(`MISMATCH: drgn listed ${tasks} processes, vmsight ${ours}`);
+  const vsSecond = wall / median(second.map((r) => r.wallMs));
+  const vsCold = wall / median(cold.map((r) => r.wallMs));
+  lines.push(
+    `${"ratios".padEnd(8)} drgn/second ${vsSecond.toFixed(2)}× (target ≥ 3.5: ${vsSecond >= 3.5 ? "met" : "NOT met"})  drgn/cold ${vsCold.toFixed(2)}× (target > 1: ${vsCold > 1 ? "met" : "NOT met"})`,
+  );
+  return lines;
+}
+
+/** Returns the peer, or undefined once a drgn run has failed (said why, then went on without). */
+async function anonymousRam(prepared: DrgnPeer | undefined): Promise<DrgnPeer | undefined> {
+  let drgn = prepared;
+  const g = await boot("anonymous", drgn !== undefined);
   try {
     await g.waitReady(300_000);
     for (const want of SIZES) {
       await grow(g, want);
       const cold: Run[] = [];
+      const second: Run[] = [];
+      const peer: DrgnRun[] = [];
       for (let i = 0; i < RUNS; i++) {
         rmSync(process.env.VMSIGHT_CACHE_DIR!, { recursive: true, force: true });
         cold.push(await psRun(g.qmpSocket));
+        second.push(await psRun(g.qmpSocket));
+        if (drgn) {
+          try {
+            peer.push(await drgn.ps(g.qmpSocket));
+          } catch (e) {
+            log(`drgn peer: skipped from here on: ${(e as Error).message}`);
+            drgn = undefined;
+          }
+        }
       }
-      const second: Run[] = [];
-      for (let i = 0; i < RUNS; i++) second.push(await psRun(g.qmpSocket));
       console.log(`\n${second[0]!.tasks} processes (6.1 guest, anonymous RAM, medians of ${RUNS} runs)`);
       console.log(summary("cold", cold));
       console.log(summary("second", second));
+      if (drgn) for (const l of versusDrgn(peer, cold, second)) console.log(l);
+      else if (prepared) console.log("drgn     failed (see the `drgn peer:` line)");
       console.log(await warm(g.qmpSocket, "process"));
     }
+    return drgn;
   } finally {
     await g.stop();
   }
@@ -119,10 +159,16 @@ async function main(): Promise<void> {
   process.env.VMSIGHT_CACHE_DIR = join(cacheDir, "kernels-seen");
   process.env.VMSIGHT_TIMINGS = "1";
   try {
-    await anonymousRam();
+    const kernel = ensureKernel("6.1", log);
+    const drgn = await anonymousRam(await prepareDrgn(kernel.spec.package, kernel.release));
     await mappedRam();
-    console.log("\npeer: drgn --qemu skipped (needs the kernel's 855 MB debug package and a drgn build)");
+    console.log(
+      drgn
+        ? `\npeer: drgn ${drgn.version} --qemu with ${drgn.vmlinux}, alternating with vmsight on the anonymous-RAM guest`
+        : "\npeer: drgn --qemu skipped (why: see the `drgn peer:` line)",
+    );
     console.log("targets: second ≤ 250 ms, cold ≤ 600 ms, warm < 20 ms at 1,000, peak RSS ≤ 100 MB");
+    if (drgn) console.log("targets against drgn (same run, same guest): drgn/second ≥ 3.5×, drgn/cold > 1×");
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
   }

@@ -36,7 +36,16 @@ export interface GuestImageOptions {
   readonly imagesDir?: string;
   /** "rootkit": the image also carries the test rootkit (guests/rootkit), which init loads. */
   readonly variant?: "rootkit";
+  /**
+   * The image also loads qemu_fw_cfg, through which the kernel hands its VMCOREINFO to QEMU's
+   * `-device vmcoreinfo` (what drgn's --qemu mode needs to identify the kernel). A separate
+   * image: the default ones keep their module list, so their bytes.
+   */
+  readonly vmcoreinfo?: boolean;
 }
+
+/** The modules a `vmcoreinfo` image adds (qemu_fw_cfg depends on no other module). */
+const VMCOREINFO_MODULES = ["drivers/firmware/qemu_fw_cfg"];
 
 /** Bump when the image layout changes in a way the input hash cannot see. */
 const BUILDER_VERSION = "vmsight-guest-image 1";
@@ -63,10 +72,12 @@ export async function ensureGuestImage(
   opts: GuestImageOptions = {},
 ): Promise<GuestImage> {
   const kernelFiles = ensureKernel(kernelId, log);
-  const modules = kernelFiles.spec.modules.map((m) => findModule(kernelFiles, m));
+  const wanted = [...kernelFiles.spec.modules, ...(opts.vmcoreinfo ? VMCOREINFO_MODULES : [])];
+  const modules = wanted.map((m) => findModule(kernelFiles, m));
   const extra = opts.variant === "rootkit" ? [rootkitSource(kernelFiles, log)] : [];
   const key = inputHash(kernelFiles, [...modules, ...extra]);
-  const name = [kernelFiles.spec.id, ...(opts.variant ? [opts.variant] : []), key].join("-");
+  const tags = [...(opts.variant ? [opts.variant] : []), ...(opts.vmcoreinfo ? ["vmcoreinfo"] : [])];
+  const name = [kernelFiles.spec.id, ...tags, key].join("-");
   const dir = join(opts.imagesDir ?? join(cacheRoot(), "images"), name);
   const initrd = join(dir, "initrd.cpio");
   if (!existsSync(initrd)) {

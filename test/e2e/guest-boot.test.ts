@@ -209,6 +209,25 @@ describe("guest images", () => {
     });
   }
 
+  test(
+    "vmcoreinfo: an image of its own adds qemu_fw_cfg; the default one goes without",
+    {
+      timeout: BOOT_TIMEOUT,
+    },
+    async () => {
+      const dir = freshDir();
+      const plain = await ensureGuestImage("6.1", log, { imagesDir: dir });
+      const fwCfg = await ensureGuestImage("6.1", log, { imagesDir: dir, vmcoreinfo: true });
+      const name = (i: { initrd: string }): string => basename(join(i.initrd, ".."));
+      assert.match(name(plain), /^6\.1-[0-9a-f]{16}$/);
+      assert.match(name(fwCfg), /^6\.1-vmcoreinfo-[0-9a-f]{16}$/);
+      const ko = `lib/modules/${plain.release}/kernel/drivers/firmware/qemu_fw_cfg.ko`;
+      const names = (i: { initrd: string }): string[] => newcEntries(readFileSync(i.initrd)).map((e) => e[0]);
+      assert.ok(names(fwCfg).includes(ko), "qemu_fw_cfg.ko in the vmcoreinfo image");
+      assert.ok(!names(plain).includes(ko), "no qemu_fw_cfg.ko in the default image");
+    },
+  );
+
   test("SOURCE_DATE_EPOCH is an input: another epoch, another image", { timeout: BOOT_TIMEOUT }, async () => {
     const a = await ensureGuestImage("6.12", log, { imagesDir: freshDir() });
     const b = await withEnv("SOURCE_DATE_EPOCH", "1700000000", () =>

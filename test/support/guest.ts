@@ -20,6 +20,11 @@ export interface TestGuestOptions extends Partial<Omit<LaunchOptions, "kernel" |
   /** Boot this bzImage (e.g. a copy of the image's) instead of the image's own file. */
   readonly kernel?: string;
   readonly image?: GuestImageOptions;
+  /**
+   * QEMU gets `-device vmcoreinfo` and the guest loads qemu_fw_cfg (an image of its own), so the
+   * kernel's VMCOREINFO reaches QEMU: what drgn's --qemu mode needs (bench/peers/drgn.ts).
+   */
+  readonly vmcoreinfo?: boolean;
 }
 
 export interface TestGuest {
@@ -42,8 +47,8 @@ export interface TestGuest {
  * TCG (or $VMSIGHT_ACCEL) with 512M unless told otherwise.
  */
 export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {}): Promise<TestGuest> {
-  const { log, image: imageOpts, kernel, ...launch } = opts;
-  const image = await ensureGuestImage(kernelId, log, imageOpts);
+  const { log, image: imageOpts, kernel, vmcoreinfo, ...launch } = opts;
+  const image = await ensureGuestImage(kernelId, log, vmcoreinfo ? { ...imageOpts, vmcoreinfo } : imageOpts);
   const startedAt = Date.now();
   const guest = await launchGuest({
     // TCG unless VMSIGHT_ACCEL says otherwise: the tests' timings and trap costs assume it.
@@ -51,6 +56,7 @@ export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {
     memory: "512M",
     append: image.append,
     ...launch,
+    extraArgs: [...(launch.extraArgs ?? []), ...(vmcoreinfo ? ["-device", "vmcoreinfo"] : [])],
     kernel: kernel ?? image.kernel,
     initrd: image.initrd,
   });
