@@ -7,12 +7,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx biome check src test bench scripts
 node dist/scripts/check-layers.js src
-node dist/src/cli/main.js images build
+node dist/src/bundle/main.js images build
 # Optional in the catalog, but the discovery end-to-end test boots it (an -rt build moves most
 # task_struct members): fetch it here, where a failure to do so is plain.
-node dist/src/cli/main.js images build 6.1-rt
+node dist/src/bundle/main.js images build 6.1-rt
 # The check end-to-end test boots 6.1 with the test rootkit, built against Debian's 6.1 headers.
-node dist/src/cli/main.js images build --rootkit 6.1
+node dist/src/bundle/main.js images build --rootkit 6.1
 # One file at a time: end-to-end files boot TCG guests, and this machine has two cores. Only the
 # test folders: test/support and test/fixtures hold scripts (a protocol client the fleet test
 # spawns, the transcript recorders that rewrite test/fixtures) that are not tests.

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { resolve } from "node:path";
 import { after } from "node:test";
-
-const MAIN = resolve(import.meta.dirname, "../../src/cli/main.js");
+import { MAIN } from "./cli.js";
 
 const running = new Set<ChildProcess>();
 after(() => {

@@ -1,7 +1,26 @@
 import { spawn } from "node:child_process";
+import { statSync } from "node:fs";
 import { resolve } from "node:path";
 
-const MAIN = resolve(import.meta.dirname, "../../src/cli/main.js");
+/**
+ * The `vmsight` command as installed: the bundle (scripts/build-cli.ts), so the tests run what
+ * users run. A bundle older than the compiled sources would test old code: refused, with the fix.
+ */
+export const MAIN = freshBundle(resolve(import.meta.dirname, "../../src"));
+
+function freshBundle(dist: string): string {
+  const bundle = resolve(dist, "bundle/main.js");
+  const compiled = resolve(dist, "cli/main.js");
+  const age = (f: string) => statSync(f, { throwIfNoEntry: false })?.mtimeMs;
+  const b = age(bundle);
+  const c = age(compiled);
+  if (b === undefined || (c !== undefined && b < c)) {
+    throw new Error(
+      `${bundle} is missing or older than ${compiled}: run \`npm run build\` (or scripts/setup.sh)`,
+    );
+  }
+  return bundle;
+}
 
 export interface CliResult {
   readonly code: number | null;

@@ -354,7 +354,11 @@ test("translateMany fetches every level of many walks in batches, says where eac
     assert.deepEqual(cached.read(t.phys, 16), mem.read(t.phys, 16));
   });
   assert.equal(landed[4], undefined, "the unmapped address lands nowhere");
-  assert.deepEqual(translateMany(mem, X86_64_4LEVEL, walks), landed, "memory that does not batch: the same answers");
+  assert.deepEqual(
+    translateMany(mem, X86_64_4LEVEL, walks),
+    landed,
+    "memory that does not batch: the same answers",
+  );
   assert.equal(single, 0, "a walk or leaf read went to the source after the prefetch");
   // The unmapped address: its walk stopped, and translating it still reports the fault.
   assert.throws(() => translate(cached, X86_64_4LEVEL, b.root, va(0x500000010n)), FaultError);

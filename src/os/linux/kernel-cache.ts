@@ -224,7 +224,7 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
     const b = take(bytes, size);
     return make(b.buffer as ArrayBuffer, b.byteOffset, bytes / size);
   };
-  const addresses = column((b, o, l) => new BigUint64Array(b, o, l), n * 8, 8);
+  const offsets = column((b, o, l) => new BigUint64Array(b, o, l), n * 8, 8);
   const starts = column((b, o, l) => new Uint32Array(b, o, l), (n + 1) * 4, 4);
   const slots = column((b, o, l) => new Uint32Array(b, o, l), 4, 4)[0]!;
   if (slots > 4 * n + 16) throw new Error("damaged symbol file");
@@ -233,17 +233,13 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   const types = take(n, 1);
   const names = data.toString("utf8", at);
   if (names.length !== starts[n]) throw new Error("damaged symbol file");
-  if (base !== 0n) {
-    for (let i = 0; i < n; i++) if (flags[i] !== FLAG_ABSOLUTE) addresses[i] = addresses[i]! + base;
-  }
-  const table = SymbolTable.fromColumns({
+  return SymbolTable.fromColumns({
     count: n,
-    addresses,
+    offsets,
+    base,
     byName,
     nameAt: (i) => names.slice(starts[i]!, starts[i + 1]!),
     typeAt: (i) => String.fromCharCode(types[i]!),
     absoluteAt: (i) => flags[i] === FLAG_ABSOLUTE,
   });
-  if (!table) throw new Error("symbol file out of address order");
-  return table;
 }

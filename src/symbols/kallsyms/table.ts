@@ -1,5 +1,6 @@
 import { hex } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
+import { addToEach, isAscending } from "../../util/u64-column.js";
 import { lookupName } from "./name-index.js";
 
 export interface KernelSymbol {
@@ -38,8 +39,13 @@ function isSorted(symbols: readonly KernelSymbol[]): boolean {
  */
 export interface SymbolColumns {
   readonly count: number;
-  /** Ascending. */
-  readonly addresses: BigUint64Array;
+  /**
+   * Each symbol's address less `base`, absolute ones as they are; ascending once `base` is added
+   * back. Moved only when an address-ordered lookup first needs them (a loop over 100,000
+   * elements that a command looking up names by name never pays for).
+   */
+  readonly offsets: BigUint64Array;
+  readonly base: bigint;
   nameAt(i: number): string;
   typeAt(i: number): string;
   absoluteAt(i: number): boolean;
@@ -55,30 +61,50 @@ export interface SymbolColumns {
 export class SymbolTable {
   private list: readonly KernelSymbol[] | undefined;
   private readonly columns: SymbolColumns | undefined;
-  private readonly addresses: BigUint64Array;
+  /** Ascending; built on first use for a table over columns. */
+  private sortedAddresses: BigUint64Array | undefined;
   private byName: Map<string, number> | undefined;
 
   constructor(symbols: readonly KernelSymbol[] | SymbolColumns) {
     if (!Array.isArray(symbols)) {
       this.columns = symbols as SymbolColumns;
-      this.addresses = this.columns.addresses;
       return;
     }
     // Array.prototype.sort is stable, so aliases keep their source order.
     const sorted = isSorted(symbols) ? symbols.slice() : symbols.slice().sort(byAddress);
     this.list = sorted;
     this.columns = undefined;
-    this.addresses = new BigUint64Array(sorted.length);
+    this.sortedAddresses = new BigUint64Array(sorted.length);
     for (let i = 0; i < sorted.length; i++) {
-      this.addresses[i] = BigInt.asUintN(64, sorted[i]!.address);
+      this.sortedAddresses[i] = BigInt.asUintN(64, sorted[i]!.address);
     }
   }
 
-  /** A table over columns; undefined when their addresses are not ascending. */
-  static fromColumns(columns: SymbolColumns): SymbolTable | undefined {
-    const a = columns.addresses;
-    for (let i = 1; i < a.length; i++) if (a[i - 1]! > a[i]!) return undefined;
+  /** A table over columns (whose order is checked when an address lookup first needs it). */
+  static fromColumns(columns: SymbolColumns): SymbolTable {
     return new SymbolTable(columns);
+  }
+
+  /** Every address in order: the columns moved by their base, once. */
+  private get addresses(): BigUint64Array {
+    if (this.sortedAddresses) return this.sortedAddresses;
+    const c = this.columns!;
+    const moved = c.offsets.slice();
+    if (c.base !== 0n) addToEach(moved, c.base, (i) => !c.absoluteAt(i));
+    if (!isAscending(moved)) {
+      throw new VmsightError("E_SYMBOL_MAP", "the kept symbol table is not in address order", {
+        hint: "run `vmsight cache clear`: the next command reads the symbols from the guest again",
+      });
+    }
+    this.sortedAddresses = moved;
+    return moved;
+  }
+
+  private addressAt(i: number): bigint {
+    if (this.sortedAddresses) return this.sortedAddresses[i]!;
+    const c = this.columns!;
+    const o = c.offsets[i]!;
+    return c.absoluteAt(i) ? o : BigInt.asUintN(64, o + c.base);
   }
 
   /** Every symbol, in address order (built on first use for a table over columns). */
@@ -90,7 +116,7 @@ export class SymbolTable {
   private at(i: number): KernelSymbol {
     if (this.list) return this.list[i]!;
     const c = this.columns!;
-    const s = { name: c.nameAt(i), address: c.addresses[i]!, type: c.typeAt(i) };
+    const s = { name: c.nameAt(i), address: this.addressAt(i), type: c.typeAt(i) };
     return c.absoluteAt(i) ? { ...s, absolute: true } : s;
   }
 
@@ -117,7 +143,7 @@ export class SymbolTable {
   }
 
   get size(): number {
-    return this.addresses.length;
+    return this.columns ? this.columns.count : this.sortedAddresses!.length;
   }
 
   findAddress(name: string): bigint | undefined {
