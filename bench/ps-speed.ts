@@ -36,6 +36,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 interface Run {
   readonly wallMs: number;
   readonly steps: Record<string, number>;
+  /** Peak RSS (MB) when each step ended. */
+  readonly peakRssMb: Record<string, number>;
   readonly tasks: number;
 }
 
@@ -46,8 +48,13 @@ async function psRun(qmp: string): Promise<Run> {
   if (r.code !== 0) throw new Error(`ps failed: ${r.stderr}`);
   const line = r.stderr.split("\n").find((l) => l.startsWith("vmsight-timings "));
   if (!line) throw new Error(`no timings line: ${r.stderr}`);
-  const steps = JSON.parse(line.slice("vmsight-timings ".length)) as Record<string, number>;
-  return { wallMs, steps, tasks: (JSON.parse(r.stdout) as unknown[]).length };
+  const { peakRssMb, ...steps } = JSON.parse(line.slice("vmsight-timings ".length)) as Record<
+    string,
+    number
+  > & {
+    peakRssMb: Record<string, number>;
+  };
+  return { wallMs, steps, peakRssMb, tasks: (JSON.parse(r.stdout) as unknown[]).length };
 }
 
 /** Medians over the runs: wall, CPU, peak RSS and each step. */
@@ -59,7 +66,10 @@ function summary(label: string, runs: readonly Run[]): string {
   const wall = median(runs.map((r) => r.wallMs));
   const cpu = median(runs.map((r) => r.steps.cpuMs ?? 0));
   const rss = median(runs.map((r) => r.steps.maxRssKb ?? 0)) / 1024;
-  return `${label.padEnd(8)} wall ${wall.toFixed(0).padStart(5)} ms  cpu ${cpu.toFixed(0).padStart(5)} ms  peak RSS ${rss.toFixed(0).padStart(4)} MB  steps (ms): ${stepText}`;
+  const rssText = names
+    .map((n) => `${n} ${median(runs.map((r) => r.peakRssMb[n] ?? 0)).toFixed(0)}`)
+    .join(", ");
+  return `${label.padEnd(8)} wall ${wall.toFixed(0).padStart(5)} ms  cpu ${cpu.toFixed(0).padStart(5)} ms  peak RSS ${rss.toFixed(0).padStart(4)} MB  steps (ms): ${stepText}\n${"".padEnd(8)} peak RSS after each step (MB): ${rssText}`;
 }
 
 async function warm(qmp: string, memory: "auto" | "process"): Promise<string> {
