@@ -5,6 +5,7 @@ import { type DiscoverOptions, type KernelInfo, discoverKernel } from "../os/lin
 import { pageTableCandidates } from "../os/linux/page-table-search.js";
 import { listTasks } from "../os/linux/tasks.js";
 import { checkKernelPointer } from "../os/linux/walk.js";
+import { controlRegistersOf } from "../qemu/hmp-registers.js";
 import type { Machine } from "../qemu/machine.js";
 import { parseSystemMap } from "../symbols/kallsyms/system-map.js";
 import type { SymbolTable } from "../symbols/kallsyms/table.js";
@@ -37,14 +38,11 @@ export async function openKernel(target: Machine, opts: OpenKernelOptions = {}):
     ...cacheOption(),
   };
   if (target.vcpuCount() === 0) return discoverWithoutRegisters(target, discover);
-  const regs = await target.registers(0);
+  const regs = target.controlRegisters
+    ? await target.controlRegisters(0)
+    : controlRegistersOf(await target.registers(0));
   markStep("registers");
-  const get = (n: string) => regs.get(n) ?? 0n;
-  const k = discoverKernel(
-    target.memory,
-    { cr0: get("cr0"), cr3: get("cr3"), cr4: get("cr4"), efer: get("efer") },
-    discover,
-  );
+  const k = discoverKernel(target.memory, regs, discover);
   // Cached translations are only true until the guest runs again.
   target.onRun(() => k.kernel.invalidate());
   return k;

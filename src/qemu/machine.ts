@@ -1,4 +1,5 @@
 import type { CachedPhysicalMemory } from "../memory/page-cache.js";
+import type { ControlRegisters } from "./hmp-registers.js";
 
 /**
  * What reading a guest needs, whether it is a live QEMU (Target) or a memory dump (DumpMachine):
@@ -7,6 +8,8 @@ import type { CachedPhysicalMemory } from "../memory/page-cache.js";
 export interface Machine {
   readonly memory: CachedPhysicalMemory;
   registers(cpu?: number): Promise<Map<string, bigint>>;
+  /** CR0/CR3/CR4/EFER alone, where the machine has a cheaper way to them than `registers`. */
+  controlRegisters?(cpu?: number): Promise<ControlRegisters>;
   onRun(listener: () => void): () => void;
   vcpuCount(): number;
   close(): Promise<void>;

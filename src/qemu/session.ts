@@ -8,6 +8,7 @@ import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
 import { VmsightError } from "../util/errors.js";
 import { privateDir } from "../util/private-dir.js";
+import { type ControlRegisters, controlRegistersOf, parseControlRegisters } from "./hmp-registers.js";
 import type { Machine } from "./machine.js";
 import { findQemuPid, gdbSocketPath } from "./qemu-process.js";
 import { TrapCore } from "./traps.js";
@@ -186,6 +187,18 @@ export class Target implements Machine {
 
   vcpuCount(): number {
     return this.vcpuThreads.length;
+  }
+
+  /**
+   * CR0, CR3, CR4 and EFER of one vCPU, through QMP (HMP `info registers`) when its text has
+   * them, else through the gdbstub.
+   */
+  async controlRegisters(cpu = 0): Promise<ControlRegisters> {
+    if (cpu >= 0 && cpu < this.vcpuThreads.length) {
+      const found = parseControlRegisters(await this.qmp.hmp("info registers", { cpuIndex: cpu }));
+      if (found) return found;
+    }
+    return controlRegistersOf(await this.registers(cpu));
   }
 
   /** All registers of one vCPU, keyed by the target description's lower-case names. */

@@ -176,8 +176,13 @@ export class QmpClient {
    * line ends (QEMU sends "\r\n"). HMP reports most of its errors as ordinary
    * output text, not as a QMP error.
    */
-  async hmp(commandLine: string, options: QmpExecuteOptions = {}): Promise<string> {
-    const out = await this.execute("human-monitor-command", { "command-line": commandLine }, options);
+  async hmp(commandLine: string, options: QmpExecuteOptions & { cpuIndex?: number } = {}): Promise<string> {
+    const { cpuIndex, ...execute } = options;
+    const args = {
+      "command-line": commandLine,
+      ...(cpuIndex === undefined ? {} : { "cpu-index": cpuIndex }),
+    };
+    const out = await this.execute("human-monitor-command", args, execute);
     if (typeof out !== "string") {
       throw new ProtocolError(NOT_QMP, `human-monitor-command returned ${preview(JSON.stringify(out))}`);
     }
