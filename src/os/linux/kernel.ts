@@ -99,17 +99,18 @@ export function discoverKernel(
     });
   }
   const kernel = new AddressSpace(mem, format, kernelRoot(regs, format));
-  const image = timed("image", () => imageMappings(mem, kernel, format));
+  // The image's base alone (its first page) is all a kernel build seen before needs.
+  const base = timed("image", () => imageMappings(mem, kernel, format, { firstOnly: true }).base);
   const build = opts.symbols || opts.layout || !opts.cache ? undefined : opts.cache;
   const cached =
-    build && timed("cache", () => build.find(image.base, (place) => readIdentity(kernel, image.base, place)));
+    build && timed("cache", () => build.find(base, (place) => readIdentity(kernel, base, place)));
   const learned = cached ? fromCache(cached) : undefined;
   const symbols =
     learned?.symbols ??
     (opts.symbols
-      ? relocate(opts.symbols, image.base)
-      : timed("kallsyms", () => recoverFromImage(mem, image)));
-  const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? image.base;
+      ? relocate(opts.symbols, base)
+      : timed("kallsyms", () => recoverFromImage(mem, imageMappings(mem, kernel, format))));
+  const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? base;
   let btf = learned?.btf ?? (opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols)));
   const bannerAddr = symbols.findAddress("linux_banner");
   const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
@@ -118,7 +119,7 @@ export function discoverKernel(
     btf = timed("store", () =>
       rememberBuild(
         build,
-        image.base,
+        base,
         { text: banner, address: bannerAddr },
         symbols,
         loaded,
@@ -186,10 +187,18 @@ function kernelRoot(regs: CpuRegisters, format: PagingFormat): PhysAddr {
 }
 
 /** The kernel image's pages: the mappings in the KASLR window; the first is `_text`. */
-function imageMappings(mem: PhysicalMemory, kernel: AddressSpace, format: PagingFormat) {
+function imageMappings(
+  mem: PhysicalMemory,
+  kernel: AddressSpace,
+  format: PagingFormat,
+  opts: { firstOnly?: boolean } = {},
+) {
   const { mappings } = enumerateMappings(mem, format, kernel.root, {
     start: va(IMAGE_WINDOW.start),
     end: IMAGE_WINDOW.end,
+    // The first path down to a leaf visits one entry per level: the first mapping's start is
+    // then exact (its end may be cut short).
+    ...(opts.firstOnly ? { maxEntries: format.levels.length } : {}),
   });
   const first = mappings[0];
   if (!first) throw new VmsightError("E_NO_KERNEL", "no kernel image is mapped in the kernel page tables");
