@@ -27,7 +27,7 @@ import { ensureKernel } from "../src/guests/kernels.js";
 import { runCli } from "../test/support/cli.js";
 import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
 import { type DrgnPeer, type DrgnRun, prepareDrgn } from "./peers/drgn.js";
-import { warmRefreshes } from "./warm.js";
+import { warmRefreshesApart } from "./warm.js";
 
 const RUNS = 3;
 const SIZES = (process.env.VMSIGHT_BENCH_SIZES ?? "100,1000,10000").split(",").map(Number);
@@ -73,9 +73,8 @@ function summary(label: string, runs: readonly Run[]): string {
 }
 
 async function warm(qmp: string, memory: "auto" | "process"): Promise<string> {
-  const w = await warmRefreshes(qmp, { memory });
-  const rss = process.resourceUsage().maxRSS / 1024;
-  return `warm     walk ${w.median.toFixed(1).padStart(5)} ms  bench RSS ${rss.toFixed(0).padStart(4)} MB  (one process, median of 20; ${w.source})`;
+  const w = await warmRefreshesApart(qmp, { memory });
+  return `warm     walk ${w.median.toFixed(1).padStart(5)} ms  peak RSS ${w.rssMb.toFixed(0).padStart(4)} MB  (a process of its own, median of 20; ${w.source})`;
 }
 
 /** Tops the guest's process count up to `want` with sleeping `sleep`s; returns the count. */

@@ -1,7 +1,9 @@
+import { fileURLToPath } from "node:url";
 /** The warm `ps` loop that bench/semantics.ts and bench/ps-speed.ts both measure. */
 import { openKernel } from "../src/commands/linux.js";
 import { psRows } from "../src/commands/processes.js";
 import { Target } from "../src/qemu/session.js";
+import { runNode } from "../test/support/cli.js";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -30,4 +32,26 @@ export async function warmRefreshes(
   } finally {
     await target.close();
   }
+}
+
+/**
+ * The same in a process of its own, as a program using the library runs it: the bench's own
+ * process carries the heap of everything it measured before (peer runs, CLI output), which
+ * makes its collections, and so the listing, slower than a user's.
+ */
+export async function warmRefreshesApart(
+  qmpSocket: string,
+  opts: { readonly memory?: "auto" | "process" } = {},
+): Promise<{ median: number; source: string; rssMb: number }> {
+  const r = await runNode(fileURLToPath(import.meta.url), [qmpSocket, opts.memory ?? "auto"], {
+    timeoutMs: 300_000,
+  });
+  if (r.code !== 0) throw new Error(`warm listing failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { median: number; source: string; rssMb: number };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [qmp, memory] = process.argv.slice(2) as [string, "auto" | "process"];
+  const w = await warmRefreshes(qmp, { memory });
+  console.log(JSON.stringify({ ...w, rssMb: process.resourceUsage().maxRSS / 1024 }));
 }

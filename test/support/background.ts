@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { after } from "node:test";
-import { MAIN } from "./cli.js";
+import { cliMain } from "./cli.js";
 
 const running = new Set<ChildProcess>();
 after(() => {
@@ -20,7 +20,7 @@ export class BackgroundCli {
   closedAt: number | undefined;
   private readonly child: ChildProcess;
 
-  constructor(args: readonly string[], script = MAIN) {
+  constructor(args: readonly string[], script = cliMain()) {
     this.child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     this.child.stdout!.on("data", (d: Buffer) => {
       this.stdout += d.toString();

@@ -6,9 +6,8 @@ import { resolve } from "node:path";
  * The `vmsight` command as installed: the bundle (scripts/build-cli.ts), so the tests run what
  * users run. A bundle older than the compiled sources would test old code: refused, with the fix.
  */
-export const MAIN = freshBundle(resolve(import.meta.dirname, "../../src"));
-
-function freshBundle(dist: string): string {
+export function cliMain(): string {
+  const dist = resolve(import.meta.dirname, "../../src");
   const bundle = resolve(dist, "bundle/main.js");
   const compiled = resolve(dist, "cli/main.js");
   const age = (f: string) => statSync(f, { throwIfNoEntry: false })?.mtimeMs;
@@ -67,7 +66,7 @@ export function runNode(file: string, args: readonly string[], opts: RunOptions 
 
 /** Runs the built `vmsight` CLI as a user would, in its own process. */
 export function runCli(args: readonly string[], timeoutMs = 60_000): Promise<CliResult> {
-  return runNode(MAIN, args, { timeoutMs });
+  return runNode(cliMain(), args, { timeoutMs });
 }
 
 /** Runs the CLI and parses its --json output; fails the test with stderr when it exits non-zero. */
