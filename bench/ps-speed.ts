@@ -192,6 +192,16 @@ async function main(): Promise<void> {
   // The CLI children inherit these: a cache of the bench's own, and the step timings.
   process.env.VMSIGHT_CACHE_DIR = join(cacheDir, "kernels-seen");
   process.env.VMSIGHT_TIMINGS = "1";
+  // Set on some machines (this sandbox sets it): every Node process then reads and parses the CA
+  // bundle before running any code, ~40 ms here. vmsight makes no TLS connection, and a user's
+  // shell rarely sets it, so the runs go without it (drgn, in Python, never reads it).
+  const extraCerts = process.env.NODE_EXTRA_CA_CERTS;
+  delete process.env.NODE_EXTRA_CA_CERTS;
+  if (extraCerts !== undefined) {
+    console.log(
+      `NODE_EXTRA_CA_CERTS (${extraCerts}) is unset for the vmsight runs: with it, Node reads the CA bundle at every start (~40 ms here), before any vmsight code runs`,
+    );
+  }
   try {
     const kernel = ensureKernel("6.1", log);
     const drgn = await anonymousRam(await prepareDrgn(kernel.spec.package, kernel.release));
