@@ -35,10 +35,16 @@ const READABLE_KINDS = new Set(["ram", "rom", "romd"]);
 export async function discoverRamLayout(monitor: Monitor, pid: number): Promise<RamLayout> {
   const flat = parseFlatView(await monitor.hmp("info mtree -f"));
   const hostMaps = readHostMaps(pid);
+  const ranges = flat.filter((r) => READABLE_KINDS.has(r.kind));
+  // Sent together: QEMU answers them in order, and a round trip each would add up at attach.
+  const [ramSize, ...hvas] = await Promise.all([
+    reportedRamSize(monitor),
+    ...ranges.map(async (range) => parseGpa2hva(await monitor.hmp(`gpa2hva ${hex(range.start)}`))),
+  ]);
   const regions: RamRegion[] = [];
-  for (const range of flat.filter((r) => READABLE_KINDS.has(r.kind))) {
-    const hva = parseGpa2hva(await monitor.hmp(`gpa2hva ${hex(range.start)}`));
-    if (hva === undefined) continue;
+  ranges.forEach((range, i) => {
+    const hva = hvas[i];
+    if (hva === undefined) return;
     const mapping = hostMaps.find((m) => hva >= m.start && hva + range.size <= m.end);
     if (!mapping) {
       throw new VmsightError(
@@ -55,8 +61,7 @@ export async function discoverRamLayout(monitor: Monitor, pid: number): Promise<
       hva,
       ...fileBacking(pid, mapping, hva),
     });
-  }
-  const ramSize = await reportedRamSize(monitor);
+  });
   checkRamCoverage(flat, ramSize);
   return { pid, regions, ramSize };
 }
