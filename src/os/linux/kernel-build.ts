@@ -26,21 +26,31 @@ export function btfFromBytes(bytes: Uint8Array): { layout: StructLayout; typeCou
   return { layout: btfLayout(db, BTF_SOURCE), typeCount: db.btf.typeCount };
 }
 
-/** The banner and BTF where a cache entry says they lie, or undefined when they cannot be read. */
+/**
+ * The banner and BTF where a cache entry says they lie, or undefined when the banner cannot be
+ * read. The BTF (megabytes) is read when first asked for, so an entry of another build costs
+ * only its banner; a BTF that cannot be read throws then (KernelCache.find takes that as a miss).
+ */
 export function readIdentity(
   kernel: AddressSpace,
   base: bigint,
   place: BuildPlace,
 ): BuildIdentity | undefined {
   if (place.btfSize <= 0 || place.btfSize > MAX_BTF) return undefined;
+  let banner: string;
   try {
-    return {
-      banner: kernel.readCString(va(base + place.bannerOffset), 512).trimEnd(),
-      btf: kernel.read(va(base + place.btfOffset), place.btfSize),
-    };
+    banner = kernel.readCString(va(base + place.bannerOffset), 512).trimEnd();
   } catch {
     return undefined;
   }
+  let btf: Uint8Array | undefined;
+  return {
+    banner,
+    get btf() {
+      btf ??= kernel.read(va(base + place.btfOffset), place.btfSize);
+      return btf;
+    },
+  };
 }
 
 /** The symbols and types of a build seen before; BTF is parsed only for a question not asked then. */
