@@ -93,7 +93,7 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
         const held = `${((performance.now() - d0) / 1000).toFixed(2)} s`;
         if (decoded)
           o.log(
-            `kallsyms in guest RAM after ${since()}: ${decoded.table.symbols.length} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`,
+            `kallsyms in guest RAM after ${since()}: ${decoded.table.size} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`,
           );
         else if (undecodable++ === 0)
           o.log(
@@ -224,7 +224,7 @@ function relocatedAmong(
     const text = BigInt.asUintN(64, d.text + rb - d.layout.relativeBase);
     const slide = BigInt.asUintN(64, text - DEFAULT_TEXT);
     if (want === undefined ? plausibleSlide(slide) : slide === want) {
-      return { tokenTable, relativeBase: rb, slide, symbols: d.table.symbols.length };
+      return { tokenTable, relativeBase: rb, slide, symbols: d.table.size };
     }
   }
   return undefined;
@@ -242,7 +242,7 @@ export function readRelocatedKernel(
 ): Pick<KernelImage, "symbols" | "image" | "base"> {
   const mem = ram.memory;
   const d = decodeAt(ram, copy.tokenTable);
-  if (!d || d.layout.relativeBase !== copy.relativeBase || d.table.symbols.length !== copy.symbols) {
+  if (!d || d.layout.relativeBase !== copy.relativeBase || d.table.size !== copy.symbols) {
     throw new VmsightError(
       "E_GUEST_DATA",
       `the relocated kallsyms at ${hex(copy.tokenTable)} changed between two reads of the stopped guest`,

@@ -2,21 +2,57 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, test } from "node:test";
-import { SymbolTable, parseSystemMap } from "../../src/symbols/kallsyms/index.js";
+import { type KernelSymbol, SymbolTable, parseSystemMap } from "../../src/symbols/kallsyms/index.js";
+import { buildNameIndex } from "../../src/symbols/kallsyms/name-index.js";
+import type { SymbolArrays } from "../../src/symbols/kallsyms/table.js";
 import { VmsightError } from "../../src/util/errors.js";
 
 const fixtures = resolve(import.meta.dirname, "../../../test/fixtures/kallsyms");
 const fixture = (name: string) => readFileSync(resolve(fixtures, name), "utf8");
 
+/** Arrays in the list's own order, as kallsyms recovery makes them. */
+function arraysOf(list: readonly KernelSymbol[]): SymbolArrays {
+  const starts = new Uint32Array(list.length + 1);
+  list.forEach((s, i) => {
+    starts[i + 1] = starts[i]! + s.name.length;
+  });
+  return {
+    count: list.length,
+    addresses: BigUint64Array.from(list, (s) => s.address),
+    absolute: Uint8Array.from(list, (s) => (s.absolute ? 1 : 0)),
+    types: Uint8Array.from(list, (s) => s.type.charCodeAt(0)),
+    names: list.map((s) => s.name).join(""),
+    starts,
+    byName: buildNameIndex(list.length, (i) => list[i]!.name),
+  };
+}
+
 describe("SymbolTable", () => {
-  const table = new SymbolTable([
+  const list: KernelSymbol[] = [
     { name: "c", address: 0x3000n, type: "T" },
     { name: "a", address: 0x1000n, type: "T" },
     { name: "a_alias", address: 0x1000n, type: "t" },
     { name: "dup", address: 0x2000n, type: "t" },
     { name: "dup", address: 0x2800n, type: "t" },
     { name: "pcpu", address: 0x10n, type: "A", absolute: true },
-  ]);
+  ];
+  const table = new SymbolTable(list);
+
+  test("a table over arrays answers as the list it was made from", () => {
+    const arrays = table.toArrays();
+    const over = SymbolTable.fromArrays(arrays);
+    assert.deepEqual(over.symbols, table.symbols);
+    assert.equal(over.toArrays(), arrays, "its arrays are kept as they are");
+    assert.equal(over.findAddress("dup"), 0x2000n);
+    assert.equal(over.findAddress("pcpu"), 0x10n);
+    assert.deepEqual(over.symbolize(0x2900n), { name: "dup", offset: 0x100n });
+  });
+
+  test("arrays out of address order are sorted as a list is, aliases in their order", () => {
+    const over = SymbolTable.fromArrays(arraysOf(list));
+    assert.deepEqual(over.symbols, table.symbols);
+    assert.deepEqual(over.toArrays(), table.toArrays());
+  });
 
   test("sorts by address and keeps duplicates", () => {
     assert.deepEqual(

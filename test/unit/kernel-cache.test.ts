@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { type BuildIdentity, type BuildPlace, KernelCache } from "../../src/os/linux/kernel-cache.js";
-import type { KernelSymbol } from "../../src/symbols/kallsyms/table.js";
+import { type KernelSymbol, SymbolTable } from "../../src/symbols/kallsyms/table.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { recordedLayout } from "../../src/symbols/recorded-layout.js";
 
@@ -28,7 +28,7 @@ const symbols: KernelSymbol[] = [
 let n = 0;
 function storedCache(): KernelCache {
   const cache = new KernelCache(join(root, `c${n++}`));
-  cache.store(BASE, place, identity, symbols, 42);
+  cache.store(BASE, place, identity, new SymbolTable(symbols), 42);
   return cache;
 }
 
@@ -94,7 +94,7 @@ describe("KernelCache", () => {
 
   test("a cache directory others may write is not read, and the parents of a new one are made", () => {
     const cache = new KernelCache(join(root, `c${n++}`, "deeper", "kernels-seen"));
-    cache.store(BASE, place, identity, symbols, 42);
+    cache.store(BASE, place, identity, new SymbolTable(symbols), 42);
     assert.ok(cache.find(BASE, () => identity));
     chmodSync(cache.dir, 0o777);
     assert.equal(
@@ -105,7 +105,7 @@ describe("KernelCache", () => {
 
   test("layout answers saved with a build come back with it", () => {
     const cache = new KernelCache(join(root, `c${n++}`));
-    const save = cache.store(BASE, place, identity, symbols, 42);
+    const save = cache.store(BASE, place, identity, new SymbolTable(symbols), 42);
     save({ "off\0task_struct\0pid": 2416 });
     assert.deepEqual(cache.find(BASE, () => identity)?.answers, { "off\0task_struct\0pid": 2416 });
   });

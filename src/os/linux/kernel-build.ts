@@ -82,13 +82,7 @@ export function rememberBuild(
       btfOffset: btf.start - base,
       btfSize: btf.bytes.length,
     };
-    const save = cache.store(
-      base,
-      place,
-      { banner: banner.text, btf: btf.bytes },
-      symbols.symbols,
-      btf.typeCount,
-    );
+    const save = cache.store(base, place, { banner: banner.text, btf: btf.bytes }, symbols, btf.typeCount);
     const recorded = recordedLayout(() => btf.layout, {}, BTF_SOURCE);
     keepAnswersAtExit(recorded, save);
     return { ...btf, layout: recorded.layout };

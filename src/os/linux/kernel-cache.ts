@@ -1,9 +1,18 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writevSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { buildNameIndex } from "../../symbols/kallsyms/name-index.js";
-import { type KernelSymbol, SymbolTable } from "../../symbols/kallsyms/table.js";
+import { type SymbolArrays, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
 import { ensurePrivateDir } from "../../util/private-dir.js";
 
@@ -105,7 +114,7 @@ export class KernelCache {
     base: bigint,
     place: BuildPlace,
     id: BuildIdentity,
-    symbols: readonly KernelSymbol[],
+    symbols: SymbolTable,
     typeCount: number,
   ): (answers: LayoutAnswers) => void {
     const btfSha256 = sha256(id.btf);
@@ -120,7 +129,7 @@ export class KernelCache {
       typeCount,
     };
     this.ensureDir();
-    this.write(join(this.dir, `${key}.syms`), encodeSymbols(symbols, base));
+    this.writePieces(join(this.dir, `${key}.syms`), encodeSymbols(symbols.toArrays(), base));
     // The header last: an entry is visible only once its symbols are complete.
     this.write(join(this.dir, `${key}.json`), JSON.stringify(header));
     return (answers) => this.write(join(this.dir, `${key}.layout.json`), JSON.stringify(answers));
@@ -156,6 +165,18 @@ export class KernelCache {
     writeFileSync(tmp, data, { mode: 0o600 });
     renameSync(tmp, path);
   }
+
+  /** As write, for a file made of pieces: written one after another, never joined in memory. */
+  private writePieces(path: string, pieces: readonly Uint8Array[]): void {
+    const tmp = `${path}.${process.pid}.tmp`;
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeAll(fd, pieces);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  }
 }
 
 function readAnswers(path: string): LayoutAnswers {
@@ -172,34 +193,34 @@ function readAnswers(path: string): LayoutAnswers {
  * [n × u8 flags][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
  * image base, so one entry serves every KASLR slide; per-CPU (absolute) symbols are kept as
  * they are. Name starts count UTF-16 units of the decoded names, as String.slice does.
+ * The table's own arrays are written as they are: only the values are made anew.
  */
-function encodeSymbols(symbols: readonly KernelSymbol[], base: bigint): Buffer {
-  const n = symbols.length;
-  const names = symbols.map((s) => s.name);
-  const starts = new Uint32Array(n + 1);
-  for (let i = 0; i < n; i++) starts[i + 1] = starts[i]! + names[i]!.length;
-  const index = buildNameIndex(n, (i) => names[i]!);
-  const values = new BigUint64Array(n);
-  const flags = new Uint8Array(n);
-  const types = new Uint8Array(n);
-  symbols.forEach((s, i) => {
-    values[i] = BigInt.asUintN(64, s.absolute ? s.address : s.address - base);
-    flags[i] = s.absolute ? FLAG_ABSOLUTE : 0;
-    types[i] = s.type.charCodeAt(0);
-  });
-  const head = new Uint32Array([n, 0]);
-  return Buffer.concat(
-    [
-      head,
-      values,
-      starts,
-      Uint32Array.of(index.length),
-      index,
-      flags,
-      types,
-      Buffer.from(names.join(""), "utf8"),
-    ].map(bytesOf),
-  );
+function encodeSymbols(a: SymbolArrays, base: bigint): Uint8Array[] {
+  const values = new BigUint64Array(a.count);
+  for (let i = 0; i < a.count; i++) {
+    values[i] = a.absolute[i] === 1 ? a.addresses[i]! : a.addresses[i]! - base;
+  }
+  const flags = a.absolute.map((abs) => (abs === 1 ? FLAG_ABSOLUTE : 0));
+  return [
+    Uint32Array.of(a.count, 0),
+    values,
+    a.starts,
+    Uint32Array.of(a.byName.length),
+    a.byName,
+    flags,
+    a.types,
+    Buffer.from(a.names, "utf8"),
+  ].map(bytesOf);
+}
+
+/** writev may write less than asked (a signal, a full pipe): the rest goes in further calls. */
+function writeAll(fd: number, pieces: readonly Uint8Array[]): void {
+  const left = pieces.filter((p) => p.length > 0);
+  while (left.length > 0) {
+    let done = writevSync(fd, left);
+    while (left.length > 0 && done >= left[0]!.length) done -= left.shift()!.length;
+    if (left.length > 0 && done > 0) left[0] = left[0]!.subarray(done);
+  }
 }
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

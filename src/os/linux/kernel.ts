@@ -105,13 +105,14 @@ export function discoverKernel(
   const cached =
     build && timed("cache", () => build.find(base, (place) => readIdentity(kernel, base, place)));
   const learned = cached ? fromCache(cached) : undefined;
-  const symbols =
-    learned?.symbols ??
-    (opts.symbols
-      ? relocate(opts.symbols, base)
-      : timed("kallsyms", () => recoverFromImage(mem, imageMappings(mem, kernel, format))));
+  const recovered =
+    learned || opts.symbols
+      ? undefined
+      : timed("kallsyms", () => recoverFromImage(mem, imageMappings(mem, kernel, format)));
+  const symbols = learned?.symbols ?? recovered?.symbols ?? relocate(opts.symbols!, base);
   const textStart = symbols.findAddress("_text") ?? symbols.findAddress("_stext") ?? base;
-  let btf = learned?.btf ?? (opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols)));
+  let btf =
+    learned?.btf ?? (opts.layout ? undefined : timed("btf", () => loadBtf(kernel, symbols, recovered?.read)));
   const bannerAddr = symbols.findAddress("linux_banner");
   const banner = bannerAddr === undefined ? "" : kernel.readCString(va(bannerAddr), 512).trimEnd();
   if (build && !cached && btf) {
@@ -205,35 +206,46 @@ function imageMappings(
   return { base: first.start as bigint, mappings };
 }
 
-/** The kernel image as mapped, holes (freed init memory) left as zeros. */
+/** Image bytes read from the guest: where they sit in the image, and their virtual address. */
+interface ImageRead {
+  readonly bytes: Buffer;
+  readonly base: bigint;
+  /** [from, to) offsets of the mappings read, in image order; the rest are zeros. */
+  readonly ranges: readonly (readonly [number, number])[];
+}
+
 /**
  * kallsyms lie in .rodata, which a booted kernel maps read-only and not executable: reading only
  * those pages first skips most of the image (text, data, bss) and keeps the untouched rest of the
- * buffer unallocated. A kernel whose tables are elsewhere gets the whole image read.
+ * buffer unallocated. A kernel whose tables are elsewhere gets the whole image read. The bytes
+ * read are returned too: the BTF lies in .rodata as well.
  */
-function recoverFromImage(mem: PhysicalMemory, image: ReturnType<typeof imageMappings>): SymbolTable {
+function recoverFromImage(
+  mem: PhysicalMemory,
+  image: ReturnType<typeof imageMappings>,
+): { symbols: SymbolTable; read: ImageRead } {
+  const from = (wanted: (m: Mapping) => boolean) => {
+    const read = readKernelImage(mem, image, wanted);
+    return { symbols: recoverKallsyms(read.bytes, image.base), read };
+  };
   try {
-    return recoverKallsyms(
-      readKernelImage(mem, image, (m) => !m.writable && !m.executable),
-      image.base,
-    );
+    return from((m) => !m.writable && !m.executable);
   } catch {
-    return recoverKallsyms(
-      readKernelImage(mem, image, () => true),
-      image.base,
-    );
+    return from(() => true);
   }
 }
 
+/** The kernel image as mapped, holes (freed init memory, mappings not wanted) left as zeros. */
 function readKernelImage(
   mem: PhysicalMemory,
   image: ReturnType<typeof imageMappings>,
   wanted: (m: Mapping) => boolean,
-): Buffer {
+): ImageRead {
   const { base, mappings } = image;
   const last = mappings.reduce((end, m) => (m.end > end ? m.end : end), base);
   const size = Number(last - base > BigInt(MAX_IMAGE) ? BigInt(MAX_IMAGE) : last - base);
   const bytes = Buffer.alloc(size);
+  const ranges: [number, number][] = [];
   for (const m of mappings) {
     if (!wanted(m)) continue;
     const from = Number(m.start - base);
@@ -241,12 +253,30 @@ function readKernelImage(
     const len = Math.min(Number(m.end - m.start), size - from);
     // Straight into place: a read then a copy doubled the cost (and the peak) of the image.
     mem.readInto(m.phys, bytes.subarray(from, from + len));
+    const prev = ranges[ranges.length - 1];
+    if (prev && prev[1] === from) prev[1] = from + len;
+    else ranges.push([from, from + len]);
   }
-  return bytes;
+  return { bytes, base, ranges };
 }
 
-function loadBtf(kernel: AddressSpace, symbols: SymbolTable): LoadedBtf {
-  const { start, bytes } = kernelBtfBytes(kernel, symbols);
+/**
+ * The bytes at [start, start + size) if they were all read already, as a view: the BTF is not
+ * read from the guest a second time. A view rather than a copy because the image buffer is not
+ * collected before the BTF and the cache entry are made anyway (a copy measured 3 MB more at the
+ * peak of a cold run); the price is that the .rodata read stays as long as the BTF does.
+ */
+function alreadyRead(read: ImageRead | undefined, start: bigint, size: number): Buffer | undefined {
+  if (!read || start < read.base) return undefined;
+  const from = start - read.base;
+  if (from > BigInt(read.bytes.length)) return undefined;
+  const at = Number(from);
+  const inside = read.ranges.some(([a, b]) => a <= at && at + size <= b);
+  return inside ? read.bytes.subarray(at, at + size) : undefined;
+}
+
+function loadBtf(kernel: AddressSpace, symbols: SymbolTable, read?: ImageRead): LoadedBtf {
+  const { start, bytes } = kernelBtfBytes(kernel, symbols, read);
   return { ...btfFromBytes(bytes), start, bytes };
 }
 
@@ -255,7 +285,11 @@ export function readKernelBtf(kernel: AddressSpace, symbols: SymbolTable): Btf {
   return parseBtf(kernelBtfBytes(kernel, symbols).bytes);
 }
 
-function kernelBtfBytes(kernel: AddressSpace, symbols: SymbolTable): { start: bigint; bytes: Buffer } {
+function kernelBtfBytes(
+  kernel: AddressSpace,
+  symbols: SymbolTable,
+  read?: ImageRead,
+): { start: bigint; bytes: Buffer } {
   const start = symbols.findAddress("__start_BTF");
   const stop = symbols.findAddress("__stop_BTF");
   if (start === undefined || stop === undefined) {
@@ -265,7 +299,7 @@ function kernelBtfBytes(kernel: AddressSpace, symbols: SymbolTable): { start: bi
   }
   const size = stop - start;
   if (size <= 0n || size > BigInt(MAX_BTF)) throw new GuestDataError(`implausible BTF size ${hex(size)}`);
-  return { start, bytes: kernel.read(va(start), Number(size)) };
+  return { start, bytes: alreadyRead(read, start, Number(size)) ?? kernel.read(va(start), Number(size)) };
 }
 
 function readPerCpuOffsets(kernel: AddressSpace, symbols: SymbolTable): bigint[] {

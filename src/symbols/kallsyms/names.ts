@@ -52,13 +52,17 @@ export function walkNames(
 export interface DecodedNames {
   /** The type letter of each symbol, as a char code. */
   readonly types: Uint8Array;
-  readonly names: string[];
+  /** Every name, back to back (one latin1 string, not 10^5 small ones). */
+  readonly text: string;
+  /** Name i is text.slice(starts[i], starts[i + 1]). */
+  readonly starts: Uint32Array;
 }
 
 /**
  * Expands every record (already bounded by a successful walkNames) through the token table;
- * undefined if a name expands absurdly long or a token holds a line break. The expansions go into one byte buffer decoded once, because building 10^5 strings by
- * concatenation costs more than the whole table search.
+ * undefined if a name expands absurdly long or a token holds a line break. The expansions go
+ * into one byte buffer decoded once, because building 10^5 strings by concatenation costs more
+ * than the whole table search, and the symbol table and the kernel cache keep names that way.
  */
 export function decodeNames(
   bytes: Uint8Array,
@@ -68,6 +72,7 @@ export function decodeNames(
   maxTotal = MAX_NAMES_BYTES,
 ): DecodedNames | undefined {
   const types = new Uint8Array(count);
+  const starts = new Uint32Array(count + 1);
   let out: Uint8Array = new Uint8Array(Math.min(1 << 20, maxTotal + 1));
   let o = 0;
   let p = start;
@@ -81,8 +86,9 @@ export function decodeNames(
       const t = tokens[bytes[p]!]!;
       // Checked per token: one record of 32767 tokens of 256 bytes would expand to 8 MiB.
       if (o - nameStart + t.length - skip > MAX_NAME_LEN) return undefined;
-      if (o + t.length + 1 > maxTotal) throw tooMuchText(count, maxTotal);
-      if (o + t.length + 1 > out.length) out = grow(out, o, maxTotal);
+      // The total counts one separator per name, as a line per symbol would.
+      if (o + i + t.length + 1 > maxTotal) throw tooMuchText(count, maxTotal);
+      if (o + t.length > out.length) out = grow(out, o, maxTotal);
       for (let k = 0; k < t.length; k++) {
         if (skip) {
           types[i] = t[k]!;
@@ -90,14 +96,12 @@ export function decodeNames(
         } else out[o++] = t[k]!;
       }
     }
-    out[o++] = SEPARATOR;
+    starts[i + 1] = o;
   }
-  const names = Buffer.from(out.buffer, 0, Math.max(0, o - 1))
-    .toString("latin1")
-    .split("\n");
-  // A separator inside a token would shift every later name.
-  if (names.length !== count) return undefined;
-  return { types, names };
+  const used = out.subarray(0, o);
+  // A line break in a name would make it two lines wherever names are listed.
+  if (used.includes(SEPARATOR)) return undefined;
+  return { types, text: Buffer.from(used.buffer, 0, o).toString("latin1"), starts };
 }
 
 const SEPARATOR = 0x0a;

@@ -1,8 +1,9 @@
 import { hex } from "../../util/address.js";
 import { GuestDataError } from "../../util/errors.js";
 import { ImageReader } from "./bytes.js";
+import { buildNameIndex } from "./name-index.js";
 import { Budget, type DecodedNames, decodeNames, walkNames } from "./names.js";
-import { type KernelSymbol, SymbolTable } from "./table.js";
+import { type SymbolArrays, SymbolTable } from "./table.js";
 import { type TokenTables, findTokenTables } from "./tokens.js";
 
 /**
@@ -144,24 +145,30 @@ function fromTokenTable(
   }
   const addrs = findAddresses(r, tt, names);
   if (!addrs) return `no address table fits the ${names.n} names at ${hex(r.va(names.names))}`;
-  const table = new SymbolTable(buildSymbols(decoded, addrs, opts.percpuBase ?? 0n));
+  const table = SymbolTable.fromArrays(symbolArrays(decoded, addrs, opts.percpuBase ?? 0n));
   return { table, layout: describe(r, tt, names, addrs) };
 }
 
-const TYPE_CHARS = Array.from({ length: 256 }, (_, c) => String.fromCharCode(c));
-
-function buildSymbols(decoded: DecodedNames, addrs: AddressesFound, percpuBase: bigint): KernelSymbol[] {
-  const n = decoded.names.length;
-  const symbols: KernelSymbol[] = new Array(n);
-  for (let i = 0; i < n; i++) {
-    const name = decoded.names[i]!;
-    const type = TYPE_CHARS[decoded.types[i]!]!;
-    if (addrs.absolute[i] === 1) {
-      const address = BigInt.asUintN(64, addrs.values[i]! + percpuBase);
-      symbols[i] = { name, address, type, absolute: true };
-    } else symbols[i] = { name, address: addrs.values[i]!, type };
+/**
+ * The decoded columns as they are, with no object per symbol: the table and the kernel cache
+ * keep them so (an object, a BigInt and a string for each of ~10^5 symbols cost tens of MB).
+ */
+function symbolArrays(decoded: DecodedNames, addrs: AddressesFound, percpuBase: bigint): SymbolArrays {
+  const { values, absolute } = addrs;
+  if (percpuBase !== 0n) {
+    for (let i = 0; i < values.length; i++) if (absolute[i] === 1) values[i] = values[i]! + percpuBase;
   }
-  return symbols;
+  const { text, starts } = decoded;
+  const byName = buildNameIndex(values.length, (i) => text.slice(starts[i]!, starts[i + 1]!));
+  return {
+    count: values.length,
+    addresses: values,
+    absolute,
+    types: decoded.types,
+    names: text,
+    starts,
+    byName,
+  };
 }
 
 function letterFraction(types: Uint8Array): number {

@@ -1,7 +1,7 @@
 import { hex } from "../../util/address.js";
 import { VmsightError } from "../../util/errors.js";
 import { addToEach, isAscending } from "../../util/u64-column.js";
-import { lookupName } from "./name-index.js";
+import { buildNameIndex, lookupName } from "./name-index.js";
 
 export interface KernelSymbol {
   readonly name: string;
@@ -54,6 +54,25 @@ export interface SymbolColumns {
 }
 
 /**
+ * A table's contents as plain arrays in table order: what kallsyms recovery produces and what the
+ * kernel cache writes, so that neither builds an object (name, BigInt, letter) per symbol.
+ */
+export interface SymbolArrays {
+  readonly count: number;
+  /** Per-CPU (absolute) symbols hold their offsets, as they are. */
+  readonly addresses: BigUint64Array;
+  /** 1 where the symbol is absolute. */
+  readonly absolute: Uint8Array;
+  /** The type letters, as char codes. */
+  readonly types: Uint8Array;
+  /** Every name, back to back: name i is names.slice(starts[i], starts[i + 1]). */
+  readonly names: string;
+  readonly starts: Uint32Array;
+  /** buildNameIndex over the names. */
+  readonly byName: Uint32Array;
+}
+
+/**
  * An immutable kernel symbol table sorted by address. Names are not unique (static functions
  * in different files share names): every entry is kept, and lookups by name answer the first
  * one in address order.
@@ -64,6 +83,7 @@ export class SymbolTable {
   /** Ascending; built on first use for a table over columns. */
   private sortedAddresses: BigUint64Array | undefined;
   private byName: Map<string, number> | undefined;
+  private arrays: SymbolArrays | undefined;
 
   constructor(symbols: readonly KernelSymbol[] | SymbolColumns) {
     if (!Array.isArray(symbols)) {
@@ -83,6 +103,24 @@ export class SymbolTable {
   /** A table over columns (whose order is checked when an address lookup first needs it). */
   static fromColumns(columns: SymbolColumns): SymbolTable {
     return new SymbolTable(columns);
+  }
+
+  /**
+   * A table over arrays in address order, as they are; arrays out of order (a kallsyms table
+   * with a little disorder) are sorted as a list of symbols is.
+   */
+  static fromArrays(a: SymbolArrays): SymbolTable {
+    if (!isAscending(a.addresses)) return new SymbolTable(symbolsOf(a));
+    const table = new SymbolTable(columnsOf(a));
+    table.sortedAddresses = a.addresses;
+    table.arrays = a;
+    return table;
+  }
+
+  /** The table as arrays (those it was made from, else built from its symbols). */
+  toArrays(): SymbolArrays {
+    this.arrays ??= arraysOf(this.symbols);
+    return this.arrays;
   }
 
   /** Every address in order: the columns moved by their base, once. */
@@ -214,4 +252,44 @@ export class SymbolTable {
       this.symbols.map((s) => (s.absolute ? s : { ...s, address: BigInt.asUintN(64, s.address + delta) })),
     );
   }
+}
+
+function nameOf(a: SymbolArrays, i: number): string {
+  return a.names.slice(a.starts[i]!, a.starts[i + 1]!);
+}
+
+function columnsOf(a: SymbolArrays): SymbolColumns {
+  return {
+    count: a.count,
+    offsets: a.addresses,
+    base: 0n,
+    byName: a.byName,
+    nameAt: (i) => nameOf(a, i),
+    typeAt: (i) => String.fromCharCode(a.types[i]!),
+    absoluteAt: (i) => a.absolute[i] === 1,
+  };
+}
+
+function symbolsOf(a: SymbolArrays): KernelSymbol[] {
+  return Array.from({ length: a.count }, (_, i) => {
+    const s = { name: nameOf(a, i), address: a.addresses[i]!, type: String.fromCharCode(a.types[i]!) };
+    return a.absolute[i] === 1 ? { ...s, absolute: true } : s;
+  });
+}
+
+function arraysOf(symbols: readonly KernelSymbol[]): SymbolArrays {
+  const n = symbols.length;
+  const names = symbols.map((s) => s.name);
+  const starts = new Uint32Array(n + 1);
+  for (let i = 0; i < n; i++) starts[i + 1] = starts[i]! + names[i]!.length;
+  const addresses = new BigUint64Array(n);
+  const absolute = new Uint8Array(n);
+  const types = new Uint8Array(n);
+  symbols.forEach((s, i) => {
+    addresses[i] = BigInt.asUintN(64, s.address);
+    absolute[i] = s.absolute ? 1 : 0;
+    types[i] = s.type.charCodeAt(0);
+  });
+  const byName = buildNameIndex(n, (i) => names[i]!);
+  return { count: n, addresses, absolute, types, names: names.join(""), starts, byName };
 }
