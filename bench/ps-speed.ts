@@ -196,6 +196,7 @@ async function main(): Promise<void> {
   // bundle before running any code, ~40 ms here. vmsight makes no TLS connection, and a user's
   // shell rarely sets it, so the runs go without it (drgn, in Python, never reads it).
   const extraCerts = process.env.NODE_EXTRA_CA_CERTS;
+  // biome-ignore lint/performance/noDelete: process.env turns an assigned undefined into the string "undefined"; only delete unsets it
   delete process.env.NODE_EXTRA_CA_CERTS;
   if (extraCerts !== undefined) {
     console.log(
