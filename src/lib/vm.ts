@@ -34,6 +34,7 @@ import type { Machine } from "../qemu/machine.js";
 import { Target } from "../qemu/session.js";
 import { parseAddress } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 import { EventHub, type EventOptions, type EventStream, eventStream } from "./events.js";
 import type { Guest } from "./guest.js";
 import type {
@@ -418,6 +419,7 @@ export class Vm implements Guest {
     const before = await target.runState();
     if (before.running) {
       await target.qmp.execute("stop");
+      markStep("pause");
       // The guest ran since the last look: cached pages and translations may be stale (QEMU's
       // RESUME event says so too, but it need not have arrived yet).
       target.memory.invalidate();

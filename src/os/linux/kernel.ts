@@ -143,6 +143,9 @@ export function discoverKernel(
       throw new GuestDataError(`${hex(addr)} is not in the direct map (starts ${hex(pageOffset)})`);
     return pa(addr - pageOffset);
   }
+  // What follows a build's symbols and types (banner, per-CPU offsets, bases) ends here, so the
+  // listing's own step measures the listing alone.
+  markStep("kernel");
   return {
     kernel,
     layout,
