@@ -190,20 +190,24 @@ function kernelRoot(regs: CpuRegisters, format: PagingFormat): PhysAddr {
   return rootFromRegisters(regs, format, (regs.cr3 & CR3_KPTI_USER) !== 0n);
 }
 
-/** The kernel image's pages: the mappings in the KASLR window; the first is `_text`. */
-function imageMappings(
+/** The kernel image's pages: the mappings in the KASLR window; the first is `_text`. Exported for tests. */
+export function imageMappings(
   mem: PhysicalMemory,
   kernel: AddressSpace,
   format: PagingFormat,
   opts: { firstOnly?: boolean } = {},
 ) {
-  const { mappings } = enumerateMappings(mem, format, kernel.root, {
-    start: va(IMAGE_WINDOW.start),
-    end: IMAGE_WINDOW.end,
-    // The first path down to a leaf visits one entry per level: the first mapping's start is
-    // then exact (its end may be cut short).
-    ...(opts.firstOnly ? { maxEntries: format.levels.length } : {}),
-  });
+  const list = (maxEntries?: number) =>
+    enumerateMappings(mem, format, kernel.root, {
+      start: va(IMAGE_WINDOW.start),
+      end: IMAGE_WINDOW.end,
+      ...(maxEntries === undefined ? {} : { maxEntries }),
+    }).mappings;
+  // The first path down to a leaf visits one entry per level: the first mapping's start is then
+  // exact (its end may be cut short). A table on the way with nothing present uses that budget
+  // up: the whole window is listed then.
+  let mappings = list(opts.firstOnly ? format.levels.length : undefined);
+  if (mappings.length === 0 && opts.firstOnly) mappings = list();
   const first = mappings[0];
   if (!first) throw new VmsightError("E_NO_KERNEL", "no kernel image is mapped in the kernel page tables");
   return { base: first.start as bigint, mappings };
