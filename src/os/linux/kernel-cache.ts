@@ -15,6 +15,7 @@ import { dirname, join } from "node:path";
 import { type SymbolArrays, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
 import { ensurePrivateDir } from "../../util/private-dir.js";
+import { addToEach } from "../../util/u64-column.js";
 
 /**
  * What vmsight learned about one kernel build (its kallsyms, the struct layout answers its
@@ -56,7 +57,6 @@ interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset"> {
   readonly typeCount: number;
 }
 
-const FLAG_ABSOLUTE = 1;
 /** Entries to consider at most: the directory is ours, but a lookup stays cheap whatever is in it. */
 const MAX_ENTRIES = 64;
 
@@ -190,24 +190,21 @@ function readAnswers(path: string): LayoutAnswers {
 /**
  * Columns, so that a later run decodes nothing it does not ask for:
  * [u32 n][u32 0][n × u64 value][n+1 × u32 name start][u32 slots][slots × u32 name-index.ts table]
- * [n × u8 flags][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
+ * [n × u8 absolute: 1 or 0][n × u8 type letter][names, concatenated, UTF-8]. Values are offsets from the
  * image base, so one entry serves every KASLR slide; per-CPU (absolute) symbols are kept as
  * they are. Name starts count UTF-16 units of the decoded names, as String.slice does.
  * The table's own arrays are written as they are: only the values are made anew.
  */
 function encodeSymbols(a: SymbolArrays, base: bigint): Uint8Array[] {
-  const values = new BigUint64Array(a.count);
-  for (let i = 0; i < a.count; i++) {
-    values[i] = a.absolute[i] === 1 ? a.addresses[i]! : a.addresses[i]! - base;
-  }
-  const flags = a.absolute.map((abs) => (abs === 1 ? FLAG_ABSOLUTE : 0));
+  const values = a.addresses.slice();
+  addToEach(values, -base, (i) => a.absolute[i] !== 1);
   return [
     Uint32Array.of(a.count, 0),
     values,
     a.starts,
     Uint32Array.of(a.byName.length),
     a.byName,
-    flags,
+    a.absolute,
     a.types,
     Buffer.from(a.names, "utf8"),
   ].map(bytesOf);
@@ -245,22 +242,14 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
     const b = take(bytes, size);
     return make(b.buffer as ArrayBuffer, b.byteOffset, bytes / size);
   };
-  const offsets = column((b, o, l) => new BigUint64Array(b, o, l), n * 8, 8);
+  const addresses = column((b, o, l) => new BigUint64Array(b, o, l), n * 8, 8);
   const starts = column((b, o, l) => new Uint32Array(b, o, l), (n + 1) * 4, 4);
   const slots = column((b, o, l) => new Uint32Array(b, o, l), 4, 4)[0]!;
   if (slots > 4 * n + 16) throw new Error("damaged symbol file");
   const byName = column((b, o, l) => new Uint32Array(b, o, l), slots * 4, 4);
-  const flags = take(n, 1);
+  const absolute = take(n, 1);
   const types = take(n, 1);
   const names = data.toString("utf8", at);
   if (names.length !== starts[n]) throw new Error("damaged symbol file");
-  return SymbolTable.fromColumns({
-    count: n,
-    offsets,
-    base,
-    byName,
-    nameAt: (i) => names.slice(starts[i]!, starts[i + 1]!),
-    typeAt: (i) => String.fromCharCode(types[i]!),
-    absoluteAt: (i) => flags[i] === FLAG_ABSOLUTE,
-  });
+  return SymbolTable.fromArrays({ count: n, addresses, absolute, types, names, starts, byName }, base);
 }

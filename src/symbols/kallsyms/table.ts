@@ -33,33 +33,15 @@ function isSorted(symbols: readonly KernelSymbol[]): boolean {
 }
 
 /**
- * A symbol table already laid out in columns (as kept on disk for a kernel build seen before):
- * nothing is decoded per symbol until asked for, so a command that looks up a dozen names does
- * not build 150,000 objects.
- */
-export interface SymbolColumns {
-  readonly count: number;
-  /**
-   * Each symbol's address less `base`, absolute ones as they are; ascending once `base` is added
-   * back. Moved only when an address-ordered lookup first needs them (a loop over 100,000
-   * elements that a command looking up names by name never pays for).
-   */
-  readonly offsets: BigUint64Array;
-  readonly base: bigint;
-  nameAt(i: number): string;
-  typeAt(i: number): string;
-  absoluteAt(i: number): boolean;
-  /** A name-index.ts hash table: a lookup by name builds no Map. */
-  readonly byName: Uint32Array;
-}
-
-/**
  * A table's contents as plain arrays in table order: what kallsyms recovery produces and what the
  * kernel cache writes, so that neither builds an object (name, BigInt, letter) per symbol.
  */
 export interface SymbolArrays {
   readonly count: number;
-  /** Per-CPU (absolute) symbols hold their offsets, as they are. */
+  /**
+   * Per-CPU (absolute) symbols hold their offsets, as they are; the others their address, less
+   * the base the table was given (SymbolTable.fromArrays).
+   */
   readonly addresses: BigUint64Array;
   /** 1 where the symbol is absolute. */
   readonly absolute: Uint8Array;
@@ -79,56 +61,57 @@ export interface SymbolArrays {
  */
 export class SymbolTable {
   private list: readonly KernelSymbol[] | undefined;
-  private readonly columns: SymbolColumns | undefined;
-  /** Ascending; built on first use for a table over columns. */
+  private readonly arrays: SymbolArrays | undefined;
+  /** What every non-absolute entry of `arrays.addresses` is short of its address. */
+  private readonly base: bigint = 0n;
+  /** Ascending; built on first use for a table over arrays given a base. */
   private sortedAddresses: BigUint64Array | undefined;
   private byName: Map<string, number> | undefined;
-  private arrays: SymbolArrays | undefined;
+  private builtArrays: SymbolArrays | undefined;
 
-  constructor(symbols: readonly KernelSymbol[] | SymbolColumns) {
+  constructor(symbols: readonly KernelSymbol[] | { readonly arrays: SymbolArrays; readonly base: bigint }) {
     if (!Array.isArray(symbols)) {
-      this.columns = symbols as SymbolColumns;
+      const over = symbols as { readonly arrays: SymbolArrays; readonly base: bigint };
+      this.arrays = over.arrays;
+      this.base = over.base;
+      if (over.base === 0n) this.sortedAddresses = over.arrays.addresses;
       return;
     }
     // Array.prototype.sort is stable, so aliases keep their source order.
     const sorted = isSorted(symbols) ? symbols.slice() : symbols.slice().sort(byAddress);
     this.list = sorted;
-    this.columns = undefined;
+    this.arrays = undefined;
     this.sortedAddresses = new BigUint64Array(sorted.length);
     for (let i = 0; i < sorted.length; i++) {
       this.sortedAddresses[i] = BigInt.asUintN(64, sorted[i]!.address);
     }
   }
 
-  /** A table over columns (whose order is checked when an address lookup first needs it). */
-  static fromColumns(columns: SymbolColumns): SymbolTable {
-    return new SymbolTable(columns);
-  }
-
   /**
-   * A table over arrays in address order, as they are; arrays out of order (a kallsyms table
-   * with a little disorder) are sorted as a list of symbols is.
+   * A table over arrays in address order, as they are. Arrays with no base (kallsyms just
+   * recovered) are checked now, and a little disorder is sorted as a list of symbols is. Arrays
+   * whose addresses are `base` short (a kept build, base the KASLR image base) are moved, and
+   * their order checked, only when an address-ordered lookup first needs them: a loop over
+   * 100,000 elements that a command looking symbols up by name never pays for.
    */
-  static fromArrays(a: SymbolArrays): SymbolTable {
-    if (!isAscending(a.addresses)) return new SymbolTable(symbolsOf(a));
-    const table = new SymbolTable(columnsOf(a));
-    table.sortedAddresses = a.addresses;
-    table.arrays = a;
-    return table;
+  static fromArrays(a: SymbolArrays, base = 0n): SymbolTable {
+    if (base === 0n && !isAscending(a.addresses)) return new SymbolTable(symbolsOf(a));
+    return new SymbolTable({ arrays: a, base });
   }
 
-  /** The table as arrays (those it was made from, else built from its symbols). */
+  /** The table as arrays with no base (those it was made from, else built from its symbols). */
   toArrays(): SymbolArrays {
-    this.arrays ??= arraysOf(this.symbols);
-    return this.arrays;
+    if (this.arrays && this.base === 0n) return this.arrays;
+    this.builtArrays ??= this.arrays ? { ...this.arrays, addresses: this.addresses } : arraysOf(this.symbols);
+    return this.builtArrays;
   }
 
-  /** Every address in order: the columns moved by their base, once. */
+  /** Every address in order: the arrays moved by their base, once. */
   private get addresses(): BigUint64Array {
     if (this.sortedAddresses) return this.sortedAddresses;
-    const c = this.columns!;
-    const moved = c.offsets.slice();
-    if (c.base !== 0n) addToEach(moved, c.base, (i) => !c.absoluteAt(i));
+    const a = this.arrays!;
+    const moved = a.addresses.slice();
+    addToEach(moved, this.base, (i) => a.absolute[i] !== 1);
     if (!isAscending(moved)) {
       throw new VmsightError("E_SYMBOL_MAP", "the kept symbol table is not in address order", {
         hint: "run `vmsight cache clear`: the next command reads the symbols from the guest again",
@@ -140,12 +123,12 @@ export class SymbolTable {
 
   private addressAt(i: number): bigint {
     if (this.sortedAddresses) return this.sortedAddresses[i]!;
-    const c = this.columns!;
-    const o = c.offsets[i]!;
-    return c.absoluteAt(i) ? o : BigInt.asUintN(64, o + c.base);
+    const a = this.arrays!;
+    const o = a.addresses[i]!;
+    return a.absolute[i] === 1 ? o : BigInt.asUintN(64, o + this.base);
   }
 
-  /** Every symbol, in address order (built on first use for a table over columns). */
+  /** Every symbol, in address order (built on first use for a table over arrays). */
   get symbols(): readonly KernelSymbol[] {
     this.list ??= Array.from({ length: this.size }, (_, i) => this.at(i));
     return this.list;
@@ -153,20 +136,20 @@ export class SymbolTable {
 
   private at(i: number): KernelSymbol {
     if (this.list) return this.list[i]!;
-    const c = this.columns!;
-    const s = { name: c.nameAt(i), address: this.addressAt(i), type: c.typeAt(i) };
-    return c.absoluteAt(i) ? { ...s, absolute: true } : s;
+    const a = this.arrays!;
+    const s = { name: nameOf(a, i), address: this.addressAt(i), type: String.fromCharCode(a.types[i]!) };
+    return a.absolute[i] === 1 ? { ...s, absolute: true } : s;
   }
 
   private nameAt(i: number): string {
-    return this.list ? this.list[i]!.name : this.columns!.nameAt(i);
+    return this.list ? this.list[i]!.name : nameOf(this.arrays!, i);
   }
 
   /** Index of the first symbol (in address order) named `name`. */
   private firstIndex(name: string): number | undefined {
-    const c = this.columns;
-    if (!c) return this.firstByName().get(name);
-    return lookupName(c.byName, c.count, c.nameAt, name);
+    const a = this.arrays;
+    if (!a) return this.firstByName().get(name);
+    return lookupName(a.byName, a.count, (i) => nameOf(a, i), name);
   }
 
   /** Built on first use: address-only users (symbolizing stack traces) never pay for it. */
@@ -181,7 +164,7 @@ export class SymbolTable {
   }
 
   get size(): number {
-    return this.columns ? this.columns.count : this.sortedAddresses!.length;
+    return this.arrays ? this.arrays.count : this.sortedAddresses!.length;
   }
 
   findAddress(name: string): bigint | undefined {
@@ -256,18 +239,6 @@ export class SymbolTable {
 
 function nameOf(a: SymbolArrays, i: number): string {
   return a.names.slice(a.starts[i]!, a.starts[i + 1]!);
-}
-
-function columnsOf(a: SymbolArrays): SymbolColumns {
-  return {
-    count: a.count,
-    offsets: a.addresses,
-    base: 0n,
-    byName: a.byName,
-    nameAt: (i) => nameOf(a, i),
-    typeAt: (i) => String.fromCharCode(a.types[i]!),
-    absoluteAt: (i) => a.absolute[i] === 1,
-  };
 }
 
 function symbolsOf(a: SymbolArrays): KernelSymbol[] {
