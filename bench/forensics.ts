@@ -17,9 +17,8 @@ import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Target } from "../src/qemu/session.js";
 import { runCli } from "../test/support/cli.js";
-import { type TestGuest, bootTestGuest } from "../test/support/guest.js";
+import { type TestGuest, bootTestGuest, qemuElfDump } from "../test/support/guest.js";
 
 const FILES = 1000;
 const SOCKETS = 500;
@@ -98,21 +97,9 @@ async function startHolder(g: TestGuest): Promise<number> {
   throw new Error("workload hold did not report");
 }
 
-async function dumpGuest(qmp: string, dump: string): Promise<void> {
-  const t = await Target.attach(qmp);
-  try {
-    await t.pause();
-    // Volatility reads paging: false dumps only (FIELD-NOTES).
-    await t.qmp.execute(
-      "dump-guest-memory",
-      { paging: false, protocol: `file:${dump}` },
-      { timeoutMs: 300_000 },
-    );
-    await t.resume();
-  } finally {
-    await t.close();
-  }
-}
+/** Volatility reads paging: false dumps only (FIELD-NOTES). */
+const dumpGuest = (qmp: string, dump: string) =>
+  qemuElfDump(qmp, dump, { timeoutMs: 300_000, pause: "around" });
 
 const row = (label: string, ms: number | undefined, count: string, ratio = "") =>
   `${label.padEnd(34)} ${ms === undefined ? "    —" : ms.toFixed(0).padStart(7)} ms  ${count.padEnd(34)} ${ratio}`;

@@ -8,7 +8,7 @@
  *    for 6.1), the package itself deleted once the vmlinux is out.
  * Any failure is one line saying why the peer is skipped; the caller carries on without it.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   existsSync,
@@ -22,6 +22,7 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { cacheRoot } from "../../src/guests/cache.js";
+import { runProcess } from "../../test/support/cli.js";
 
 const repoRoot = resolve(import.meta.dirname, "../../..");
 const SCRIPT = join(repoRoot, "bench", "peers", "drgn-ps.py");
@@ -193,12 +194,10 @@ async function debugVmlinux(kernelPackage: string, release: string): Promise<str
 
 async function runPs(dir: string, vmlinux: string, qmp: string): Promise<DrgnRun> {
   const t0 = performance.now();
-  const r = await capture(
-    "python3",
-    ["-m", "drgn", "-q", "--qemu", qmp, "-s", vmlinux, SCRIPT],
-    { ...process.env, PYTHONPATH: dir },
-    300_000,
-  );
+  const r = await runProcess("python3", ["-m", "drgn", "-q", "--qemu", qmp, "-s", vmlinux, SCRIPT], {
+    env: { PYTHONPATH: dir },
+    timeoutMs: 300_000,
+  });
   const wallMs = performance.now() - t0;
   const m = /^drgn-ps tasks=(\d+) threads=(\d+) bytes=\d+ cpu_ms=(\d+) maxrss_kb=(\d+)$/m.exec(r.stdout);
   if (r.code !== 0 || !m) {
@@ -210,38 +209,11 @@ async function runPs(dir: string, vmlinux: string, qmp: string): Promise<DrgnRun
 
 /** Runs a command to its end; its output goes to `logFile` (kept on failure) or is captured. */
 async function exec(cmd: string, args: readonly string[], cwd: string, logFile?: string): Promise<void> {
-  const r = await capture(cmd, args, process.env, 3_600_000, cwd);
+  const r = await runProcess(cmd, args, { cwd, timeoutMs: 3_600_000 }).catch((e: Error) => {
+    throw new Skip(`${cmd} ${args.join(" ")} failed: ${e.message}`);
+  });
   if (logFile) writeFileSync(logFile, r.stdout + r.stderr);
   if (r.code !== 0) throw new Skip(`${cmd} ${args.join(" ")} failed: ${lastLines(r.stderr || r.stdout)}`);
-}
-
-function capture(
-  cmd: string,
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-  timeoutMs: number,
-  cwd?: string,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"], ...(cwd ? { cwd } : {}) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      done({ code: -1, stdout, stderr: `${stderr}${e.message}` });
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
 }
 
 const mb = (bytes: number) => (bytes / 1e6).toFixed(0);

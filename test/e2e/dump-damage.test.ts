@@ -8,10 +8,9 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Target } from "../../src/qemu/session.js";
 import { PT_LOAD, parseElf64 } from "../../src/util/elf.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 
 describe("damaged copies of a real dump", () => {
   const dir = mkdtempSync(join(tmpdir(), "vmsight-damage-"));
@@ -20,13 +19,7 @@ describe("damaged copies of a real dump", () => {
   before(async () => {
     g = await bootTestGuest("6.12");
     await g.waitReady(180_000);
-    const t = await Target.attach(g.qmpSocket);
-    await t.qmp.execute(
-      "dump-guest-memory",
-      { paging: false, protocol: `file:${dump}` },
-      { timeoutMs: 120_000 },
-    );
-    await t.close();
+    await qemuElfDump(g.qmpSocket, dump, { timeoutMs: 120_000 });
     await g.stop();
     g = undefined;
   });

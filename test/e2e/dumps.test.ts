@@ -14,7 +14,7 @@ import { ensureKernel } from "../../src/guests/kernels.js";
 import { Target } from "../../src/qemu/session.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import type { Ps } from "../support/compare.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 import {
   guestSymbol,
   linkedTextAddress,
@@ -34,14 +34,7 @@ describe("a QEMU ELF dump reads like the live guest it was taken from", () => {
     g = await bootTestGuest("6.12");
     await g.waitReady(180_000);
     view = await g.view();
-    const t = await Target.attach(g.qmpSocket);
-    await t.pause();
-    await t.qmp.execute(
-      "dump-guest-memory",
-      { paging: false, protocol: `file:${dump}` },
-      { timeoutMs: 120_000 },
-    );
-    await t.close();
+    await qemuElfDump(g.qmpSocket, dump, { timeoutMs: 120_000, pause: "leave" });
     // Still paused: the live guest is in the very state the dump recorded.
     livePs = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
     liveRegs = await cliJson<Record<string, string>>(["--qmp", g.qmpSocket, "regs"]);

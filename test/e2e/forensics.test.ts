@@ -10,10 +10,9 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { attach, openDump } from "../../src/lib/index.js";
 import type { Vm } from "../../src/lib/vm.js";
-import { Target } from "../../src/qemu/session.js";
 import { cliJson, runCli } from "../support/cli.js";
 import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
 
@@ -334,16 +333,7 @@ for (const kernelId of KERNELS) {
       await g.waitReady(180_000);
       view = parseForensicView(await g.serial.command("vmsight-view forensics", 180_000));
       live = ["--qmp", g.qmpSocket];
-      const t = await Target.attach(g.qmpSocket);
-      try {
-        await t.qmp.execute(
-          "dump-guest-memory",
-          { paging: false, protocol: `file:${dump}` },
-          { timeoutMs: 180_000 },
-        );
-      } finally {
-        await t.close();
-      }
+      await qemuElfDump(g.qmpSocket, dump, { timeoutMs: 180_000 });
     });
     after(async () => {
       await g?.stop();

@@ -12,11 +12,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ensureKernel } from "../../src/guests/kernels.js";
-import { Target } from "../../src/qemu/session.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { transient } from "../support/compare.js";
 import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
-import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
 import type { GuestView } from "../support/oracle.js";
 import { skipUnless } from "../support/skip.js";
@@ -84,19 +83,8 @@ for (const kernelId of KERNELS)
       assert.equal(isf.code, 0, isf.stderr);
       view = await g.view();
       forensic = parseForensicView(await g.serial.command("vmsight-view forensics", 180_000));
-      const t = await Target.attach(g.qmpSocket);
-      try {
-        await t.pause();
-        // Volatility reads paging: false dumps (the physical layout); paging: true finds no banner.
-        await t.qmp.execute(
-          "dump-guest-memory",
-          { paging: false, protocol: `file:${dump}` },
-          { timeoutMs: 120_000 },
-        );
-        await t.resume();
-      } finally {
-        await t.close();
-      }
+      // Volatility reads paging: false dumps (the physical layout); paging: true finds no banner.
+      await qemuElfDump(g.qmpSocket, dump, { timeoutMs: 120_000, pause: "around" });
     });
     after(async () => {
       await g?.stop();

@@ -35,11 +35,11 @@ export interface RunOptions {
   readonly timeoutMs?: number;
 }
 
-/** Runs a script with this node, in its own process; fails if it outlives its time. */
-export function runNode(file: string, args: readonly string[], opts: RunOptions = {}): Promise<CliResult> {
+/** Runs a program in its own process and collects its output; fails if it cannot start or outlives its time. */
+export function runProcess(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [file, ...args], {
+    const child = spawn(cmd, args, {
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
       ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
       stdio: ["ignore", "pipe", "pipe"],
@@ -55,13 +55,22 @@ export function runNode(file: string, args: readonly string[], opts: RunOptions 
     });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      fail(new Error(`${file} ${args.join(" ")} did not finish within ${timeoutMs} ms\n${stderr}`));
+      fail(new Error(`${args.join(" ")} did not finish within ${timeoutMs} ms\n${stderr}`));
     }, timeoutMs);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      fail(new Error(`${cmd} did not start: ${error.message}`));
+    });
     child.on("close", (code) => {
       clearTimeout(timer);
       done({ code, stdout, stderr });
     });
   });
+}
+
+/** Runs a script with this node, in its own process; fails if it outlives its time. */
+export function runNode(file: string, args: readonly string[], opts: RunOptions = {}): Promise<CliResult> {
+  return runProcess(process.execPath, [file, ...args], opts);
 }
 
 /** Runs the built `vmsight` CLI as a user would, in its own process. */

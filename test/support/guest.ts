@@ -1,5 +1,6 @@
 import { type GuestImage, type GuestImageOptions, ensureGuestImage } from "../../src/guests/guest-image.js";
 import { type LaunchOptions, type LaunchedGuest, launchGuest } from "../../src/qemu/launch.js";
+import { Target } from "../../src/qemu/session.js";
 import { VmsightError } from "../../src/util/errors.js";
 import { type GuestView, parseGuestView } from "./oracle.js";
 import { SerialConsole, waitForFile } from "./serial.js";
@@ -106,4 +107,30 @@ export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {
       await guest.stop();
     },
   };
+}
+
+/**
+ * QEMU's own ELF dump of a guest (dump-guest-memory with paging: false, the physical layout
+ * Volatility reads): an artifact vmsight's dump code has no hand in. `pause`: "around" stops the
+ * guest for the dump and resumes it, "leave" stops it and leaves it stopped (for comparing the
+ * dump with the live guest in the very same state); without it QEMU stops the vCPUs only while
+ * it writes.
+ */
+export async function qemuElfDump(
+  qmpSocket: string,
+  path: string,
+  opts: { readonly timeoutMs: number; readonly pause?: "around" | "leave" },
+): Promise<void> {
+  const t = await Target.attach(qmpSocket);
+  try {
+    if (opts.pause) await t.pause();
+    await t.qmp.execute(
+      "dump-guest-memory",
+      { paging: false, protocol: `file:${path}` },
+      { timeoutMs: opts.timeoutMs },
+    );
+    if (opts.pause === "around") await t.resume();
+  } finally {
+    await t.close();
+  }
 }
