@@ -49,6 +49,11 @@ export interface RamWaitOptions {
   readonly run: PausableRun;
 }
 
+/**
+ * Polls at which tables found but not yet decodable are tried again without a full scan; after
+ * that (tables that never decode: not kallsyms after all) only at full scans.
+ */
+const QUICK_DECODE_RETRIES = 40;
 /** Polls between full scans once the tables are decoded. */
 const RESCAN_DECODED = 25;
 /** The decompressor's raw ELF copy and the moved one are 2 MiB apart. */
@@ -84,24 +89,29 @@ export async function waitForRelocatedKallsyms(ram: ResidentRam, o: RamWaitOptio
   for (let poll = 0; ; poll++) {
     // Once the tables are known the relocated copy is most likely 2 MiB from a copy already
     // seen (FIELD-NOTES), and those places are checked at every poll: full scans can be rare.
-    if (tables.length === 0 || poll % (decoded ? RESCAN_DECODED : RESCAN_EVERY) === 0) {
+    const fullScan = tables.length === 0 || poll % (decoded ? RESCAN_DECODED : RESCAN_EVERY) === 0;
+    if (fullScan) {
       const s0 = performance.now();
       tables = findTokenTablesInRam(ram);
-      if (!decoded && tables.length > 0) {
-        const d0 = performance.now();
-        decoded = await o.run.whilePaused(() => decodeFirst(ram, tables));
-        const held = `${((performance.now() - d0) / 1000).toFixed(2)} s`;
-        if (decoded)
-          o.log(
-            `kallsyms in guest RAM after ${since()}: ${decoded.table.size} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`,
-          );
-        else if (undecodable++ === 0)
-          o.log(
-            `token tables in guest RAM after ${since()} do not decode yet (guest paused ${held}); scanning on`,
-          );
-      }
       scans++;
       scanMs += performance.now() - s0;
+    }
+    // Tables that did not decode are still being written: try them again at every poll, not
+    // only at the next full scan (750 ms on, longer on a loaded host), or the relocation is seen
+    // late and the kernel may have forked before the traps are armed.
+    if (!decoded && tables.length > 0 && (fullScan || undecodable <= QUICK_DECODE_RETRIES)) {
+      const d0 = performance.now();
+      const candidates = fullScan ? tables : [...tables, ...tablesAtCopyShift(ram, tables)];
+      decoded = await o.run.whilePaused(() => decodeFirst(ram, candidates));
+      const held = `${((performance.now() - d0) / 1000).toFixed(2)} s`;
+      if (decoded)
+        o.log(
+          `kallsyms in guest RAM after ${since()}: ${decoded.table.size} symbols (decoded in ${held}, guest paused); waiting for the relocated copy`,
+        );
+      else if (undecodable++ === 0)
+        o.log(
+          `token tables in guest RAM after ${since()} do not decode yet (guest paused ${held}); trying again`,
+        );
     }
     if (decoded) {
       const near = tables.flatMap((t) => [t - COPY_SHIFT, t + COPY_SHIFT]);
@@ -156,6 +166,25 @@ function findTokenTablesInRam(ram: ResidentRam): bigint[] {
     }
   }
   return [...found].sort((a, b) => (a < b ? -1 : 1));
+}
+
+/**
+ * Token tables that appeared exactly 2 MiB from known ones since the last full scan: the copy the
+ * decompressor moves is written there, and its tables may decode before the raw copy's do.
+ */
+function tablesAtCopyShift(ram: ResidentRam, tables: readonly bigint[]): bigint[] {
+  const found: bigint[] = [];
+  for (const at of new Set(tables.flatMap((t) => [t - COPY_SHIFT, t + COPY_SHIFT]))) {
+    if (tables.includes(at)) continue;
+    let window: Buffer;
+    try {
+      window = ram.memory.read(pa(at), SCAN_OVERLAP);
+    } catch {
+      continue;
+    }
+    for (const tt of findTokenTables(new ImageReader(window, at))) if (tt.table === 0) found.push(at);
+  }
+  return found;
 }
 
 /** The tables around one token table, decoded from RAM as it is now. */

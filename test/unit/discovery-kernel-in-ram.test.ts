@@ -89,5 +89,45 @@ for (const id of ["6.12"]) {
       ram.memory.write(pa(rb), Buffer.alloc(8));
       assert.throws(() => readRelocatedKernel(ram, copy, () => {}), /changed between two reads/);
     });
+
+    test("tables that do not decode yet are tried again at the next poll, not only at the next full scan", async () => {
+      // The decompressor is caught mid-copy: the token table is there, the names are not yet.
+      const ram = ramWith([{ at: FINAL, slide: SLIDE }]);
+      const names = FINAL + Number(layout.namesAddr - base);
+      const written = Buffer.from(
+        image.subarray(Number(layout.namesAddr - base), Number(layout.markersAddr - base)),
+      );
+      ram.memory.write(pa(names), Buffer.alloc(written.length));
+      let fullScans = 0;
+      const memory = ram.memory;
+      const counting: ResidentRam = {
+        runs: ram.runs,
+        memory: Object.assign(Object.create(memory), {
+          // Only the full scan reads with readInto, from the start of RAM up.
+          readInto: (addr: bigint, into: Uint8Array) => {
+            if (addr === 0n) fullScans++;
+            memory.readInto(pa(addr), into);
+          },
+        }),
+      };
+      let pauses = 0;
+      const writing = {
+        ended: false,
+        whilePaused: async <T>(fn: () => T) => {
+          const r = fn();
+          // The guest runs on between polls and finishes the copy.
+          if (++pauses === 1) memory.write(pa(names), written);
+          return r;
+        },
+      };
+      const copy = await waitForRelocatedKallsyms(counting, {
+        log: () => {},
+        timeoutMs: 5_000,
+        run: writing,
+      });
+      assert.equal(copy.slide, SLIDE);
+      assert.equal(pauses, 2, "decoded at the second try");
+      assert.equal(fullScans, 1, "the second try came before any second full scan");
+    });
   });
 }
