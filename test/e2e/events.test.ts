@@ -43,7 +43,11 @@ async function procStreamMatchesTheGuest(g: TestGuest): Promise<void> {
   const tracer = new BackgroundCli(["--qmp", g.qmpSocket, "trace", "proc", "--json"]);
   await tracer.ready();
   const out = await g.serial.command(`sh -c '${SCRIPT}'`, 120_000);
-  await new Promise((r) => setTimeout(r, 500));
+  // The outer sh exits after its last echo reached the console: its exit is the last event, and
+  // on a loaded host (or an SMP guest) it can cross the trap a moment after the command returns.
+  const [outerPid] = tagged(out, "OUTER") as [number];
+  const exitLine = new RegExp(`"type":"exit","pid":${outerPid},`);
+  await tracer.waitFor(exitLine, 10_000, "stdout").catch(() => {});
   tracer.kill("SIGINT");
   assert.equal(await tracer.exited, 0, tracer.stderr);
   assert.match(tracer.stderr, /traps removed/);

@@ -1,7 +1,7 @@
 /**
- * Issue 3 end to end, the variants: a guest without KASLR and with 4 GiB of RAM (memory above
- * the PCI hole), a guest busy forking while vmsight lists its tasks, and a guest with 5-level
- * paging.
+ * Issue 3 end to end, the variants: a guest without KASLR, with 4 GiB of RAM (memory above
+ * the PCI hole) and two vCPUs (tasks on two runqueues, traps taken on either vCPU), a guest busy
+ * forking while vmsight lists its tasks, and a guest with 5-level paging.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -11,10 +11,10 @@ import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js"
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
 import { checkLsmod, checkMaps, checkPids, checkPs, checkThreads } from "../support/semantics-checks.js";
 
-describe("a 6.1 guest booted with nokaslr and 4 GiB of RAM", () => {
+describe("a 6.1 guest booted with nokaslr, 4 GiB of RAM and 2 vCPUs", () => {
   let g: TestGuest;
   before(async () => {
-    g = await bootTestGuest("6.1", { memory: "4G", append: `${DEFAULT_APPEND} nokaslr` });
+    g = await bootTestGuest("6.1", { memory: "4G", cpus: 2, append: `${DEFAULT_APPEND} nokaslr` });
     await g.waitReady(180_000);
   });
   after(async () => g?.stop());
@@ -29,6 +29,27 @@ describe("a 6.1 guest booted with nokaslr and 4 GiB of RAM", () => {
     await eventually(g, async (view) => {
       assertPsMatchesView(await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]), view);
     });
+  });
+
+  test("threads equal the guest's own /proc view", () => checkThreads(g));
+
+  test("kill: a sleeping and a spinning process die, whichever vCPU reaches the kernel's call site", async () => {
+    const status = await cliJson<{ vcpus: number }>(["--qmp", g.qmpSocket, "status"]);
+    assert.equal(status.vcpus, 2);
+    // Children of a shell that exits at once: init adopts and reaps them, so a kill ends "gone".
+    const out = await g.serial.command(
+      "sh -c 'sleep 1000 >/dev/null 2>&1 </dev/null & S=$!; while :; do :; done >/dev/null 2>&1 </dev/null & echo PIDS $S $!'",
+    );
+    const pids = /PIDS (\d+) (\d+)/.exec(out)!.slice(1).map(Number);
+    for (const pid of pids) {
+      const r = await cliJson<{ outcome: string }>(["--qmp", g.qmpSocket, "kill", String(pid)]);
+      assert.equal(r.outcome, "gone", `pid ${pid}: ${JSON.stringify(r)}`);
+      assert.equal(
+        (await g.serial.run(`test -e /proc/${pid}`)).status,
+        1,
+        `${pid} still in the guest's /proc`,
+      );
+    }
   });
 
   test("while the guest forks continuously, every listing is whole or a clear error, never a hang", async () => {

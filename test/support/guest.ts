@@ -55,6 +55,8 @@ export async function bootTestGuest(kernelId: string, opts: TestGuestOptions = {
     // TCG unless VMSIGHT_ACCEL says otherwise: the tests' timings and trap costs assume it.
     accel: process.env.VMSIGHT_ACCEL ? undefined : "tcg",
     memory: "512M",
+    // VMSIGHT_TEST_CPUS runs a suite on SMP guests (per-CPU runqueues, traps on every vCPU).
+    cpus: Number(process.env.VMSIGHT_TEST_CPUS ?? 1),
     append: image.append,
     ...launch,
     extraArgs: [...(launch.extraArgs ?? []), ...(vmcoreinfo ? ["-device", "vmcoreinfo"] : [])],
