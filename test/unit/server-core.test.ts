@@ -325,3 +325,20 @@ test("a client that leaves while its subscribe waits for the VM gets no stream",
   assert.equal(vm.streams.size, 0);
   assert.equal(c.session.subscriptions.size, 0);
 });
+
+test("an execute watch on a physical address is refused with a hint, and arms nothing", async () => {
+  const { core, vm } = setup();
+  const c = await new CoreClient(core).init();
+  const r = await c.call("memory.set_access", {
+    vm: "a",
+    address: "0x1000000",
+    length: 1,
+    access: "execute",
+    space: "phys",
+  });
+  assert.equal(r.error?.code, RPC_ERRORS.SERVER_ERROR.code);
+  const data = r.error?.data as { code: string; hint?: string };
+  assert.equal(data.code, "E_WATCH_ADDRESS");
+  assert.match(data.hint ?? "", /virtual address/);
+  assert.equal(vm.streams.size, 0, "no breakpoint armed");
+});
