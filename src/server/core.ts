@@ -67,6 +67,14 @@ const RECORD_TYPES: Record<string, EventType> = {
   state: "vm.state",
 };
 
+/** The library's watch records name the gdb stop (watch, rwatch, awatch); clients asked in these words. */
+const ACCESS_WORDS: Readonly<Record<string, string>> = { watch: "write", rwatch: "read", awatch: "access" };
+
+function accessWord(access: unknown): { access?: string } {
+  const word = typeof access === "string" ? ACCESS_WORDS[access] : undefined;
+  return word === undefined ? {} : { access: word };
+}
+
 /** What each protocol event type needs the library to arm. */
 const KIND_OF: Record<EventType, EventRequest["types"][number] | undefined> = {
   "vm.state": "state",
@@ -307,7 +315,7 @@ export class ClientSession {
       void respond?.({ action: "continue" });
       return;
     }
-    const extra = sub.as === "memory.access" ? { access: "execute" } : {};
+    const extra = sub.as === "memory.access" ? { access: "execute" } : accessWord(fields.access);
     if (respond && sub.replyMs !== undefined) {
       const event = this.newId("e");
       const timer = setTimeout(() => this.release(event, { action: "continue" }), sub.replyMs);

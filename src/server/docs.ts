@@ -90,7 +90,7 @@ const EVENT_NOTES: Record<EventType, string> = {
   breakpoint:
     "a breakpoint set with breakpoint.set was hit: at, cpu, pid, tid, comm, rip, args (the first six call arguments).",
   "memory.access":
-    "a watched range (memory.set_access) was read, written or executed: access, address, cpu, pid, tid, comm, rip, where, value.",
+    "a watched range (memory.set_access) was read, written or executed: access (read, write, access or execute, as set), address, cpu, pid, tid, comm, rip, where, value.",
   "process.create": "a task was created (fork/clone): the CLI's `trace proc` record.",
   "process.exec": "a task called execve: filename, pid, comm.",
   "process.exit": "a task exited: pid, exit code.",
