@@ -8,7 +8,7 @@
  * vm.pause/resume reach a subscriber as STOP/RESUME while the guest's own clock stands still; an
  * insmod is a module.load as /proc/modules shows it. Then the real `vmsight serve --publish`
  * takes the second guest: its fork loop's process events reach JetStream once each, in order,
- * while the consumer disconnects and comes back mid-loop, as many as the loop printed.
+ * while the consumer disconnects and nats-server restarts mid-loop, as many as the loop printed.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -401,7 +401,7 @@ describe(`vmsight serve holds a vCPU at a breakpoint until the client answers, t
     c.ws.close();
   });
 
-  test("serve --publish: the guest's fork loop reaches JetStream once each, in order, across a consumer reconnect", async () => {
+  test("serve --publish: the guest's fork loop reaches JetStream once each, in order, across a consumer reconnect and a nats-server restart", async () => {
     await served.release();
     const nats = await startNatsServer();
     const cli = new BackgroundCli([
@@ -434,9 +434,10 @@ describe(`vmsight serve holds a vCPU at a breakpoint until the client answers, t
       const run = g.serial.command(`workload forkloop ${FORKS} & F=$!; echo "FL $F"; wait $F`, 300_000);
       const children = () => bodies("create").filter((e) => e.comm === "wl-forkloop");
       assert.ok(await readUntil(nc, got, () => children().length >= 20, 120_000), "the loop's first forks");
-      // The consumer goes away mid-stream; the loop forks on meanwhile.
+      // The consumer goes away mid-stream and nats-server restarts; the loop forks on meanwhile.
       await nc.close();
       const away = children().length;
+      await nats.restart();
       const out = await run;
       const loop = Number(/^FL (\d+)$/m.exec(out)?.[1]);
       const printed = Number(/^forkloop (\d+)$/m.exec(out)?.[1]);
@@ -447,6 +448,7 @@ describe(`vmsight serve holds a vCPU at a breakpoint until the client answers, t
       await nc.close();
       assert.ok(all, `${exits().length} of ${printed} exits reached JetStream; serve said:\n${cli.stderr}`);
       assert.ok(away < printed, "the consumer was away while the loop still forked");
+      assert.match(cli.stderr, /acknowledges again/, "serve saw NATS go and come back");
 
       assert.equal(new Set(got.map((m) => m.seq)).size, got.length, "no message read twice");
       const creates = bodies("create").filter((e) => e.ppid === loop);
