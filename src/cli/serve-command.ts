@@ -3,7 +3,7 @@ import type { CliCommand } from "./command.js";
 export const serveCommand: CliCommand = {
   name: "serve",
   usage:
-    "serve --vm NAME=QMP_SOCKET… | --scan DIR [--socket PATH] [--listen HOST:PORT] [--publish nats://HOST:PORT]",
+    "serve --vm NAME=QMP_SOCKET… | --scan DIR [--socket PATH] [--listen HOST:PORT] [--publish nats://HOST:PORT] [--publish-types all|TYPE,…]",
   summary: "serve VMs over a KVMi-style JSON-RPC protocol on WebSocket (docs/protocol.md)",
   options: {
     vm: { type: "string", multiple: true },

@@ -67,6 +67,14 @@ const RECORD_TYPES: Record<string, EventType> = {
   state: "vm.state",
 };
 
+/** The library's watch records name the gdb stop (watch, rwatch, awatch); clients asked in these words. */
+const ACCESS_WORDS: Readonly<Record<string, string>> = { watch: "write", rwatch: "read", awatch: "access" };
+
+function accessWord(access: unknown): { access?: string } {
+  const word = typeof access === "string" ? ACCESS_WORDS[access] : undefined;
+  return word === undefined ? {} : { access: word };
+}
+
 /** What each protocol event type needs the library to arm. */
 const KIND_OF: Record<EventType, EventRequest["types"][number] | undefined> = {
   "vm.state": "state",
@@ -91,6 +99,7 @@ export class ProtocolCore {
   readonly maxInFlight: number;
   readonly serverName: string;
   private readonly unlisten: () => void;
+  private readonly observers = new Set<(event: Readonly<Record<string, unknown>>) => void>();
 
   constructor(
     readonly vms: VmDirectory,
@@ -102,6 +111,20 @@ export class ProtocolCore {
     this.unlisten = vms.onChange((name, present) => {
       for (const c of this.clients) c.vmChanged(name, present);
     });
+  }
+
+  /**
+   * Sees every event any client is sent. Breakpoints and watches are armed by clients, not by
+   * subscribing, so this is how the NATS publisher sees theirs.
+   */
+  observe(listener: (event: Readonly<Record<string, unknown>>) => void): () => void {
+    this.observers.add(listener);
+    return () => this.observers.delete(listener);
+  }
+
+  /** @internal */
+  observed(event: Readonly<Record<string, unknown>>): void {
+    for (const o of this.observers) o(event);
   }
 
   /** A new client; `send` takes each outgoing message as JSON text. */
@@ -292,23 +315,22 @@ export class ClientSession {
       void respond?.({ action: "continue" });
       return;
     }
-    const extra = sub.as === "memory.access" ? { access: "execute" } : {};
+    const extra = sub.as === "memory.access" ? { access: "execute" } : accessWord(fields.access);
     if (respond && sub.replyMs !== undefined) {
       const event = this.newId("e");
       const timer = setTimeout(() => this.release(event, { action: "continue" }), sub.replyMs);
       this.held.set(event, { respond, timer });
-      this.notify("event", {
-        ...fields,
-        ...extra,
-        vm: sub.vm,
-        type: mapped,
-        subscription: sub.id,
-        reply: { event, deadlineMs: sub.replyMs },
-      });
+      this.event(sub, mapped, { ...fields, ...extra, reply: { event, deadlineMs: sub.replyMs } });
       return;
     }
-    this.notify("event", { ...fields, ...extra, vm: sub.vm, type: mapped, subscription: sub.id });
+    this.event(sub, mapped, { ...fields, ...extra });
     void respond?.({ action: "continue" });
+  }
+
+  private event(sub: Subscription, type: EventType, fields: Record<string, unknown>): void {
+    const params = { ...fields, vm: sub.vm, type, subscription: sub.id };
+    this.notify("event", params);
+    this.core.observed(params);
   }
 
   /** Lets a held vCPU go with `action`; false when it had already gone (deadline, unsubscribe). */

@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TSchema } from "@sinclair/typebox";
 import { ERROR_CODES } from "../util/errors.js";
+import { DEFAULT_MAX_QUEUE, DEFAULT_PUBLISHED } from "./nats.js";
 import {
   DEFAULT_REPLY_MS,
   EVENT_PARAMS,
@@ -89,7 +90,7 @@ const EVENT_NOTES: Record<EventType, string> = {
   breakpoint:
     "a breakpoint set with breakpoint.set was hit: at, cpu, pid, tid, comm, rip, args (the first six call arguments).",
   "memory.access":
-    "a watched range (memory.set_access) was read, written or executed: access, address, cpu, pid, tid, comm, rip, where, value.",
+    "a watched range (memory.set_access) was read, written or executed: access (read, write, access or execute, as set), address, cpu, pid, tid, comm, rip, where, value.",
   "process.create": "a task was created (fork/clone): the CLI's `trace proc` record.",
   "process.exec": "a task called execve: filename, pid, comm.",
   "process.exit": "a task exited: pid, exit code.",
@@ -190,6 +191,23 @@ export function protocolDoc(): string {
     "disassembler: a NOP or ENDBR, as at most kernel function entries (else the reply fails with E_USAGE and the",
     "vCPU continues); to leave a function without running it, answer `set_registers` with rip set to the return",
     "address read at rsp, rsp + 8 and the rax to return. An answer after the deadline gets `applied: false`.",
+    "",
+    "## Publishing to NATS",
+    "",
+    "`vmsight serve --publish nats://HOST:PORT` sends events to NATS JetStream, stream `VMSIGHT` (file storage,",
+    "created when missing), subject `vmsight.<host>.<vm>.<type>`; each message is the event's record with `host`",
+    "and `time` added (no `subscription`). By default it publishes",
+    `${DEFAULT_PUBLISHED.map((t) => `\`${t}\``).join(", ")}: the events that cost the guest little.`,
+    "`--publish-types all` (or a comma-separated list of types) publishes more. `syscall` and `switch` are",
+    "left out by default because publishing them arms their traps in every guest served, stopping a vCPU",
+    "on every system call or context switch; `breakpoint` and `memory.access` are published as the clients",
+    "that set them (breakpoint.set, memory.set_access) receive them, one message per client.",
+    "",
+    "Events are published one at a time, each after the previous one's acknowledgement, so they reach",
+    "the stream in order. A publish that fails (nats-server restarting or unreachable) is retried with",
+    "the same message id (JetStream drops the duplicate if the first attempt landed) while later events",
+    `wait behind it, up to ${DEFAULT_MAX_QUEUE} of them; past that, new events are dropped and serve logs a warning`,
+    "on stderr, then how many it dropped once it catches up.",
     "",
     "## KVMi and what QEMU cannot surface",
     "",

@@ -1,4 +1,5 @@
 /** One handler per protocol method, typed by the method's schema (schema.ts). */
+import { VmsightError } from "../util/errors.js";
 import type { AddressSpace, ServedVm } from "./backend.js";
 import { type ClientSession, RpcError, kindsFor } from "./core.js";
 import {
@@ -24,6 +25,22 @@ function space(p: { space?: "phys" | "virt"; cpu?: number; cr3?: string; pid?: n
     ...(p.cr3 === undefined ? {} : { cr3: p.cr3 }),
     ...(p.pid === undefined ? {} : { pid: p.pid }),
   };
+}
+
+/**
+ * An execute watch is a breakpoint, and breakpoints match the instruction pointer, a virtual
+ * address: a physical one would silently never fire (or fire on whatever code sits at that
+ * virtual address).
+ */
+function executeIsVirtual(p: { space?: "phys" | "virt"; address: string }): void {
+  if (p.space !== "phys") return;
+  throw new VmsightError(
+    "E_WATCH_ADDRESS",
+    `an execute watch needs a virtual address, got physical ${p.address}`,
+    {
+      hint: 'give the virtual address of the code (drop space: "phys"); memory.translate maps virtual to physical, not back',
+    },
+  );
 }
 
 const hexOf = (bytes: Uint8Array) =>
@@ -92,6 +109,7 @@ export function handlersFor(client: ClientSession): Handlers {
         ...(p.comm === undefined ? {} : { comm: p.comm }),
       };
       if (p.access === "execute") {
+        executeIsVirtual(p);
         const req = { types: ["break" as const], at: p.address, ...who };
         return { subscription: client.subscribe(p.vm, v, req, ["memory.access"], { as: "memory.access" }) };
       }

@@ -51,12 +51,16 @@ export function parseVm(text: string): { name: string; qmp: string } {
   return { name: text.slice(0, i), qmp: text.slice(i + 1) };
 }
 
-function parseTypes(text: string | undefined): readonly EventType[] {
+export function parseTypes(text: string | undefined): readonly EventType[] {
   if (text === undefined) return DEFAULT_PUBLISHED;
+  if (text.trim() === "all") return EVENT_TYPES;
   const types = text.split(",").map((t) => t.trim());
   const bad = types.filter((t) => !(EVENT_TYPES as readonly string[]).includes(t));
   if (bad.length)
-    throw new UsageError(`unknown event type ${bad.join(", ")}`, `known: ${EVENT_TYPES.join(", ")}`);
+    throw new UsageError(
+      `unknown event type ${bad.join(", ")}`,
+      `--publish-types takes "all" or a comma-separated list of ${EVENT_TYPES.join(", ")}`,
+    );
   return types as EventType[];
 }
 

@@ -6,7 +6,7 @@
  * (it stopped reading) is disconnected, which ends its subscriptions, so one slow client
  * neither stalls the others nor grows the server's memory.
  */
-import { chmodSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { type IncomingMessage, type Server, createServer } from "node:http";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { ProtocolCore } from "./core.js";
@@ -66,8 +66,7 @@ export async function listen(core: ProtocolCore, opts: ListenOptions): Promise<L
     const path = opts.unixPath;
     rmSync(path, { force: true });
     const http = createServer();
-    await listenOn(http, () => http.listen(path));
-    chmodSync(path, 0o600);
+    await listenOn(http, () => bindPrivately(http, path));
     serve(http, false);
     urls.push(`ws+unix://${path}`);
   }
@@ -132,6 +131,20 @@ function attach(core: ProtocolCore, ws: WebSocket, maxBuffered: number, onShed?:
   ws.on("pong", () => answered.add(ws));
   ws.on("close", () => void session.close());
   ws.on("error", () => void session.close());
+}
+
+/**
+ * Binds under umask 0177, so the socket is 0600 from the moment it exists: a chmod after listen
+ * would leave a moment in which another user could connect. Node binds a pipe synchronously inside
+ * listen(), so the umask is back before anything else in the process runs.
+ */
+function bindPrivately(http: Server, path: string): void {
+  const old = process.umask(0o177);
+  try {
+    http.listen(path);
+  } finally {
+    process.umask(old);
+  }
 }
 
 function listenOn(server: Server, start: () => void): Promise<void> {

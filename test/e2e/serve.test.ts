@@ -3,20 +3,29 @@
  * processes (its /proc is the oracle), process.exec events arrive for a command the guest
  * runs, and a client that disconnects leaves no trap behind (the guest keeps answering). Two
  * clients share one guest's traps: both see its process events, one leaving does not end the
- * other's, and calls answer (as its /proc) while they run. Memory and register writes take.
+ * other's, and calls answer (as its /proc) while they run. Memory and register writes take. A
+ * write watch on the memwrite workload's counter reports the values the guest's /proc shows;
+ * vm.pause/resume reach a subscriber as STOP/RESUME while the guest's own clock stands still; an
+ * insmod is a module.load as /proc/modules shows it. Then the real `vmsight serve --publish`
+ * takes the second guest: its fork loop's process events reach JetStream once each, in order,
+ * while the consumer disconnects and nats-server restarts mid-loop, as many as the loop printed.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { AckPolicy, type NatsConnection, connect } from "nats";
 import { WebSocket } from "ws";
 import { ProtocolCore } from "../../src/server/core.js";
 import { openLibVm } from "../../src/server/lib-vm.js";
+import { STREAM, subjectOf } from "../../src/server/nats.js";
 import { VmRegistry } from "../../src/server/vms.js";
 import { type Listening, listen } from "../../src/server/ws.js";
+import { BackgroundCli } from "../support/background.js";
 import { type Ps, assertPsMatchesView, eventually } from "../support/compare.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
+import { startNatsServer } from "../support/nats-server.js";
 import type { GuestView } from "../support/oracle.js";
 import { until } from "../support/rpc-client.js";
 
@@ -100,14 +109,44 @@ async function servedGuest() {
   registry.add("guest", g.qmpSocket);
   const core = new ProtocolCore(registry);
   const server: Listening = await listen(core, { unixPath: join(dir, "serve.sock") });
+  let released: Promise<void> | undefined;
+  // Lets go of the guest's QMP socket (QEMU takes one client), so a CLI serve can have it.
+  const release = () => {
+    released ??= (async () => {
+      await server.close();
+      await core.close();
+      await registry.close();
+    })();
+    return released;
+  };
   const stop = async () => {
-    await server.close();
-    await core.close();
-    await registry.close();
+    await release();
     await g.stop();
     rmSync(dir, { recursive: true, force: true });
   };
-  return { g, core, server, stop };
+  return { g, core, server, dir, release, stop };
+}
+
+/** Forks of the fork loop the NATS check traces: enough to stream, few enough for TCG. */
+const FORKS = 120;
+
+interface Published {
+  readonly seq: number;
+  readonly subject: string;
+  readonly body: Record<string, unknown>;
+}
+
+/** Reads (and acks, confirmed) what the durable consumer has until `done` or the deadline. */
+async function readUntil(nc: NatsConnection, got: Published[], done: () => boolean, ms: number) {
+  const consumer = await nc.jetstream().consumers.get(STREAM, "e2e");
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) {
+    for await (const m of await consumer.fetch({ max_messages: 500, expires: 1000 })) {
+      got.push({ seq: m.seq, subject: m.subject, body: m.json() });
+      await m.ackAck();
+    }
+  }
+  return done();
 }
 
 describe(`vmsight serve against a ${KERNEL} guest`, () => {
@@ -221,9 +260,86 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
     }
     assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
   });
+  test("a write watch on memwrite's counter yields memory.access with the values the guest holds", async () => {
+    const writer = view.roles.get("memwrite");
+    const counter = view.counterAddress;
+    assert.ok(writer !== undefined && counter !== undefined, "the guest reports memwrite's counter");
+    const c = await client(server.urls[0] ?? "");
+    const address = `0x${counter.toString(16)}`;
+    const watch = { vm: "guest", address, length: 8, access: "write", pid: writer };
+    const { subscription } = await c.call("memory.set_access", watch);
+    const hits = () => c.events().filter((e) => e.type === "memory.access");
+    await until(() => hits().length >= 2, "two stores to the counter", 60_000);
+    await c.call("events.unsubscribe", { subscription });
+    // The guest's own reading of the counter, through its /proc, after the last reported store.
+    const text = await g.serial.command(
+      `dd if=/proc/${writer}/mem bs=8 count=1 skip=$((${address} / 8)) 2>/dev/null | od -An -tu8`,
+      60_000,
+    );
+    const now = BigInt(text.trim().split(/\s+/).at(-1) ?? "x");
+    const [a, b] = hits();
+    for (const e of [a, b]) {
+      assert.equal(e?.pid, writer);
+      assert.equal(e?.comm, view.processes.find((p) => p.pid === writer)?.comm);
+      assert.equal(e?.access, "write");
+      assert.equal(BigInt(String(e?.address)), counter);
+    }
+    const [va, vb] = [BigInt(String(a?.value)), BigInt(String(b?.value))];
+    assert.equal(vb - va, 1n, "counter++ once a second");
+    // memwrite stores once a second: the guest has counted on a little since, never back.
+    assert.ok(now >= vb && now - vb < 120n, `the guest's counter ${now} follows the reported ${vb}`);
+    c.ws.close();
+  });
+
+  test("vm.pause and vm.resume reach a vm.state subscriber as STOP then RESUME; the guest's clock stood still", async () => {
+    const c = await client(server.urls[0] ?? "");
+    await c.call("events.subscribe", { vm: "guest", types: ["vm.state"] });
+    const uptime = async () =>
+      Number((await g.serial.command("cat /proc/uptime", 60_000)).trim().split(/\s+/)[0]);
+    const states = () => c.events().flatMap((e) => (e.type === "vm.state" ? [e.event] : []));
+    const [guest0, host0] = [await uptime(), Date.now()];
+    await c.call("vm.pause", { vm: "guest" });
+    await new Promise((r) => setTimeout(r, 4000));
+    await c.call("vm.resume", { vm: "guest" });
+    const [guest1, host1] = [await uptime(), Date.now()];
+    await until(() => states().includes("RESUME"), "the RESUME event", 60_000);
+    assert.deepEqual(states(), ["STOP", "RESUME"]);
+    const [guestS, hostS] = [guest1 - guest0, (host1 - host0) / 1000];
+    assert.ok(guestS < hostS - 3, `the guest counted ${guestS}s of the host's ${hostS}s, 4 of them paused`);
+    c.ws.close();
+  });
+
+  test("an insmod in the guest is a module.load over the protocol, as its /proc/modules shows", async () => {
+    const c = await client(server.urls[0] ?? "");
+    await c.call("events.subscribe", { vm: "guest", types: ["module.load", "module.unload"] });
+    const cycle = () =>
+      g.serial.command(
+        "rmmod dummy 2>/dev/null; insmod $(grep /dummy /etc/vmsight/modules) && grep '^dummy ' /proc/modules",
+        60_000,
+      );
+    const loads = () => c.events().filter((e) => e.type === "module.load" && e.name === "dummy");
+    // The subscription arms its traps after its reply: cycle until one load is seen, then once more.
+    for (let i = 0; i < 10 && loads().length === 0; i++) {
+      await cycle();
+      await until(() => loads().length > 0, "a dummy load", 15_000).catch(() => {});
+    }
+    const seen = loads().length;
+    assert.ok(seen > 0, `no module.load: ${JSON.stringify(c.events().slice(-5))}`);
+    const out = await cycle();
+    await until(() => loads().length > seen, "the load of the last insmod", 60_000);
+    // /proc/modules: "dummy 12288 0 - Live 0xffffffffc0561000"
+    const [name, size, , , , base] = out.trim().split(/\s+/);
+    const load = loads()[seen];
+    assert.equal(load?.name, name);
+    assert.equal(load?.size, Number(size));
+    assert.equal(BigInt(String(load?.base)), BigInt(base ?? "x"));
+    const unload = c.events().some((e) => e.type === "module.unload" && e.name === "dummy");
+    assert.ok(unload, "the rmmod before it is a module.unload");
+    c.ws.close();
+  });
 });
 
-describe(`vmsight serve holds a vCPU at a breakpoint until the client answers (${KERNEL} guest)`, () => {
+describe(`vmsight serve holds a vCPU at a breakpoint until the client answers, then publishes to NATS (${KERNEL} guest)`, () => {
   let served: Awaited<ReturnType<typeof servedGuest>>;
   let g: TestGuest;
   let server: Listening;
@@ -283,5 +399,85 @@ describe(`vmsight serve holds a vCPU at a breakpoint until the client answers ($
     await c.call("breakpoint.clear", { subscription });
     assert.match(await g.serial.command(probe, 60_000), /RC=0/, "untouched again once cleared");
     c.ws.close();
+  });
+
+  test("serve --publish: the guest's fork loop reaches JetStream once each, in order, across a consumer reconnect and a nats-server restart", async () => {
+    await served.release();
+    const nats = await startNatsServer();
+    const cli = new BackgroundCli([
+      "serve",
+      ...["--vm", `guest=${g.qmpSocket}`, "--socket", join(served.dir, "cli.sock")],
+      ...["--publish", nats.url],
+    ]);
+    try {
+      await cli.waitFor(/serve: publishing /, 120_000);
+      const servers = nats.url.slice("nats://".length);
+      const admin = await connect({ servers });
+      await (await admin.jetstreamManager()).consumers.add(STREAM, {
+        durable_name: "e2e",
+        ack_policy: AckPolicy.Explicit,
+        filter_subject: "vmsight.*.guest.process.>",
+      });
+      await admin.close();
+      const got: Published[] = [];
+      const bodies = (type: string) =>
+        got.filter((m) => m.body.type === `process.${type}`).map((m) => m.body);
+      const marked = (i: number) =>
+        bodies("exec").some((e) => (e.argv as string[]).includes(`echo nats-${i}`));
+      // The publisher's traps arm after serve starts: run a marked command until JetStream has it.
+      let nc = await connect({ servers });
+      for (let i = 0; ; i++) {
+        assert.ok(i < 10, `no marked exec reached JetStream: ${cli.stderr}`);
+        await g.serial.command(`sh -c 'echo nats-${i}' >/dev/null`, 60_000);
+        if (await readUntil(nc, got, () => marked(i), 15_000)) break;
+      }
+      const run = g.serial.command(`workload forkloop ${FORKS} & F=$!; echo "FL $F"; wait $F`, 300_000);
+      const children = () => bodies("create").filter((e) => e.comm === "wl-forkloop");
+      assert.ok(await readUntil(nc, got, () => children().length >= 20, 120_000), "the loop's first forks");
+      // The consumer goes away mid-stream and nats-server restarts; the loop forks on meanwhile.
+      await nc.close();
+      const away = children().length;
+      await nats.restart();
+      const out = await run;
+      const loop = Number(/^FL (\d+)$/m.exec(out)?.[1]);
+      const printed = Number(/^forkloop (\d+)$/m.exec(out)?.[1]);
+      assert.ok(loop > 0 && printed === FORKS, `the guest's fork loop printed:\n${out}`);
+      nc = await connect({ servers });
+      const exits = () => bodies("exit").filter((e) => e.ppid === loop);
+      const all = await readUntil(nc, got, () => exits().length >= printed, 120_000);
+      await nc.close();
+      assert.ok(all, `${exits().length} of ${printed} exits reached JetStream; serve said:\n${cli.stderr}`);
+      assert.ok(away < printed, "the consumer was away while the loop still forked");
+      assert.match(cli.stderr, /acknowledges again/, "serve saw NATS go and come back");
+
+      assert.equal(new Set(got.map((m) => m.seq)).size, got.length, "no message read twice");
+      const creates = bodies("create").filter((e) => e.ppid === loop);
+      assert.equal(creates.length, printed, "one create per fork the loop counted");
+      assert.deepEqual(
+        exits().map((e) => e.pid),
+        creates.map((e) => e.pid),
+        "each child exits once, in the order it was created",
+      );
+      const pids = creates.map((e) => Number(e.pid));
+      assert.ok(
+        pids.every((p, i) => i === 0 || p > (pids[i - 1] ?? 0)),
+        "creates in the order the guest gave out pids",
+      );
+      const at = (type: string, pid: unknown) =>
+        got.findIndex((m) => m.body.type === `process.${type}` && m.body.pid === pid);
+      assert.ok(
+        creates.every((e) => at("create", e.pid) < at("exit", e.pid)),
+        "each create before its exit",
+      );
+      assert.ok(exits().every((e) => e.exitCode === 0 && e.comm === "wl-forkloop"));
+      const exec = bodies("exec").find((e) => e.pid === loop);
+      assert.deepEqual(exec?.argv, ["workload", "forkloop", String(FORKS)]);
+      const subject = got.find((m) => m.body === exec)?.subject;
+      assert.equal(subject, subjectOf(hostname(), "guest", "process.exec"));
+    } finally {
+      cli.kill("SIGTERM");
+      await cli.exited;
+      await nats.stop();
+    }
   });
 });

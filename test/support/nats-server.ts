@@ -7,6 +7,11 @@ import { join } from "node:path";
 
 export interface NatsServer {
   readonly url: string;
+  /** SIGTERMs the server, keeping its port and JetStream store for restart(). */
+  halt(): Promise<void>;
+  /** Starts it again on the same port and store: what a restart on a real host looks like. */
+  restart(): Promise<void>;
+  /** Halts it and deletes its store. */
   stop(): Promise<void>;
 }
 
@@ -32,39 +37,56 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
+interface Running {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  readonly gone: () => boolean;
+}
+
+async function run(port: number, store: string): Promise<Running> {
+  const child = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let gone = false;
+  const exited = new Promise<void>((resolve) => {
+    const end = () => {
+      gone = true;
+      resolve();
+    };
+    child.once("exit", end);
+    child.once("error", end);
+  });
+  // A restart may find the old port busy for a moment: wait until it accepts, not just for spawn.
+  for (let i = 0; i < 200 && !gone; i++) {
+    if (await accepts(port)) return { child, exited, gone: () => gone };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  throw new Error(
+    "nats-server did not start (is Debian's nats-server installed? scripts/setup.sh installs it)",
+  );
+}
+
 export async function startNatsServer(): Promise<NatsServer> {
   const port = await freePort();
   const store = mkdtempSync(join(tmpdir(), "vmsight-nats-"));
-  const child: ChildProcess = spawn(
-    "nats-server",
-    ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store],
-    {
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let exited = false;
-  child.once("exit", () => {
-    exited = true;
-  });
-  child.once("error", () => {
-    exited = true;
-  });
-  for (let i = 0; i < 200 && !exited; i++) {
-    if (await accepts(port)) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (exited)
-    throw new Error(
-      "nats-server did not start (is Debian's nats-server installed? scripts/setup.sh installs it)",
-    );
+  let current: Running | undefined = await run(port, store);
+  const halt = async () => {
+    if (current && !current.gone()) {
+      current.child.kill("SIGTERM");
+      await current.exited;
+    }
+    current = undefined;
+  };
   return {
     url: `nats://127.0.0.1:${port}`,
+    halt,
+    async restart() {
+      await halt();
+      current = await run(port, store);
+    },
     async stop() {
-      if (!exited) {
-        const gone = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await gone;
-      }
+      await halt();
       rmSync(store, { recursive: true, force: true });
     },
   };

@@ -325,3 +325,37 @@ test("a client that leaves while its subscribe waits for the VM gets no stream",
   assert.equal(vm.streams.size, 0);
   assert.equal(c.session.subscriptions.size, 0);
 });
+
+test("an execute watch on a physical address is refused with a hint, and arms nothing", async () => {
+  const { core, vm } = setup();
+  const c = await new CoreClient(core).init();
+  const r = await c.call("memory.set_access", {
+    vm: "a",
+    address: "0x1000000",
+    length: 1,
+    access: "execute",
+    space: "phys",
+  });
+  assert.equal(r.error?.code, RPC_ERRORS.SERVER_ERROR.code);
+  const data = r.error?.data as { code: string; hint?: string };
+  assert.equal(data.code, "E_WATCH_ADDRESS");
+  assert.match(data.hint ?? "", /virtual address/);
+  assert.equal(vm.streams.size, 0, "no breakpoint armed");
+});
+
+test("a read or write watch's memory.access says read or write, as the watch was set", async () => {
+  const { core, vm } = setup();
+  const c = await new CoreClient(core).init();
+  const at = { vm: "a", address: "0xffff888000002000", length: 8 };
+  await c.ok("memory.set_access", { ...at, access: "write" });
+  await c.ok("memory.set_access", { ...at, access: "read" });
+  const who = { address: at.address, cpu: 0, pid: 3, tid: 3, comm: "x", rip: "0x1", value: "0x2" };
+  // The library reports the gdb stop's name.
+  vm.emit({ type: "watch", access: "watch", ...who });
+  vm.emit({ type: "watch", access: "rwatch", ...who });
+  await until(() => c.events().length === 4, "both records to both watches");
+  assert.deepEqual(
+    c.events().map((e) => e.access),
+    ["write", "write", "read", "read"],
+  );
+});

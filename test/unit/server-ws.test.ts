@@ -1,13 +1,15 @@
 /**
- * The WebSocket transport around the core: the unix socket is private, TCP needs the token,
- * a client that stops reading is shed while another is served, and a frame over the message
- * limit gets an error reply.
+ * The WebSocket transport around the core: the unix socket is private (from its first moment),
+ * TCP needs the token, a client that stops reading is shed while another is served and the
+ * server's memory stays bounded meanwhile, and a frame over the message limit gets an error reply.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { WebSocket } from "ws";
 import { ProtocolCore } from "../../src/server/core.js";
 import { RPC_ERRORS } from "../../src/server/schema.js";
@@ -93,6 +95,80 @@ test("the unix socket is private; TCP wants the token", async () => {
     assert.equal(remote.got.find((m) => m.id === null)?.error?.code, RPC_ERRORS.INVALID_REQUEST.code);
     assert.equal((await remote.call("vm.list", {})).error, undefined);
     remote.ws.close();
+  } finally {
+    await s.stop();
+  }
+});
+
+test("the unix socket is 0600 from the moment it exists, whatever the umask", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "vmsight-serve-"));
+  const core = new ProtocolCore(fakeDirectory({ a: new FakeVm() }));
+  const path = join(dir, "serve.sock");
+  const old = process.umask(0);
+  let mode: number;
+  let listening: ReturnType<typeof listen>;
+  try {
+    // listen() binds before its first await: look at the socket before a later chmod could run.
+    listening = listen(core, { unixPath: path });
+    mode = statSync(path).mode & 0o777;
+  } finally {
+    process.umask(old);
+  }
+  try {
+    assert.equal(mode, 0o600);
+    assert.equal(process.umask(), old, "the process umask is put back");
+  } finally {
+    await (await listening).close();
+    await core.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Live heap and Buffer bytes after a full collection: what the server still holds. */
+function retainedBytes(): number {
+  setFlagsFromString("--expose-gc");
+  (runInNewContext("gc") as () => void)();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+test("flooding a client that never reads keeps the server's memory bounded by the shed limit", async (t) => {
+  const limit = 4 << 20;
+  const s = await serve(limit);
+  try {
+    const stuck = await WsClient.open(s.server.urls[0] ?? "");
+    await stuck.call("initialize", { protocolVersion: 1 });
+    await stuck.call("events.subscribe", { vm: "a", types: ["syscall"] });
+    (stuck.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const before = retainedBytes();
+    const pad = "z".repeat(8192);
+    const offered = 12_000;
+    let peak = 0;
+    for (let nr = 0; nr < offered; ) {
+      for (let i = 0; i < 50; i++)
+        s.vm.emit({
+          type: "syscall",
+          pid: 1,
+          tid: 1,
+          comm: "x",
+          nr: nr++,
+          name: "read",
+          args: [],
+          ret: 0,
+          pad,
+        });
+      await new Promise((r) => setImmediate(r));
+      if (nr % 1000 === 0) peak = Math.max(peak, retainedBytes() - before);
+    }
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    assert.equal(s.shed(), 1, "the stuck client was shed");
+    // Offered ~94 MiB; held at most the limit plus what a socket and the parser keep around.
+    assert.ok(
+      peak < limit + (12 << 20),
+      `the server held ${mib(peak)} while ${mib(offered * 8192)} was offered`,
+    );
+    t.diagnostic(`held at most ${mib(peak)} of ${mib(offered * 8192)} offered`);
+    stuck.ws.terminate();
   } finally {
     await s.stop();
   }
