@@ -16,9 +16,10 @@ import { buildWeb } from "../../scripts/build-web.js";
 import { ProtocolCore } from "../../src/server/core.js";
 import { openLibVm } from "../../src/server/lib-vm.js";
 import { VmRegistry } from "../../src/server/vms.js";
-import { type Listening, listen } from "../../src/server/ws.js";
+import { listen } from "../../src/server/ws.js";
 import { BackgroundCli } from "../support/background.js";
 import { type Ps, assertPsMatchesView, eventually, transient } from "../support/compare.js";
+import { listDel, taskOf, tasksOffset, whileCorrupt } from "../support/corrupt.js";
 import { type TestGuest, bootTestGuest, ramBackendFor } from "../support/guest.js";
 import type { GuestView } from "../support/oracle.js";
 import { skipUnless } from "../support/skip.js";
@@ -78,6 +79,32 @@ describe(
           ),
         ),
       );
+    }
+
+    /**
+     * A server in this process on the page's port and token: a `vmsight serve` that came back,
+     * as far as the page can tell.
+     */
+    async function serveAgain(): Promise<{ close(): Promise<void> }> {
+      const registry = new VmRegistry(openLibVm);
+      registry.add("guest", g.qmpSocket);
+      const core = new ProtocolCore(registry);
+      const back = await listen(core, {
+        tcp: { host: "127.0.0.1", port: Number(dashboard.port) },
+        token: dashboard.searchParams.get("token") ?? "",
+        webDir: join(ROOT, "dist/src/web"),
+      }).catch(async (error: unknown) => {
+        await core.close();
+        await registry.close();
+        throw error;
+      });
+      return {
+        async close() {
+          await back.close();
+          await core.close();
+          await registry.close();
+        },
+      };
     }
 
     before(async () => {
@@ -294,16 +321,8 @@ describe(
       await serve.exited;
       await page.locator("#banner", { hasText: /disconnected/i }).waitFor();
       await shot("disconnected");
-      const registry = new VmRegistry(openLibVm);
-      registry.add("guest", g.qmpSocket);
-      const core = new ProtocolCore(registry);
-      let back: Listening | undefined;
+      const back = await serveAgain();
       try {
-        back = await listen(core, {
-          tcp: { host: "127.0.0.1", port: Number(dashboard.port) },
-          token: dashboard.searchParams.get("token") ?? "",
-          webDir: join(ROOT, "dist/src/web"),
-        });
         await page.locator("#banner").waitFor({ state: "hidden" });
         await page.locator('[data-table="processes"] tbody tr').first().waitFor();
         // The new server attaches to the guest on its first request; once, under load, that
@@ -311,15 +330,50 @@ describe(
         await refreshed().catch(() => refreshed());
         assert.ok((await tableRows("processes")).length > 0);
       } finally {
-        await back?.close();
-        await core.close();
-        await registry.close();
+        await back.close();
       }
       // Only the dropped connection may have complained meanwhile.
       const others = consoleErrors.filter(
         (e) => !/WebSocket connection to .* failed|Failed to load resource|ERR_CONNECTION_REFUSED/.test(e),
       );
       assert.deepEqual(others, []);
+    });
+
+    test("a process unlinked from the task list is highlighted in the hidden-process view, and its alert names it", async () => {
+      // The pid as the guest knows it, before anything is hidden.
+      const view = await g.view();
+      const pid = roleOf(view, "sleep");
+      const comm = view.processes.find((p) => p.pid === pid)?.comm ?? "";
+      // The guest stays paused while unlinked; the server attaches between the two patches.
+      await whileCorrupt(
+        g,
+        (k) => listDel(k, taskOf(k, pid) + tasksOffset(k)),
+        async () => {
+          const back = await serveAgain();
+          try {
+            await at("#/vm/guest/hidden");
+            const summary = page.locator(".summary.alert");
+            await summary.waitFor();
+            assert.equal(
+              await summary.innerText(),
+              `1 hidden: in the PID namespace but not in the task list (${pid} ${comm}).`,
+            );
+            const highlighted = await page.$$eval(
+              '[data-table="tasks by PID namespace"] tr.hidden-proc',
+              (trs) => trs.map((tr) => (tr as HTMLElement).dataset.key),
+            );
+            assert.deepEqual(highlighted, [String(pid)], "the one highlighted row is the unlinked pid");
+            await shot("hidden-alert");
+          } finally {
+            await back.close();
+          }
+        },
+      );
+      assert.match(
+        await g.serial.command(`cat /proc/${pid}/comm`),
+        new RegExp(comm),
+        "the guest runs on, relinked",
+      );
     });
   },
 );
