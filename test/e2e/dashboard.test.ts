@@ -107,6 +107,124 @@ describe(
       };
     }
 
+    /** The guest's own bytes of process `pid` at `addr`, from its /proc/PID/mem. */
+    async function guestMem(pid: number, addr: bigint, length: number): Promise<Buffer> {
+      const out = await g.serial.command(
+        `dd if=/proc/${pid}/mem bs=1 skip=${addr} count=${length} 2>/dev/null | hexdump -v -e '/1 "%02x"'`,
+        60_000,
+      );
+      const hex = out.replace(/\s+/g, "");
+      assert.match(
+        hex,
+        new RegExp(`^[0-9a-f]{${2 * length}}$`),
+        `the guest read ${length} bytes at 0x${addr.toString(16)}`,
+      );
+      return Buffer.from(hex, "hex");
+    }
+
+    /** The memory viewer's hex lines: where they start and the bytes they show. */
+    async function shownBytes(): Promise<{ base: bigint; bytes: Buffer }> {
+      const lines = await page.$$eval(".hexline", (ls) =>
+        ls.map((l) => ({
+          addr: l.querySelector(".addr")?.textContent ?? "",
+          hex: Array.from(l.querySelectorAll(".word"), (w) => w.textContent ?? "").join(""),
+        })),
+      );
+      assert.ok(lines.length > 0, "the viewer shows hex lines");
+      const base = BigInt(lines[0]!.addr);
+      lines.forEach((l, i) => assert.equal(BigInt(l.addr), base + BigInt(16 * i), "lines follow each other"));
+      return { base, bytes: Buffer.from(lines.map((l) => l.hex.replace(/ /g, "")).join(""), "hex") };
+    }
+
+    /** Waits for the viewer to show `addr` as its first line; an error it shows instead fails. */
+    async function viewerAt(addr: bigint): Promise<void> {
+      const line = page.locator(".hexdump > .hexline:first-child .addr", {
+        hasText: `0x${addr.toString(16).padStart(16, "0")}`,
+      });
+      const error = page.locator(".hexdump .error");
+      await line.or(error).waitFor({ timeout: 60_000 });
+      if (await error.count())
+        assert.fail(`the viewer failed at 0x${addr.toString(16)}: ${await error.innerText()}`);
+    }
+
+    /**
+     * `shown` equals the guest's bytes but for the counter word at `counterAt` (it ticks once a
+     * second), which must lie between the guest's reads before and after.
+     */
+    function assertSameBytes(shown: Buffer, guest: Buffer, counterAt: number, before: bigint): void {
+      const n = Math.min(shown.length, guest.length);
+      const counter = shown.readBigUInt64LE(counterAt);
+      const after = guest.readBigUInt64LE(counterAt);
+      assert.ok(
+        before <= counter && counter <= after,
+        `counter ${counter} between the guest's ${before} and ${after}`,
+      );
+      const mask = (b: Buffer) =>
+        Buffer.concat([b.subarray(0, counterAt), Buffer.alloc(8), b.subarray(counterAt + 8, n)]);
+      assert.equal(mask(shown).toString("hex"), mask(guest).toString("hex"));
+    }
+
+    /**
+     * Virtual memory of the memwrite workload at its counter, a pointer found there followed to
+     * where it points, and the counter's page by its physical address: each as the guest itself
+     * reads it from /proc/PID/mem (and /proc/PID/pagemap for the frame).
+     */
+    async function checkMemoryViewer(pid: number, view: GuestView): Promise<void> {
+      const counter = view.counterAddress;
+      assert.ok(counter !== undefined, "the memwrite workload reports its counter");
+      const before = (await guestMem(pid, counter, 8)).readBigUInt64LE(0);
+      await at(`#/vm/guest/memory/virt/${pid}/0x${counter.toString(16)}`);
+      await viewerAt(counter);
+      const virt = await shownBytes();
+      assertSameBytes(virt.bytes, await guestMem(pid, counter, virt.bytes.length), 0, before);
+      await shot("memory");
+
+      // A word that points into one of the process's readable mappings (the guest's maps).
+      const maps = view.maps.get(pid) ?? [];
+      let target: bigint | undefined;
+      for (let off = 0; off + 8 <= virt.bytes.length && target === undefined; off += 8) {
+        const v = virt.bytes.readBigUInt64LE(off);
+        if (maps.some((m) => m.perms.startsWith("r") && m.start <= v && v + 256n <= m.end)) target = v;
+      }
+      assert.ok(
+        target !== undefined,
+        `a pointer into the process's mappings near its counter: ${virt.bytes.toString("hex")}`,
+      );
+      await page
+        .locator(`.hexline button.word[title="follow 0x${target.toString(16)}"]`)
+        .first()
+        .click();
+      await viewerAt(target);
+      const followed = await shownBytes();
+      assert.equal(
+        followed.bytes.toString("hex"),
+        (await guestMem(pid, target, followed.bytes.length)).toString("hex"),
+        `the bytes at 0x${target.toString(16)}`,
+      );
+      await page.locator("button", { hasText: "Back" }).click();
+      await viewerAt(counter);
+
+      const frame = await g.serial.command(
+        `dd if=/proc/${pid}/pagemap bs=8 skip=${counter / 4096n} count=1 2>/dev/null | od -An -tx8`,
+      );
+      const pfn = BigInt(`0x${frame.trim()}`) & ((1n << 55n) - 1n);
+      assert.ok(pfn > 0n, "the guest reports the counter's page present");
+      const phys = pfn * 4096n + (counter & 0xfffn);
+      const again = (await guestMem(pid, counter, 8)).readBigUInt64LE(0);
+      await at(`#/vm/guest/memory/phys/0x${phys.toString(16)}`);
+      await viewerAt(phys);
+      const shown = await shownBytes();
+      // The next physical page is not the next virtual one.
+      const inPage = Number(4096n - (counter & 0xfffn));
+      assertSameBytes(
+        shown.bytes.subarray(0, inPage),
+        await guestMem(pid, counter, Math.min(inPage, shown.bytes.length)),
+        0,
+        again,
+      );
+      await shot("memory-physical");
+    }
+
     before(async () => {
       mkdirSync(ARTIFACTS, { recursive: true });
       await buildWeb(ROOT);
@@ -296,21 +414,7 @@ describe(
       );
       await shot("maps");
 
-      const counter = view.counterAddress;
-      assert.ok(counter !== undefined, "the memwrite workload reports its counter");
-      await at(`#/vm/guest/memory/virt/${memwrite}/0x${counter.toString(16)}`);
-      const first = page.locator(".hexline").first();
-      await first.waitFor();
-      assert.match(await first.locator(".addr").innerText(), new RegExp(`${counter.toString(16)}$`));
-      await shot("memory");
-      // Following a word reads where it points (or says why not), and Back returns.
-      await first.locator("button.word").first().click();
-      await page.locator("button:not([disabled])", { hasText: "Back" }).waitFor();
-      await page.locator("button", { hasText: "Back" }).click();
-      await page
-        .locator(".hexline .addr", { hasText: new RegExp(`${counter.toString(16)}$`) })
-        .first()
-        .waitFor();
+      await checkMemoryViewer(memwrite, view);
       assert.deepEqual(consoleErrors, [], "no console errors");
     });
 
