@@ -81,6 +81,64 @@ describe(
       );
     }
 
+    /** What the keyboard is on: its data-action and the key of its row. */
+    const focused = () =>
+      page.evaluate(() => {
+        const a = document.activeElement;
+        return {
+          action: a?.getAttribute("data-action") ?? a?.className ?? "",
+          key: a?.closest("[data-key]")?.getAttribute("data-key") ?? "",
+          col: a?.closest("th")?.getAttribute("data-col") ?? "",
+        };
+      });
+
+    /** Runs a command in the guest and waits until the page has refreshed for its events. */
+    async function guestEventsRefresh(command: string): Promise<void> {
+      const since = await page.evaluate(() => Date.now());
+      await g.serial.command(command, 60_000);
+      await page.waitForFunction(
+        (t) => Number(document.querySelector<HTMLElement>(".content")?.dataset.updated ?? 0) >= t,
+        since,
+        { timeout: 10_000 },
+      );
+    }
+
+    /**
+     * Keyboard only, while pushed events re-render the table: "/" to the filter, Tab to a sort
+     * button, Enter sorts; Tab on to the row's Kill…, which keeps the focus through re-renders;
+     * Enter opens the confirmation, Escape closes it.
+     */
+    async function checkKeyboard(pid: number, comm: string): Promise<void> {
+      await page.keyboard.press("/");
+      await page.keyboard.type(comm);
+      await page.keyboard.press("Tab");
+      assert.deepEqual(await focused(), { action: "sort", key: "", col: "pid" }, "Tab from the filter");
+      const pidHead = page.locator('[data-table="processes"] th[data-col="pid"]');
+      await page.keyboard.press("Enter");
+      assert.equal(
+        await pidHead.getAttribute("aria-sort"),
+        "descending",
+        "Enter on the sorted column reverses it",
+      );
+      await page.keyboard.press("Enter");
+      for (let i = 0; i < 20 && (await focused()).action !== "kill"; i++) await page.keyboard.press("Tab");
+      assert.deepEqual(await focused(), { action: "kill", key: String(pid), col: "" }, "Tab reaches Kill…");
+      await guestEventsRefresh("sh -c true");
+      await guestEventsRefresh("sh -c true");
+      assert.deepEqual(
+        await focused(),
+        { action: "kill", key: String(pid), col: "" },
+        "the focus stays on Kill… while events re-render the table",
+      );
+      await page.keyboard.press("Enter");
+      const dialog = page.locator("dialog.kill[open]");
+      await dialog.waitFor({ timeout: 2000 });
+      assert.match(await dialog.locator("h2").innerText(), new RegExp(`pid ${pid} \\(${comm}\\)`));
+      await page.keyboard.press("Escape");
+      await dialog.waitFor({ state: "detached", timeout: 2000 });
+      await page.fill('[data-table="processes"] input.filter', "");
+    }
+
     /**
      * A server in this process on the page's port and token: a `vmsight serve` that came back,
      * as far as the page can tell.
@@ -340,6 +398,7 @@ describe(
 
       await page.click('a[data-tab="processes"]');
       await row.locator('td[data-col="comm"]', { hasText: "dash-new" }).waitFor();
+      await checkKeyboard(pid, "dash-new");
       await row.locator("button[data-action=kill]").click();
       const dialog = page.locator("dialog.kill");
       await dialog.waitFor();
