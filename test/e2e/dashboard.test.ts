@@ -342,7 +342,8 @@ describe(
       await page.locator('[data-table="processes"] tbody tr').first().waitFor();
       await eventually(g, async (view) => {
         await refreshed();
-        const rows = (await tableRows("processes")).map(
+        const table = await tableRows("processes");
+        const rows = table.map(
           (r): Ps => ({
             pid: Number(r.pid),
             tgid: Number(r.pid),
@@ -357,6 +358,12 @@ describe(
           rows.sort((a, b) => a.pid - b.pid),
           view,
         );
+        const skip = transient(view);
+        const threadsShown = new Map(table.map((r) => [Number(r.pid), Number(r.threads)]));
+        for (const p of view.processes) {
+          if (skip.has(p.pid)) continue;
+          assert.equal(threadsShown.get(p.pid), p.numThreads, `threads of pid ${p.pid} (${p.comm})`);
+        }
       });
       await shot("processes");
       await page.setViewportSize({ width: 400, height: 800 });
