@@ -142,6 +142,54 @@ describe(
     }
 
     /**
+     * The stream's controls, with events the guest makes meanwhile: unchecking "process" hides
+     * those events; the chart has a bar for them; a paused list stays as it was while the count of
+     * arrivals grows, and shows the new events on resume.
+     */
+    async function checkStreamControls(pid: number): Promise<void> {
+      const created = page.locator(`.events li[data-type="process.create"][data-pid="${pid}"]`);
+      const box = page.locator('.event-stream input[name="process"]');
+      await box.uncheck();
+      assert.equal(
+        await page.locator('.events li[data-type^="process."]').count(),
+        0,
+        "process events hidden",
+      );
+      await box.check();
+      await created.waitFor({ timeout: 1000 });
+      await page
+        .waitForFunction(
+          () =>
+            Array.from(document.querySelectorAll(".rate-chart rect"), (r) =>
+              Number(r.getAttribute("height")),
+            ).some((h) => h > 0),
+          undefined,
+          { timeout: 3000 },
+        )
+        .catch(() => assert.fail("the events-per-second chart has no bar after events"));
+      const list = page.locator("ol.events");
+      const arrived = () =>
+        page
+          .locator(".event-stream .count")
+          .innerText()
+          .then((t) => Number.parseInt(t, 10));
+      await page.click("button[data-action=pause-stream]");
+      const frozen = await list.innerHTML();
+      const before = await arrived();
+      await g.serial.command("sh -c true", 60_000);
+      await page
+        .waitForFunction(
+          (n) => Number.parseInt(document.querySelector(".event-stream .count")?.textContent ?? "", 10) > n,
+          before,
+          { timeout: 5000 },
+        )
+        .catch(() => assert.fail("no event counted while the stream was paused"));
+      assert.equal(await list.innerHTML(), frozen, "a paused stream's list stays as it was");
+      await page.click("button[data-action=pause-stream]");
+      assert.notEqual(await list.innerHTML(), frozen, "resumed, the list shows what came meanwhile");
+    }
+
+    /**
      * A server in this process on the page's port and token: a `vmsight serve` that came back,
      * as far as the page can tell.
      */
@@ -406,6 +454,7 @@ describe(
       });
       assert.equal(await created.count(), 1, "one create event for the new process");
       await shot("events");
+      await checkStreamControls(pid);
 
       await page.click('a[data-tab="processes"]');
       await row.locator('td[data-col="comm"]', { hasText: "dash-new" }).waitFor();
