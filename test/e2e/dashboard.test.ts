@@ -1,10 +1,14 @@
 /**
- * The dashboard in a real Chromium against a real guest, served by `vmsight serve --listen`:
- * its process table is the guest's own /proc, a process the guest starts shows up in the table
- * and its create event in the stream within 2 s, a process killed from the page is gone from the
- * guest's /proc, its module list is /proc/modules, no console errors; and a page whose server
- * goes away says so and reconnects by itself once a server is back on the same port.
- * Screenshots of every view go to $VMSIGHT_ARTIFACTS (else test-artifacts/dashboard).
+ * The dashboard in a real Chromium against a real guest, served by `vmsight serve --listen`,
+ * each view held against the guest's own /proc (read over its serial console): the process table
+ * (threads column included), a process the guest starts in the table and its create event in the
+ * stream within 2 s, a process killed from the page gone from the guest's /proc and its row gone
+ * within 1 s of the outcome, /proc/modules (and a module the guest unloads and loads again, within
+ * 1 s), the memory viewer's bytes (virtual, a followed pointer, physical), a task unlinked from
+ * the task list highlighted by the hidden-process view; the stream's filter, pause and chart; the
+ * keyboard alone; a 400 px wide screen; no console errors; and a page whose server goes away says
+ * so and reconnects by itself once a server is back on the same port.
+ * Screenshots of every view go to $VMSIGHT_ARTIFACTS/dashboard (else test-artifacts/dashboard).
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -415,6 +419,9 @@ describe(
       });
       await shot("processes");
       await page.setViewportSize({ width: 400, height: 800 });
+      // Only the listing's own .scroll box may scroll sideways, never the page.
+      const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+      assert.ok(widths[0]! <= widths[1]!, `at 400 px the page is ${widths[0]} px wide`);
       await shot("processes-narrow");
       await page.setViewportSize({ width: 1280, height: 800 });
     });
