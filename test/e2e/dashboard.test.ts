@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type Browser, type Page, chromium } from "playwright-core";
+import { type Browser, type Locator, type Page, chromium } from "playwright-core";
 import { buildWeb } from "../../scripts/build-web.js";
 import { ProtocolCore } from "../../src/server/core.js";
 import { openLibVm } from "../../src/server/lib-vm.js";
@@ -191,6 +191,25 @@ describe(
       assert.equal(await list.innerHTML(), frozen, "a paused stream's list stays as it was");
       await page.click("button[data-action=pause-stream]");
       assert.notEqual(await list.innerHTML(), frozen, "resumed, the list shows what came meanwhile");
+    }
+
+    /**
+     * vCPUs, RAM and how RAM is read, against the options QEMU was launched with: -smp, -m, and
+     * no shared memory backend (so the QEMU process's memory is what serves reads).
+     */
+    async function checkMachineColumns(row: Locator): Promise<void> {
+      const args = g.guest.args;
+      const arg = (flag: string) => args[args.indexOf(flag) + 1] ?? "";
+      const cell = (col: string) => row.locator(`td[data-col="${col}"]`).innerText();
+      assert.equal(await cell("vcpus"), arg("-smp"), "vCPUs as -smp");
+      const mib = /^(\d+)M$/.exec(arg("-m"))?.[1];
+      assert.ok(mib, `QEMU's -m is in MiB: ${arg("-m")}`);
+      assert.equal(await cell("ram"), `${mib} MiB`, "RAM as -m");
+      const shared = args.some((a) => /memory-backend-(memfd|file)/.test(a));
+      assert.match(
+        await cell("path"),
+        shared ? /^mapped \(/ : new RegExp(`^process memory \\(/proc/${g.guest.pid}/mem\\)$`),
+      );
     }
 
     /**
@@ -381,6 +400,7 @@ describe(
       await row.locator('td[data-col="kernel"]', { hasText: view.release }).waitFor();
       assert.match(await row.locator('td[data-col="slide"]').innerText(), /^0x[0-9a-f]+$/);
       await row.locator('td[data-col="state"]', { hasText: "running" }).waitFor();
+      await checkMachineColumns(row);
       await shot("vms");
       await row.locator("button[data-action=pause]").click();
       await row.locator('td[data-col="state"]', { hasText: "paused" }).waitFor();
