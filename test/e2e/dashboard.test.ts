@@ -1,13 +1,14 @@
 /**
- * The dashboard in a real Chromium against a real guest, served by `vmsight serve --listen`,
- * each view held against the guest's own /proc (read over its serial console): the process table
- * (threads column included), a process the guest starts in the table and its create event in the
- * stream within 2 s, a process killed from the page gone from the guest's /proc and its row gone
- * within 1 s of the outcome, /proc/modules (and a module the guest unloads and loads again, within
- * 1 s), the memory viewer's bytes (virtual, a followed pointer, physical), a task unlinked from
- * the task list highlighted by the hidden-process view; the stream's filter, pause and chart; the
- * keyboard alone; a 400 px wide screen; no console errors; and a page whose server goes away says
- * so and reconnects by itself once a server is back on the same port.
+ * The dashboard in a real Chromium against a real guest, served by `vmsight serve --listen`, each
+ * view held against the guest's own /proc (read over its serial console) or QEMU's launch options:
+ * the VM row's vCPUs, RAM and RAM read path; the process table (threads column included); a
+ * process the guest starts in the table and its create event in the stream within 2 s; a process
+ * killed from the page gone from the guest's /proc and its row gone within 1 s of the outcome;
+ * /proc/modules, and a module the guest unloads and loads again within 1 s; the memory viewer's
+ * bytes (virtual, a followed pointer, physical); a task unlinked from the task list highlighted by
+ * the hidden-process view; the stream's filter, pause and chart; the keyboard alone; a 400 px wide
+ * screen; no console errors; and a page whose server goes away says so and reconnects by itself
+ * once a server is back on the same port.
  * Screenshots of every view go to $VMSIGHT_ARTIFACTS/dashboard (else test-artifacts/dashboard).
  */
 import assert from "node:assert/strict";
