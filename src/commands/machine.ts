@@ -7,7 +7,7 @@ import {
 } from "../arch/x86/formats.js";
 import type { Translation } from "../arch/x86/walk.js";
 import type { Machine } from "../qemu/machine.js";
-import type { Target } from "../qemu/session.js";
+import type { MemoryAccess, Target } from "../qemu/session.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
 import { type Wire, hexText } from "./wire.js";
@@ -29,6 +29,8 @@ export interface StatusReport {
   readonly vcpus: number;
   readonly ramSize: bigint;
   readonly memoryPath: string;
+  /** How RAM is read: "mapped", "process memory", "file" (an unmapped shared file) or "snapshot". */
+  readonly memoryAccess: MemoryAccess;
   readonly ranges: readonly { start: bigint; end: bigint; name: string; writable: boolean }[];
 }
 
@@ -41,6 +43,7 @@ export async function statusReport(target: Target): Promise<StatusReport> {
     vcpus: target.vcpuCount(),
     ramSize: target.layout.ramSize,
     memoryPath: target.memory.description,
+    memoryAccess: target.memoryAccess,
     ranges: target.memory.ranges().map((r) => ({
       start: r.start,
       end: r.start + r.size,

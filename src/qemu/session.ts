@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { openElfCore } from "../memory/elf-core.js";
+import type { FdPhysicalMemory } from "../memory/fd-memory.js";
 import { CachedPhysicalMemory } from "../memory/page-cache.js";
 import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
 import type { PhysicalMemory } from "../memory/types.js";
@@ -24,21 +25,37 @@ export interface AttachOptions {
   readonly log?: (line: string) => void;
 }
 
+/**
+ * How a live target's RAM is read, for status: memory copies from the mapped shared RAM file,
+ * pread of the QEMU process's memory (or of an unmapped shared file), or a snapshot QEMU dumped.
+ */
+export type MemoryAccess = "mapped" | "process memory" | "file" | "snapshot";
+
+function accessOf(memory: FdPhysicalMemory): MemoryAccess {
+  if (memory.mapped) return "mapped";
+  return memory.ranges().some((r) => "pid" in r && r.pid !== undefined) ? "process memory" : "file";
+}
+
 /** Guest RAM through the fastest path allowed, else a snapshot QEMU writes for us. */
 async function openMemory(
   qmp: QmpClient,
   layout: RamLayout,
   prefer: NonNullable<AttachOptions["memory"]>,
   log: (line: string) => void,
-): Promise<PhysicalMemory> {
-  if (prefer === "snapshot") return snapshotMemory(qmp, layout.pid);
+): Promise<{ memory: PhysicalMemory; access: MemoryAccess }> {
+  const snapshot = async () => ({
+    memory: await snapshotMemory(qmp, layout.pid),
+    access: "snapshot" as const,
+  });
+  if (prefer === "snapshot") return snapshot();
   try {
-    return openGuestMemory(layout, prefer);
+    const memory = openGuestMemory(layout, prefer);
+    return { memory, access: accessOf(memory) };
   } catch (error) {
     if (prefer !== "auto" || !(error instanceof VmsightError) || error.code !== "E_MEMORY_ACCESS")
       throw error;
     log(`${error.message}: reading a snapshot of guest RAM instead (read-only, frozen at attach)`);
-    return snapshotMemory(qmp, layout.pid);
+    return snapshot();
   }
 }
 
@@ -82,6 +99,7 @@ export class Target implements Machine {
     readonly vcpuThreads: readonly number[],
     readonly layout: RamLayout,
     readonly memory: CachedPhysicalMemory,
+    readonly memoryAccess: MemoryAccess,
     private readonly log: (line: string) => void,
   ) {
     this.onRun(() => memory.invalidate());
@@ -99,9 +117,10 @@ export class Target implements Machine {
     try {
       const { pid, vcpuThreads } = await findQemuPid(qmp);
       const layout = await discoverRamLayout(qmp, pid);
-      const memory = new CachedPhysicalMemory(await openMemory(qmp, layout, opts.memory ?? "auto", log));
+      const opened = await openMemory(qmp, layout, opts.memory ?? "auto", log);
+      const memory = new CachedPhysicalMemory(opened.memory);
       log(`QEMU pid ${pid}, ${vcpuThreads.length} vCPU(s), guest RAM via ${memory.description}`);
-      return new Target(qmp, pid, vcpuThreads, layout, memory, log);
+      return new Target(qmp, pid, vcpuThreads, layout, memory, opened.access, log);
     } catch (error) {
       qmp.close();
       throw error;

@@ -114,7 +114,7 @@ export const METHODS = {
   },
   "vm.get_info": {
     summary:
-      "run state, QEMU pid, vCPUs and RAM layout (KVMI_GET_GUEST_INFO), and `traps`: the breakpoints and watchpoints armed in the guest for every client's subscriptions (0 once they end)",
+      "run state, QEMU pid, vCPUs and RAM layout (KVMI_GET_GUEST_INFO); `memoryAccess`, how guest RAM is read (`mapped`, `process memory`, `file` or `snapshot`, through `memoryPath`); and `traps`: the breakpoints and watchpoints armed in the guest for every client's subscriptions (0 once they end)",
     params: VmOnly,
     result: Row,
     errors: ["E_QMP_CLOSED", "E_GUEST_GONE"],

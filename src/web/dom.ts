@@ -122,26 +122,45 @@ export class DataTable<T> {
       const on = th.dataset.col === this.sortKey;
       th.setAttribute("aria-sort", on ? (this.descending ? "descending" : "ascending") : "none");
     }
-    this.body.replaceChildren(
-      ...shown.map((r) =>
-        el(
-          "tr",
-          { "data-key": this.rowKey(r), class: this.rowClass(r) || undefined },
-          ...this.columns.map((c) =>
-            el(
-              "td",
-              { "data-col": c.key, class: c.numeric ? "num" : undefined },
-              c.cell ? c.cell(r) : text(c.value(r)),
-            ),
+    const rows = shown.map((r) =>
+      el(
+        "tr",
+        { "data-key": this.rowKey(r), class: this.rowClass(r) || undefined },
+        ...this.columns.map((c) =>
+          el(
+            "td",
+            { "data-col": c.key, class: c.numeric ? "num" : undefined },
+            c.cell ? c.cell(r) : text(c.value(r)),
           ),
         ),
       ),
     );
+    keepingFocus(this.body, () => this.body.replaceChildren(...rows));
     this.count.textContent =
       shown.length === this.rows.length
         ? `${this.rows.length} ${this.name}`
         : `${shown.length} of ${this.rows.length} ${this.name}`;
   }
+}
+
+const FOCUSABLE = "a[href], button, input, select, textarea";
+
+/**
+ * Runs `rebuild`, which replaces the keyed rows ([data-key]) of `container`, and gives the focus
+ * back to the same control of the same row. Pushed events re-render a listing several times a
+ * second: without this, a keyboard user's focused button would vanish under them and Tab would
+ * start again from the top of the page.
+ */
+export function keepingFocus(container: Element, rebuild: () => void): void {
+  const active = document.activeElement;
+  const row = active && container.contains(active) ? active.closest<HTMLElement>("[data-key]") : null;
+  const index = row ? Array.from(row.querySelectorAll(FOCUSABLE)).indexOf(active as Element) : -1;
+  rebuild();
+  if (!row || index < 0 || document.activeElement !== document.body) return;
+  const again = Array.from(container.querySelectorAll<HTMLElement>("[data-key]")).find(
+    (r) => r.dataset.key === row.dataset.key,
+  );
+  again?.querySelectorAll<HTMLElement>(FOCUSABLE)[index]?.focus();
 }
 
 /** "0x…" to a readable size. */

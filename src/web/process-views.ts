@@ -1,6 +1,6 @@
 /** The per-VM listings: processes, tree, threads, modules, a memory map, and the hidden-process cross-view. */
 import { type App, vmHash } from "./app.js";
-import { type Column, DataTable, bytesText, el } from "./dom.js";
+import { type Column, DataTable, bytesText, el, keepingFocus } from "./dom.js";
 import type { MapRow, Module, Proc, Thread, TreeLine, VmEvent } from "./types.js";
 
 export interface Listing {
@@ -98,11 +98,10 @@ export function treeView(app: App, vm: string): Listing {
     root: el("section", { class: "listing" }, list),
     async refresh() {
       const rows = await rowsOf<TreeLine>(app, "linux.pstree", vm);
-      list.replaceChildren(
-        ...rows.map((r) =>
-          el("li", { "data-key": r.pid }, el("a", { href: vmHash(vm, "maps", r.pid) }, r.text)),
-        ),
+      const lines = rows.map((r) =>
+        el("li", { "data-key": r.pid }, el("a", { href: vmHash(vm, "maps", r.pid) }, r.text)),
       );
+      keepingFocus(list, () => list.replaceChildren(...lines));
     },
     watches: isProcEvent,
   };

@@ -19,6 +19,8 @@ export interface Status {
   readonly vcpus: number;
   readonly ramSize: string;
   readonly memoryPath: string;
+  /** "mapped", "process memory", "file" or "snapshot" (servers before it sent none). */
+  readonly memoryAccess?: string;
 }
 
 export interface Kernel {

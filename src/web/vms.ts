@@ -32,13 +32,10 @@ export function runStateButton(app: App, vm: string, running: boolean, after: ()
   );
 }
 
-/** How RAM is read, in the issue's words, from the status row's description of the path. */
+/** How RAM is read, as vm.get_info says, and through what. */
 function readPath(s: Status): string {
   if (typeof s.memoryPath !== "string") return "";
-  const d = s.memoryPath.toLowerCase();
-  if (d.includes("snapshot")) return `snapshot (${s.memoryPath})`;
-  if (d.includes("mmap") || d.includes("mapped")) return `mapped (${s.memoryPath})`;
-  return `process memory (${s.memoryPath})`;
+  return s.memoryAccess ? `${s.memoryAccess} (${s.memoryPath})` : s.memoryPath;
 }
 
 export function vmListView(app: App): View {
