@@ -23,6 +23,8 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -155,6 +157,14 @@ static int link_sockets(void) {
   return p < 0 || bind(p, (struct sockaddr *)&ll, sizeof ll) != 0 ? -1 : 0;
 }
 
+/* Files lsof names by their inode rather than a path: a directory, an eventfd and an epoll on it. */
+static int odd_files(void) {
+  struct epoll_event ev = {.events = EPOLLIN};
+  int dir = open("/run/vmsight", O_RDONLY | O_DIRECTORY), efd = eventfd(0, EFD_NONBLOCK);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  return dir < 0 || efd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) != 0 ? -1 : 0;
+}
+
 /*
  * Every kind of open file the forensic commands (lsof, sockets) must name: a regular file with a
  * position, a pipe, a TCP listener and a connected TCP pair on 127.0.0.1:7070, a UDP socket on
@@ -162,7 +172,7 @@ static int link_sockets(void) {
  * listener with a connected pair at /run/vmsight/wl.sock. The parent (wl-net) keeps the read end
  * of the pipe, the listeners, the accepted ends and the UDP socket; the child (wl-net-child) the
  * write end, the connecting ends and the same file opened read-only, so two processes share a
- * pipe and a socket pair. After the fork the parent alone adds link_sockets().
+ * pipe and a socket pair. After the fork the parent alone adds link_sockets() and odd_files().
  */
 static int net(void) {
   static const char path[] = "/run/vmsight/wl.sock";
@@ -199,7 +209,7 @@ static int net(void) {
   close(p[1]);
   close(cli);
   close(uc);
-  if (link_sockets() != 0) return 1;
+  if (link_sockets() != 0 || odd_files() != 0) return 1;
   printf("child %d\n", (int)child);
   fflush(stdout);
   sleep_forever();

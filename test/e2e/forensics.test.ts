@@ -76,6 +76,17 @@ function checkLsof(view: ForensicView, rows: readonly Lsof[]): void {
   const kinds = (pid: number) => new Set(rows.filter((r) => r.pid === pid).map((r) => r.type));
   for (const pid of [view.net.parent, view.net.child])
     for (const k of ["file", "pipe", "socket"]) assert.ok(kinds(pid).has(k), `pid ${pid} has a ${k}`);
+  // And the files named by their inode, not a path (wl-net alone holds them).
+  const parent = rows.filter((r) => r.pid === view.net!.parent);
+  for (const [path, type] of [
+    ["/run/vmsight", "dir"],
+    ["anon_inode:[eventfd]", "anon"],
+    ["anon_inode:[eventpoll]", "anon"],
+  ])
+    assert.ok(
+      parent.some((r) => r.path === path && r.type === type),
+      `wl-net holds ${path} as a ${type}`,
+    );
 }
 
 async function checkEnv(view: ForensicView, source: readonly string[]): Promise<void> {
