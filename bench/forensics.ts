@@ -7,7 +7,8 @@
  * in the guest), so a fast tool that lists less is seen. The counts differ for known reasons:
  * the guest's count includes the counting pipeline's own fds; sockstat counts socket fds (a
  * socket two processes share counts twice) where /proc/net/* lists sockets once, and only five
- * of its families.
+ * of its families; /proc/net/* also lists sockets no process holds, which `sockets` leaves out
+ * (the guest's count of held sockets is the one to match).
  * Volatility comes from VMSIGHT_VOLATILITY (its vol.py); without it only vmsight is measured.
  * VMSIGHT_BENCH_RUNS sets the vmsight runs (default 5). Volatility runs each plugin twice: its
  * first run on a symbol file builds Volatility's own cache of it (most of that run's time), the
@@ -81,6 +82,8 @@ async function guestCounts(g: TestGuest, holder: number): Promise<Record<string,
     fds: await n("ls /proc/[0-9]*/fd/ 2>/dev/null | grep -c '^[0-9][0-9]*$'"),
     holderFds: await n(`ls /proc/${holder}/fd/ | grep -c .`),
     holderSockets: await n(`ls -l /proc/${holder}/fd/ | grep -c socket:`),
+    // What `sockets` lists: the sockets some process holds, of every family, each once.
+    held: await n("ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -o 'socket:\\[[0-9]*\\]' | sort -u | grep -c ."),
     procNet: await n(
       "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 /proc/net/unix | grep -vc -e local_address -e RefCount",
     ),
@@ -137,7 +140,7 @@ async function main(): Promise<void> {
       `\n6.1 guest, workload hold ${FILES} ${SOCKETS} (pid ${holder}); vmsight: median of ${RUNS} CLI runs, Volatility: single runs`,
     );
     console.log(
-      `guest's own: ${own.fds} fds in /proc/*/fd, holder ${own.holderFds} fds of which ${own.holderSockets} sockets, ${own.procNet} sockets in /proc/net/{tcp,tcp6,udp,udp6,unix}`,
+      `guest's own: ${own.fds} fds in /proc/*/fd, holder ${own.holderFds} fds of which ${own.holderSockets} sockets, ${own.procNet} sockets in /proc/net/{tcp,tcp6,udp,udp6,unix}, ${own.held} held by processes`,
     );
     console.log(row("vmsight lsof (live)", lsofLive.ms, lsofCount(lsofLive, "pid")));
     console.log(row("vmsight lsof (dump)", lsofDump.ms, lsofCount(lsofDump, "pid")));

@@ -17,9 +17,14 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -130,21 +135,44 @@ static int tcp_connect(unsigned short port) {
   return s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0 ? s : -1;
 }
 
-/* An IPv6 listener on [::1]:port; -1 when the kernel has no IPv6 (not fatal). */
-static int tcp6_listener(unsigned short port) {
+/* An IPv6 socket on [::1]:port, listening if TCP; -1 when the kernel has no IPv6 (not fatal). */
+static int inet6_socket(int type, unsigned short port) {
   struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-  int s = socket(AF_INET6, SOCK_STREAM, 0);
-  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 4) != 0) return -1;
-  return s;
+  int s = socket(AF_INET6, type, 0);
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+  return type == SOCK_STREAM && listen(s, 4) != 0 ? -1 : s;
+}
+
+/*
+ * The families /proc/net/{netlink,packet} show: a route netlink socket in two multicast groups
+ * (a groups word of 00000011), and a packet socket on lo for the local experimental ethertype
+ * 0x88b5, whose two bytes differ so a swapped byte order shows, and on which nothing arrives.
+ */
+static int link_sockets(void) {
+  struct sockaddr_nl nl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR};
+  struct sockaddr_ll ll = {.sll_family = AF_PACKET, .sll_protocol = htons(0x88b5)};
+  int n = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), p = socket(AF_PACKET, SOCK_RAW, htons(0x88b5));
+  ll.sll_ifindex = (int)if_nametoindex("lo");
+  if (n < 0 || bind(n, (struct sockaddr *)&nl, sizeof nl) != 0) return -1;
+  return p < 0 || bind(p, (struct sockaddr *)&ll, sizeof ll) != 0 ? -1 : 0;
+}
+
+/* Files lsof names by their inode rather than a path: a directory, an eventfd and an epoll on it. */
+static int odd_files(void) {
+  struct epoll_event ev = {.events = EPOLLIN};
+  int dir = open("/run/vmsight", O_RDONLY | O_DIRECTORY), efd = eventfd(0, EFD_NONBLOCK);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  return dir < 0 || efd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) != 0 ? -1 : 0;
 }
 
 /*
  * Every kind of open file the forensic commands (lsof, sockets) must name: a regular file with a
  * position, a pipe, a TCP listener and a connected TCP pair on 127.0.0.1:7070, a UDP socket on
- * 127.0.0.1:7071, a TCP6 listener on [::1]:7072, and a unix listener with a connected pair at
- * /run/vmsight/wl.sock. The parent (wl-net) keeps the read end of the pipe, the listeners, the
- * accepted ends and the UDP socket; the child (wl-net-child) the write end, the connecting ends
- * and the same file opened read-only, so two processes share a pipe and a socket pair.
+ * 127.0.0.1:7071, a TCP6 listener on [::1]:7072, a UDP6 socket on [::1]:7073, and a unix
+ * listener with a connected pair at /run/vmsight/wl.sock. The parent (wl-net) keeps the read end
+ * of the pipe, the listeners, the accepted ends and the UDP socket; the child (wl-net-child) the
+ * write end, the connecting ends and the same file opened read-only, so two processes share a
+ * pipe and a socket pair. After the fork the parent alone adds link_sockets() and odd_files().
  */
 static int net(void) {
   static const char path[] = "/run/vmsight/wl.sock";
@@ -157,7 +185,8 @@ static int net(void) {
   if (file < 0 || write(file, "hello, world\n", 13) != 13 || pipe(p) != 0) return 1;
   if ((lis = inet_socket(SOCK_STREAM, 7070, 1)) < 0 || (cli = tcp_connect(7070)) < 0) return 1;
   if ((srv = accept(lis, NULL, NULL)) < 0 || (udp = inet_socket(SOCK_DGRAM, 7071, 0)) < 0) return 1;
-  tcp6_listener(7072);
+  inet6_socket(SOCK_STREAM, 7072);
+  inet6_socket(SOCK_DGRAM, 7073);
   strcpy(ua.sun_path, path);
   unlink(path);
   ul = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -180,6 +209,7 @@ static int net(void) {
   close(p[1]);
   close(cli);
   close(uc);
+  if (link_sockets() != 0 || odd_files() != 0) return 1;
   printf("child %d\n", (int)child);
   fflush(stdout);
   sleep_forever();

@@ -139,7 +139,10 @@ export function mountRows(k: KernelContext, pid = 1): MountRow[] {
   });
 }
 
-/** `sockets` rows: every socket a process holds open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
+/**
+ * `sockets` rows: every socket a process holds open, as
+ * /proc/net/{tcp,tcp6,udp,udp6,unix,netlink,packet}.
+ */
 export interface SocketRow {
   readonly proto: string;
   readonly local: string;

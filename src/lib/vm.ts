@@ -230,7 +230,7 @@ export class Vm implements Guest {
     return this.listing((k) => toWire(mountRows(k, pid)));
   }
 
-  /** The sockets the processes hold open, as /proc/net/{tcp,tcp6,udp,udp6,unix}. */
+  /** The sockets the processes hold open, as /proc/net/{tcp,tcp6,udp,udp6,unix,netlink,packet}. */
   sockets(): Promise<SocketInfoRow[]> {
     return this.listing((k) => toWire(socketRows(k)));
   }

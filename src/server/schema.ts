@@ -277,7 +277,9 @@ export const METHODS = {
     result: Rows,
     errors: ["E_NO_PROCESS", "E_GUEST_DATA"],
   },
-  "linux.sockets": linuxList("the sockets the processes hold, as /proc/net/{tcp,tcp6,udp,udp6,unix}"),
+  "linux.sockets": linuxList(
+    "the sockets the processes hold, as /proc/net/{tcp,tcp6,udp,udp6,unix,netlink,packet}",
+  ),
   "linux.env": {
     summary: "one process's environment, as its /proc/PID/environ",
     params: Type.Object({ vm: Vm, pid: Pid }, { additionalProperties: false }),

@@ -76,6 +76,17 @@ function checkLsof(view: ForensicView, rows: readonly Lsof[]): void {
   const kinds = (pid: number) => new Set(rows.filter((r) => r.pid === pid).map((r) => r.type));
   for (const pid of [view.net.parent, view.net.child])
     for (const k of ["file", "pipe", "socket"]) assert.ok(kinds(pid).has(k), `pid ${pid} has a ${k}`);
+  // And the files named by their inode, not a path (wl-net alone holds them).
+  const parent = rows.filter((r) => r.pid === view.net!.parent);
+  for (const [path, type] of [
+    ["/run/vmsight", "dir"],
+    ["anon_inode:[eventfd]", "anon"],
+    ["anon_inode:[eventpoll]", "anon"],
+  ])
+    assert.ok(
+      parent.some((r) => r.path === path && r.type === type),
+      `wl-net holds ${path} as a ${type}`,
+    );
 }
 
 async function checkEnv(view: ForensicView, source: readonly string[]): Promise<void> {
@@ -162,6 +173,11 @@ interface Socket {
   pids: number[];
 }
 
+/**
+ * The oracle's own names of /proc/net/tcp's `st`, in the order of the kernel's enum
+ * (include/net/tcp_states.h, TCP_ESTABLISHED = 1 to TCP_NEW_SYN_RECV, checked against Debian's
+ * 6.1 headers), spelled here rather than taken from vmsight.
+ */
 const TCP_STATE_NAMES = [
   "?",
   "ESTABLISHED",
@@ -175,6 +191,7 @@ const TCP_STATE_NAMES = [
   "LAST_ACK",
   "LISTEN",
   "CLOSING",
+  "NEW_SYN_RECV",
 ];
 
 /** The bytes of an address as /proc/net prints it: 32-bit words in host (little-endian) order. */
@@ -202,60 +219,102 @@ function parseEndpoint(text: string): [Buffer, number] {
   return [b, port];
 }
 
-/** /proc/net/{tcp,tcp6,udp,udp6,unix} as the guest printed them, one socket per inode. */
-function guestSockets(view: ForensicView): Map<string, { proto: string; fields: string[] }> {
-  const out = new Map<string, { proto: string; fields: string[] }>();
-  for (const [proto, lines] of view.procNet)
+/**
+ * Which word of a data line is the inode, in each /proc/net file (the header's words do not line
+ * up with the data's): tcp4_seq_show(), tcp6, udp4_format_sock(), udp6, unix_seq_show(),
+ * netlink_seq_show(), packet_seq_show().
+ */
+const INODE_COLUMN: Readonly<Record<string, number>> = {
+  tcp: 9,
+  tcp6: 9,
+  udp: 9,
+  udp6: 9,
+  unix: 6,
+  netlink: 9,
+  packet: 8,
+};
+
+interface GuestSocket {
+  readonly proto: string;
+  readonly fields: readonly string[];
+}
+
+/** /proc/net/{tcp,tcp6,udp,udp6,unix,netlink,packet} as the guest printed them, by inode. */
+function guestSockets(view: ForensicView): Map<string, GuestSocket> {
+  const out = new Map<string, GuestSocket>();
+  for (const [proto, lines] of view.procNet) {
+    const column = INODE_COLUMN[proto];
+    assert.ok(column !== undefined, `the view has /proc/net/${proto}, which the test cannot read`);
     for (const line of lines.slice(1)) {
       const fields = line.trim().split(/\s+/);
-      out.set(proto === "unix" ? fields[6]! : fields[9]!, { proto, fields });
+      out.set(fields[column]!, { proto, fields });
+    }
+  }
+  return out;
+}
+
+/** inode → the pids (ascending) whose /proc/PID/fd links to it: the sockets processes hold. */
+function heldSockets(view: ForensicView): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [pid, fds] of [...view.fds].sort(([a], [b]) => a - b))
+    for (const f of fds) {
+      const inode = /^socket:\[(\d+)\]$/.exec(f.target)?.[1];
+      if (inode !== undefined && !out.get(inode)?.includes(pid))
+        out.set(inode, [...(out.get(inode) ?? []), pid]);
     }
   return out;
 }
 
-function checkSockets(view: ForensicView, rows: readonly Socket[]): void {
-  const theirs = guestSockets(view);
-  for (const proto of ["tcp", "tcp6", "udp", "unix"])
-    assert.ok(
-      [...theirs.values()].some((s) => s.proto === proto),
-      `the guest has a ${proto} socket`,
-    );
-  const ours = rows.filter((r) => view.procNet.has(r.proto));
-  assert.deepEqual(ours.map((r) => BigInt(r.inode).toString()).sort(), [...theirs.keys()].sort());
-  for (const r of ours) {
-    const inode = BigInt(r.inode).toString();
-    const { proto, fields } = theirs.get(inode)!;
-    assert.equal(r.proto, proto, `socket ${inode}`);
-    if (proto === "unix") {
-      const listening = (Number.parseInt(fields[3]!, 16) & 0x10000) !== 0;
-      const st = ["?", "UNCONNECTED", "CONNECTING", "CONNECTED", "DISCONNECTING"][
-        Number.parseInt(fields[5]!, 16)
-      ];
-      assert.equal(r.state, listening ? "LISTEN" : st, `socket ${inode}`);
-      assert.equal(r.local, fields[7] ?? "", `socket ${inode}`);
-    } else {
-      for (const [ep, field] of [
-        [r.local, fields[1]!],
-        [r.remote, fields[2]!],
-      ] as const) {
-        const [addr, port] = field.split(":");
-        assert.deepEqual(
-          parseEndpoint(ep),
-          [procNetAddress(addr!), Number.parseInt(port!, 16)],
-          `socket ${inode}`,
-        );
-      }
-      assert.equal(r.state, TCP_STATE_NAMES[Number.parseInt(fields[3]!, 16)], `socket ${inode}`);
-    }
-    // The owners: every process with a /proc/PID/fd link to this socket.
-    const owners = [...view.fds]
-      .filter(([, fds]) => fds.some((f) => f.target === `socket:[${inode}]`))
-      .map(([pid]) => pid);
+/** What vmsight must say of a socket, by the guest's line of it. */
+function expectedColumns(
+  r: Socket,
+  { proto, fields }: GuestSocket,
+): Pick<Socket, "local" | "remote" | "state"> {
+  if (proto === "netlink") {
+    const [, eth, portid, groups] = fields;
+    return { local: `protocol ${Number(eth)} portid ${portid} groups ${groups}`, remote: "", state: "" };
+  }
+  if (proto === "packet") {
+    const [, , type, ethertype, ifindex] = fields;
+    return { local: `type ${type} proto ${ethertype} ifindex ${ifindex}`, remote: "", state: "" };
+  }
+  if (proto === "unix") {
+    const listening = (Number.parseInt(fields[3]!, 16) & 0x10000) !== 0;
+    const st = ["?", "UNCONNECTED", "CONNECTING", "CONNECTED", "DISCONNECTING"][
+      Number.parseInt(fields[5]!, 16)
+    ];
+    return { local: fields[7] ?? "", remote: "", state: (listening ? "LISTEN" : st)! };
+  }
+  // inet: vmsight's text and the guest's hex compare as bytes, each parsed by the test.
+  for (const [ep, field] of [
+    [r.local, fields[1]!],
+    [r.remote, fields[2]!],
+  ] as const) {
+    const [addr, port] = field.split(":");
     assert.deepEqual(
-      r.pids,
-      owners.sort((a, b) => a - b),
-      `owners of socket ${inode}`,
+      parseEndpoint(ep),
+      [procNetAddress(addr!), Number.parseInt(port!, 16)],
+      `socket ${fields[9]}`,
     );
+  }
+  return { local: r.local, remote: r.remote, state: TCP_STATE_NAMES[Number.parseInt(fields[3]!, 16)]! };
+}
+
+function checkSockets(view: ForensicView, rows: readonly Socket[]): void {
+  const listed = guestSockets(view);
+  const held = heldSockets(view);
+  const protos = new Set([...held.keys()].map((inode) => listed.get(inode)?.proto));
+  for (const proto of Object.keys(INODE_COLUMN))
+    assert.ok(protos.has(proto), `the guest holds a ${proto} socket`);
+  assert.deepEqual(rows.map((r) => BigInt(r.inode).toString()).sort(), [...held.keys()].sort());
+  for (const r of rows) {
+    const inode = BigInt(r.inode).toString();
+    const theirs = listed.get(inode);
+    assert.ok(theirs, `socket ${inode} is in the guest's /proc/net`);
+    assert.equal(r.proto, theirs.proto, `socket ${inode}`);
+    const { local, remote, state } = r;
+    assert.deepEqual({ local, remote, state }, expectedColumns(r, theirs), `socket ${inode}`);
+    assert.deepEqual(r.pids, held.get(inode), `owners of socket ${inode}`);
   }
 }
 
@@ -402,7 +461,7 @@ for (const kernelId of KERNELS) {
       test(`mounts (${from}): /proc/PID/mountinfo of init and of a process in its own namespace`, () =>
         checkMounts(view, source()));
 
-      test(`sockets (${from}): /proc/net/{tcp,tcp6,udp,udp6,unix} with their owners`, async () =>
+      test(`sockets (${from}): each held socket as its /proc/net/* file lists it, and its owners`, async () =>
         checkSockets(view, await cliJson<Socket[]>([...source(), "sockets"])));
 
       test(`ns (${from}): every process's /proc/PID/ns links and cgroup path`, async () =>

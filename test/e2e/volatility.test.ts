@@ -14,7 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { ensureKernel } from "../../src/guests/kernels.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { transient } from "../support/compare.js";
-import { type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
+import { type FdEntry, type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
 import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
 import type { GuestView } from "../support/oracle.js";
@@ -31,6 +31,13 @@ function taskComm(procName: string): string {
 
 const KERNELS = (process.env.VMSIGHT_TEST_KERNELS ?? "6.1,6.12").split(",");
 const VOL = process.env.VMSIGHT_VOLATILITY;
+
+/** The guest's link target as Volatility's lsof spells it: anon inodes by number (see linux.lsof). */
+function volatilitySpelling(f: FdEntry): string {
+  if (!f.target.startsWith("anon_inode:")) return f.target;
+  return `anon_inode:[${BigInt(f.info.get("ino") ?? "-1")}]`;
+}
+
 const skip = skipUnless(
   VOL !== undefined && existsSync(VOL),
   "set VMSIGHT_VOLATILITY to Volatility 3's vol.py (../shared/peers/volatility3/vol.py) to run the interop test",
@@ -145,14 +152,16 @@ for (const kernelId of KERNELS)
     test("linux.lsof: every fd of the guest's user processes, as their /proc/PID/fd shows it", async () => {
       const { rows } = await volatility("linux.lsof");
       assert.ok(forensic.net, "the guest started the net workload");
-      // Paths compare as they are, with no mapping: Volatility 2.11 spells pipes and sockets the
-      // way readlink(/proc/PID/fd/N) does ("pipe:[ino]", "socket:[ino]"; anon inodes it builds
-      // as "anon_inode:" + the dentry name, as the kernel does), and on 6.1 and 6.12 no path
-      // of a user process differed. A difference is a finding, reported with both spellings.
+      // Paths compare as they are but for one mapping: Volatility 2.11 spells pipes and sockets
+      // the way readlink(/proc/PID/fd/N) does ("pipe:[ino]", "socket:[ino]"), while an anon
+      // inode, which the kernel names "anon_inode:" + the dentry name ("anon_inode:[eventfd]"),
+      // it names by the inode number ("anon_inode:[9718]", its anon_inodefs_dname branch): the
+      // guest's fdinfo ino stands in for the name. Any other difference is a finding, reported
+      // with both spellings.
       const mismatches: string[] = [];
       for (const [pid, fds] of forensic.fds) {
         if (pid === forensic.viewerPid) continue;
-        const theirs = fds.map((f) => `${f.fd} ${f.target}`);
+        const theirs = fds.map((f) => `${f.fd} ${volatilitySpelling(f)}`);
         // Volatility lists each thread's table; the threads of a process share it (TID = PID row).
         const mine = rows
           .filter((r) => Number(r.PID) === pid && Number(r.TID ?? pid) === pid)

@@ -35,7 +35,7 @@ export interface ForensicView {
   readonly ns: ReadonlyMap<number, ReadonlyMap<string, string>>;
   /** pid → the lines of /proc/PID/cgroup. */
   readonly cgroup: ReadonlyMap<number, readonly string[]>;
-  /** "tcp", "tcp6", "udp", "udp6", "unix" → the lines of /proc/net/<that>, header included. */
+  /** tcp, tcp6, udp, udp6, unix, netlink, packet → the lines of /proc/net/<that>, header included. */
   readonly procNet: ReadonlyMap<string, readonly string[]>;
   /** The guest's `dmesg` output, one line each, shown by `renderGuestBytes`. */
   readonly dmesg: readonly string[];

@@ -6,19 +6,27 @@ import { checkKernelPointer } from "./walk.js";
 /**
  * The socket behind an open file: `file->private_data` is the `struct socket`, its `sk` the
  * `struct sock` whose `__sk_common` holds family, state, addresses and ports, as
- * /proc/net/{tcp,tcp6,udp,udp6,unix} print them (net/ipv4/tcp_ipv4.c `get_tcp4_sock()`,
- * net/ipv6/tcp_ipv6.c, net/ipv4/udp.c, net/unix/af_unix.c `unix_seq_show()`).
+ * /proc/net/{tcp,tcp6,udp,udp6,unix,netlink,packet} print them (net/ipv4/tcp_ipv4.c
+ * `get_tcp4_sock()`, net/ipv6/tcp_ipv6.c, net/ipv4/udp.c, net/unix/af_unix.c `unix_seq_show()`,
+ * net/netlink/af_netlink.c `netlink_seq_show()`, net/packet/af_packet.c `packet_seq_show()`).
  */
 export interface SocketInfo {
   /** The `struct sock`: the same for every fd that shares the socket. */
   readonly sock: VirtAddr;
   /** tcp, tcp6, udp, udp6, raw, raw6, unix, netlink, packet, or "family N". */
   readonly proto: string;
-  /** "127.0.0.1:7070", "[::1]:7072", a unix socket's path ("@name" if abstract, "" unbound). */
+  /**
+   * "127.0.0.1:7070", "[::1]:7072", a unix socket's path ("@name" if abstract, "" unbound);
+   * for netlink "protocol 0 portid 812 groups 00000011" and for packet "type 3 proto 0003
+   * ifindex 1": the columns /proc/net/{netlink,packet} print (they have no address), as printed.
+   */
   readonly local: string;
   /** The peer for inet sockets ("0.0.0.0:0" when none); "" for the others. */
   readonly remote: string;
-  /** TCP state names for inet sockets (UDP uses them too); LISTEN/CONNECTED/UNCONNECTED... for unix. */
+  /**
+   * TCP state names for inet sockets (UDP uses them too); LISTEN/CONNECTED/UNCONNECTED... for
+   * unix; "" for netlink and packet, whose /proc/net files show no state.
+   */
   readonly state: string;
 }
 
@@ -53,6 +61,9 @@ const TCP_STATES = [
 function off(ctx: KernelContext, struct: string, path: string): bigint {
   return BigInt(ctx.layout.offsetof(struct, path));
 }
+
+/** A 16-bit value kept in network order, as read little-endian. */
+const ntohs = (be: number) => ((be & 0xff) << 8) | (be >> 8);
 
 const ipv4 = (b: Buffer) => `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
 
@@ -117,7 +128,6 @@ export function readSocket(ctx: KernelContext, file: VirtAddr): SocketInfo {
   const protocol = k.readU16(va(sock + off(ctx, "sock", "sk_protocol")));
   const proto = protoName(family, protocol);
   if (family === AF_INET || family === AF_INET6) {
-    const port = (be: number) => ((be & 0xff) << 8) | (be >> 8);
     const addr =
       family === AF_INET
         ? (m: string) => ipv4(k.read(common(m), 4))
@@ -128,7 +138,7 @@ export function readSocket(ctx: KernelContext, file: VirtAddr): SocketInfo {
       sock,
       proto,
       local: `${addr(local!)}:${k.readU16(common("skc_num"))}`,
-      remote: `${addr(remote!)}:${port(k.readU16(common("skc_dport")))}`,
+      remote: `${addr(remote!)}:${ntohs(k.readU16(common("skc_dport")))}`,
       state: TCP_STATES[state] ?? `state ${state}`,
     };
   }
@@ -146,5 +156,32 @@ export function readSocket(ctx: KernelContext, file: VirtAddr): SocketInfo {
             : "DISCONNECTING";
     return { sock, proto, local: unixPath(ctx, sock), remote: "", state: unixState };
   }
+  if (family === AF_NETLINK)
+    return { sock, proto, local: netlinkLocal(ctx, sock, protocol), remote: "", state: "" };
+  if (family === AF_PACKET) return { sock, proto, local: packetLocal(ctx, sock), remote: "", state: "" };
   return { sock, proto, local: "", remote: "", state: TCP_STATES[state] ?? `state ${state}` };
+}
+
+/** `netlink_seq_show()`'s Eth, Pid and Groups: only the first word of the group bitmap shows. */
+function netlinkLocal(ctx: KernelContext, sock: VirtAddr, protocol: number): string {
+  const k = ctx.kernel;
+  const nlk = sock - off(ctx, "netlink_sock", "sk");
+  const portid = k.readU32(va(nlk + off(ctx, "netlink_sock", "portid")));
+  const bitmap = k.readU64(va(nlk + off(ctx, "netlink_sock", "groups")));
+  const groups =
+    bitmap === 0n
+      ? 0
+      : k.readU32(va(checkKernelPointer(bitmap, ctx.bounds, `netlink_sock.groups of ${hex(sock)}`)));
+  return `protocol ${protocol} portid ${portid} groups ${groups.toString(16).padStart(8, "0")}`;
+}
+
+/** `packet_seq_show()`'s Type, Proto (`po->num`, network order) and Iface. */
+function packetLocal(ctx: KernelContext, sock: VirtAddr): string {
+  const k = ctx.kernel;
+  const po = sock - off(ctx, "packet_sock", "sk");
+  const type = k.readU16(va(sock + off(ctx, "sock", "sk_type")));
+  const num = k.readU16(va(po + off(ctx, "packet_sock", "num")));
+  const ifindex = k.readU32(va(po + off(ctx, "packet_sock", "ifindex"))) | 0;
+  const proto = ntohs(num).toString(16).padStart(4, "0");
+  return `type ${type} proto ${proto} ifindex ${ifindex}`;
 }
