@@ -22,7 +22,9 @@ import { VmsightError } from "../util/errors.js";
  * stops it), runs for the injected call, and then runs on while we look, every few ms with the
  * VM briefly paused so each look is a consistent snapshot, until the process is gone (reaped),
  * stopped or continued, or the timeout passes. The guest's run state is put back at the end: a
- * guest that was paused runs only for the kill and is paused again.
+ * guest that was paused runs only for the kill and is paused again. While event streams trace
+ * the guest, their pump runs it instead and the kill takes turns with it (KillRun), so that
+ * they go on seeing events, the killed process's exit among them.
  */
 import { openKernel } from "./linux.js";
 
