@@ -12,7 +12,8 @@ import {
 } from "../events/kill.js";
 import type { KernelInfo } from "../os/linux/kernel.js";
 import { listTasks, listThreads } from "../os/linux/tasks.js";
-import type { Target } from "../qemu/session.js";
+import type { RunState, Target } from "../qemu/session.js";
+import type { TrapCore } from "../qemu/traps.js";
 import { VmsightError } from "../util/errors.js";
 /**
  * `vmsight kill`: signal a guest process from outside and watch what becomes of it.
@@ -21,7 +22,9 @@ import { VmsightError } from "../util/errors.js";
  * stops it), runs for the injected call, and then runs on while we look, every few ms with the
  * VM briefly paused so each look is a consistent snapshot, until the process is gone (reaped),
  * stopped or continued, or the timeout passes. The guest's run state is put back at the end: a
- * guest that was paused runs only for the kill and is paused again.
+ * guest that was paused runs only for the kill and is paused again. While event streams trace
+ * the guest, their pump runs it instead and the kill takes turns with it (KillRun), so that
+ * they go on seeing events, the killed process's exit among them.
  */
 import { openKernel } from "./linux.js";
 
@@ -64,46 +67,117 @@ const POLL_MS = 10;
 const MAX_LOCK_WAITS = 200;
 const PF_EXITING = 0x4;
 
-export async function killProcess(target: Target, opts: KillOptions): Promise<KillReport> {
-  checkMethod(opts.method, opts.signal);
-  const before = await target.runState();
+/**
+ * How a kill stops the guest and lets it run. Alone it uses QMP (qmpKillRun); while event
+ * streams run, their pump drives the guest and the kill takes turns with it, so the streams go
+ * on seeing events (the killed process's exit among them).
+ */
+export interface KillRun {
+  /** The guest kernel, read with the guest stopped. */
+  kernel(): Promise<KernelInfo>;
+  /** Runs `fn` with the guest stopped and the trap core to itself; the guest runs on afterwards. */
+  deliver<T>(fn: (traps: TrapCore) => Promise<T>): Promise<T>;
+  /** Lets the guest, stopped in deliver(), run for about a millisecond. */
+  runBriefly(traps: TrapCore): Promise<void>;
+  /** Runs `fn` on a consistent guest: stopped for the few ms it takes, running on afterwards. */
+  look<T>(fn: () => T): Promise<T>;
+  /** Puts the run state back once the kill is over. */
+  finish(): Promise<void>;
+}
+
+/**
+ * The kill with the guest to itself: stopped through QMP while it is examined, run for the call,
+ * paused for each look, and left in the run state it had.
+ */
+export function qmpKillRun(target: Target): KillRun {
+  let before: RunState | undefined;
+  return {
+    kernel: () => openKernel(target),
+    async deliver(fn) {
+      before = await target.runState();
+      // Connecting the gdb client stops the VM; one connected earlier (a library user's Vm that
+      // listed processes and let the guest run on) is answered only by a stopped VM.
+      if (before.running) await target.qmp.execute("stop");
+      // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
+      const result = await fn(await target.traps());
+      await target.qmp.execute("cont");
+      return result;
+    },
+    async runBriefly() {
+      await target.qmp.execute("cont");
+      await sleep(1);
+      await target.qmp.execute("stop");
+    },
+    async look(fn) {
+      await target.qmp.execute("stop");
+      try {
+        return fn();
+      } finally {
+        await target.qmp.execute("cont");
+      }
+    },
+    async finish() {
+      if (before) await (before.running ? target.resume() : target.pause());
+    },
+  };
+}
+
+/**
+ * Lets the guest, stopped at the trap core, run for about a millisecond; stops at other clients'
+ * traps meanwhile are handed to them.
+ */
+export async function runBriefly(traps: TrapCore): Promise<void> {
+  const stopped = traps.resume();
+  const timer = setTimeout(() => traps.interrupt(), 1);
   try {
-    // Connecting the gdb client stops the VM; one connected earlier (a library user's Vm that
-    // listed processes and let the guest run on) is answered only by a stopped VM.
-    if (before.running) await target.qmp.execute("stop");
-    const k = await openKernel(target);
-    // Target.gdb() has already sent `?`, which drops any breakpoint an earlier, killed vmsight left.
-    const traps = await target.traps();
-    const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
-    const env = {
-      traps,
-      k,
-      ...(opts.abort ? { abort: opts.abort } : {}),
-      ...(opts.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: opts.trapTimeoutMs }),
-    };
-    let delivery: Delivery;
-    if (opts.method === "send") delivery = await sendByCall(env, kt, opts.signal);
-    else if (opts.method === "wake") delivery = await writeAndWake(env, kt, opts.signal);
-    else {
-      await untilSiglockFree(target, k, kt);
-      delivery = writeSignal(k, kt, opts.signal);
-    }
-    await target.qmp.execute("cont");
-    opts.log?.(
-      `pid ${kt.pid}: SIG${opts.signal} sent (${opts.method}); watching for up to ${opts.timeoutMs ?? 2000} ms`,
-    );
-    return await watch(target, k, kt, delivery, opts);
+    const stop = await stopped;
+    if (stop.hits.length > 0) await traps.dispatch(stop);
   } finally {
-    await (before.running ? target.resume() : target.pause());
+    clearTimeout(timer);
   }
 }
 
-async function untilSiglockFree(target: Target, k: KernelInfo, kt: KillTarget): Promise<void> {
+export async function killProcess(
+  target: Target,
+  opts: KillOptions,
+  run: KillRun = qmpKillRun(target),
+): Promise<KillReport> {
+  checkMethod(opts.method, opts.signal);
+  try {
+    const { k, kt, delivery } = await run.deliver((traps) => deliver(run, traps, opts));
+    opts.log?.(
+      `pid ${kt.pid}: SIG${opts.signal} sent (${opts.method}); watching for up to ${opts.timeoutMs ?? 2000} ms`,
+    );
+    return await watch(run, k, kt, delivery, opts);
+  } finally {
+    await run.finish();
+  }
+}
+
+/** Finds the process and sends the signal, the guest stopped. */
+async function deliver(run: KillRun, traps: TrapCore, opts: KillOptions) {
+  const k = await run.kernel();
+  const kt = findKillTarget(k, opts.pid, opts.force === undefined ? {} : { force: opts.force });
+  const env = {
+    traps,
+    k,
+    ...(opts.abort ? { abort: opts.abort } : {}),
+    ...(opts.trapTimeoutMs === undefined ? {} : { trapTimeoutMs: opts.trapTimeoutMs }),
+  };
+  let delivery: Delivery;
+  if (opts.method === "send") delivery = await sendByCall(env, kt, opts.signal);
+  else if (opts.method === "wake") delivery = await writeAndWake(env, kt, opts.signal);
+  else {
+    await untilSiglockFree(run, traps, k, kt);
+    delivery = writeSignal(k, kt, opts.signal);
+  }
+  return { k, kt, delivery };
+}
+
+async function untilSiglockFree(run: KillRun, traps: TrapCore, k: KernelInfo, kt: KillTarget): Promise<void> {
   for (let i = 0; i < MAX_LOCK_WAITS; i++) {
     if (!siglockHeld(k, kt)) return;
-    await target.qmp.execute("cont");
-    await sleep(1);
-    await target.qmp.execute("stop");
+    await run.runBriefly(traps);
   }
   throw new VmsightError("E_BUSY", `the signal lock of pid ${kt.pid} stayed held`, {
     hint: "the process is busy with signals; try again or use --method send",
@@ -117,26 +191,21 @@ interface Look {
   readonly anyStopped: boolean;
 }
 
-/** One consistent look at the process: the VM is paused for the few ms it takes. */
-async function look(target: Target, k: KernelInfo, kt: KillTarget): Promise<Look> {
-  await target.qmp.execute("stop");
-  try {
-    const leader = listTasks(k).find((t) => t.addr === kt.leader.addr && t.pid === kt.leader.pid);
-    if (!leader) return { present: false, exiting: true, stopped: false, anyStopped: false };
-    const threads = listThreads(k, leader);
-    return {
-      present: true,
-      exiting: leader.exitState !== 0 || (leader.flags & PF_EXITING) !== 0,
-      stopped: threads.every((t) => t.state === "T"),
-      anyStopped: threads.some((t) => t.state === "T"),
-    };
-  } finally {
-    await target.qmp.execute("cont");
-  }
+/** One look at the process, on a guest stopped for it. */
+function look(k: KernelInfo, kt: KillTarget): Look {
+  const leader = listTasks(k).find((t) => t.addr === kt.leader.addr && t.pid === kt.leader.pid);
+  if (!leader) return { present: false, exiting: true, stopped: false, anyStopped: false };
+  const threads = listThreads(k, leader);
+  return {
+    present: true,
+    exiting: leader.exitState !== 0 || (leader.flags & PF_EXITING) !== 0,
+    stopped: threads.every((t) => t.state === "T"),
+    anyStopped: threads.some((t) => t.state === "T"),
+  };
 }
 
 async function watch(
-  target: Target,
+  run: KillRun,
   k: KernelInfo,
   kt: KillTarget,
   delivery: Delivery,
@@ -157,7 +226,7 @@ async function watch(
   let last: Look | undefined;
   while (performance.now() - t0 <= timeoutMs) {
     if (opts.abort?.aborted) break;
-    last = await look(target, k, kt);
+    last = await run.look(() => look(k, kt));
     const at = Math.round(performance.now() - t0);
     if (last.exiting) times.exited ??= at;
     if (!last.present) times.gone ??= at;

@@ -21,7 +21,14 @@
  */
 import { GENERAL_REGISTERS } from "../arch/x86/registers.js";
 import { type AddressBounds, isKernelPointer } from "../os/linux/walk.js";
-import type { RawTrap, StoppedCpu, TrapClient, TrapCore, TrapStop } from "../qemu/traps.js";
+import {
+  type RawTrap,
+  type StoppedCpu,
+  type TrapClient,
+  type TrapCore,
+  type TrapStop,
+  rawKey,
+} from "../qemu/traps.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
 
@@ -161,8 +168,7 @@ const MAX_PASS_THROUGH = 64;
 export async function injectCalls(core: TrapCore, opts: InjectOptions): Promise<InjectResult> {
   if (opts.signal?.aborted) throw aborted();
   const traps = core.client("inject");
-  const hook: RawTrap = { type: 0, addr: opts.hook, kind: 1 };
-  await traps.insert(hook);
+  await traps.insert(hookTrap(opts.hook));
   const state: CallState = { inCall: false };
   let failure: unknown;
   try {
@@ -197,7 +203,7 @@ async function run(core: TrapCore, opts: InjectOptions, state: CallState): Promi
       state.saved = undefined;
       await core.step(thread);
     }
-    const w = await waitStop(core, deadline - performance.now(), opts.signal);
+    const w = await nextStop(core, hookTrap(hook), deadline, opts.signal);
     const at = await whereStopped(cpu, w.stop);
     if (at.rip !== hook) {
       if (w.aborted) throw aborted();
@@ -242,7 +248,7 @@ async function waitReturn(
 ): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   for (let passed = 0; passed <= MAX_PASS_THROUGH; passed++) {
-    const w = await waitStop(core, deadline - performance.now(), undefined);
+    const w = await nextStop(core, hookTrap(hook), deadline, undefined);
     const at = await whereStopped(core.cpu, w.stop);
     if (at.thread === thread && at.rip === hook && (await core.cpu.readRegister("rsp")) === rsp)
       return passed;
@@ -292,6 +298,32 @@ async function cleanUp(
 
 function aborted(): VmsightError {
   return new VmsightError("E_INTERRUPTED", "interrupted before anything was sent; the guest is as it was");
+}
+
+function hookTrap(addr: bigint): RawTrap {
+  return { type: 0, addr, kind: 1 };
+}
+
+/**
+ * The next stop that is the call's business. Other clients of the trap core (event streams)
+ * keep their traps while a call is made: a stop at theirs is handed to them, and an interrupt
+ * the core made for their queued work (reads, trap changes) has already served it. Neither ends
+ * the wait; without other clients neither happens.
+ */
+async function nextStop(
+  core: TrapCore,
+  hook: RawTrap,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<Waited> {
+  const key = rawKey(hook);
+  for (;;) {
+    const w = await waitStop(core, deadline - performance.now(), signal);
+    if (w.timedOut || w.aborted) return w;
+    if (w.stop.hits.length > 0) await core.dispatch(w.stop);
+    if (w.stop.hits.some((h) => rawKey(h) === key)) return w;
+    if (w.stop.hits.length === 0 && !w.stop.forWork) return w;
+  }
 }
 
 interface Waited {

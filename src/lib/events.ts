@@ -72,6 +72,11 @@ interface Member {
   stops: number;
 }
 
+interface Driver {
+  readonly run: (traps: TrapCore) => Promise<void>;
+  readonly fail: (error: unknown) => void;
+}
+
 interface Shared {
   readonly traps: TrapCore;
   readonly guest: LinuxGuest;
@@ -94,6 +99,8 @@ export class EventHub {
   private readonly holds = new Set<Promise<unknown>>();
   /** The machine reset under the streams: their traps mean nothing to the kernel that boots next. */
   private rebooted = false;
+  /** Work that drives the guest itself (a kill's injected call), waiting for the pump to step aside. */
+  private readonly drivers: Driver[] = [];
 
   constructor(
     private readonly target: Target,
@@ -111,11 +118,18 @@ export class EventHub {
   }
 
   /**
-   * Whether the streams hold the guest (opened, and some stream takes part): reads then stop it
-   * through the trap core, not QMP. A read in turn before the opening still uses QMP.
+   * Whether the streams hold the guest (opened, until the last one out has stopped the pump and
+   * let the guest go): reads then stop it through the trap core, not QMP. A QMP stop and cont
+   * while the pump's `c` is out would leave the guest running with the gdbstub unaware, and it
+   * drops the next packet. A read in turn before the opening still uses QMP.
    */
   get driving(): boolean {
-    return this.active && this.opened !== undefined;
+    return this.opened !== undefined;
+  }
+
+  /** Whether drive() may be called: streams run, start, or have not yet let the guest go. */
+  get engaged(): boolean {
+    return this.shared !== undefined;
   }
 
   private async open(): Promise<Shared> {
@@ -190,6 +204,32 @@ export class EventHub {
   }
 
   /**
+   * Runs `fn` with the guest stopped and the trap core to itself, between two of the pump's
+   * stops: `fn` may resume the guest, and hands the stops at the streams' traps to them (as
+   * injectCalls does), so the streams see what happens meanwhile. Only while engaged.
+   */
+  drive<T>(fn: (traps: TrapCore) => Promise<T>): Promise<T> {
+    if (!this.shared) return Promise.reject(new VmsightError("E_CLOSED", "no event stream runs on this vm"));
+    return new Promise<T>((resolve, reject) => {
+      this.drivers.push({ run: (traps) => fn(traps).then(resolve, reject), fail: reject });
+      // Queued work makes the core stop the running guest (after the grace that keeps watchpoint
+      // hits); the pump then finds the driver before it resumes.
+      void this.opened?.traps.whenStopped(async () => {});
+    });
+  }
+
+  /** What the pump must let finish, with the guest stopped, before it resumes. */
+  private waitingWork(traps: TrapCore): Promise<unknown> | undefined {
+    if (this.drivers.length > 0) return this.runDrivers(traps);
+    if (this.holds.size > 0) return Promise.allSettled([...this.holds]);
+    return undefined;
+  }
+
+  private async runDrivers(traps: TrapCore): Promise<void> {
+    for (let d = this.drivers.shift(); d; d = this.drivers.shift()) await d.run(traps);
+  }
+
+  /**
    * After a reset the old kernel's traps sit at addresses that mean nothing (or something else)
    * to the kernel that boots next: every stream ends with that said, and the pump stops so the
    * streams take their traps out with the guest held.
@@ -212,8 +252,12 @@ export class EventHub {
   private async run(shared: Shared): Promise<void> {
     try {
       while (this.members.size > 0 && !this.rebooted) {
-        while (this.holds.size > 0) await Promise.allSettled([...this.holds]);
-        if (this.members.size === 0) break;
+        // Checked and resumed in one synchronous step: work queued later interrupts the resume.
+        const work = this.waitingWork(shared.traps);
+        if (work) {
+          await work;
+          continue;
+        }
         const stop = await shared.traps.resume();
         if (stop.left?.by === "step") this.warnStep(stop.left.addr);
         if (stop.reply.type !== "signal")
@@ -249,7 +293,12 @@ export class EventHub {
   private async settle(): Promise<void> {
     if (this.active || !this.shared) return;
     await this.pump;
-    const shared = await this.shared.catch(() => undefined);
+    const shared = await this.shared.catch((error: unknown) => {
+      for (const d of this.drivers.splice(0)) d.fail(error);
+      return undefined;
+    });
+    // A driver that came as the last stream left still finds the guest stopped and the core open.
+    if (shared) await this.runDrivers(shared.traps);
     this.shared = undefined;
     this.opened = undefined;
     this.rebooted = false;

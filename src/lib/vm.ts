@@ -3,7 +3,14 @@
  * then ask it for the rows the CLI prints. Every listing is a consistent snapshot: a running
  * guest is paused for the few milliseconds it takes and runs on afterwards.
  */
-import { type KillReport, killProcess, killRecord } from "../commands/control.js";
+import {
+  type KillReport,
+  type KillRun,
+  killProcess,
+  killRecord,
+  qmpKillRun,
+  runBriefly,
+} from "../commands/control.js";
 import { type DumpFormat, writeImage } from "../commands/dump-image.js";
 import {
   containerRows,
@@ -332,21 +339,35 @@ export class Vm implements Guest {
   /** @internal kill() before its encoding. */
   killReport(pid: number, signal: SignalName | string, opts: KillOptions): Promise<KillReport> {
     const target = this.live("kill");
-    if (this.hub?.active) {
-      // A kill runs the guest itself (to the call site, then to watch the outcome).
-      throw new VmsightError("E_BUSY", "kill cannot run while event streams run on this vm", {
-        hint: "end the events() loops first",
-      });
-    }
-    return killProcess(target, {
-      pid,
-      signal: parseSignal(signal),
-      method: opts.method ?? "send",
-      ...(opts.force === undefined ? {} : { force: opts.force }),
-      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
-      ...(opts.signal ? { abort: opts.signal } : {}),
-      ...(opts.log ? { log: opts.log } : {}),
-    });
+    return killProcess(
+      target,
+      {
+        pid,
+        signal: parseSignal(signal),
+        method: opts.method ?? "send",
+        ...(opts.force === undefined ? {} : { force: opts.force }),
+        ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+        ...(opts.signal ? { abort: opts.signal } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
+      },
+      this.killRun(target),
+    );
+  }
+
+  /**
+   * While event streams run, their pump drives the guest: a kill takes turns with it (the
+   * injected call between two of its stops, each look as a snapshot), so the streams go on.
+   */
+  private killRun(target: Target): KillRun {
+    const hub = this.hub;
+    if (!hub?.engaged) return qmpKillRun(target);
+    return {
+      kernel: () => this.linux(),
+      deliver: (fn) => hub.drive(fn),
+      runBriefly: (traps) => runBriefly(traps),
+      look: (fn) => this.snapshot(async () => fn()),
+      finish: async () => {},
+    };
   }
 
   /**

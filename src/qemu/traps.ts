@@ -74,6 +74,11 @@ export interface TrapStop {
   readonly reply: StopReply;
   /** Our interrupt (or a pause): no trap. */
   readonly interrupted: boolean;
+  /**
+   * The interrupt was the core's own, for work queued by whenStopped() (trap changes, reads),
+   * which has run by now: whoever drives the guest may simply resume it.
+   */
+  readonly forWork: boolean;
   /** rip of the stopped vCPU, read when the stop may be at a breakpoint (QEMU makes the
    * stopped vCPU the register thread). */
   readonly rip: bigint | undefined;
@@ -363,15 +368,17 @@ export class TrapCore {
     this.interruptWanted = false;
     let left: Left | undefined;
     let reply: StopReply;
+    let worked = false;
     try {
       left = await this.leaveBreakpoint();
       reply = left?.stop ?? (await this.continueGuest());
     } finally {
       this.resuming = false;
       this.ran();
-      await this.drainOps();
+      worked = await this.drainOps();
     }
-    return this.match(reply, left && { addr: left.addr, by: left.by });
+    const stop = await this.match(reply, left && { addr: left.addr, by: left.by });
+    return { ...stop, forWork: stop.interrupted && worked && !this.interruptWanted };
   }
 
   /**
@@ -431,8 +438,11 @@ export class TrapCore {
     for (const l of this.runListeners) l();
   }
 
-  private async drainOps(): Promise<void> {
+  /** Runs the queued work; says whether there was any. */
+  private async drainOps(): Promise<boolean> {
+    const any = this.ops.length > 0;
     while (this.ops.length > 0) await this.ops.shift()!();
+    return any;
   }
 
   private breakpointsAt(addr: bigint): Insertion[] {
@@ -474,7 +484,7 @@ export class TrapCore {
 
   /** Which inserted traps `reply` is for; remembers a breakpoint the guest now sits on. */
   private async match(reply: StopReply, left: TrapStop["left"]): Promise<TrapStop> {
-    const stop = { reply, interrupted: false, rip: undefined, hits: [], left };
+    const stop = { reply, interrupted: false, forWork: false, rip: undefined, hits: [], left };
     if (reply.type !== "signal") return stop;
     if (reply.watch) return { ...stop, hits: this.watchesAt(reply.watch.address) };
     if (reply.signal === INTERRUPT_SIGNAL) return { ...stop, interrupted: true };

@@ -6,7 +6,7 @@
  * second after that) the library's own.
  */
 import { type Space, type Vm, attach } from "../lib/index.js";
-import { VmsightError, isVmsightError } from "../util/errors.js";
+import { VmsightError } from "../util/errors.js";
 import { EventQueue } from "../util/event-queue.js";
 import type { AddressSpace, EventRecord, EventRequest, KillRequest, Row, ServedVm } from "./backend.js";
 
@@ -171,18 +171,8 @@ class LibVm implements ServedVm {
   async status(): Promise<Row> {
     return { ...(await this.vm.status()), traps: this.vm.target?.armedTraps() ?? 0 };
   }
-  async kill(pid: number, signal: string, opts?: KillRequest): Promise<Row> {
-    try {
-      return await this.vm.kill(pid, signal, opts);
-    } catch (error) {
-      if (!(isVmsightError(error) && error.code === "E_BUSY")) throw error;
-      // The kill makes the guest kernel call its own signal code at a breakpoint and runs the
-      // guest to watch the outcome: both need the run loop the subscriptions' trap core owns.
-      throw new VmsightError("E_BUSY", "linux.kill cannot run while a subscription traces this VM", {
-        hint: "end the subscriptions on this VM first (events.unsubscribe, breakpoint.clear; vm.get_info's traps falls to 0), then kill",
-        cause: error,
-      });
-    }
+  kill(pid: number, signal: string, opts?: KillRequest): Promise<Row> {
+    return this.vm.kill(pid, signal, opts);
   }
   events(req: EventRequest): AsyncIterable<EventRecord> {
     return { [Symbol.asyncIterator]: () => eventIterator(this.vm, req) };

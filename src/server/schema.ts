@@ -297,7 +297,7 @@ export const METHODS = {
   "linux.dmesg": linuxList("the kernel log from its ring buffer, one row a line"),
   "linux.kill": {
     summary:
-      "send a signal to a guest process from outside (E_BUSY while a subscription traces the VM: end it first)",
+      "send a signal to a guest process from outside; subscriptions on the VM go on meanwhile and see what it does (its process.exit)",
     params: Type.Object(
       {
         vm: Vm,
@@ -320,7 +320,7 @@ export const METHODS = {
       { additionalProperties: false },
     ),
     result: Row,
-    // A kill runs the guest itself, which the library refuses while event streams drive it.
+    // E_BUSY: method "memory" found the process's signal lock held every time it looked.
     errors: ["E_NO_PROCESS", "E_INJECT_CALL", "E_INJECT_TIMEOUT", "E_BUSY"],
   },
 } satisfies Record<string, MethodSpec>;

@@ -159,13 +159,6 @@ export function vmPage(app: App, vm: string): VmPage {
 
   const kill = (p: Proc) => {
     dialog.ask(p, async (signal) => {
-      // A kill runs the guest itself: the server refuses it while this page's traps are armed.
-      const trace = traceSub;
-      const sys = syscallSub;
-      traceSub = undefined;
-      syscallSub = undefined;
-      await unsubscribe(trace);
-      await unsubscribe(sys);
       try {
         const r = await app.rpc.call<KillResult>("linux.kill", { vm, pid: p.pid, signal });
         const text = `SIG${signal} → pid ${p.pid} (${p.comm}): ${outcomeText(r)}`;
@@ -176,10 +169,6 @@ export function vmPage(app: App, vm: string): VmPage {
         app.notify(text);
         return text;
       } finally {
-        if (alive) {
-          traceSub = await subscribe(TRACED).catch((e) => void app.notify(describeFailure(e)));
-          if (sys) await syscalls.set(true);
-        }
         refreshSoon();
       }
     });

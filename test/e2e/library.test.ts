@@ -3,7 +3,8 @@
  * examples/ run as a user runs them (node, importing "vmsight" through the package's exports)
  * against a booted guest, and what they print is checked against the guest's own view: its
  * /proc, read over its serial console. Two event streams at once share traps and each removes
- * its own.
+ * its own; a kill made while a stream runs leaves the stream running, and it sees the exit.
+ * Memory writes, to a process and to the kernel, are read back by the guest itself.
  */
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -166,6 +167,102 @@ describe(`the library on a ${KERNEL} guest`, () => {
     } finally {
       await vm.close();
     }
+  });
+
+  test("vm.kill while an events() loop runs: the loop goes on and reports the exit", async () => {
+    const out = await g.serial.command(
+      "sh -c 'workload name kill-stream >/dev/null 2>&1 </dev/null & echo $!'",
+    );
+    const pid = Number(lines(out.replace(/\r/g, "")).pop());
+    assert.ok(pid > 1 && (await inProc(pid)), `started: ${out}`);
+    const vm: Vm = await attach(g.qmpSocket);
+    try {
+      let ready: (traps: number) => void = () => {};
+      const armed = new Promise<number>((r) => {
+        ready = r;
+      });
+      const stream = vm.events({ types: ["proc"], onReady: ready });
+      const seen: VmEvent[] = [];
+      let died: () => void = () => {};
+      const death = new Promise<void>((r) => {
+        died = r;
+      });
+      // Reads on past the exit, so that the stream still runs when the kill returns.
+      const loop = (async () => {
+        for await (const e of stream) {
+          seen.push(e);
+          if (e.type === "exit" && e.pid === pid) died();
+        }
+      })();
+      const traps = await armed;
+      const core = await vm.target!.traps();
+      const r = await vm.kill(pid, "KILL");
+      assert.ok(r.outcome === "gone" || r.outcome === "zombie", JSON.stringify(r));
+      assert.equal(core.traps().length, traps, "the kill's own breakpoint is gone, the stream's stay");
+      await Promise.race([
+        death,
+        loop.then(() => assert.fail("the stream ended")),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("no exit event")), 60_000)),
+      ]).catch((error: Error) => assert.fail(`${error.message}; seen ${JSON.stringify(seen.slice(-5))}`));
+      assert.equal(await inProc(pid), false, `${pid} still in the guest's /proc`);
+      const exit = seen.find((e) => e.type === "exit" && e.pid === pid);
+      assert.equal(exit?.type === "exit" ? exit.signal : undefined, 9, "the stream saw it die of SIGKILL");
+      await stream.return!();
+      await loop;
+      assert.equal(core.traps().length, 0);
+      assert.equal((await vm.status()).running, true);
+    } finally {
+      await vm.close();
+    }
+    assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
+  });
+
+  /** 8 bytes of a process's memory as the guest reads them, through its /proc/PID/mem. */
+  const guestU64 = async (pid: number, addr: bigint): Promise<bigint> => {
+    const text = await g.serial.command(
+      `dd if=/proc/${pid}/mem bs=8 skip=${addr / 8n} count=1 2>/dev/null | od -An -tx1`,
+    );
+    const bytes = text.trim().split(/\s+/);
+    assert.equal(bytes.length, 8, `the guest read ${text}`);
+    return Buffer.from(bytes.join(""), "hex").readBigUInt64LE(0);
+  };
+
+  test("vm.write into a process's memory is what the guest's /proc/PID/mem then reads", async () => {
+    const view = await g.view();
+    const pid = view.roles.get("memwrite")!;
+    const addr = view.counterAddress!;
+    assert.ok(addr % 8n === 0n, `counter at ${addr}`);
+    assert.ok((await guestU64(pid, addr)) < 1n << 32n, "the counter counts seconds");
+    const value = 0x5eed_0000_0000_0000n;
+    const bytes = Buffer.alloc(8);
+    bytes.writeBigUInt64LE(value);
+    const vm: Vm = await attach(g.qmpSocket);
+    try {
+      await vm.write(addr, bytes, { pid });
+    } finally {
+      await vm.close();
+    }
+    // The process goes on counting (once a second) from what we wrote.
+    const now = await guestU64(pid, addr);
+    assert.ok(now >= value && now < value + 600n, `the guest reads 0x${now.toString(16)}`);
+  });
+
+  test("vm.write into kernel memory is what the guest's sysctl then reads", async () => {
+    const domain = "/proc/sys/kernel/domainname";
+    const original = (await g.serial.command(`cat ${domain}`)).replace(/\r/g, "").trim();
+    const vm: Vm = await attach(g.qmpSocket);
+    try {
+      // init_uts_ns.name.domainname: a string nothing in the guest acts on (hostname shows in prompts).
+      const k = await vm.linux();
+      const at =
+        k.symbols.findAddress("init_uts_ns")! + BigInt(k.layout.offsetof("uts_namespace", "name.domainname"));
+      await vm.write(at, Buffer.from("vmsight-e2e\0"));
+      assert.equal((await g.serial.command(`cat ${domain}`)).replace(/\r/g, "").trim(), "vmsight-e2e");
+      await vm.write(at, Buffer.from(`${original}\0`));
+    } finally {
+      await vm.close();
+    }
+    assert.equal((await g.serial.command(`cat ${domain}`)).replace(/\r/g, "").trim(), original);
   });
 
   test("a dump opens as a Vm whose rows are the guest's, and live-only methods throw E_NOT_LIVE", async () => {

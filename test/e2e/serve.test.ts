@@ -3,12 +3,14 @@
  * processes (its /proc is the oracle), process.exec events arrive for a command the guest
  * runs, and a client that disconnects leaves no trap behind (the guest keeps answering). Two
  * clients share one guest's traps: both see its process events, one leaving does not end the
- * other's, and calls answer (as its /proc) while they run. Memory and register writes take. A
- * write watch on the memwrite workload's counter reports the values the guest's /proc shows;
- * vm.pause/resume reach a subscriber as STOP/RESUME while the guest's own clock stands still; an
- * insmod is a module.load as /proc/modules shows it. Then the real `vmsight serve --publish`
- * takes the second guest: its fork loop's process events reach JetStream once each, in order,
- * while the consumer disconnects and nats-server restarts mid-loop, as many as the loop printed.
+ * other's, and calls answer (as its /proc) while they run. A kill one client asks for while
+ * another's subscription runs: the subscription sees the exit. A physical memory write is read
+ * back by the guest itself; register writes take. A write watch on the memwrite workload's
+ * counter reports the values the guest's /proc shows; vm.pause/resume reach a subscriber as
+ * STOP/RESUME while the guest's own clock stands still; an insmod is a module.load as
+ * /proc/modules shows it. Then the real `vmsight serve --publish` takes the second guest: its
+ * fork loop's process events reach JetStream once each, in order, while the consumer
+ * disconnects and nats-server restarts mid-loop, as many as the loop printed.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -223,19 +225,63 @@ describe(`vmsight serve against a ${KERNEL} guest`, () => {
     assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
   });
 
-  test("memory.write and vcpu.set_registers change the paused guest (and put it back)", async () => {
+  test("linux.kill from one client while another's subscription runs: it goes on and sees the exit", async () => {
+    const url = server.urls[0] ?? "";
+    const [watcher, killer] = [await client(url), await client(url)];
+    await watcher.call("events.subscribe", { vm: "guest", types: ["process.create", "process.exit"] });
+    // A subscription arms its traps after its reply: the victim's creation says they are armed.
+    let pid = 0;
+    for (
+      let i = 0;
+      i < 10 && !watcher.events().some((e) => e.type === "process.create" && e.pid === pid);
+      i++
+    ) {
+      const out = await g.serial.command(
+        "sh -c 'workload name serve-victim >/dev/null 2>&1 </dev/null & echo $!'",
+      );
+      pid = Number(out.replace(/\r/g, "").trim().split("\n").pop());
+      await until(() => watcher.events().some((e) => e.pid === pid), "the victim's creation", 15_000).catch(
+        () => {},
+      );
+    }
+    assert.ok(
+      watcher.events().some((e) => e.type === "process.create" && e.pid === pid),
+      "armed",
+    );
+    const r = await killer.call("linux.kill", { vm: "guest", pid, signal: "KILL" });
+    assert.ok(r.outcome === "gone" || r.outcome === "zombie", JSON.stringify(r));
+    const exit = () => watcher.events().find((e) => e.type === "process.exit" && e.pid === pid);
+    await until(() => exit() !== undefined, "the victim's exit", 60_000);
+    assert.equal(exit()?.signal, 9);
+    assert.equal((await g.serial.run(`test -e /proc/${pid}`)).status, 1, `${pid} still in the guest's /proc`);
+    assert.ok(
+      ((await killer.call("vm.get_info", { vm: "guest" })).traps as number) > 0,
+      "the subscription's traps stay",
+    );
+    for (const c of [watcher, killer]) c.ws.close();
+    await until(() => core.clients.size === 0, "the clients are gone", 60_000);
+    assert.match(await g.serial.command("echo still-running", 60_000), /still-running/);
+  });
+
+  test("memory.write (physical) is what the guest then reads; vcpu.set_registers changes the paused guest", async () => {
     const c = await client(server.urls[0] ?? "");
+    const pid = view.roles.get("memwrite")!;
+    const counter = view.counterAddress!;
+    // The counter's page as the process maps it, then written physically as a device would.
+    const t = await c.call("memory.translate", { vm: "guest", address: `0x${counter.toString(16)}`, pid });
+    const value = 0x5eed_0000_0000_0000n;
+    const bytes = Buffer.alloc(8);
+    bytes.writeBigUInt64LE(value);
+    const at = { vm: "guest", address: t.phys as string, space: "phys" };
+    assert.deepEqual(await c.call("memory.write", { ...at, bytes: bytes.toString("hex") }), { written: 8 });
+    const guest = await g.serial.command(
+      `dd if=/proc/${pid}/mem bs=8 skip=${counter / 8n} count=1 2>/dev/null | od -An -tx1`,
+    );
+    const now = Buffer.from(guest.trim().split(/\s+/).join(""), "hex").readBigUInt64LE(0);
+    // The process goes on counting (once a second) from what was written.
+    assert.ok(now >= value && now < value + 600n, `the guest reads 0x${now.toString(16)}`);
     await c.call("vm.pause", { vm: "guest" });
     try {
-      const at = { vm: "guest", address: "0x100000", space: "phys" };
-      const before = (await c.call("memory.read", { ...at, length: 8 })).bytes as string;
-      const flipped = Buffer.from(before, "hex").map((x) => x ^ 0xff);
-      const hex = Buffer.from(flipped).toString("hex");
-      assert.deepEqual(await c.call("memory.write", { ...at, bytes: hex }), { written: 8 });
-      assert.equal((await c.call("memory.read", { ...at, length: 8 })).bytes, hex);
-      await c.call("memory.write", { ...at, bytes: before });
-      assert.equal((await c.call("memory.read", { ...at, length: 8 })).bytes, before);
-
       const regs = (await c.call("vcpu.get_registers", { vm: "guest", cpu: 0 })).registers as Record<
         string,
         string

@@ -23,6 +23,8 @@ const HOOK = 0xffffffff81a0c0d0n;
 const BOUNDS = addressBounds(X86_64_4LEVEL);
 const FN = 0xffffffff81b00000n;
 const ELSEWHERE = 0xffffffff81234567n;
+/** Where another client of the trap core (an event stream) has a breakpoint. */
+const OTHER = 0xffffffff81345670n;
 const RSP = 0xffffc90000403f48n;
 
 function hookRegisters(): Map<string, bigint> {
@@ -35,10 +37,10 @@ function hookRegisters(): Map<string, bigint> {
   return m;
 }
 
-function stopAt(thread: string): StopReply {
+function stopAt(thread: string, signal = 5): StopReply {
   return {
     type: "signal",
-    signal: 5,
+    signal,
     thread,
     swbreak: false,
     hwbreak: false,
@@ -48,8 +50,8 @@ function stopAt(thread: string): StopReply {
 }
 
 interface Script {
-  /** What the guest does on each continue() before reaching the hook (true: reaches it). */
-  arrivals: boolean[];
+  /** What the guest does on each continue() (true: reaches the hook; "other": OTHER; false: runs on). */
+  arrivals: (boolean | "other")[];
   /** The called function: returns rax, or "hang" to never come back. */
   fn?: (args: bigint[]) => bigint | "hang";
 }
@@ -105,13 +107,17 @@ class FakeCpu implements TrapGdb {
     this.events.push("interrupt");
     const p = this.pending;
     this.pending = undefined;
-    p?.(stopAt("p1.1"));
+    p?.(stopAt("p1.1", 2));
   }
   continue(): Promise<StopReply> {
     this.events.push("c");
     if (this.regs.get("rip") === FN) {
       const r = this.runFunction();
       if (r) return Promise.resolve(r);
+    } else if (this.script.arrivals[this.arrival] === "other") {
+      this.arrival++;
+      this.regs.set("rip", OTHER);
+      if (this.breakpoints.has(OTHER)) return Promise.resolve(stopAt("p1.1"));
     } else if (this.script.arrivals[this.arrival++]) {
       const regs = hookRegisters();
       regs.set("rax", 0x5000n + BigInt(this.arrival)); // each arrival looks different
@@ -263,6 +269,26 @@ describe("injected kernel calls", () => {
     assert.equal(cpu.regs.get("rip"), FN, "still inside the function, as the guest would be");
     assert.equal(cpu.mem.get(RSP - 8n), HOOK, "…and it will return into the hook");
     assert.equal(cpu.breakpoints.size, 0);
+  });
+
+  test("meanwhile, stops at another client's traps go to it and its reads do not end the wait", async () => {
+    const cpu = new FakeCpu({ arrivals: [false, "other", true] });
+    const core = new TrapCore(cpu);
+    const stream = core.client("events");
+    const hits: (bigint | undefined)[] = [];
+    stream.onStop((stop) => {
+      hits.push(stop.rip);
+    });
+    await stream.insert({ type: 0, addr: OTHER, kind: 1 });
+    let reads = 0;
+    // A read while the guest runs towards the hook: the core interrupts it for the read.
+    setTimeout(() => void core.whenStopped(async () => void reads++), 5);
+    const r = await injectCalls(core, { hook: HOOK, bounds: BOUNDS, onTrap: () => ({ calls: [CALL] }) });
+    assert.equal(reads, 1);
+    assert.deepEqual(hits, [OTHER], "the stream saw its breakpoint hit");
+    assert.equal(r.calls.length, 1);
+    assertRegistersEqual(cpu.regs, cpu.arrivalRegs[0]!);
+    assert.deepEqual([...cpu.breakpoints], [OTHER], "the stream's breakpoint stays, the hook's is gone");
   });
 
   test("an error in onTrap still removes the breakpoint and restores registers", async () => {
