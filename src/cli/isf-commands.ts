@@ -21,14 +21,16 @@ function writeAll(text: string): Promise<void> {
 const isfCommand: CliCommand = {
   name: "isf",
   usage: "isf [--out FILE]",
-  summary: "a Volatility 3 symbol file (ISF JSON) from the guest's BTF, kallsyms and banner",
+  summary:
+    "a Volatility 3 symbol file (ISF JSON) from the guest's BTF, kallsyms and banner (partial from --offsets)",
   options: { ...KERNEL_OPTIONS, out: { type: "string" } },
   needsTarget: true,
   local: true,
   dumpOk: true,
   check: checkKernelOptions,
   async run(ctx) {
-    const text = symbolFile(await openKernel(needMachine(ctx), kernelOptions(ctx.values)));
+    const { text, notes } = symbolFile(await openKernel(needMachine(ctx), kernelOptions(ctx.values)));
+    for (const note of notes) ctx.log(note);
     const out = stringValue(ctx.values, "out");
     if (out === undefined) {
       await writeAll(`${text}\n`);

@@ -1,7 +1,9 @@
 import { readFileSync } from "node:fs";
 import { parseBanner } from "../os/linux/banner.js";
 import { type KernelInfo, readKernelBtf } from "../os/linux/kernel.js";
+import { buildProfileIsf } from "../symbols/isf-profile.js";
 import { buildIsf } from "../symbols/isf.js";
+import type { SymbolTable } from "../symbols/kallsyms/table.js";
 import { hex, va } from "../util/address.js";
 import { GuestDataError, VmsightError } from "../util/errors.js";
 import { exactJson } from "../util/exact-json.js";
@@ -19,31 +21,58 @@ function producerVersion(): string {
   }
 }
 
+/** A symbol file's JSON text, and what a reader of it must know (empty from BTF). */
+export interface SymbolFile {
+  readonly text: string;
+  readonly notes: readonly string[];
+}
+
 /**
- * A Volatility 3 symbol file for the guest's kernel, as JSON text. It needs the kernel's types:
- * an offsets profile holds a few member offsets, while Volatility's Linux plugins check whole
- * layouts of ~25 structs (task_struct, files_struct, inet_sock, module…) before they run, so
- * from a profile this refuses rather than write a file Volatility would reject.
+ * A Volatility 3 symbol file for the guest's kernel. From BTF it is whole. From an offsets
+ * profile it is partial (src/symbols/isf-profile.ts): the notes say which members are left out
+ * and which Volatility plugins therefore cannot run.
  */
-export function symbolFile(k: KernelInfo): string {
-  if (k.typeCount === 0) {
-    throw new VmsightError(
-      "E_NO_BTF",
-      `a Volatility symbol file needs the kernel's types, and ${k.layout.source} has member offsets only`,
-      {
-        hint: "drop --no-btf/--offsets on a kernel with BTF; for a kernel without it, `libvmi-config` works from the profile",
-      },
-    );
-  }
+export function symbolFile(k: KernelInfo): SymbolFile {
+  // Link-time addresses, as dwarf2json writes them: the file then fits every boot of this
+  // build, and Volatility finds each boot's slide itself (from init_task and init_files).
+  const symbols = k.symbols.rebase(-k.slide);
+  if (k.typeCount === 0) return profileSymbolFile(k, symbols);
   const doc = buildIsf({
     btf: readKernelBtf(k.kernel, k.symbols),
-    // Link-time addresses, as dwarf2json writes them: the file then fits every boot of this
-    // build, and Volatility finds each boot's slide itself (from init_task and init_files).
-    symbols: k.symbols.rebase(-k.slide),
+    symbols,
     banner: bannerBytes(k),
     producerVersion: producerVersion(),
   });
-  return exactJson(doc);
+  return { text: exactJson(doc), notes: [] };
+}
+
+function profileSymbolFile(k: KernelInfo, symbols: SymbolTable): SymbolFile {
+  const profile = k.layout.profile;
+  if (profile === undefined) {
+    throw new VmsightError(
+      "E_NO_BTF",
+      `a Volatility symbol file needs the kernel's types or an offsets profile`,
+      {
+        hint: "drop --no-btf on a kernel with BTF, or give --offsets PROFILE (from `vmsight discover`)",
+      },
+    );
+  }
+  const isf = buildProfileIsf({
+    profile,
+    symbols,
+    banner: bannerBytes(k),
+    producerVersion: producerVersion(),
+  });
+  const notes = [
+    `partial symbol file from ${k.layout.source}: symbols, banner and ${Object.keys(profile).length - isf.untyped.length} members; no struct sizes`,
+    ...(isf.untyped.length === 0
+      ? []
+      : [`left out (vmsight does not know their C types): ${isf.untyped.join(", ")}`]),
+    ...isf.lacking.map(
+      (l) => `Volatility's ${l.plugin} cannot run: the profile lacks ${l.members.join(", ")}`,
+    ),
+  ];
+  return { text: exactJson(isf.doc), notes };
 }
 
 /** The bytes of `linux_banner` up to and including its NUL, as Volatility matches them. */

@@ -89,7 +89,7 @@ export interface IsfInput {
  * Variables whose type BTF does not record (vmlinux BTF describes per-CPU variables only) but
  * which Volatility's Linux plugins read: their types are fixed by the kernel's own declarations.
  */
-const KNOWN_SYMBOL_TYPES: Readonly<Record<string, string>> = {
+export const KNOWN_SYMBOL_TYPES: Readonly<Record<string, string>> = {
   init_task: "task_struct",
   init_files: "files_struct",
   init_mm: "mm_struct",

@@ -16,4 +16,6 @@ export interface StructLayout {
   findEnumValue(name: string): bigint | undefined;
   /** Where the layout came from, for messages ("BTF from guest memory", "offsets profile x.json"). */
   readonly source: string;
+  /** An offsets profile's own entries ("struct.member" → offset), when that is the source. */
+  readonly profile?: Readonly<Record<string, number>>;
 }

@@ -54,6 +54,7 @@ export function profileLayout(profile: OffsetsProfile, source: string): StructLa
   };
   return {
     source: `offsets profile ${source}`,
+    profile,
     findOffset: find,
     offsetof(struct, path) {
       const o = find(struct, path);

@@ -92,9 +92,10 @@ describe("check on a 6.1 guest running the test rootkit", () => {
       );
     }
     const modules = findings.filter((f) => f.kind === "hidden-module");
+    // sysfs alone would satisfy the name and address: module memory must have seen it too.
     assert.deepEqual(
-      modules.map((f) => [f.name, BigInt(f.address)]),
-      [[moduleName, sysfs.thisModule]],
+      modules.map((f) => [f.name, BigInt(f.address), f.seenIn]),
+      [[moduleName, sysfs.thisModule, ["sysfs", "module memory"]]],
     );
     const tasks = findings.filter((f) => f.kind === "hidden-task");
     assert.deepEqual(
@@ -117,5 +118,19 @@ describe("check on a 6.1 guest running the test rootkit", () => {
     assert.match(lines.at(-1)!, new RegExp(`^${count} findings:`));
     for (const h of hidden)
       assert.ok(lines.some((l) => l.startsWith("hidden-task") && l.includes(`pid ${h.pid} `)));
+  });
+
+  // Last: it changes the guest. The module deletes its sysfs kobject (a work item, after the write).
+  test("with its sysfs kobject deleted as well, module memory alone still finds the module", async () => {
+    await g.serial.command(`echo 1 > /sys/module/${moduleName}/parameters/hide_sysfs`);
+    let gone = "";
+    for (let i = 0; i < 20 && gone !== "gone"; i++)
+      gone = (await g.serial.command(`test -e /sys/module/${moduleName} && echo there || echo gone`)).trim();
+    assert.equal(gone, "gone", "the guest's own /sys/module no longer has it");
+    const findings = await cliJson<Finding[]>(["--qmp", g.qmpSocket, "check"]);
+    assert.deepEqual(
+      findings.filter((f) => f.kind === "hidden-module").map((f) => [f.name, BigInt(f.address), f.seenIn]),
+      [[moduleName, sysfs.thisModule, ["module memory"]]],
+    );
   });
 });

@@ -6,7 +6,8 @@ import { after, before, describe, test } from "node:test";
 import { Target } from "../../src/qemu/session.js";
 import { TypeDb } from "../../src/symbols/btf/db.js";
 import { btfFromElfFile } from "../../src/symbols/btf/file.js";
-import { runCli } from "../support/cli.js";
+import { BpftoolBtf } from "../support/bpftool.js";
+import { cliJson, runCli } from "../support/cli.js";
 /**
  * Issue 4 end to end: boot-time offset discovery (CN109857520) on real Debian kernels.
  *
@@ -20,6 +21,7 @@ import { runCli } from "../support/cli.js";
  */
 import { assertProfilePsMatches } from "../support/compare.js";
 import { type TestGuest, bootTestGuest } from "../support/guest.js";
+import { guestSymbol, linkedTextAddress } from "../support/kallsyms-oracle.js";
 
 const KERNELS = (process.env.VMSIGHT_DISCOVERY_KERNELS ?? "6.1,6.12,6.1-rt").split(",");
 
@@ -138,6 +140,50 @@ for (const kernelId of KERNELS) {
 
     test("ps --no-btf --offsets equals the guest's own /proc", async () => {
       await assertProfilePsMatches(g, profilePath);
+    });
+
+    test("libvmi-config and isf from the discovered profile: as the guest's kallsyms and bpftool's BTF say", async () => {
+      const btf = new BpftoolBtf(g.image.kernelFiles.vmlinux);
+      const noBtf = ["--no-btf", "--offsets", profilePath];
+      const [o] = await cliJson<Record<string, string>[]>(["--qmp", g.qmpSocket, "libvmi-config", ...noBtf]);
+      const keys = [
+        "task_struct.tasks",
+        "task_struct.mm",
+        "task_struct.pid",
+        "task_struct.comm",
+        "mm_struct.pgd",
+      ];
+      assert.deepEqual(
+        [o!.linux_tasks, o!.linux_mm, o!.linux_pid, o!.linux_name, o!.linux_pgd].map(Number),
+        keys.map((k) => btf.offset(k)),
+      );
+      const files = g.image.kernelFiles;
+      const slide = (await guestSymbol(g.serial, "_text")) - linkedTextAddress(files.vmlinuz, files.release);
+      const initTask = await guestSymbol(g.serial, "init_task");
+      assert.equal(BigInt(o!.linux_kaslr!), slide);
+      assert.equal(BigInt(o!.linux_init_task!) + slide, initTask);
+
+      const isf = await runCli(["--qmp", g.qmpSocket, "isf", ...noBtf], 120_000);
+      assert.equal(isf.code, 0, isf.stderr);
+      // Parsed as text: the addresses are beyond 2^53.
+      assert.equal(BigInt(/"init_task":\{"address":(\d+)/.exec(isf.stdout)![1]!) + slide, initTask);
+      const doc = JSON.parse(isf.stdout) as {
+        user_types: Record<string, { fields: Record<string, { offset: number }> }>;
+      };
+      const written = Object.entries(doc.user_types)
+        .filter(([s]) => s !== "list_head")
+        .flatMap(([s, t]) => Object.entries(t.fields).map(([f, v]) => [`${s}.${f}`, v.offset] as const));
+      assert.ok(written.length >= 15, `${written.length} members written`);
+      assert.deepEqual(
+        written.filter(([k, off]) => btf.offset(k) !== off),
+        [],
+        "every member at bpftool's offset",
+      );
+      // What Volatility will lack is said: discovery learns real_parent, never parent or files.
+      assert.match(
+        isf.stderr,
+        /linux\.pslist cannot run: the profile lacks task_struct\.parent, task_struct\.files/,
+      );
     });
 
     test("after convergence the guest runs untrapped: a fork loop stops nothing", async () => {

@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ensureKernel } from "../../src/guests/kernels.js";
-import { assertCleanError, cliJson, runCli } from "../support/cli.js";
+import { BpftoolBtf } from "../support/bpftool.js";
+import { cliJson, runCli } from "../support/cli.js";
 import { transient } from "../support/compare.js";
 import { type FdEntry, type ForensicView, parseForensicView } from "../support/forensic-oracle.js";
 import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
@@ -59,8 +60,10 @@ for (const kernelId of KERNELS)
     let forensic: ForensicView;
 
     /** Runs one plugin the way the README of the peer says, with a private cache. */
-    function volatility(plugin: string): Promise<VolRun> {
-      const args = [VOL!, "-q", "--offline", "--cache-path", join(dir, "cache"), "-f", dump, "-s", symbols];
+    function volatility(plugin: string, symbolDir = symbols): Promise<VolRun> {
+      const cache = join(dir, `cache-${symbolDir === symbols ? "btf" : "profile"}`);
+      mkdirSync(cache, { recursive: true });
+      const args = [VOL!, "-q", "--offline", "--cache-path", cache, "-f", dump, "-s", symbolDir];
       const t0 = performance.now();
       return new Promise((done, fail) => {
         execFile(
@@ -82,7 +85,6 @@ for (const kernelId of KERNELS)
       g = await bootTestGuest(kernelId);
       await g.waitReady(180_000);
       mkdirSync(join(symbols, "linux"), { recursive: true });
-      mkdirSync(join(dir, "cache"));
       const isf = await runCli(
         ["--qmp", g.qmpSocket, "isf", "--out", join(symbols, "linux", "guest.json")],
         120_000,
@@ -98,8 +100,8 @@ for (const kernelId of KERNELS)
       rmSync(dir, { recursive: true, force: true });
     });
 
-    test("linux.pslist: the guest's processes, pid, ppid and task->comm", async () => {
-      const { rows } = await volatility("linux.pslist");
+    /** Volatility's pslist rows against the guest's /proc: pid, ppid and task->comm. */
+    function assertPslistMatchesGuest(rows: Record<string, unknown>[]): void {
       const skipPids = transient(view);
       const theirs = view.processes.filter((p) => !skipPids.has(p.pid));
       const byPid = new Map(theirs.map((p) => [p.pid, p]));
@@ -122,6 +124,10 @@ for (const kernelId of KERNELS)
         mine.some((r) => r.comm === "averyveryverylo"),
         "the workload whose name comm cuts",
       );
+    }
+
+    test("linux.pslist: the guest's processes, pid, ppid and task->comm", async () => {
+      assertPslistMatchesGuest((await volatility("linux.pslist")).rows);
     });
 
     test("linux.pstree: the same processes under the same parents", async () => {
@@ -220,26 +226,29 @@ for (const kernelId of KERNELS)
       assert.equal(o!.name, view.release);
     });
 
-    test("from an offsets profile: libvmi-config prints it, isf refuses in one line", async () => {
-      const [btf] = await cliJson<Record<string, string | number>[]>(["--qmp", g.qmpSocket, "libvmi-config"]);
+    test("from an offsets profile (bpftool's offsets): libvmi-config gives them, isf lets Volatility run linux.pslist", async () => {
+      const btf = new BpftoolBtf(ensureKernel(kernelId).vmlinux);
+      // What discovery learns for processes, and the two members pslist also needs that it does not.
+      const members = ["tasks", "pid", "tgid", "comm", "mm", "real_parent", "flags", "parent", "files"];
+      const keys = [...members.map((m) => `task_struct.${m}`), "mm_struct.pgd"];
       const profile = join(dir, "profile.json");
-      writeFileSync(
-        profile,
-        JSON.stringify({
-          "task_struct.tasks": btf!.linux_tasks,
-          "task_struct.mm": btf!.linux_mm,
-          "task_struct.pid": btf!.linux_pid,
-          "task_struct.comm": btf!.linux_name,
-          "mm_struct.pgd": btf!.linux_pgd,
-        }),
-      );
+      writeFileSync(profile, JSON.stringify(Object.fromEntries(keys.map((k) => [k, btf.offset(k)]))));
       const noBtf = ["--no-btf", "--offsets", profile];
-      const r = await runCli(["--qmp", g.qmpSocket, "libvmi-config", ...noBtf]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, /^\S+ \{\n {4}ostype = "Linux";\n/);
-      assert.ok(r.stdout.includes(`linux_tasks = 0x${Number(btf!.linux_tasks).toString(16)};`), r.stdout);
-      const isf = await runCli(["--qmp", g.qmpSocket, "isf", ...noBtf]);
-      assertCleanError(isf);
-      assert.match(isf.stderr, /needs the kernel's types/);
+      const [o] = await cliJson<Record<string, string>[]>(["--qmp", g.qmpSocket, "libvmi-config", ...noBtf]);
+      assert.deepEqual(
+        [o!.linux_tasks, o!.linux_mm, o!.linux_pid, o!.linux_name, o!.linux_pgd].map(Number),
+        ["task_struct.tasks", "task_struct.mm", "task_struct.pid", "task_struct.comm", "mm_struct.pgd"].map(
+          (k) => btf.offset(k),
+        ),
+      );
+      const partial = join(dir, "symbols-profile");
+      mkdirSync(join(partial, "linux"), { recursive: true });
+      const out = join(partial, "linux", "guest.json");
+      const isf = await runCli(["--qmp", g.qmpSocket, "isf", ...noBtf, "--out", out], 120_000);
+      assert.equal(isf.code, 0, isf.stderr);
+      assert.match(isf.stderr, /partial symbol file/);
+      assert.doesNotMatch(isf.stderr, /linux\.pslist/);
+      assert.match(isf.stderr, /linux\.lsof cannot run/);
+      assertPslistMatchesGuest((await volatility("linux.pslist", partial)).rows);
     });
   });

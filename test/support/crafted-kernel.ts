@@ -18,6 +18,7 @@ import { FaultError, VmsightError } from "../../src/util/errors.js";
  *   0x00400000  user page tables, 128 KiB per address space
  *   0x01000000  heap: slab-like objects reached through the direct map
  *   0x03000000  kernel image (2 MiB): symbols, reached at IMAGE_BASE and through the direct map
+ *   0x04000000  module space pages (mapModuleSpace), outside the direct map as vmalloc'd pages are
  * The direct map covers physical 0..64 MiB with 2 MiB pages; physical addresses without a
  * segment there fault like RAM holes. Nothing maps PAGE_OFFSET + 1 GiB and above.
  */
@@ -196,6 +197,8 @@ const USER_TABLES = 0x400000n;
 const USER_TABLE_PAGES = 32;
 const MAX_USER_SPACES = 16;
 const PAGE = 4096n;
+const MODULE_PHYS = 0x4000000n;
+const MODULE_PHYS_SIZE = 4n << 20n;
 
 export interface CraftedKernelOptions {
   readonly layout?: LayoutSpec;
@@ -220,6 +223,7 @@ export class CraftedKernel {
   private heapHigh: bigint;
   private imageNext = IMAGE_BASE;
   private userSpaces = 0;
+  private modulePhys = MODULE_PHYS;
 
   constructor(opts: CraftedKernelOptions = {}) {
     this.layout = new FakeLayout(opts.layout ?? LINUX_6_1);
@@ -375,6 +379,21 @@ export class CraftedKernel {
     const tableBase = USER_TABLES + BigInt(this.userSpaces++) * BigInt(USER_TABLE_PAGES) * PAGE;
     const pt = new PageTableBuilder(this.mem, this.pt.mode, { tableBase, maxTables: USER_TABLE_PAGES });
     return new CraftedUserSpace(this, pt, va(this.pageOffset + pt.root));
+  }
+
+  /**
+   * Maps fresh zeroed pages at `at` in module space (MODULES_VADDR and up), 4 KiB each, the way
+   * module_alloc() gives a module its memory; `writable: false` as its text ends up.
+   */
+  mapModuleSpace(at: bigint, size: number, writable = true): void {
+    const bytes = BigInt(Math.ceil(size / 4096) * 4096);
+    if (this.modulePhys + bytes > MODULE_PHYS + MODULE_PHYS_SIZE)
+      throw new VmsightError("E_BUILDER", "crafted module space exhausted");
+    this.mem.map(this.modulePhys, Number(bytes), "module space");
+    for (let off = 0n; off < bytes; off += PAGE)
+      this.pt.map(at + off, this.modulePhys + off, 4096, { writable, nx: writable });
+    this.modulePhys += bytes;
+    this.kernel.invalidate();
   }
 
   /** Clears the present bit of the kernel mapping that covers `addr` (a 2 MiB page here). */

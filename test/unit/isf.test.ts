@@ -199,10 +199,82 @@ describe("symbols for other tools from an offsets profile (no BTF)", () => {
     assert.throws(() => libvmiOffsets(kernel(partial)), /mm_struct\.pgd/);
   });
 
-  test("isf refuses: a profile has no types for Volatility", () => {
+  const PROFILE_BANNER = "Linux version 6.1.0-50-amd64 (x) #1\n";
+  /** What `isf` reads beyond the profile: kallsyms and the banner's bytes. */
+  const isfKernel = (p: Record<string, number>, layout = profileLayout(p, "p.json")) =>
+    ({
+      ...kernel(p),
+      layout,
+      symbols: new SymbolTable([
+        { name: "init_task", address: 0xffffffff82a1aa40n + slide, type: "D" },
+        { name: "init_files", address: 0xffffffff82b00000n + slide, type: "D" },
+        { name: "linux_banner", address: 0xffffffff82000000n + slide, type: "R" },
+      ]),
+      kernel: {
+        read: (_at: bigint, n: number) =>
+          Buffer.concat([Buffer.from(`${PROFILE_BANNER}\0`), Buffer.alloc(n)]),
+      },
+    }) as unknown as KernelInfo;
+  const parse = (text: string) => JSON.parse(text) as IsfDocument;
+
+  test("isf from a profile: its members with their C types, link-time symbols, the banner", () => {
+    const { text } = symbolFile(isfKernel({ ...profile, "cred.uid": 8, "module.module_core": 320 }));
+    const doc = parse(text);
+    const task = doc.user_types.task_struct!;
+    assert.deepEqual(task.fields.pid, { offset: 2416, type: { kind: "base", name: "int" } });
+    assert.deepEqual(task.fields.comm, {
+      offset: 2976,
+      type: { kind: "array", count: 16, subtype: { kind: "base", name: "char" } },
+    });
+    assert.deepEqual(task.fields.tasks, { offset: 2192, type: { kind: "struct", name: "list_head" } });
+    assert.deepEqual(task.fields.mm?.type, {
+      kind: "pointer",
+      subtype: { kind: "struct", name: "mm_struct" },
+    });
+    assert.equal(task.size, 2976 + 16, "the end of the furthest member: a lower bound");
+    assert.equal(doc.user_types.mm_struct?.fields.pgd?.offset, 72);
+    assert.equal(doc.user_types.list_head?.fields.prev?.offset, 8);
+    assert.equal(doc.user_types.cred?.size, 0, "cred.uid has no type here: cred stays empty");
+    assert.ok(text.includes('"init_task":{"address":18446744071606217280,'), "exact link-time address");
+    assert.deepEqual(doc.symbols.init_files?.type, { kind: "struct", name: "files_struct" });
+    const banner = Buffer.from(doc.symbols.linux_banner!.constant_data!, "base64");
+    assert.equal(banner.toString("latin1"), `${PROFILE_BANNER}\0`);
+    for (const t of ["file", "dentry", "inet_sock", "unix_sock", "files_struct"])
+      assert.deepEqual(
+        doc.user_types[t],
+        { kind: "struct", size: 0, fields: {} },
+        `${t} for Volatility's loader`,
+      );
+    for (const f of Object.values(task.fields))
+      if (f.type.kind === "base") assert.ok(doc.base_types[f.type.name], f.type.name);
+  });
+
+  test("isf from a profile says what it left out and which plugins cannot run", () => {
+    const { notes } = symbolFile(isfKernel({ ...profile, "cred.uid": 8, "module.module_core": 320 }));
+    assert.match(notes[0]!, /^partial symbol file from offsets profile p\.json: .* 5 members/);
+    assert.ok(notes.includes("left out (vmsight does not know their C types): cred.uid, module.module_core"));
+    assert.ok(
+      notes.includes(
+        "Volatility's linux.pslist cannot run: the profile lacks task_struct.tgid, task_struct.parent, task_struct.files",
+      ),
+      notes.join("\n"),
+    );
+    const full = {
+      ...profile,
+      "task_struct.tgid": 2420,
+      "task_struct.parent": 2440,
+      "task_struct.files": 3024,
+    };
+    const more = symbolFile(isfKernel(full)).notes;
+    assert.ok(!more.some((n) => n.includes("linux.pslist")), more.join("\n"));
+    assert.ok(more.some((n) => /linux\.lsof cannot run: the profile lacks files_struct\.fdt/.test(n)));
+  });
+
+  test("isf without BTF and without a profile is E_NO_BTF with a hint", () => {
+    const bare = { ...profileLayout(profile, "p.json"), profile: undefined };
     assert.throws(
-      () => symbolFile(kernel(profile)),
-      (e) => e instanceof VmsightError && e.code === "E_NO_BTF" && /offsets profile p\.json/.test(e.message),
+      () => symbolFile(isfKernel(profile, bare)),
+      (e) => e instanceof VmsightError && e.code === "E_NO_BTF" && /--offsets/.test(e.hint ?? ""),
     );
   });
 });

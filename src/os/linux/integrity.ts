@@ -99,13 +99,14 @@ export function syscallFindings(
 
 // ---- modules ---------------------------------------------------------------------------------
 
-interface HiddenModule {
+export interface HiddenModule {
   readonly row: ModuleRow;
   readonly seenIn: string[];
 }
 
 /** Modules in sysfs or in module memory whose struct is not on the modules list. */
-function hiddenModules(k: KernelInfo, listed: readonly ModuleRow[]): HiddenModule[] {
+/** @internal exported for tests */
+export function hiddenModules(k: KernelInfo, listed: readonly ModuleRow[]): HiddenModule[] {
   const known = new Set(listed.map((m) => m.addr));
   const found = new Map<bigint, string[]>();
   const saw = (addr: bigint, where: string) => {
