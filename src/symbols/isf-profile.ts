@@ -139,23 +139,18 @@ const VOLATILITY_TYPES = [
  * ptrace parent, beside real_parent), and Volatility finds the KASLR shift of any image through
  * `init_task.files` and `init_files`. The lsmod size is the module layout's (core_layout or mem[]).
  */
+const TASK_LIST_NEEDS = [
+  "task_struct.tasks",
+  "task_struct.pid",
+  "task_struct.tgid",
+  "task_struct.comm",
+  "task_struct.parent",
+  "task_struct.files",
+];
 const PLUGIN_NEEDS: Readonly<Record<string, readonly string[]>> = {
-  "linux.pslist": [
-    "task_struct.tasks",
-    "task_struct.pid",
-    "task_struct.tgid",
-    "task_struct.comm",
-    "task_struct.parent",
-    "task_struct.files",
-  ],
-  "linux.pstree": [
-    "task_struct.tasks",
-    "task_struct.pid",
-    "task_struct.tgid",
-    "task_struct.comm",
-    "task_struct.parent",
-    "task_struct.files",
-  ],
+  // pstree is pslist's listing drawn as a tree.
+  "linux.pslist": TASK_LIST_NEEDS,
+  "linux.pstree": TASK_LIST_NEEDS,
   "linux.lsmod": [
     "task_struct.comm",
     "task_struct.pid",

@@ -125,6 +125,14 @@ test("the unix socket is 0600 from the moment it exists, whatever the umask", as
 });
 
 /** Live heap and Buffer bytes after a full collection: what the server still holds. */
+/** 50 padded syscall events numbered from `nr`, then a turn of the event loop; the next number. */
+async function emitSyscalls(vm: { emit(e: Record<string, unknown>): void }, nr: number, pad: string) {
+  for (let i = 0; i < 50; i++)
+    vm.emit({ type: "syscall", pid: 1, tid: 1, comm: "x", nr: nr + i, name: "read", args: [], ret: 0, pad });
+  await new Promise((r) => setImmediate(r));
+  return nr + 50;
+}
+
 function retainedBytes(): number {
   setFlagsFromString("--expose-gc");
   (runInNewContext("gc") as () => void)();
@@ -145,19 +153,7 @@ test("flooding a client that never reads keeps the server's memory bounded by th
     const offered = 12_000;
     let peak = 0;
     for (let nr = 0; nr < offered; ) {
-      for (let i = 0; i < 50; i++)
-        s.vm.emit({
-          type: "syscall",
-          pid: 1,
-          tid: 1,
-          comm: "x",
-          nr: nr++,
-          name: "read",
-          args: [],
-          ret: 0,
-          pad,
-        });
-      await new Promise((r) => setImmediate(r));
+      nr = await emitSyscalls(s.vm, nr, pad);
       if (nr % 1000 === 0) peak = Math.max(peak, retainedBytes() - before);
     }
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
@@ -189,19 +185,7 @@ test("a client that never reads is shed; the other client gets every event", asy
     let sent = 0;
     // Bounded: 40,000 events of 8 KiB is far beyond any socket buffer.
     while (s.shed() === 0 && sent < 40_000) {
-      for (let i = 0; i < 50; i++)
-        s.vm.emit({
-          type: "syscall",
-          pid: 1,
-          tid: 1,
-          comm: "x",
-          nr: sent++,
-          name: "read",
-          args: [],
-          ret: 0,
-          pad,
-        });
-      await new Promise((r) => setImmediate(r));
+      sent = await emitSyscalls(s.vm, sent, pad);
     }
     assert.equal(s.shed(), 1, "the stuck client was shed");
     await until(() => s.vm.streams.size === 1, "the shed client's subscription ended");
