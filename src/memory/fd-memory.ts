@@ -14,6 +14,21 @@ export interface FdRegion extends PhysRange {
   readonly pid?: number;
 }
 
+interface NumericRegion extends FdRegion {
+  readonly startN: number;
+  readonly endN: number;
+  readonly fdOffsetN: number;
+}
+
+/** The requests of one batch that go to one descriptor. */
+interface Batch {
+  readonly fd: number;
+  readonly pid: number | undefined;
+  readonly indexes: number[];
+  readonly offsets: number[];
+  bytes: number;
+}
+
 /** Largest single mapping: keeps each view within what a Buffer may span. */
 const MAP_CHUNK = 1n << 30n;
 
@@ -45,10 +60,18 @@ export class FdPhysicalMemory implements PhysicalMemory {
   /** Every RAM region is mapped: a read is a memory copy, not a system call. */
   readonly mapped: boolean;
   private readonly regions: FdRegion[];
+  /** The same regions with number bounds, for batches (see readMany). */
+  private readonly numeric: NumericRegion[];
   private closed = false;
 
   constructor(description: string, regions: readonly FdRegion[]) {
     this.regions = [...regions].sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.numeric = this.regions.map((r) => ({
+      ...r,
+      startN: Number(r.start),
+      endN: Number(r.start + r.size),
+      fdOffsetN: Number(r.fdOffset),
+    }));
     this.mapped =
       this.regions.some((r) => r.view) && this.regions.every((r) => r.view !== undefined || !r.writable);
     this.description = this.mapped ? `${description} (mapped)` : description;
@@ -91,41 +114,67 @@ export class FdPhysicalMemory implements PhysicalMemory {
    * Requests that lie in one pread-served region go to the native reader together, one call per
    * descriptor (a walk's level over a thousand tasks is a thousand scattered reads); anything
    * else, or a request that comes back short, is read alone so its error names the exact address.
+   * Positions are numbers here: guest-physical addresses stay below 2^52 and host addresses and
+   * file offsets below 2^47, so they are exact, and a batch of thousands allocates no bigints.
    */
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
     const results: ReadResult[] = new Array(requests.length);
-    const byFd = new Map<number, { region: FdRegion; index: number }[]>();
-    requests.forEach((r, index) => {
-      const region = this.closed ? undefined : this.regionAt(r.addr);
-      if (region && !region.view && r.length > 0 && r.addr + BigInt(r.length) <= region.start + region.size) {
-        const group = byFd.get(region.fd) ?? byFd.set(region.fd, []).get(region.fd)!;
-        group.push({ region, index });
-      } else results[index] = readEach(this, [r])[0]!;
-    });
-    for (const [fd, group] of byFd) {
-      const offsets = new Float64Array(group.length);
-      const lengths = new Uint32Array(group.length);
-      group.forEach(({ region, index }, k) => {
-        const r = requests[index]!;
-        offsets[k] = Number(region.fdOffset + (r.addr - region.start));
-        lengths[k] = r.length;
-      });
-      const out = Buffer.allocUnsafe(lengths.reduce((a, b) => a + b, 0));
-      const pid = group[0]!.region.pid;
-      const got =
-        (pid !== undefined ? readProcessMany(pid, offsets, lengths, out) : undefined) ??
-        preadMany(fd, offsets, lengths, out);
-      let at = 0;
-      group.forEach(({ index }, k) => {
-        const n = lengths[k]!;
-        results[index] =
-          got?.[k] === n
-            ? { ok: true, data: out.subarray(at, at + n) }
-            : readEach(this, [requests[index]!])[0]!;
-        at += n;
-      });
+    const byFd = new Map<number, Batch>();
+    for (let index = 0; index < requests.length; index++) {
+      const r = requests[index]!;
+      const at = Number(r.addr);
+      const region = this.closed ? undefined : this.spanAt(at, r.length);
+      if (region === undefined || region.view) {
+        results[index] = readEach(this, [r])[0]!;
+        continue;
+      }
+      let batch = byFd.get(region.fd);
+      if (!batch) {
+        batch = { fd: region.fd, pid: region.pid, indexes: [], offsets: [], bytes: 0 };
+        byFd.set(region.fd, batch);
+      }
+      batch.indexes.push(index);
+      batch.offsets.push(region.fdOffsetN + (at - region.startN));
+      batch.bytes += r.length;
     }
+    for (const batch of byFd.values()) this.readBatch(batch, requests, results);
     return results;
+  }
+
+  private readBatch(batch: Batch, requests: readonly ReadRequest[], results: ReadResult[]): void {
+    const { indexes } = batch;
+    const offsets = Float64Array.from(batch.offsets);
+    const lengths = new Uint32Array(indexes.length);
+    for (let k = 0; k < indexes.length; k++) lengths[k] = requests[indexes[k]!]!.length;
+    const out = Buffer.allocUnsafe(batch.bytes);
+    const got =
+      (batch.pid !== undefined ? readProcessMany(batch.pid, offsets, lengths, out) : undefined) ??
+      preadMany(batch.fd, offsets, lengths, out);
+    let at = 0;
+    for (let k = 0; k < indexes.length; k++) {
+      const n = lengths[k]!;
+      const index = indexes[k]!;
+      results[index] =
+        got?.[k] === n
+          ? { ok: true, data: out.subarray(at, at + n) }
+          : readEach(this, [requests[index]!])[0]!;
+      at += n;
+    }
+  }
+
+  /** The region holding all of [at, at+length), by number; undefined when none does. */
+  private spanAt(at: number, length: number): NumericRegion | undefined {
+    const rs = this.numeric;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = rs[mid]!;
+      if (at < r.startN) hi = mid - 1;
+      else if (at >= r.endN) lo = mid + 1;
+      else return length > 0 && at + length <= r.endN ? r : undefined;
+    }
+    return undefined;
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

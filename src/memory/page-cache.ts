@@ -69,7 +69,7 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     const span = this.spans.size === 0 ? undefined : this.spans.get(Number(addr));
     if (span !== undefined && span.length >= length) {
       this.hits++;
-      return span.subarray(0, length);
+      return span.length === length ? span : span.subarray(0, length);
     }
     const index = Number(addr >> 12n);
     if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
@@ -158,14 +158,16 @@ export class CachedPhysicalMemory implements PhysicalMemory {
    */
   prefetch(requests: readonly ReadRequest[]): void {
     if (this.direct) return;
-    const wanted = requests.filter(
-      (r) => r.length > 0 && r.length <= BYPASS && !this.spans.has(Number(r.addr)),
-    );
+    const wanted: ReadRequest[] = [];
+    for (const r of requests) {
+      if (r.length > 0 && r.length <= BYPASS && !this.spans.has(Number(r.addr))) wanted.push(r);
+    }
     if (wanted.length === 0) return;
     const results = this.inner.readMany(wanted);
-    results.forEach((r, k) => {
+    for (let k = 0; k < results.length; k++) {
+      const r = results[k]!;
       if (r.ok) this.spans.set(Number(wanted[k]!.addr), r.data);
-    });
+    }
   }
 
   readInto(addr: PhysAddr, into: Uint8Array): void {
@@ -173,8 +175,46 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     else into.set(this.read(addr, into.length));
   }
 
+  /**
+   * What is cached is served from the cache; everything else goes to the memory underneath in
+   * one batch (one call of the native reader for a thousand page-table entries) and is kept by
+   * its exact address, as a prefetch would keep it.
+   */
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
-    return readEach(this, requests);
+    if (this.direct) return this.inner.readMany(requests);
+    const results: ReadResult[] = new Array(requests.length);
+    const missed: number[] = [];
+    for (let k = 0; k < requests.length; k++) {
+      const r = requests[k]!;
+      const data = this.cached(r.addr, r.length);
+      if (data) results[k] = { ok: true, data };
+      else missed.push(k);
+    }
+    if (missed.length === 0) return results;
+    const fetched = this.inner.readMany(missed.map((k) => requests[k]!));
+    for (let i = 0; i < missed.length; i++) {
+      const k = missed[i]!;
+      const r = fetched[i]!;
+      results[k] = r;
+      // Kept like a prefetch: the walks that batch a level often read the same entries one by one later.
+      if (r.ok && r.data.length <= BYPASS) this.spans.set(Number(requests[k]!.addr), r.data);
+    }
+    return results;
+  }
+
+  /** The bytes from a prefetched read or a cached page, without reading anything. */
+  private cached(addr: PhysAddr, length: number): Buffer | undefined {
+    if (length <= 0 || length > PAGE) return undefined;
+    const span = this.spans.size === 0 ? undefined : this.spans.get(Number(addr));
+    if (span !== undefined && span.length >= length) {
+      this.hits++;
+      return span.length === length ? span : span.subarray(0, length);
+    }
+    const offset = Number(addr & 0xfffn);
+    const page = offset + length <= PAGE ? this.pages.get(Number(addr >> 12n)) : undefined;
+    if (page === undefined) return undefined;
+    this.hits++;
+    return page.subarray(offset, offset + length);
   }
 
   write(addr: PhysAddr, data: Uint8Array): void {

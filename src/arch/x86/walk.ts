@@ -140,11 +140,13 @@ export function findTranslation(
 }
 
 /**
- * Translates many (root, addr) pairs one level at a time for all of them together, and where the
- * memory batches reads (PhysicalMemory.prefetch) fetches each level's entries, then the `length`
- * bytes each address lands on (cut at its page's end), in one batch: a thousand processes' walks
- * cost one batch per level instead of one read per entry. Returns where each address lands, or
- * undefined for a walk that faulted: translating that address alone says why.
+ * Translates many (root, addr) pairs one level at a time for all of them together, reading each
+ * level's entries, then the `length` bytes each address lands on (cut at its page's end), as one
+ * batch (PhysicalMemory.readMany: one native call on memory read by system calls): a thousand
+ * processes' walks cost one batch per level instead of one read per entry. Returns where each
+ * address lands, or undefined for a walk that faulted: translating that address alone says why.
+ * Table addresses and entries are numbers here (physical addresses stay below 2^52; an entry is
+ * read as two 32-bit halves): a batch allocates no bigint per entry.
  */
 export function translateMany(
   mem: PhysicalMemory,
@@ -152,33 +154,67 @@ export function translateMany(
   walks: readonly { readonly root: bigint; readonly addr: bigint; readonly length: number }[],
 ): (PhysAddr | undefined)[] {
   const landed: (PhysAddr | undefined)[] = new Array(walks.length).fill(undefined);
-  const entrySize = BigInt(format.entrySize);
-  const leaves: ReadRequest[] = [];
-  let live: { table: bigint; k: number }[] = [];
+  const bits = entryBits(format);
+  const lo = new Uint32Array(walks.length);
+  const hi = new Uint32Array(walks.length);
+  let live: { table: number; k: number }[] = [];
   walks.forEach((w, k) => {
-    if (checkAddress(format, w.addr) === undefined) live.push({ table: w.root, k });
+    if (checkAddress(format, w.addr) !== undefined) return;
+    lo[k] = Number(w.addr & 0xffffffffn);
+    hi[k] = Number((w.addr >> 32n) & 0xffffffffn);
+    live.push({ table: Number(w.root), k });
   });
-  for (const { lvl, shift, indexMask, offsetMask } of stepsOf(format)) {
-    const at = live.map(({ table, k }) => pa(table + ((walks[k]!.addr >> shift) & indexMask) * entrySize));
-    mem.prefetch?.(at.map((addr) => ({ addr, length: format.entrySize })));
+  const leaves: ReadRequest[] = [];
+  for (const step of stepsOf(format)) {
+    const { lvl } = step;
+    const entries = mem.readMany(
+      live.map(({ table, k }) => ({
+        addr: pa(BigInt(table + indexAt(lo[k]!, hi[k]!, lvl) * format.entrySize)),
+        length: format.entrySize,
+      })),
+    );
     const next: typeof live = [];
     live.forEach(({ k }, i) => {
-      let entry: bigint;
-      try {
-        entry = readEntry(mem, format, at[i]!);
-      } catch {
+      const r = entries[i]!;
+      if (!r.ok) return;
+      const eLo = r.data.readUInt32LE(0);
+      const eHi = format.entrySize === 8 ? r.data.readUInt32LE(4) : 0;
+      if ((eLo & bits.present) === 0) return;
+      const leaf = lvl.leaf === "always" || ((eLo & bits.pageSize) !== 0 && lvl.leaf !== "ps-ignored");
+      if (leaf && lvl.leaf === "ps-reserved") return;
+      if (!leaf) {
+        next.push({ table: (eHi & bits.addrHi) * 2 ** 32 + ((eLo & bits.addrLo) >>> 0), k });
         return;
       }
-      if ((entry & format.flags.present) === 0n) return;
-      const leaf = isLeaf(format, lvl, entry);
+      const entry = (BigInt(eHi) << 32n) | BigInt(eLo);
       const w = walks[k]!;
-      if (leaf === true) {
-        landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & offsetMask));
-        leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) });
-      } else if (leaf === false) next.push({ table: entry & format.addrMask, k });
+      landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & step.offsetMask));
+      leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) });
     });
     live = next;
   }
   mem.prefetch?.(leaves);
   return landed;
+}
+
+/** A format's entry bits as 32-bit numbers: the present and PS flags, and the table address. */
+function entryBits(format: PagingFormat): {
+  present: number;
+  pageSize: number;
+  addrLo: number;
+  addrHi: number;
+} {
+  return {
+    present: Number(format.flags.present),
+    pageSize: Number(format.flags.pageSize),
+    addrLo: Number(format.addrMask & 0xffffffffn),
+    addrHi: Number((format.addrMask >> 32n) & 0xffffffffn),
+  };
+}
+
+/** The level's table index: bits [shift, shift+bits) of the address given as two 32-bit halves. */
+function indexAt(lo: number, hi: number, lvl: PagingLevel): number {
+  const mask = (1 << lvl.bits) - 1;
+  if (lvl.shift >= 32) return (hi >>> (lvl.shift - 32)) & mask;
+  return ((lo >>> lvl.shift) | (lvl.shift === 0 ? 0 : hi << (32 - lvl.shift))) & mask;
 }

@@ -91,7 +91,7 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
   const found: (ProcessStrings | undefined)[] = tasks.map((t) => (t.mm === 0n ? EMPTY : undefined));
   const format = ctx.kernel.format;
   if (!format) return found;
-  const { start, length } = mmSpan(mmOffsets(ctx.layout));
+  const { start, length } = mmFields(ctx.layout);
   const users = tasks.flatMap((t, i) => (t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds) ? [i] : []));
   ctx.kernel.prefetch(users.map((i) => ({ addr: tasks[i]!.mm + BigInt(start), length })));
   const walks: { root: bigint; addr: bigint; length: number }[] = [];
@@ -141,13 +141,20 @@ export function readEnviron(ctx: KernelContext, task: HasMm): ProcessStrings {
   return readUserRange(space, ctx.bounds, mm.envStart, mm.envEnd - mm.envStart);
 }
 
-const mmOffsetsCache = new WeakMap<StructLayout, readonly number[]>();
+/** Where pgd, arg_start, arg_end, env_start and env_end lie, relative to the span read. */
+interface MmFields {
+  readonly start: number;
+  readonly length: number;
+  readonly at: readonly [number, number, number, number, number];
+}
 
-/** Offsets of pgd, arg_start, arg_end, env_start, env_end, looked up once per layout. */
-function mmOffsets(L: StructLayout): readonly number[] {
-  let offs = mmOffsetsCache.get(L);
-  if (offs) return offs;
-  offs = ["pgd", "arg_start", "arg_end", "env_start", "env_end"].map((m) => {
+const mmFieldsCache = new WeakMap<StructLayout, MmFields>();
+
+/** The mm_struct span from pgd to env_end (whichever comes first and last), looked up once per layout. */
+function mmFields(L: StructLayout): MmFields {
+  const cached = mmFieldsCache.get(L);
+  if (cached) return cached;
+  const offs = ["pgd", "arg_start", "arg_end", "env_start", "env_end"].map((m) => {
     const o = L.findOffset("mm_struct", m);
     if (o === undefined) {
       throw new VmsightError("E_MEMBER_UNKNOWN", `mm_struct.${m} is needed to read a command line`, {
@@ -156,29 +163,24 @@ function mmOffsets(L: StructLayout): readonly number[] {
     }
     return o;
   });
-  mmOffsetsCache.set(L, offs);
-  return offs;
-}
-
-/** The bytes of mm_struct from pgd to env_end (whichever comes first and last). */
-function mmSpan(offs: readonly number[]): { start: number; length: number } {
   const start = Math.min(...offs);
-  return { start, length: Math.max(...offs) + 8 - start };
+  const at = offs.map((o) => o - start) as unknown as MmFields["at"];
+  const fields = { start, length: Math.max(...offs) + 8 - start, at };
+  mmFieldsCache.set(L, fields);
+  return fields;
 }
 
 function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
   const mm = checkKernelPointer(mmPtr, ctx.bounds, "task mm");
-  const offs = mmOffsets(ctx.layout);
-  const { start, length } = mmSpan(offs);
+  const { start, length, at } = mmFields(ctx.layout);
   const b = ctx.kernel.peek(va(mm + BigInt(start)), length);
-  const [pgd, argStart, argEnd, envStart, envEnd] = offs.map((o) => b.readBigUInt64LE(o - start)) as [
-    bigint,
-    bigint,
-    bigint,
-    bigint,
-    bigint,
-  ];
-  return { pgd, argStart, argEnd, envStart, envEnd };
+  return {
+    pgd: b.readBigUInt64LE(at[0]),
+    argStart: b.readBigUInt64LE(at[1]),
+    argEnd: b.readBigUInt64LE(at[2]),
+    envStart: b.readBigUInt64LE(at[3]),
+    envEnd: b.readBigUInt64LE(at[4]),
+  };
 }
 
 function readUserByte(space: AddressSpace, addr: bigint): number | undefined {
