@@ -150,18 +150,40 @@ export class AddressSpace {
   }
 
   /**
-   * Fetches these reads (each within one page) into the memory's cache in one batch, ahead of
-   * the reads that need them (PhysicalMemory.prefetch). Addresses that do not translate are
-   * skipped: the read that needs one reports it.
+   * Fetches these reads into the memory's cache in one batch, ahead of the reads that need them
+   * (PhysicalMemory.prefetch). A read that crosses a page is fetched as the pieces `read` will
+   * ask for (see `pieces`). Addresses that do not translate are skipped: the read that needs one reports it.
    */
   prefetch(requests: Iterable<{ readonly addr: bigint; readonly length: number }>): void {
     if (!this.mem.prefetch) return;
     const phys: ReadRequest[] = [];
     for (const r of requests) {
-      const at = this.physIfMapped(BigInt.asUintN(64, r.addr));
-      if (at !== undefined) phys.push({ addr: pa(at), length: r.length });
+      const a = BigInt.asUintN(64, r.addr);
+      if (r.length > 0 && Number(a & PAGE_MASK) + r.length <= PAGE_SIZE) {
+        const at = this.physIfMapped(a);
+        if (at !== undefined) phys.push({ addr: pa(at), length: r.length });
+        continue;
+      }
+      try {
+        for (const p of this.pieces(va(a), r.length)) phys.push({ addr: pa(p.phys), length: p.length });
+      } catch (error) {
+        if (!(error instanceof VmsightError)) throw error;
+      }
     }
     this.mem.prefetch(phys);
+  }
+
+  /** Fills `into` from `addr`, like `read`, without allocating the bytes (bulk readers reuse one buffer). */
+  readInto(addr: VirtAddr, into: Uint8Array): void {
+    let done = 0;
+    for (const p of this.pieces(addr, into.length)) {
+      try {
+        this.mem.readInto(pa(p.phys), into.subarray(done, done + p.length));
+      } catch (error) {
+        throw this.physFault(p, error, "unreadable");
+      }
+      done += p.length;
+    }
   }
 
   write(addr: VirtAddr, data: Uint8Array): void {

@@ -108,3 +108,64 @@ function guestRead<T>(what: string, read: () => T): T {
     throw new GuestDataError(`${what} is unreadable`, { cause: error });
   }
 }
+
+/** More pids than this in the hint is not a process table but noise: stop reading it. */
+const MAX_HINTS = 1 << 20;
+
+/**
+ * Addresses of the thread-group leaders in the initial PID namespace's pid table, read one level
+ * of the table at a time (one batch per level, then one for the pids): a hint of where the
+ * tasks list's task_structs lie, so that they can all be fetched in one batch before the list,
+ * a chain of dependent reads, is walked. A leader's pid has `tasks[PIDTYPE_TGID]` pointing at
+ * its `pid_links[PIDTYPE_TGID]`; a thread's has it empty. Never throws: anything odd ends the
+ * hint early, since the walk that follows reads, checks and reports everything itself. Empty
+ * when the layout lacks a member it needs (an offsets profile).
+ */
+export function leaderTaskHints(ctx: KernelContext): bigint[] {
+  const L = ctx.layout;
+  const ns = ctx.symbols.findAddress("init_pid_ns");
+  const headAt = L.findOffset("pid_namespace", "idr.idr_rt.xa_head");
+  const slotsAt = L.findOffset("xa_node", "slots");
+  const tasksAt = L.findOffset("pid", "tasks");
+  const linksAt = L.findOffset("task_struct", "pid_links");
+  const hlist = L.findSize("hlist_node");
+  if ([ns, headAt, slotsAt, tasksAt, linksAt, hlist].includes(undefined)) return [];
+  const tgid = Number(L.findEnumValue("PIDTYPE_TGID") ?? 1n);
+  try {
+    const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), BigInt(slotsAt!));
+    const first = BigInt(tasksAt! + tgid * 8);
+    ctx.kernel.prefetch(pids.map((p) => ({ addr: p + first, length: 8 })));
+    const link = BigInt(linksAt! + tgid * hlist!);
+    const out: bigint[] = [];
+    for (const p of pids) {
+      const node = ctx.kernel.readU64(va(p + first));
+      if (node !== 0n && isKernelPointer(node, ctx.bounds)) out.push(node - link);
+    }
+    return out;
+  } catch (error) {
+    if (!(error instanceof FaultError) && !(error instanceof GuestDataError)) throw error;
+    return [];
+  }
+}
+
+/** The pointers an XArray holds, a level at a time (see xarrayEntries for the tagging). */
+function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): bigint[] {
+  const out: bigint[] = [];
+  let level = [head];
+  for (let depth = 0; level.length > 0 && depth <= MAX_DEPTH; depth++) {
+    const nodes: bigint[] = [];
+    for (const entry of level) {
+      if (entry === 0n || (entry & 1n) === 1n) continue;
+      if ((entry & 3n) !== 2n) {
+        if (isKernelPointer(entry, ctx.bounds)) out.push(entry);
+      } else if (entry >= 4096n && isKernelPointer(entry - 2n, ctx.bounds)) nodes.push(entry - 2n);
+    }
+    if (out.length + nodes.length * XA_CHUNK > MAX_HINTS) break;
+    ctx.kernel.prefetch(nodes.map((n) => ({ addr: n + slotsAt, length: XA_CHUNK * 8 })));
+    level = nodes.flatMap((n) => {
+      const slots = ctx.kernel.read(va(n + slotsAt), XA_CHUNK * 8);
+      return Array.from({ length: XA_CHUNK }, (_, i) => slots.readBigUInt64LE(i * 8));
+    });
+  }
+  return out;
+}

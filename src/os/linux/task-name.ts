@@ -42,8 +42,15 @@ export interface NameInputs {
  */
 export type WorkerIdStyle = "comm" | "full-id";
 
-export function procTaskName(ctx: KernelContext, t: NameInputs, style?: WorkerIdStyle): string {
-  return decodeGuestBytes(procTaskNameBytes(ctx, t, style));
+/** `comm`: t.commBytes already decoded, reused when the name is comm itself (any user process). */
+export function procTaskName(
+  ctx: KernelContext,
+  t: NameInputs,
+  style?: WorkerIdStyle,
+  comm?: string,
+): string {
+  const bytes = procTaskNameBytes(ctx, t, style);
+  return comm !== undefined && bytes === t.commBytes ? comm : decodeGuestBytes(bytes);
 }
 
 function procTaskNameBytes(ctx: KernelContext, t: NameInputs, style?: WorkerIdStyle): Buffer {

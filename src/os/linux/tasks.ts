@@ -4,9 +4,17 @@ import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import { decodeGuestBytes } from "../../util/guest-text.js";
 import { parseBanner } from "./banner.js";
 import type { KernelContext } from "./context.js";
+import { leaderTaskHints } from "./pid-ns.js";
 import { PF_KTHREAD, procTaskName, readStringBytes } from "./task-name.js";
 import { CURRENT_STATE_RULES, type StateRules, taskStateLetter } from "./task-state.js";
-import { checkKernelPointer, isKernelPointer, listForEachEntry, readFixedString } from "./walk.js";
+import {
+  type LinkMemory,
+  checkKernelPointer,
+  isKernelPointer,
+  listForEach,
+  listForEachEntry,
+  readFixedString,
+} from "./walk.js";
 
 /**
  * Processes and threads, as /proc lists them.
@@ -59,9 +67,15 @@ export interface TaskOptions {
 }
 
 interface TaskOffsets {
-  /** The span read per task: [start, start+length) of task_struct. */
-  readonly start: number;
-  readonly length: number;
+  /**
+   * The parts of task_struct read per task, [start, start+length) each: the members listed
+   * below, merged where they lie close together. The members sit in two groups thousands of
+   * bytes apart (state and flags near the top, the rest around `tasks`), so one span across
+   * both would read mostly what nothing uses.
+   */
+  readonly clusters: readonly Cluster[];
+  /** Where each member read lies among the clusters. */
+  readonly places: Places;
   readonly state: number;
   readonly stateSize: number;
   readonly flags: number;
@@ -113,6 +127,7 @@ function taskOffsets(layout: StructLayout): TaskOffsets {
     credIds: credOffsets(layout),
   };
   const spans: [number, number][] = [
+    [required(layout, T, "tasks"), 8],
     [o.state, o.stateSize],
     [o.flags, 4],
     [o.mm, 8],
@@ -124,12 +139,68 @@ function taskOffsets(layout: StructLayout): TaskOffsets {
   if (o.exitState !== undefined) spans.push([o.exitState, 4]);
   if (o.cred !== undefined) spans.push([o.cred, 8]);
   if (o.kthread !== undefined) spans.push([o.kthread, 8]);
-  const start = Math.min(...spans.map(([at]) => at));
-  const end = Math.max(...spans.map(([at, n]) => at + n));
-  checkObjectBound(layout, end);
-  const result: TaskOffsets = { ...o, start, length: end - start };
+  const clusters = mergeSpans(spans);
+  checkObjectBound(layout, Math.max(...clusters.map((c) => c.start + c.length)));
+  const place = (off: number): Place => {
+    const part = clusters.findIndex((c) => off >= c.start && off < c.start + c.length);
+    return { part, at: off - clusters[part]!.start };
+  };
+  const maybe = (off: number | undefined) => (off === undefined ? undefined : place(off));
+  const places: Places = {
+    tasks: place(required(layout, T, "tasks")),
+    state: place(o.state),
+    flags: place(o.flags),
+    exitState: maybe(o.exitState),
+    mm: place(o.mm),
+    pid: place(o.pid),
+    tgid: place(o.tgid),
+    realParent: place(o.realParent),
+    comm: place(o.comm),
+    cred: maybe(o.cred),
+    kthread: maybe(o.kthread),
+  };
+  const result: TaskOffsets = { ...o, clusters, places };
   offsetsCache.set(layout, result);
   return result;
+}
+
+/** A member's bytes: cluster `part`, `at` bytes in. */
+interface Place {
+  readonly part: number;
+  readonly at: number;
+}
+
+interface Places {
+  readonly tasks: Place;
+  readonly state: Place;
+  readonly flags: Place;
+  readonly exitState: Place | undefined;
+  readonly mm: Place;
+  readonly pid: Place;
+  readonly tgid: Place;
+  readonly realParent: Place;
+  readonly comm: Place;
+  readonly cred: Place | undefined;
+  readonly kthread: Place | undefined;
+}
+
+interface Cluster {
+  readonly start: number;
+  readonly length: number;
+}
+
+/** Spans at most this far apart are read as one: a read costs more than the bytes between. */
+const CLUSTER_GAP = 512;
+
+function mergeSpans(spans: readonly (readonly [number, number])[]): Cluster[] {
+  const out: { start: number; length: number }[] = [];
+  for (const [at, n] of [...spans].sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last && at <= last.start + last.length + CLUSTER_GAP)
+      last.length = Math.max(last.length, at + n - last.start);
+    else out.push({ start: at, length: n });
+  }
+  return out;
 }
 
 /**
@@ -168,6 +239,8 @@ interface RawTask {
   readonly realParent: bigint;
   readonly cred: bigint | undefined;
   readonly kthread: bigint | undefined;
+  /** tasks.next: the next task on the tasks list (its list_head). */
+  readonly next: bigint;
   /** comm up to its NUL (all of it without one). */
   readonly commBytes: Buffer;
   readonly commTerminated: boolean;
@@ -175,24 +248,27 @@ interface RawTask {
 
 function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   const o = taskOffsets(ctx.layout);
-  const b = ctx.kernel.peek(va(addr + BigInt(o.start)), o.length);
-  const at = (off: number) => off - o.start;
-  const commBytes = b.subarray(at(o.comm), at(o.comm) + o.commSize);
-  const nul = commBytes.indexOf(0);
+  const { places: p } = o;
+  const parts = o.clusters.map((c) => ctx.kernel.peek(va(addr + BigInt(c.start)), c.length));
+  const u32 = (m: Place) => parts[m.part]!.readUInt32LE(m.at);
+  const u64 = (m: Place) => parts[m.part]!.readBigUInt64LE(m.at);
+  const comm = parts[p.comm.part]!.subarray(p.comm.at, p.comm.at + o.commSize);
+  const nul = comm.indexOf(0);
   return {
     addr,
-    pid: b.readInt32LE(at(o.pid)),
-    tgid: b.readInt32LE(at(o.tgid)),
-    flags: b.readUInt32LE(at(o.flags)),
+    pid: u32(p.pid) | 0,
+    tgid: u32(p.tgid) | 0,
+    flags: u32(p.flags),
     // `long state` before 5.14: its low half carries every bit that is reported.
-    stateValue: b.readUInt32LE(at(o.state)),
-    exitState: o.exitState === undefined ? 0 : b.readInt32LE(at(o.exitState)),
-    mm: b.readBigUInt64LE(at(o.mm)),
-    realParent: b.readBigUInt64LE(at(o.realParent)),
-    cred: o.cred === undefined ? undefined : b.readBigUInt64LE(at(o.cred)),
-    kthread: o.kthread === undefined ? undefined : b.readBigUInt64LE(at(o.kthread)),
-    // A copy: `b` may be a live view of guest RAM, and the name outlives this read.
-    commBytes: Buffer.from(nul < 0 ? commBytes : commBytes.subarray(0, nul)),
+    stateValue: u32(p.state),
+    exitState: p.exitState === undefined ? 0 : u32(p.exitState) | 0,
+    mm: u64(p.mm),
+    realParent: u64(p.realParent),
+    cred: p.cred === undefined ? undefined : u64(p.cred),
+    kthread: p.kthread === undefined ? undefined : u64(p.kthread),
+    next: u64(p.tasks),
+    // A copy: the part may be a live view of guest RAM, and the name outlives this read.
+    commBytes: Buffer.from(nul < 0 ? comm : comm.subarray(0, nul)),
     commTerminated: nul >= 0,
   };
 }
@@ -268,14 +344,15 @@ function toTaskInfo(
   const ppid = parentTgid(ctx, raw, known, warnings);
   const ids = readIds(ctx, raw.cred, warnings);
   const isKernelThread = (raw.flags & PF_KTHREAD) !== 0;
+  const comm = decodeGuestBytes(raw.commBytes);
   return {
     addr: raw.addr,
     pid: raw.pid,
     tgid: raw.tgid,
     ppid,
     ...ids,
-    comm: decodeGuestBytes(raw.commBytes),
-    name: procTaskName(ctx, raw),
+    comm,
+    name: procTaskName(ctx, raw, undefined, comm),
     state: taskStateLetter(raw.stateValue, raw.exitState, opts.stateRules ?? CURRENT_STATE_RULES),
     stateValue: raw.stateValue,
     exitState: raw.exitState,
@@ -310,12 +387,24 @@ export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions =
 
 /** Every process (thread-group leader) on `init_task.tasks`, like the numeric entries of /proc. */
 export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
-  // Each task_struct is read as the walk reaches it, before its `next` pointer: the object's
-  // read brings that pointer's page into the page cache, so the walk costs no read of its own.
+  taskOffsets(ctx.layout); // fail on a missing member before reading anything
+  prefetchLeaders(ctx);
+  // Each task_struct's parts are read as the walk reaches it, `tasks` among them: its `next`
+  // pointer is then taken from that read instead of a read of its own.
+  const tasksAt = BigInt(required(ctx.layout, "task_struct", "tasks"));
+  const links = { last: -1n, next: 0n };
+  const mem: LinkMemory = {
+    bounds: ctx.bounds,
+    readU64: (at) => (at === links.last ? links.next : ctx.kernel.readU64(va(at))),
+  };
   const raws: RawTask[] = [];
-  for (const addr of taskList(ctx)) {
+  for (const node of listForEach(mem, initTask(ctx) + tasksAt, "task_struct.tasks")) {
+    const addr = va(node - tasksAt);
     try {
-      raws.push(readRawTask(ctx, addr));
+      const raw = readRawTask(ctx, addr);
+      raws.push(raw);
+      links.last = node;
+      links.next = raw.next;
     } catch (error) {
       if (!(error instanceof FaultError)) throw error;
       throw new GuestDataError(`task_struct ${hex(addr)} on the tasks list is unreadable`, { cause: error });
@@ -325,6 +414,21 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   for (const r of raws) known.set(r.addr, r.tgid);
   prefetchTaskLinks(ctx, raws);
   return raws.map((r) => toTaskInfo(ctx, r, known, opts));
+}
+
+/**
+ * The walk is a chain of dependent reads, one task_struct after another: on memory read by
+ * system calls, one call each. The pid table says where the leaders are in a few batched reads,
+ * so their parts are fetched in one batch first and the walk finds them in the cache. Only a
+ * hint: the walk reads, checks and reports everything it lists itself.
+ */
+function prefetchLeaders(ctx: KernelContext): void {
+  if (ctx.kernel.mem.mapped) return;
+  const { clusters } = taskOffsets(ctx.layout);
+  const reads: { addr: bigint; length: number }[] = [];
+  for (const task of leaderTaskHints(ctx))
+    for (const c of clusters) reads.push({ addr: task + BigInt(c.start), length: c.length });
+  ctx.kernel.prefetch(reads);
 }
 
 /**
