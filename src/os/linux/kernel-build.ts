@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { AddressSpace } from "../../arch/x86/address-space.js";
 import { btfLayout } from "../../symbols/btf-layout.js";
 import { TypeDb } from "../../symbols/btf/db.js";
@@ -50,8 +51,33 @@ export function readIdentity(
       btf ??= kernel.read(va(base + place.btfOffset), place.btfSize);
       return btf;
     },
+    btfSha256: () =>
+      btf === undefined ? hashGuestBytes(kernel, base + place.btfOffset, place.btfSize) : sha256(btf),
   };
 }
+
+/** Bytes hashed at once: one buffer, reused, instead of megabytes of fresh memory for the whole blob. */
+const HASH_CHUNK = 1 << 20;
+
+/**
+ * SHA-256 of guest bytes read a chunk at a time into one buffer. Every command on a build seen
+ * before checks the BTF's hash, and needs the BTF itself only for a question the entry's answers
+ * lack: holding all of it would cost megabytes of memory the process touches for the first time.
+ */
+function hashGuestBytes(kernel: AddressSpace, start: bigint, size: number): string {
+  const hash = createHash("sha256");
+  const chunk = Buffer.allocUnsafeSlow(Math.min(HASH_CHUNK, size));
+  for (let done = 0; done < size; ) {
+    const n = Math.min(chunk.length, size - done);
+    const part = chunk.subarray(0, n);
+    kernel.readInto(va(start + BigInt(done)), part);
+    hash.update(part);
+    done += n;
+  }
+  return hash.digest("hex");
+}
+
+const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /** The symbols and types of a build seen before; BTF is parsed only for a question not asked then. */
 export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: LoadedBtf } {
@@ -59,7 +85,14 @@ export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: Loa
   keepAnswersAtExit(recorded, cached.saveAnswers);
   return {
     symbols: cached.symbols,
-    btf: { layout: recorded.layout, typeCount: cached.typeCount, start: 0n, bytes: cached.btf },
+    btf: {
+      layout: recorded.layout,
+      typeCount: cached.typeCount,
+      start: 0n,
+      get bytes() {
+        return cached.btf;
+      },
+    },
   };
 }
 

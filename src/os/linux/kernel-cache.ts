@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import {
   closeSync,
+  fstatSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -12,6 +13,7 @@ import {
 } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import { mapFileRange } from "../../memory/mmap.js";
 import { type SymbolArrays, SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { LayoutAnswers } from "../../symbols/recorded-layout.js";
 import { ensurePrivateDir } from "../../util/private-dir.js";
@@ -36,6 +38,8 @@ export interface BuildPlace {
 export interface BuildIdentity {
   readonly banner: string;
   readonly btf: Uint8Array;
+  /** SHA-256 (hex) of `btf`, where the source can hash it without holding it all. */
+  btfSha256?(): string;
 }
 
 export interface CachedBuild {
@@ -92,13 +96,16 @@ export class KernelCache {
           btfSize: h.btfSize,
         };
         const id = read(place);
-        if (!id || id.banner !== h.banner || sha256(id.btf) !== h.btfSha256) continue;
+        if (!id || id.banner !== h.banner || (id.btfSha256?.() ?? sha256(id.btf)) !== h.btfSha256) continue;
         const key = name.slice(0, -".json".length);
         const answersPath = join(this.dir, `${key}.layout.json`);
         return {
-          btf: id.btf,
+          // Read only if a command asks a question the entry's answers lack.
+          get btf() {
+            return id.btf;
+          },
           typeCount: h.typeCount,
-          symbols: decodeSymbols(readFileSync(join(this.dir, `${key}.syms`)), base),
+          symbols: decodeSymbols(mapOrRead(join(this.dir, `${key}.syms`)), base),
           answers: readAnswers(answersPath),
           saveAnswers: (answers) => this.write(answersPath, JSON.stringify(answers)),
         };
@@ -176,6 +183,22 @@ export class KernelCache {
       closeSync(fd);
     }
     renameSync(tmp, path);
+  }
+}
+
+/**
+ * The file's bytes, mapped where the native reader can map files: a command touches only the
+ * symbol table's columns it looks up, and the names (read whole) come in with the kernel's
+ * fault-around, several pages a fault, where a read copies every page into fresh memory. Our
+ * files are replaced by rename, never rewritten in place, so a mapping never sees one shrink.
+ */
+function mapOrRead(path: string): Buffer {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    return (size > 0 ? mapFileRange(fd, 0n, size, false) : undefined) ?? readFileSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
