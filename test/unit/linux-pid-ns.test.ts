@@ -4,7 +4,7 @@ import { AddressSpace } from "../../src/arch/x86/address-space.js";
 import { X86_64_4LEVEL } from "../../src/arch/x86/formats.js";
 import { BufferPhysicalMemory } from "../../src/memory/buffer.js";
 import type { KernelContext } from "../../src/os/linux/context.js";
-import { pidNamespaceEntries, xarrayEntries } from "../../src/os/linux/pid-ns.js";
+import { leaderTaskHints, pidNamespaceEntries, xarrayEntries } from "../../src/os/linux/pid-ns.js";
 import { addressBounds } from "../../src/os/linux/walk.js";
 import type { StructLayout } from "../../src/symbols/layout.js";
 import { type VirtAddr, pa } from "../../src/util/address.js";
@@ -27,7 +27,7 @@ const layout: StructLayout = {
   offsetof: (s, p) => OFF[`${s}.${p}`] ?? assert.fail(`no ${s}.${p}`),
   findOffset: (s, p) => OFF[`${s}.${p}`],
   sizeof: (s) => (s === "hlist_node" ? 16 : assert.fail(s)),
-  findSize: () => undefined,
+  findSize: (s) => (s === "hlist_node" ? 16 : undefined),
   memberSize: () => undefined,
   findEnumValue: () => undefined,
 };
@@ -141,4 +141,27 @@ test("an unreadable struct pid and a garbage task link are GuestDataErrors namin
   garbage.u64(slots + 40n + 7n * 8n, p);
   garbage.u64(garbage.ns + 8n, slots + 2n);
   assert.throws(() => pidNamespaceEntries(garbage.ctx), /pid 7: tasks\[PIDTYPE_PID\] 0x4141414141414141/);
+});
+
+test("leaderTaskHints: the leaders a two-level table holds (a thread's pid has no TGID link), never an error", () => {
+  const { ctx, ns, alloc, u64, u8, pid } = craft();
+  const top = alloc(40 + 64 * 8);
+  const leaf = alloc(40 + 64 * 8);
+  u8(top, 6);
+  u64(top + 40n, leaf + 2n);
+  const [p1, t1] = pid(1);
+  const [p2] = pid(2);
+  const [p3, t3] = pid(3);
+  // tasks[PIDTYPE_TGID] (pid.tasks + 8) points at the leader's pid_links[PIDTYPE_TGID] (+16).
+  u64(p1 + 48n, t1 + 116n);
+  u64(p3 + 48n, t3 + 116n);
+  for (const [slot, p] of [p1, p2, p3].entries()) u64(leaf + 40n + BigInt(slot + 1) * 8n, p);
+  u64(leaf + 40n + 5n * 8n, 0x41n); // an XArray value: skipped
+  u64(ns + 8n, top + 2n);
+  assert.deepEqual(leaderTaskHints(ctx), [t1, t3]);
+  // A node met again is not read again; a table that points outside the kernel is no hint.
+  u64(leaf + 40n + 63n * 8n, top + 2n);
+  assert.deepEqual(leaderTaskHints(ctx), [t1, t3]);
+  u64(ns + 8n, BASE + (4n << 20n) + 2n);
+  assert.deepEqual(leaderTaskHints(ctx), []);
 });

@@ -19,6 +19,8 @@ export class TranslationCache {
   private readonly pages = new Map<number, Translation>();
   /** Per large page size (in 4 KiB pages): large page index → translation of its first byte. */
   private readonly large = new Map<number, Map<number, Translation>>();
+  /** The same maps as a list: looked through on every lookup, where a Map's iterator would allocate. */
+  private largeList: { readonly span: number; readonly bySpan: Map<number, Translation> }[] = [];
 
   constructor(maxEntries = 65536) {
     this.maxEntries = Math.max(1, Math.floor(maxEntries));
@@ -48,7 +50,8 @@ export class TranslationCache {
       this.hits++;
       return t.phys;
     }
-    for (const [span, bySpan] of this.large) {
+    for (let i = 0; i < this.largeList.length; i++) {
+      const { span, bySpan } = this.largeList[i]!;
       const l = bySpan.get(Math.floor(page / span));
       if (l) {
         this.hits++;
@@ -66,6 +69,7 @@ export class TranslationCache {
       if (!bySpan) {
         bySpan = new Map();
         this.large.set(span, bySpan);
+        this.largeList.push({ span, bySpan });
       }
       evictOne(bySpan, this.maxEntries);
       bySpan.set(Math.floor(page / span), { ...t, phys: pa(t.phys - BigInt((page % span) * SMALL_PAGE)) });
@@ -78,6 +82,7 @@ export class TranslationCache {
   invalidate(): void {
     this.pages.clear();
     this.large.clear();
+    this.largeList = [];
   }
 
   private fromLarge(page: number): Translation | undefined {

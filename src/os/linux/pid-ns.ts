@@ -148,9 +148,14 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
   }
 }
 
-/** The pointers an XArray holds, a level at a time (see xarrayEntries for the tagging). */
+/**
+ * The pointers an XArray holds, a level at a time (see xarrayEntries for the tagging). Each node
+ * is read once, and no more of them than a table of MAX_HINTS pids has: a hostile table costs at
+ * most a few megabytes of reads.
+ */
 function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): bigint[] {
   const out: bigint[] = [];
+  const seen = new Set<bigint>();
   let level = [head];
   for (let depth = 0; level.length > 0 && depth <= MAX_DEPTH; depth++) {
     const nodes: bigint[] = [];
@@ -158,9 +163,12 @@ function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): big
       if (entry === 0n || (entry & 1n) === 1n) continue;
       if ((entry & 3n) !== 2n) {
         if (isKernelPointer(entry, ctx.bounds)) out.push(entry);
-      } else if (entry >= 4096n && isKernelPointer(entry - 2n, ctx.bounds)) nodes.push(entry - 2n);
+      } else if (entry >= 4096n && isKernelPointer(entry - 2n, ctx.bounds) && !seen.has(entry - 2n)) {
+        seen.add(entry - 2n);
+        nodes.push(entry - 2n);
+      }
     }
-    if (out.length + nodes.length * XA_CHUNK > MAX_HINTS) break;
+    if (out.length > MAX_HINTS || seen.size > MAX_HINTS / XA_CHUNK) break;
     ctx.kernel.prefetch(nodes.map((n) => ({ addr: n + slotsAt, length: XA_CHUNK * 8 })));
     level = nodes.flatMap((n) => {
       const slots = ctx.kernel.read(va(n + slotsAt), XA_CHUNK * 8);

@@ -88,7 +88,16 @@ interface TaskOffsets {
   readonly commSize: number;
   readonly cred: number | undefined;
   readonly kthread: number | undefined;
-  readonly credIds: { readonly uid: number; readonly gid: number; readonly euid: number } | undefined;
+  /** cred's uid, gid and euid, and the bytes of cred that hold all three. */
+  readonly credIds:
+    | {
+        readonly uid: number;
+        readonly gid: number;
+        readonly euid: number;
+        readonly start: number;
+        readonly length: number;
+      }
+    | undefined;
 }
 
 const offsetsCache = new WeakMap<StructLayout, TaskOffsets>();
@@ -224,7 +233,8 @@ function credOffsets(layout: StructLayout): TaskOffsets["credIds"] {
   const gid = layout.findOffset("cred", "gid");
   const euid = layout.findOffset("cred", "euid");
   if (uid === undefined || gid === undefined || euid === undefined) return undefined;
-  return { uid, gid, euid };
+  const start = Math.min(uid, gid, euid);
+  return { uid, gid, euid, start, length: Math.max(uid, gid, euid) + 4 - start };
 }
 
 /** The fields of one task_struct, from one guest read. */
@@ -279,12 +289,6 @@ interface Ids {
   euid: number | undefined;
 }
 
-/** The bytes of cred that hold uid, gid and euid. */
-function credSpan(ids: NonNullable<TaskOffsets["credIds"]>): { start: number; length: number } {
-  const start = Math.min(ids.uid, ids.gid, ids.euid);
-  return { start, length: Math.max(ids.uid, ids.gid, ids.euid) + 4 - start };
-}
-
 function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[]): Ids {
   const ids = taskOffsets(ctx.layout).credIds;
   const none = { uid: undefined, gid: undefined, euid: undefined };
@@ -293,7 +297,7 @@ function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[
     warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
     return none;
   }
-  const { start, length } = credSpan(ids);
+  const { start, length } = ids;
   try {
     const b = ctx.kernel.peek(va(cred + BigInt(start)), length);
     return {
@@ -437,14 +441,13 @@ function prefetchLeaders(ctx: KernelContext): void {
  * pointer that is bad is reported by the read that follows.
  */
 function prefetchTaskLinks(ctx: KernelContext, raws: readonly RawTask[]): void {
-  const ids = taskOffsets(ctx.layout).credIds;
-  const span = ids && credSpan(ids);
-  const reads: { addr: bigint; length: number }[] = [];
-  for (const r of raws) {
-    if (span && r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds))
-      reads.push({ addr: r.cred + BigInt(span.start), length: span.length });
-  }
-  ctx.kernel.prefetch(reads);
+  const span = taskOffsets(ctx.layout).credIds;
+  if (!span) return;
+  // Most tasks share a handful of creds (init's, root's): each is fetched once.
+  const creds = new Set<bigint>();
+  for (const r of raws) if (r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds)) creds.add(r.cred);
+  const start = BigInt(span.start);
+  ctx.kernel.prefetch([...creds].map((cred) => ({ addr: cred + start, length: span.length })));
 }
 
 /**
