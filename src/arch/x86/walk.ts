@@ -1,4 +1,4 @@
-import type { PhysicalMemory, ReadRequest } from "../../memory/types.js";
+import type { PhysicalMemory, ReadRequest, ReadResult } from "../../memory/types.js";
 import { type PhysAddr, type VirtAddr, hex, pa } from "../../util/address.js";
 import { FaultError } from "../../util/errors.js";
 import type { PagingFormat, PagingLevel } from "./formats.js";
@@ -167,12 +167,11 @@ export function translateMany(
   const leaves: ReadRequest[] = [];
   for (const step of stepsOf(format)) {
     const { lvl } = step;
-    const entries = mem.readMany(
-      live.map(({ table, k }) => ({
-        addr: pa(BigInt(table + indexAt(lo[k]!, hi[k]!, lvl) * format.entrySize)),
-        length: format.entrySize,
-      })),
-    );
+    const requests = live.map(({ table, k }) => ({
+      addr: pa(BigInt(table + indexAt(lo[k]!, hi[k]!, lvl) * format.entrySize)),
+      length: format.entrySize,
+    }));
+    const entries = mem.mapped ? peekEach(mem, requests) : mem.readMany(requests);
     const next: typeof live = [];
     live.forEach(({ k }, i) => {
       const r = entries[i]!;
@@ -195,6 +194,17 @@ export function translateMany(
   }
   mem.prefetch?.(leaves);
   return landed;
+}
+
+/** Mapped memory batches nothing: each entry is a view of guest RAM, decoded at once and not kept. */
+function peekEach(mem: PhysicalMemory, requests: readonly ReadRequest[]): ReadResult[] {
+  return requests.map((r) => {
+    try {
+      return { ok: true, data: mem.peek ? mem.peek(r.addr, r.length) : mem.read(r.addr, r.length) };
+    } catch (error) {
+      return { ok: false, error: error as Error };
+    }
+  });
 }
 
 /** A format's entry bits as 32-bit numbers: the present and PS flags, and the table address. */
