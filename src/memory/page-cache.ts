@@ -66,12 +66,14 @@ export class CachedPhysicalMemory implements PhysicalMemory {
 
   read(addr: PhysAddr, length: number): Buffer {
     if (length > BYPASS || this.direct) return this.inner.read(addr, length);
-    const span = this.spans.size === 0 ? undefined : this.spans.get(Number(addr));
+    // Guest-physical addresses stay below 2^52: as a number, exact and cheaper than bigint arithmetic.
+    const at = Number(addr);
+    const span = this.spans.size === 0 ? undefined : this.spans.get(at);
     if (span !== undefined && span.length >= length) {
       this.hits++;
       return span.length === length ? span : span.subarray(0, length);
     }
-    const index = Number(addr >> 12n);
+    const index = Math.floor(at / PAGE);
     if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
       // A lone field or page-table entry in a page not seen yet: copying the whole page costs
       // more than the syscall it might save (user page tables are scattered, one entry each).
@@ -89,8 +91,9 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   }
 
   private readPages(addr: PhysAddr, length: number): Buffer {
-    const first = Number(addr >> 12n);
-    const offset = Number(addr & 0xfffn);
+    const at = Number(addr);
+    const first = Math.floor(at / PAGE);
+    const offset = at % PAGE;
     const count = Math.ceil((offset + length) / PAGE);
     // A view, not a copy: callers treat read results as read-only, and this is the hot path.
     if (count === 1) return this.page(first, length).subarray(offset, offset + length);
@@ -205,13 +208,14 @@ export class CachedPhysicalMemory implements PhysicalMemory {
   /** The bytes from a prefetched read or a cached page, without reading anything. */
   private cached(addr: PhysAddr, length: number): Buffer | undefined {
     if (length <= 0 || length > PAGE) return undefined;
-    const span = this.spans.size === 0 ? undefined : this.spans.get(Number(addr));
+    const at = Number(addr);
+    const span = this.spans.size === 0 ? undefined : this.spans.get(at);
     if (span !== undefined && span.length >= length) {
       this.hits++;
       return span.length === length ? span : span.subarray(0, length);
     }
-    const offset = Number(addr & 0xfffn);
-    const page = offset + length <= PAGE ? this.pages.get(Number(addr >> 12n)) : undefined;
+    const offset = at % PAGE;
+    const page = offset + length <= PAGE ? this.pages.get(Math.floor(at / PAGE)) : undefined;
     if (page === undefined) return undefined;
     this.hits++;
     return page.subarray(offset, offset + length);
