@@ -8,6 +8,11 @@ const XA_CHUNK = 64;
 const MAX_DEPTH = 11;
 const MAX_NODES = 1 << 20;
 const PIDTYPE_PID = 0;
+/**
+ * enum pid_type has begun PIDTYPE_PID, PIDTYPE_TGID since 4.19. A constant: asking the BTF for an
+ * enumerator indexes every enum of the kernel, a cost of its own on the first command on a build.
+ */
+const PIDTYPE_TGID = 1;
 
 export interface PidEntry {
   /** The pid number in the initial namespace (`numbers[0].nr`). */
@@ -130,12 +135,11 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
   const linksAt = L.findOffset("task_struct", "pid_links");
   const hlist = L.findSize("hlist_node");
   if ([ns, headAt, slotsAt, tasksAt, linksAt, hlist].includes(undefined)) return [];
-  const tgid = Number(L.findEnumValue("PIDTYPE_TGID") ?? 1n);
   try {
     const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), BigInt(slotsAt!));
-    const first = BigInt(tasksAt! + tgid * 8);
+    const first = BigInt(tasksAt! + PIDTYPE_TGID * 8);
     ctx.kernel.prefetch(pids.map((p) => ({ addr: p + first, length: 8 })));
-    const link = BigInt(linksAt! + tgid * hlist!);
+    const link = BigInt(linksAt! + PIDTYPE_TGID * hlist!);
     const out: bigint[] = [];
     for (const p of pids) {
       const node = ctx.kernel.readU64(va(p + first));
