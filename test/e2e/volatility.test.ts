@@ -158,12 +158,14 @@ for (const kernelId of KERNELS)
       g = await bootTestGuest(kernelId);
       await g.waitReady(180_000);
       mkdirSync(join(symbols, "linux"), { recursive: true });
-      const isf = await runCli(
-        ["--qmp", g.qmpSocket, "isf", "--out", join(symbols, "linux", "guest.json")],
-        120_000,
-      );
+      // vmsight reads the symbols over QMP while the guest prints its forensic view on its
+      // console: neither waits for the other, and the symbols do not change as processes do.
+      const [isf, forensicText] = await Promise.all([
+        runCli(["--qmp", g.qmpSocket, "isf", "--out", join(symbols, "linux", "guest.json")], 120_000),
+        g.serial.command("vmsight-view forensics", 180_000),
+      ]);
       assert.equal(isf.code, 0, isf.stderr);
-      forensic = parseForensicView(await g.serial.command("vmsight-view forensics", 180_000));
+      forensic = parseForensicView(forensicText);
       // The dump is one instant between two views of the guest: kernel workers that came or went
       // between them (the guest runs on) may or may not be in it; everything else must be.
       view = await g.view();
