@@ -4,11 +4,21 @@
  * or the internal-error exit status.
  */
 import assert from "node:assert/strict";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { PT_LOAD, parseElf64 } from "../../src/util/elf.js";
+import { type ElfSegment, PT_LOAD, parseElf64 } from "../../src/util/elf.js";
 import { assertCleanError, cliJson, runCli } from "../support/cli.js";
 import { type TestGuest, bootTestGuest, qemuElfDump } from "../support/guest.js";
 
@@ -16,12 +26,15 @@ describe("damaged copies of a real dump", () => {
   const dir = mkdtempSync(join(tmpdir(), "vmsight-damage-"));
   const dump = join(dir, "guest.elf");
   let g: TestGuest | undefined;
+  /** The dump's RAM: where each damaged copy gets its noise. */
+  let ram: ElfSegment[];
   before(async () => {
     g = await bootTestGuest("6.12");
     await g.waitReady(180_000);
     await qemuElfDump(g.qmpSocket, dump, { timeoutMs: 120_000 });
     await g.stop();
     g = undefined;
+    ram = parseElf64(readFileSync(dump)).segments.filter((s) => s.type === PT_LOAD && s.fileSize > 0);
   });
   after(async () => {
     await g?.stop();
@@ -42,9 +55,9 @@ describe("damaged copies of a real dump", () => {
   }
 
   test("cut short: every reading command says the file is truncated", async () => {
-    const whole = readFileSync(dump);
     const cut = join(dir, "cut.elf");
-    writeFileSync(cut, whole.subarray(0, whole.length >> 1));
+    copyFileSync(dump, cut);
+    truncateSync(cut, statSync(dump).size >> 1);
     for (const command of ["ps", "kernel", "lsmod"]) {
       assert.match(await endsCleanly(cut, command), /^vmsight: /);
     }
@@ -52,12 +65,14 @@ describe("damaged copies of a real dump", () => {
     assert.match(r.stderr, /past the end of the \d+-byte file/);
   });
 
-  /** A copy of the dump with one page in `every` overwritten with noise, except in [keepFrom, keepTo). */
+  /**
+   * A copy of the dump with one page in `every` overwritten with noise, except in [keepFrom, keepTo).
+   * Copied by the kernel (copy_file_range), not read into and written out of this process: ~0.3 s
+   * instead of 2-3 s for the 512 MiB, the same bytes.
+   */
   function damaged(name: string, every: number, keep: [bigint, bigint] = [0n, 0n]): string {
-    const whole = readFileSync(dump);
-    const ram = parseElf64(whole).segments.filter((s) => s.type === PT_LOAD && s.fileSize > 0);
     const path = join(dir, `${name}.elf`);
-    writeFileSync(path, whole);
+    copyFileSync(dump, path);
     const fd = openSync(path, "r+");
     let x = 0x9e3779b9;
     const noise = Buffer.alloc(4096);
@@ -87,6 +102,7 @@ describe("damaged copies of a real dump", () => {
     ] as const) {
       const path = damaged(name, every);
       for (const command of COMMANDS) t.diagnostic(`${name} ${command}: ${await endsCleanly(path, command)}`);
+      rmSync(path); // 512 MiB each
     }
   });
 
@@ -100,6 +116,7 @@ describe("damaged copies of a real dump", () => {
       const path = damaged(`outside-${every}`, every, [text, text + (96n << 20n)]);
       for (const command of COMMANDS)
         t.diagnostic(`1 page in ${every} ${command}: ${await endsCleanly(path, command)}`);
+      rmSync(path);
     }
   });
 });
