@@ -175,24 +175,26 @@ export class AddressSpace {
 
   /** Fills `into` from `addr`, like `read`, without allocating the bytes (bulk readers reuse one buffer). */
   readInto(addr: VirtAddr, into: Uint8Array): void {
-    let done = 0;
-    for (const p of this.pieces(addr, into.length)) {
-      try {
-        this.mem.readInto(pa(p.phys), into.subarray(done, done + p.length));
-      } catch (error) {
-        throw this.physFault(p, error, "unreadable");
-      }
-      done += p.length;
-    }
+    this.eachPiece(addr, into, "unreadable", (phys, part) => this.mem.readInto(phys, part));
   }
 
   write(addr: VirtAddr, data: Uint8Array): void {
+    this.eachPiece(addr, data, "not writable", (phys, part) => this.mem.write(phys, part));
+  }
+
+  /** `access` on each physically contiguous piece of [addr, addr+bytes.length) with its part of `bytes`. */
+  private eachPiece(
+    addr: VirtAddr,
+    bytes: Uint8Array,
+    what: string,
+    access: (phys: PhysAddr, part: Uint8Array) => void,
+  ): void {
     let done = 0;
-    for (const p of this.pieces(addr, data.length)) {
+    for (const p of this.pieces(addr, bytes.length)) {
       try {
-        this.mem.write(pa(p.phys), data.subarray(done, done + p.length));
+        access(pa(p.phys), bytes.subarray(done, done + p.length));
       } catch (error) {
-        throw this.physFault(p, error, "not writable");
+        throw this.physFault(p, error, what);
       }
       done += p.length;
     }
