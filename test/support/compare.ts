@@ -34,7 +34,7 @@ export function transient(view: GuestView): Set<number> {
  * description) between the guest's view and ours. Compare a fresh pair a few times; the last
  * comparison must hold exactly.
  */
-export async function eventually(g: TestGuest, check: (view: GuestView) => Promise<void>): Promise<void> {
+export async function eventually<T = void>(g: TestGuest, check: (view: GuestView) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const view = await g.view();
     try {

@@ -13,10 +13,16 @@ import {
   transient,
 } from "./compare.js";
 import type { TestGuest } from "./guest.js";
+import type { GuestView } from "./oracle.js";
 
 /** every pid, ppid, uid, state, comm and cmdline, and the workload's odd names. */
 export async function checkPs(g: TestGuest): Promise<void> {
-  await eventually(g, async (view) => {
+  await checkPsView(g);
+}
+
+/** checkPs, returning the view ps matched, for checks of what stays put meanwhile (lsmod, maps). */
+export function checkPsView(g: TestGuest): Promise<GuestView> {
+  return eventually(g, async (view) => {
     const ours = await cliJson<Ps[]>(["--qmp", g.qmpSocket, "ps"]);
     assertPsMatchesView(ours, view);
     assert.ok(ours.some((p) => p.comm === "my worker 1"));
@@ -31,6 +37,7 @@ export async function checkPs(g: TestGuest): Promise<void> {
       assert.ok(theirs && ours.some((p) => p.pid === pid && p.comm === theirs.comm), `${role} in ps`);
     }
     assert.ok(ours.some((p) => p.comm === "café" && p.cmdline === "/bin/wl-café name café"));
+    return view;
   });
 }
 
@@ -110,9 +117,12 @@ export async function checkThreads(g: TestGuest): Promise<void> {
   });
 }
 
-/** names, sizes, states and base addresses of /proc/modules. */
-export async function checkLsmod(g: TestGuest): Promise<void> {
-  const view = await g.view();
+/**
+ * names, sizes, states and base addresses of /proc/modules; against `view` when given (one taken
+ * for another check: no module comes or goes meanwhile in a test guest that loads none).
+ */
+export async function checkLsmod(g: TestGuest, given?: GuestView): Promise<void> {
+  const view = given ?? (await g.view());
   const ours = await cliJson<{ name: string; base: string; size: number; state: string }[]>([
     "--qmp",
     g.qmpSocket,
@@ -125,9 +135,12 @@ export async function checkLsmod(g: TestGuest): Promise<void> {
   assert.equal(ours.length, 3);
 }
 
-/** workload processes, every column, line for line, and the text output byte for byte. */
-export async function checkMaps(g: TestGuest): Promise<void> {
-  const view = await g.view();
+/**
+ * workload processes, every column, line for line, and the text output byte for byte; against
+ * `view` when given (the workload's processes map nothing new once started).
+ */
+export async function checkMaps(g: TestGuest, given?: GuestView): Promise<void> {
+  const view = given ?? (await g.view());
   for (const role of ["memwrite", "threads", "utf8", "invalid"]) {
     const pid = view.roles.get(role)!;
     const ours = await cliJson<
