@@ -68,11 +68,8 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     if (length > BYPASS || this.direct) return this.inner.read(addr, length);
     // Guest-physical addresses stay below 2^52: as a number, exact and cheaper than bigint arithmetic.
     const at = Number(addr);
-    const span = this.spans.size === 0 ? undefined : this.spans.get(at);
-    if (span !== undefined && span.length >= length) {
-      this.hits++;
-      return span.length === length ? span : span.subarray(0, length);
-    }
+    const span = this.fromSpan(at, length);
+    if (span) return span;
     const index = Math.floor(at / PAGE);
     if (length <= SMALL && !this.pages.has(index) && !this.touched.has(index)) {
       // A lone field or page-table entry in a page not seen yet: copying the whole page costs
@@ -205,15 +202,20 @@ export class CachedPhysicalMemory implements PhysicalMemory {
     return results;
   }
 
+  /** The first `length` bytes of a read prefetched at exactly `at`, if one was and is that long. */
+  private fromSpan(at: number, length: number): Buffer | undefined {
+    const span = this.spans.size === 0 ? undefined : this.spans.get(at);
+    if (span === undefined || span.length < length) return undefined;
+    this.hits++;
+    return span.length === length ? span : span.subarray(0, length);
+  }
+
   /** The bytes from a prefetched read or a cached page, without reading anything. */
   private cached(addr: PhysAddr, length: number): Buffer | undefined {
     if (length <= 0 || length > PAGE) return undefined;
     const at = Number(addr);
-    const span = this.spans.size === 0 ? undefined : this.spans.get(at);
-    if (span !== undefined && span.length >= length) {
-      this.hits++;
-      return span.length === length ? span : span.subarray(0, length);
-    }
+    const span = this.fromSpan(at, length);
+    if (span) return span;
     const offset = at % PAGE;
     const page = offset + length <= PAGE ? this.pages.get(Math.floor(at / PAGE)) : undefined;
     if (page === undefined) return undefined;

@@ -40,8 +40,13 @@ function readEntry(mem: PhysicalMemory, format: PagingFormat, at: bigint): bigin
 
 /** Does a present entry at this level map a page rather than point at a table? */
 export function isLeaf(format: PagingFormat, lvl: PagingLevel, entry: bigint): boolean | "reserved" {
+  return leafRule(lvl, (entry & format.flags.pageSize) !== 0n);
+}
+
+/** isLeaf for a present entry whose PS bit is `ps`. */
+function leafRule(lvl: PagingLevel, ps: boolean): boolean | "reserved" {
   if (lvl.leaf === "always") return true;
-  if ((entry & format.flags.pageSize) === 0n || lvl.leaf === "ps-ignored") return false;
+  if (!ps || lvl.leaf === "ps-ignored") return false;
   return lvl.leaf === "ps" ? true : "reserved";
 }
 
@@ -179,8 +184,8 @@ export function translateMany(
       const eLo = r.data.readUInt32LE(0);
       const eHi = format.entrySize === 8 ? r.data.readUInt32LE(4) : 0;
       if ((eLo & bits.present) === 0) return;
-      const leaf = lvl.leaf === "always" || ((eLo & bits.pageSize) !== 0 && lvl.leaf !== "ps-ignored");
-      if (leaf && lvl.leaf === "ps-reserved") return;
+      const leaf = leafRule(lvl, (eLo & bits.pageSize) !== 0);
+      if (leaf === "reserved") return;
       if (!leaf) {
         next.push({ table: (eHi & bits.addrHi) * 2 ** 32 + ((eLo & bits.addrLo) >>> 0), k });
         return;

@@ -67,6 +67,8 @@ export interface TaskOptions {
 }
 
 interface TaskOffsets {
+  /** task_struct.tasks: the list walked, and where each task's `next` pointer is read. */
+  readonly tasks: number;
   /**
    * The parts of task_struct read per task, [start, start+length) each: the members listed
    * below, merged where they lie close together. The members sit in two groups thousands of
@@ -120,6 +122,7 @@ function taskOffsets(layout: StructLayout): TaskOffsets {
   const T = "task_struct";
   const stateName = layout.findOffset(T, "__state") !== undefined ? "__state" : "state";
   const o = {
+    tasks: required(layout, T, "tasks"),
     state: required(layout, T, "__state", "state"),
     stateSize: Math.min(layout.memberSize(T, stateName) ?? 4, 4),
     flags: required(layout, T, "flags"),
@@ -136,7 +139,7 @@ function taskOffsets(layout: StructLayout): TaskOffsets {
     credIds: credOffsets(layout),
   };
   const spans: [number, number][] = [
-    [required(layout, T, "tasks"), 8],
+    [o.tasks, 8],
     [o.state, o.stateSize],
     [o.flags, 4],
     [o.mm, 8],
@@ -156,7 +159,7 @@ function taskOffsets(layout: StructLayout): TaskOffsets {
   };
   const maybe = (off: number | undefined) => (off === undefined ? undefined : place(off));
   const places: Places = {
-    tasks: place(required(layout, T, "tasks")),
+    tasks: place(o.tasks),
     state: place(o.state),
     flags: place(o.flags),
     exitState: maybe(o.exitState),
@@ -373,17 +376,6 @@ export function initTask(ctx: KernelContext): VirtAddr {
   return va(ctx.symbols.getAddress("init_task"));
 }
 
-/** Addresses of every thread-group leader, in list (creation) order, init_task excluded. */
-export function taskAddresses(ctx: KernelContext): VirtAddr[] {
-  return [...taskList(ctx)];
-}
-
-function taskList(ctx: KernelContext): Generator<VirtAddr> {
-  taskOffsets(ctx.layout); // fail on a missing member before walking anything
-  const head = va(initTask(ctx) + BigInt(required(ctx.layout, "task_struct", "tasks")));
-  return listForEachEntry(ctx, head, "task_struct", "tasks");
-}
-
 /** One task_struct at a known address (e.g. the current task of a CPU). */
 export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions = {}): TaskInfo {
   return toTaskInfo(ctx, readRawTask(ctx, addr), new Map([[initTask(ctx), 0]]), opts);
@@ -391,11 +383,11 @@ export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions =
 
 /** Every process (thread-group leader) on `init_task.tasks`, like the numeric entries of /proc. */
 export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
-  taskOffsets(ctx.layout); // fail on a missing member before reading anything
+  // Fails on a missing member before anything is read.
+  const tasksAt = BigInt(taskOffsets(ctx.layout).tasks);
   prefetchLeaders(ctx);
   // Each task_struct's parts are read as the walk reaches it, `tasks` among them: its `next`
   // pointer is then taken from that read instead of a read of its own.
-  const tasksAt = BigInt(required(ctx.layout, "task_struct", "tasks"));
   const links = { last: -1n, next: 0n };
   const mem: LinkMemory = {
     bounds: ctx.bounds,
@@ -443,7 +435,7 @@ function prefetchLeaders(ctx: KernelContext): void {
 function prefetchTaskLinks(ctx: KernelContext, raws: readonly RawTask[]): void {
   const span = taskOffsets(ctx.layout).credIds;
   if (!span) return;
-  // Most tasks share a handful of creds (init's, root's): each is fetched once.
+  // Kernel threads share init_cred (a forked process has a cred of its own): each is fetched once.
   const creds = new Set<bigint>();
   for (const r of raws) if (r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds)) creds.add(r.cred);
   const start = BigInt(span.start);
