@@ -7,6 +7,7 @@ import { ancestorsLast, buildProcessTree, flattenProcessTree } from "../os/linux
 import { type TaskInfo, listAllThreads, listTasks, readTask } from "../os/linux/tasks.js";
 import { hex } from "../util/address.js";
 import { VmsightError } from "../util/errors.js";
+import { markStep } from "../util/timings.js";
 
 /** `ps` columns: what /proc/<pid>/stat and /proc/<pid>/cmdline show for each process. */
 export interface PsRow {
@@ -60,6 +61,7 @@ function psRow(k: KernelContext, t: TaskInfo, known?: ProcessStrings): PsRow {
 
 export function psRows(k: KernelContext): PsRow[] {
   const tasks = listTasks(k);
+  markStep("tasks");
   const cmdlines = readCmdlines(k, tasks);
   return tasks.map((t, i) => psRow(k, t, cmdlines[i])).sort((a, b) => a.pid - b.pid);
 }

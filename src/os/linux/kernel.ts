@@ -233,7 +233,7 @@ function recoverFromImage(
 ): { symbols: SymbolTable; read: ImageRead } {
   const from = (wanted: (m: Mapping) => boolean) => {
     const read = readKernelImage(mem, image, wanted);
-    return { symbols: recoverKallsyms(read.bytes, image.base), read };
+    return { symbols: recoverKallsyms(read.bytes, image.base, { within: read.ranges }), read };
   };
   try {
     return from((m) => !m.writable && !m.executable);

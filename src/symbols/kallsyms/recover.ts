@@ -51,6 +51,8 @@ export interface RecoverOptions {
    * per-CPU area to get real addresses. Default 0: the offsets, as /proc/kallsyms shows them.
    */
   readonly percpuBase?: bigint;
+  /** The parts of the image that were read ([from, to) offsets): the rest is not searched. */
+  readonly within?: readonly (readonly [number, number])[];
 }
 
 export const MAX_SYMS = 2_000_000;
@@ -104,7 +106,7 @@ export function recoverKallsymsWithLayout(
   const r = new ImageReader(image, imageBase);
   const budget = new Budget(WORK_BUDGET);
   const misses: string[] = [];
-  for (const tt of findTokenTables(r)) {
+  for (const tt of findTokenTables(r, opts.within)) {
     const found = fromTokenTable(r, tt, budget, opts);
     if (typeof found !== "string") return found;
     misses.push(found);

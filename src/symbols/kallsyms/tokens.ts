@@ -23,17 +23,27 @@ const MAX_ANCHOR_HITS = 4096;
 /** Each confirmed table costs a scan back through the image; a real image has one. */
 const MAX_TABLES = 16;
 
-/** Every (token_table, token_index) pair in the image that checks out exactly, in image order. */
-export function* findTokenTables(r: ImageReader): Generator<TokenTables> {
+/**
+ * Every (token_table, token_index) pair in the image that checks out exactly, in image order,
+ * looking for the anchor only in `within` ([from, to) offsets; default all of it): an image read
+ * in part is zeros elsewhere, and scanning those touches pages for nothing.
+ */
+export function* findTokenTables(
+  r: ImageReader,
+  within: readonly (readonly [number, number])[] = [[0, r.length]],
+): Generator<TokenTables> {
   const buf = Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength);
   let hits = 0;
   let tables = 0;
-  for (let at = buf.indexOf(ANCHOR); at >= 0 && hits < MAX_ANCHOR_HITS; at = buf.indexOf(ANCHOR, at + 2)) {
-    hits++;
-    const found = checkAnchor(r, at);
-    if (!found) continue;
-    yield found;
-    if (++tables >= MAX_TABLES) return;
+  for (const [from, to] of within) {
+    const part = buf.subarray(from, to);
+    for (let at = part.indexOf(ANCHOR); at >= 0; at = part.indexOf(ANCHOR, at + 2)) {
+      if (++hits > MAX_ANCHOR_HITS) return;
+      const found = checkAnchor(r, from + at);
+      if (!found) continue;
+      yield found;
+      if (++tables >= MAX_TABLES) return;
+    }
   }
 }
 
