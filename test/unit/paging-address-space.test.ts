@@ -169,6 +169,33 @@ test("one walk of a large page serves every 4 KiB page inside it", () => {
   assert.equal(space.cache!.size, 0);
 });
 
+test("a long read steps through a large page whole, then on into small pages and a hole", () => {
+  const mem = new BufferPhysicalMemory();
+  const big = mem.map(0x20_0000, 0x20_0000);
+  const small = mem.map(0x1_0000, 0x1000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff;
+  for (let i = 0; i < small.length; i++) small[i] = (i * 11 + 1) & 0xff;
+  const pt = new PageTableBuilder(mem, "4-level");
+  const base = 0xffff_ffff_8100_0000n;
+  pt.map(base, 0x20_0000n, 2 * 1024 * 1024);
+  pt.map(base + 0x20_0000n, 0x1_0000n, 4096);
+  const space = new AddressSpace(mem, X86_64_4LEVEL, pt.root);
+  const got = Buffer.alloc(0x20_0000 + 0x1000 - 0x100);
+  space.readInto(va(base + 0x100n), got);
+  assert.deepEqual(got.subarray(0, 0x20_0000 - 0x100), big.subarray(0x100));
+  assert.deepEqual(got.subarray(0x20_0000 - 0x100), small);
+  const lookups = space.cache!.hits + space.cache!.misses;
+  assert.ok(
+    lookups < 8,
+    `${lookups} translation lookups: the large page is stepped over whole, not per 4 KiB`,
+  );
+  assertFault(
+    () => space.read(va(base + 0x1000n), 0x20_0010),
+    base + 0x20_1000n,
+    /x86-64 4-level|not mapped|unmapped/,
+  );
+});
+
 test("the identity space reads physical memory as virtual", () => {
   const mem = new BufferPhysicalMemory();
   const ram = mem.map(0, 0x3000);

@@ -262,9 +262,14 @@ export class AddressSpace {
     let cur = BigInt.asUintN(64, addr);
     let left = length;
     while (left > 0) {
-      const phys = this.physOf(cur);
-      const inPage = Number(PAGE - (cur & PAGE_MASK));
-      const n = Math.min(left, inPage);
+      // Long reads (a BTF blob, a kernel image) step a whole large page at a time, not 4 KiB:
+      // a few translations where there would be a thousand.
+      const leaf = left > PAGE_SIZE ? this.findTranslation(va(cur)) : undefined;
+      const phys = leaf ? leaf.phys : this.physOf(cur);
+      const inLeaf = leaf
+        ? leaf.pageSize - Number(cur % BigInt(leaf.pageSize))
+        : Number(PAGE - (cur & PAGE_MASK));
+      const n = Math.min(left, inLeaf);
       const last = out[out.length - 1];
       if (last && last.phys + BigInt(last.length) === phys) last.length += n;
       else out.push({ va: cur, phys, length: n });
