@@ -2,7 +2,14 @@ import { closeSync, readSync, writeSync } from "node:fs";
 import { type PhysAddr, hex, pa } from "../util/address.js";
 import { FaultError, VmsightError } from "../util/errors.js";
 import { canMapFiles, mapFileRange, preadMany, readProcessMany } from "./mmap.js";
-import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
+import {
+  type PackedReads,
+  type PhysRange,
+  type PhysicalMemory,
+  type ReadRequest,
+  type ReadResult,
+  readEach,
+} from "./types.js";
 
 /** A guest-physical range served by descriptor `fd` at `fdOffset` (a host address or a file offset). */
 export interface FdRegion extends PhysRange {
@@ -159,6 +166,70 @@ export class FdPhysicalMemory implements PhysicalMemory {
           ? { ok: true, data: out.subarray(at, at + n) }
           : readEach(this, [requests[index]!])[0]!;
       at += n;
+    }
+  }
+
+  /**
+   * readPacked (see PhysicalMemory): mapped regions are copied from, the rest goes to the native
+   * reader in one call when it lies behind one descriptor (all of a QEMU's RAM is behind its
+   * /proc/<pid>/mem); a request anywhere else is read alone.
+   */
+  readPacked(addrs: Float64Array, length: number): PackedReads {
+    const n = addrs.length;
+    const out = Buffer.allocUnsafe(n * length);
+    const ok = new Uint8Array(n);
+    const viaFd: number[] = [];
+    let fdRegion: NumericRegion | undefined;
+    for (let k = 0; k < n; k++) {
+      const at = addrs[k]!;
+      const region = this.closed ? undefined : this.spanAt(at, length);
+      if (region?.view) {
+        const from = at - region.startN;
+        region.view.copy(out, k * length, from, from + length);
+        ok[k] = 1;
+      } else if (region && (fdRegion === undefined || region.fd === fdRegion.fd)) {
+        fdRegion ??= region;
+        viaFd.push(k);
+      } else this.readOneInto(at, length, out, ok, k);
+    }
+    if (fdRegion !== undefined) this.readPackedFd(fdRegion, viaFd, addrs, length, out, ok);
+    return { out, ok };
+  }
+
+  private readPackedFd(
+    fdRegion: NumericRegion,
+    ks: readonly number[],
+    addrs: Float64Array,
+    length: number,
+    out: Buffer,
+    ok: Uint8Array,
+  ): void {
+    const offsets = new Float64Array(ks.length);
+    for (let i = 0; i < ks.length; i++) {
+      const at = addrs[ks[i]!]!;
+      const region = this.spanAt(at, length)!;
+      offsets[i] = region.fdOffsetN + (at - region.startN);
+    }
+    const lengths = new Uint32Array(ks.length).fill(length);
+    const packed = Buffer.allocUnsafe(ks.length * length);
+    const got =
+      (fdRegion.pid !== undefined ? readProcessMany(fdRegion.pid, offsets, lengths, packed) : undefined) ??
+      preadMany(fdRegion.fd, offsets, lengths, packed);
+    for (let i = 0; i < ks.length; i++) {
+      const k = ks[i]!;
+      if (got?.[i] === length) {
+        packed.copy(out, k * length, i * length, (i + 1) * length);
+        ok[k] = 1;
+      } else this.readOneInto(addrs[k]!, length, out, ok, k);
+    }
+  }
+
+  private readOneInto(at: number, length: number, out: Buffer, ok: Uint8Array, k: number): void {
+    try {
+      this.readInto(pa(BigInt(at)), out.subarray(k * length, (k + 1) * length));
+      ok[k] = 1;
+    } catch (error) {
+      if (!(error instanceof VmsightError)) throw error;
     }
   }
 

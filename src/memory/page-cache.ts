@@ -1,5 +1,13 @@
 import { type PhysAddr, pa } from "../util/address.js";
-import { type PhysRange, type PhysicalMemory, type ReadRequest, type ReadResult, readEach } from "./types.js";
+import {
+  type PackedReads,
+  type PhysRange,
+  type PhysicalMemory,
+  type ReadRequest,
+  type ReadResult,
+  readEach,
+  readPacked,
+} from "./types.js";
 
 const PAGE = 4096;
 /** Reads larger than this (kernel image, BTF, user dumps) go straight through: caching them would only evict. */
@@ -200,6 +208,14 @@ export class CachedPhysicalMemory implements PhysicalMemory {
       if (r.ok && r.data.length <= BYPASS) this.spans.set(Number(requests[k]!.addr), r.data);
     }
     return results;
+  }
+
+  /**
+   * Straight to the memory underneath, neither looked up nor kept: its callers read each entry
+   * once (a level of a thousand processes' page walks), and keeping them cost more than reading.
+   */
+  readPacked(addrs: Float64Array, length: number): PackedReads {
+    return readPacked(this.inner, addrs, length);
   }
 
   /** The first `length` bytes of a read prefetched at exactly `at`, if one was and is that long. */

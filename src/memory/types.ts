@@ -1,4 +1,4 @@
-import type { PhysAddr } from "../util/address.js";
+import { type PhysAddr, pa } from "../util/address.js";
 
 /** A contiguous range of guest-physical address space backed by something readable. */
 export interface PhysRange {
@@ -16,6 +16,15 @@ export interface ReadRequest {
 
 /** One request of a batch: either the bytes, or why they could not be read. */
 export type ReadResult = { ok: true; data: Buffer } | { ok: false; error: Error };
+
+/**
+ * Reads of one length each, packed for callers that decode them in place (a level of page-table
+ * entries for a thousand walks): request k's bytes are at k × length in `out` where `ok[k]` is 1.
+ */
+export interface PackedReads {
+  readonly out: Buffer;
+  readonly ok: Uint8Array;
+}
 
 /**
  * Guest-physical memory. Synchronous on purpose: the fast sources (the QEMU process's memory,
@@ -49,6 +58,11 @@ export interface PhysicalMemory {
   prefetch?(requests: readonly ReadRequest[]): void;
   /** Batched reads: never throws for a bad request, reports it in its slot instead. */
   readMany(requests: readonly ReadRequest[]): ReadResult[];
+  /**
+   * `length` bytes at each of `addrs` (exact numbers: physical addresses are below 2^52), with
+   * no object per read and nothing cached; never throws. Sources without it: `readPacked()`.
+   */
+  readPacked?(addrs: Float64Array, length: number): PackedReads;
   write(addr: PhysAddr, data: Uint8Array): void;
   close(): void;
 }
@@ -62,4 +76,18 @@ export function readEach(mem: Pick<PhysicalMemory, "read">, requests: readonly R
       return { ok: false, error: error as Error };
     }
   });
+}
+
+/** `mem.readPacked`, or the same answer built from `readMany`. */
+export function readPacked(mem: PhysicalMemory, addrs: Float64Array, length: number): PackedReads {
+  if (mem.readPacked) return mem.readPacked(addrs, length);
+  const out = Buffer.alloc(addrs.length * length);
+  const ok = new Uint8Array(addrs.length);
+  const results = mem.readMany(Array.from(addrs, (a) => ({ addr: pa(BigInt(a)), length })));
+  results.forEach((r, k) => {
+    if (!r.ok) return;
+    r.data.copy(out, k * length);
+    ok[k] = 1;
+  });
+  return { out, ok };
 }

@@ -2,6 +2,10 @@ import { readFileSync } from "node:fs";
 import { type Socket, createConnection } from "node:net";
 import { VmsightError } from "../util/errors.js";
 
+/** A starting QEMU refuses connections for a moment (see SerialConsole.connect). */
+const REFUSED_TRIES = 50;
+const REFUSED_RETRY_MS = 20;
+
 /** The longest text a waitFor pattern may match (a marker line, a prompt, a ready line). */
 const MAX_MATCH = 4096;
 
@@ -65,13 +69,29 @@ export class SerialConsole {
     socket.on("error", () => {});
   }
 
-  static connect(path: string): Promise<SerialConsole> {
+  /**
+   * QEMU makes the socket file at bind() and listens just after: a QEMU that is starting refuses
+   * for a moment (seen on a loaded machine), so a refusal is tried again for a second.
+   */
+  static async connect(path: string): Promise<SerialConsole> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await SerialConsole.connectOnce(path);
+      } catch (error) {
+        if (tries >= REFUSED_TRIES || (error as NodeJS.ErrnoException).code !== "ECONNREFUSED") {
+          const message = error instanceof Error ? error.message : String(error);
+          throw new VmsightError("E_SERIAL", `cannot connect to serial socket ${path}: ${message}`);
+        }
+        await new Promise((r) => setTimeout(r, REFUSED_RETRY_MS));
+      }
+    }
+  }
+
+  private static connectOnce(path: string): Promise<SerialConsole> {
     return new Promise((resolve, reject) => {
       const socket = createConnection(path);
       socket.once("connect", () => resolve(new SerialConsole(socket)));
-      socket.once("error", (e) =>
-        reject(new VmsightError("E_SERIAL", `cannot connect to serial socket ${path}: ${e.message}`)),
-      );
+      socket.once("error", reject);
     });
   }
 

@@ -177,6 +177,28 @@ test("pread: a batch equals reads one by one, and a request past backed memory f
   mem.close();
 });
 
+for (const mapped of [false, true]) {
+  test(
+    `${mapped ? "mapped" : "pread"}: packed reads equal reads one by one; a hole or a crossing read is handled alone`,
+    { skip: mapped ? MAPPING : false },
+    () => {
+      const { mem } = fileMemory(mapped);
+      // In RAM, in the hole, crossing from RAM into ROM, in ROM, past the end.
+      const at = [0x10, 0x1800, 0x2ffc, 0x3008, 0x3ffc, 0x0ff8];
+      const { out, ok } = mem.readPacked(Float64Array.from(at), 8);
+      assert.deepEqual([...ok], [1, 0, 1, 1, 0, 1]);
+      at.forEach((a, k) => {
+        if (ok[k] === 1) assert.deepEqual(out.subarray(k * 8, k * 8 + 8), mem.read(pa(a), 8), `read ${k}`);
+      });
+      // Through a page cache: the same bytes, and nothing kept.
+      const cached = new CachedPhysicalMemory(mem);
+      assert.deepEqual(cached.readPacked(Float64Array.from(at), 8), { out, ok });
+      assert.equal(cached.hits + cached.misses, 0);
+      mem.close();
+    },
+  );
+}
+
 test(
   "process memory: a batch through process_vm_readv equals /proc/<pid>/mem, a hole fails in its slot",
   { skip: MAPPING },
@@ -201,6 +223,13 @@ test(
     // Past the mapping (unless the next one starts right there): either way it matches the pread.
     const alone = viaFile.readMany([requests[3]!])[0]!;
     assert.equal(batch[3]!.ok, alone.ok);
+    const packed = viaProcess.readPacked(
+      Float64Array.from(requests, (r) => Number(r.addr)),
+      8,
+    );
+    for (const i of [0, 1, 2])
+      assert.deepEqual(packed.out.subarray(i * 8, i * 8 + 8), viaFile.read(requests[i]!.addr, 8));
+    assert.equal(packed.ok[3], alone.ok ? 1 : 0);
     closeSync(fd);
   },
 );

@@ -43,3 +43,39 @@ test("a ^ in a pattern means a line start, also deep into a long output", async 
     await fake.close();
   }
 });
+
+test("a socket that refuses at first (QEMU between bind and listen) is connected once it listens", async () => {
+  const { createServer } = await import("node:net");
+  const { linkSync, mkdtempSync, rmSync, unlinkSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "serial-"));
+  /** A socket file nobody listens on (a link to one whose server is gone): connecting is refused. */
+  const staleSocket = async (path: string) => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(`${path}.tmp`, r));
+    linkSync(`${path}.tmp`, path);
+    await new Promise((r) => server.close(r));
+  };
+  const path = join(dir, "s.sock");
+  await staleSocket(path);
+  const later = createServer((s) => s.end());
+  const listening = new Promise<void>((r) =>
+    setTimeout(() => {
+      unlinkSync(path);
+      later.listen(path, r);
+    }, 150),
+  );
+  const console = await SerialConsole.connect(path);
+  await listening;
+  console.close();
+  await new Promise((r) => later.close(r));
+  // Refused for good: one error that names the socket, after the retries.
+  const never = join(dir, "never.sock");
+  await staleSocket(never);
+  await assert.rejects(
+    SerialConsole.connect(never),
+    /cannot connect to serial socket .*never\.sock.*ECONNREFUSED/,
+  );
+  rmSync(dir, { recursive: true, force: true });
+});

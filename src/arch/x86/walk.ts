@@ -1,4 +1,4 @@
-import type { PhysicalMemory, ReadRequest, ReadResult } from "../../memory/types.js";
+import { type PhysicalMemory, type ReadRequest, readPacked } from "../../memory/types.js";
 import { type PhysAddr, type VirtAddr, hex, pa } from "../../util/address.js";
 import { FaultError } from "../../util/errors.js";
 import type { PagingFormat, PagingLevel } from "./formats.js";
@@ -147,7 +147,7 @@ export function findTranslation(
 /**
  * Translates many (root, addr) pairs one level at a time for all of them together, reading each
  * level's entries, then the `length` bytes each address lands on (cut at its page's end), as one
- * batch (PhysicalMemory.readMany: one native call on memory read by system calls): a thousand
+ * batch (PhysicalMemory.readPacked: one native call on memory read by system calls): a thousand
  * processes' walks cost one batch per level instead of one read per entry. Returns where each
  * address lands, or undefined for a walk that faulted: translating that address alone says why.
  * Table addresses and entries are numbers here (physical addresses stay below 2^52; an entry is
@@ -172,44 +172,35 @@ export function translateMany(
   const leaves: ReadRequest[] = [];
   for (const step of stepsOf(format)) {
     const { lvl } = step;
-    const requests = live.map(({ table, k }) => ({
-      addr: pa(BigInt(table + indexAt(lo[k]!, hi[k]!, lvl) * format.entrySize)),
-      length: format.entrySize,
-    }));
-    const entries = mem.mapped ? peekEach(mem, requests) : mem.readMany(requests);
+    const size = format.entrySize;
+    const addrs = new Float64Array(live.length);
+    for (let i = 0; i < live.length; i++) {
+      const { table, k } = live[i]!;
+      addrs[i] = table + indexAt(lo[k]!, hi[k]!, lvl) * size;
+    }
+    const { out, ok } = readPacked(mem, addrs, size);
     const next: typeof live = [];
-    live.forEach(({ k }, i) => {
-      const r = entries[i]!;
-      if (!r.ok) return;
-      const eLo = r.data.readUInt32LE(0);
-      const eHi = format.entrySize === 8 ? r.data.readUInt32LE(4) : 0;
-      if ((eLo & bits.present) === 0) return;
+    for (let i = 0; i < live.length; i++) {
+      if (ok[i] !== 1) continue;
+      const k = live[i]!.k;
+      const eLo = out.readUInt32LE(i * size);
+      const eHi = size === 8 ? out.readUInt32LE(i * size + 4) : 0;
+      if ((eLo & bits.present) === 0) continue;
       const leaf = leafRule(lvl, (eLo & bits.pageSize) !== 0);
-      if (leaf === "reserved") return;
+      if (leaf === "reserved") continue;
       if (!leaf) {
         next.push({ table: (eHi & bits.addrHi) * 2 ** 32 + ((eLo & bits.addrLo) >>> 0), k });
-        return;
+        continue;
       }
       const entry = (BigInt(eHi) << 32n) | BigInt(eLo);
       const w = walks[k]!;
       landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & step.offsetMask));
       leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) });
-    });
+    }
     live = next;
   }
   mem.prefetch?.(leaves);
   return landed;
-}
-
-/** Mapped memory batches nothing: each entry is a view of guest RAM, decoded at once and not kept. */
-function peekEach(mem: PhysicalMemory, requests: readonly ReadRequest[]): ReadResult[] {
-  return requests.map((r) => {
-    try {
-      return { ok: true, data: mem.peek ? mem.peek(r.addr, r.length) : mem.read(r.addr, r.length) };
-    } catch (error) {
-      return { ok: false, error: error as Error };
-    }
-  });
 }
 
 /** A format's entry bits as 32-bit numbers: the present and PS flags, and the table address. */
