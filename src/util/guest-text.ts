@@ -15,6 +15,7 @@
  */
 export function decodeGuestBytes(bytes: Uint8Array): string {
   const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (plainAscii(b)) return b.toString("latin1");
   let out = "";
   let clean = 0;
   for (let i = 0; i < b.length; ) {
@@ -29,6 +30,19 @@ export function decodeGuestBytes(bytes: Uint8Array): string {
     clean = i;
   }
   return out + b.toString("utf8", clean);
+}
+
+/**
+ * Printable ASCII and no backslash, the bytes of nearly every name and command line: the string
+ * is the bytes. One plain loop, where the general one calls two functions a byte (a listing's
+ * first run, before the JIT has compiled them, spent ~7 ms there for 1,000 processes).
+ */
+function plainAscii(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!;
+    if (c < 0x20 || c > 0x7e || c === 0x5c) return false;
+  }
+  return true;
 }
 
 function escapeByte(byte: number): string {
