@@ -29,8 +29,13 @@ export function codeCacheDir(): string {
 
 /** The command word (`ps`, `serve`, …), for the cache file name; "none" when there is none. */
 function commandWord(argv: readonly string[]): string {
-  const word = argv.find((a) => /^[a-z][a-z0-9-]{0,31}$/.test(a));
-  return word ?? "none";
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    // The global options that take a value (cli/main.ts): a socket called "ps" is not the command.
+    if (a === "--qmp" || a === "--dump") i++;
+    else if (/^[a-z][a-z0-9-]{0,31}$/.test(a)) return a;
+  }
+  return "none";
 }
 
 function cacheFile(): string | undefined {
