@@ -62,6 +62,16 @@ describe("KernelCache", () => {
     assert.equal(statSync(cache.dir).mode & 0o777, 0o700);
   });
 
+  test("a symbol name outside ASCII comes back as it was stored", () => {
+    const cache = new KernelCache(join(root, `c${n++}`));
+    const odd = [...symbols, { name: "größe_ø", address: BASE + 0x300n, type: "t" }];
+    cache.store(BASE, place, identity, new SymbolTable(odd), 42);
+    const hit = cache.find(BASE, () => identity);
+    assert.ok(hit);
+    assert.equal(hit.symbols.findAddress("größe_ø"), BASE + 0x300n);
+    assert.equal(hit.symbols.findAddress("init_task"), BASE + 0x1a00000n);
+  });
+
   test("a changed banner misses", () => {
     const cache = storedCache();
     assert.equal(

@@ -272,7 +272,11 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   const byName = column((b, o, l) => new Uint32Array(b, o, l), slots * 4, 4);
   const absolute = take(n, 1);
   const types = take(n, 1);
-  const names = data.toString("utf8", at);
+  // Kernel symbol names are ASCII, which Latin-1 decodes as it is and faster than UTF-8 (2 MB of
+  // names for 6.1: ~5.5 ms against ~7.5); a name outside ASCII (stored as UTF-8) makes the lengths
+  // differ, and is decoded as UTF-8.
+  let names = data.toString("latin1", at);
+  if (names.length !== starts[n]) names = data.toString("utf8", at);
   if (names.length !== starts[n]) throw new Error("damaged symbol file");
   return SymbolTable.fromArrays({ count: n, addresses, absolute, types, names, starts, byName }, base);
 }
