@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { openElfCore } from "../memory/elf-core.js";
 import type { FdPhysicalMemory } from "../memory/fd-memory.js";
 import { CachedPhysicalMemory } from "../memory/page-cache.js";
-import { type RamLayout, discoverRamLayout, openGuestMemory } from "../memory/qemu/layout.js";
+import { type RamLayout, discoverRamLayout, flatMemoryMap, openGuestMemory } from "../memory/qemu/layout.js";
 import type { PhysicalMemory } from "../memory/types.js";
 import { GdbClient } from "../transport/gdb/client.js";
 import { QmpClient } from "../transport/qmp/client.js";
@@ -115,8 +115,9 @@ export class Target implements Machine {
       opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs },
     );
     try {
-      const { pid, vcpuThreads } = await findQemuPid(qmp);
-      const layout = await discoverRamLayout(qmp, pid);
+      // Asked together: each round trip waits for QEMU's main loop, a few ms under TCG.
+      const [{ pid, vcpuThreads }, flatText] = await Promise.all([findQemuPid(qmp), flatMemoryMap(qmp)]);
+      const layout = await discoverRamLayout(qmp, pid, flatText);
       const opened = await openMemory(qmp, layout, opts.memory ?? "auto", log);
       const memory = new CachedPhysicalMemory(opened.memory);
       log(`QEMU pid ${pid}, ${vcpuThreads.length} vCPU(s), guest RAM via ${memory.description}`);

@@ -32,8 +32,13 @@ const READABLE_KINDS = new Set(["ram", "rom", "romd"]);
  * the flat memory map (`info mtree -f`), one `gpa2hva` per range, and the process's own maps
  * to check that each range really is host memory (and whether a shared file backs it).
  */
-export async function discoverRamLayout(monitor: Monitor, pid: number): Promise<RamLayout> {
-  const flat = parseFlatView(await monitor.hmp("info mtree -f"));
+export async function discoverRamLayout(
+  monitor: Monitor,
+  pid: number,
+  /** `info mtree -f` as already asked (attach sends it with its first question). */
+  flatText?: string,
+): Promise<RamLayout> {
+  const flat = parseFlatView(flatText ?? (await flatMemoryMap(monitor)));
   const hostMaps = readHostMaps(pid);
   const ranges = flat.filter((r) => READABLE_KINDS.has(r.kind));
   // Sent together: QEMU answers them in order, and a round trip each would add up at attach.
@@ -89,6 +94,11 @@ function fileBacking(pid: number, mapping: HostMapping, hva: bigint): Pick<RamRe
     ? `/proc/${pid}/map_files/${mapping.start.toString(16)}-${mapping.end.toString(16)}`
     : mapping.path;
   return { file: { path, offset: mapping.offset + (hva - mapping.start) } };
+}
+
+/** QEMU's flat memory map, the text `discoverRamLayout` reads. */
+export function flatMemoryMap(monitor: Monitor): Promise<string> {
+  return monitor.hmp("info mtree -f");
 }
 
 async function reportedRamSize(monitor: Monitor): Promise<bigint> {
