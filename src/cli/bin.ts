@@ -3,7 +3,7 @@
  * The `vmsight` executable (bundled as dist/src/bundle/main.js): runs the CLI bundle beside it
  * (cli.cjs) through V8's code cache, as Node 22's module.enableCompileCache() does and Node 20
  * does not. Without it every run parses the bundle and compiles each function it calls anew:
- * ~30 ms of a 300 ms `ps`. The cache is the bytecode V8 held when a run ended, so it covers the
+ * ~20 ms of a 300 ms `ps`. The cache is the bytecode V8 held when a run ended, so it covers the
  * functions that run used; one file per command word, as `ps` and `serve` use different code.
  *
  * Loading bytecode is running code: the cache lives in a private directory (ours, 0700), and its
@@ -11,7 +11,7 @@
  * length and would run a stale cache against a new bundle of the same size. Any trouble with
  * the cache (unwritable home, a rejected file) costs speed only: the bundle then compiles as usual.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -61,12 +61,15 @@ function readCache(file: string | undefined): Buffer | undefined {
 function keepOnExit(script: Script, file: string): void {
   process.once("exit", (code) => {
     if (code !== 0) return;
+    const tmp = `${file}.${process.pid}.tmp`;
     try {
-      const tmp = `${file}.${process.pid}.tmp`;
       writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
       renameSync(tmp, file);
     } catch {
       // Speed only: the next run compiles again.
+      try {
+        rmSync(tmp, { force: true });
+      } catch {}
     }
   });
 }
