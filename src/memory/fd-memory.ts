@@ -150,13 +150,10 @@ export class FdPhysicalMemory implements PhysicalMemory {
 
   private readBatch(batch: Batch, requests: readonly ReadRequest[], results: ReadResult[]): void {
     const { indexes } = batch;
-    const offsets = Float64Array.from(batch.offsets);
     const lengths = new Uint32Array(indexes.length);
     for (let k = 0; k < indexes.length; k++) lengths[k] = requests[indexes[k]!]!.length;
     const out = Buffer.allocUnsafe(batch.bytes);
-    const got =
-      (batch.pid !== undefined ? readProcessMany(batch.pid, offsets, lengths, out) : undefined) ??
-      preadMany(batch.fd, offsets, lengths, out);
+    const got = readNative(batch, lengths, out);
     let at = 0;
     for (let k = 0; k < indexes.length; k++) {
       const n = lengths[k]!;
@@ -178,8 +175,7 @@ export class FdPhysicalMemory implements PhysicalMemory {
     const n = addrs.length;
     const out = Buffer.allocUnsafe(n * length);
     const ok = new Uint8Array(n);
-    const viaFd: number[] = [];
-    let fdRegion: NumericRegion | undefined;
+    let batch: Batch | undefined;
     for (let k = 0; k < n; k++) {
       const at = addrs[k]!;
       const region = this.closed ? undefined : this.spanAt(at, length);
@@ -187,40 +183,36 @@ export class FdPhysicalMemory implements PhysicalMemory {
         const from = at - region.startN;
         region.view.copy(out, k * length, from, from + length);
         ok[k] = 1;
-      } else if (region && (fdRegion === undefined || region.fd === fdRegion.fd)) {
-        fdRegion ??= region;
-        viaFd.push(k);
+      } else if (region && (batch === undefined || region.fd === batch.fd)) {
+        batch ??= { fd: region.fd, pid: region.pid, indexes: [], offsets: [], bytes: 0 };
+        batch.indexes.push(k);
+        batch.offsets.push(region.fdOffsetN + (at - region.startN));
+        batch.bytes += length;
       } else this.readOneInto(at, length, out, ok, k);
     }
-    if (fdRegion !== undefined) this.readPackedFd(fdRegion, viaFd, addrs, length, out, ok);
+    if (batch !== undefined) this.readPackedBatch(batch, addrs, length, out, ok);
     return { out, ok };
   }
 
-  private readPackedFd(
-    fdRegion: NumericRegion,
-    ks: readonly number[],
+  /** The batch's reads into their places in `out`: straight there when the batch is all of them. */
+  private readPackedBatch(
+    batch: Batch,
     addrs: Float64Array,
     length: number,
     out: Buffer,
     ok: Uint8Array,
   ): void {
-    const offsets = new Float64Array(ks.length);
-    for (let i = 0; i < ks.length; i++) {
-      const at = addrs[ks[i]!]!;
-      const region = this.spanAt(at, length)!;
-      offsets[i] = region.fdOffsetN + (at - region.startN);
-    }
-    const lengths = new Uint32Array(ks.length).fill(length);
-    const packed = Buffer.allocUnsafe(ks.length * length);
-    const got =
-      (fdRegion.pid !== undefined ? readProcessMany(fdRegion.pid, offsets, lengths, packed) : undefined) ??
-      preadMany(fdRegion.fd, offsets, lengths, packed);
-    for (let i = 0; i < ks.length; i++) {
-      const k = ks[i]!;
-      if (got?.[i] === length) {
-        packed.copy(out, k * length, i * length, (i + 1) * length);
+    const { indexes } = batch;
+    const whole = indexes.length === addrs.length;
+    const packed = whole ? out : Buffer.allocUnsafe(batch.bytes);
+    const got = readNative(batch, new Uint32Array(indexes.length).fill(length), packed);
+    for (let i = 0; i < indexes.length; i++) {
+      const k = indexes[i]!;
+      if (got?.[i] !== length) this.readOneInto(addrs[k]!, length, out, ok, k);
+      else {
+        if (!whole) packed.copy(out, k * length, i * length, (i + 1) * length);
         ok[k] = 1;
-      } else this.readOneInto(addrs[k]!, length, out, ok, k);
+      }
     }
   }
 
@@ -304,4 +296,16 @@ export class FdPhysicalMemory implements PhysicalMemory {
     this.closed = true;
     for (const fd of new Set(this.regions.map((r) => r.fd))) closeSync(fd);
   }
+}
+
+/**
+ * One native call for a batch, laid out in request order in `out`: process_vm_readv where the
+ * descriptor is a process's memory (and the kernel allows it), else a pread each.
+ */
+function readNative(batch: Batch, lengths: Uint32Array, out: Buffer): Int32Array | undefined {
+  const offsets = Float64Array.from(batch.offsets);
+  return (
+    (batch.pid !== undefined ? readProcessMany(batch.pid, offsets, lengths, out) : undefined) ??
+    preadMany(batch.fd, offsets, lengths, out)
+  );
 }

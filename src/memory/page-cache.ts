@@ -185,8 +185,8 @@ export class CachedPhysicalMemory implements PhysicalMemory {
 
   /**
    * What is cached is served from the cache; everything else goes to the memory underneath in
-   * one batch (one call of the native reader for a thousand page-table entries) and is kept by
-   * its exact address, as a prefetch would keep it.
+   * one batch (one call of the native reader) and is kept by its exact address, as a prefetch
+   * would keep it.
    */
   readMany(requests: readonly ReadRequest[]): ReadResult[] {
     if (this.direct) return this.inner.readMany(requests);
@@ -204,7 +204,8 @@ export class CachedPhysicalMemory implements PhysicalMemory {
       const k = missed[i]!;
       const r = fetched[i]!;
       results[k] = r;
-      // Kept like a prefetch: the walks that batch a level often read the same entries one by one later.
+      // Kept like a prefetch: the same pieces asked for again (AddressSpace.read of an object
+      // across pages) are served from here.
       if (r.ok && r.data.length <= BYPASS) this.spans.set(Number(requests[k]!.addr), r.data);
     }
     return results;

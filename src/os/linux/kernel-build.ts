@@ -7,7 +7,13 @@ import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { type RecordedLayout, recordedLayout } from "../../symbols/recorded-layout.js";
 import { va } from "../../util/address.js";
-import type { BuildIdentity, BuildPlace, CachedBuild, KernelCache } from "./kernel-cache.js";
+import {
+  type BuildIdentity,
+  type BuildPlace,
+  type CachedBuild,
+  type KernelCache,
+  sha256,
+} from "./kernel-cache.js";
 
 /** The kernel's types as a command uses them, and the bytes they were read from. */
 export interface LoadedBtf {
@@ -76,8 +82,6 @@ function hashGuestBytes(kernel: AddressSpace, start: bigint, size: number): stri
   }
   return hash.digest("hex");
 }
-
-const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /** The symbols and types of a build seen before; BTF is parsed only for a question not asked then. */
 export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: LoadedBtf } {

@@ -71,7 +71,8 @@ export function kernelCacheDir(): string {
   return join(base, "vmsight", "kernels-seen");
 }
 
-const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
+/** SHA-256 in hex: how an entry names the BTF it was made from. */
+export const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).digest("hex");
 
 export class KernelCache {
   constructor(readonly dir: string) {}

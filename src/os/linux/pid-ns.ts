@@ -23,10 +23,17 @@ export interface PidEntry {
 }
 
 /**
- * Every entry of an XArray (`xa_head`), in index order. Internal entries are tagged 0b10 in
- * their low bits: a node pointer (above 4 KiB) or a sibling/retry marker (below), which carry no
- * value; entries with bit 0 set are XArray values, not pointers.
+ * What an XArray slot holds. Internal entries are tagged 0b10 in their low bits: a node pointer
+ * (above 4 KiB) or a sibling/retry marker (below), which carry no value; entries with bit 0 set
+ * are XArray values, not pointers. Undefined for an empty slot or anything without a pointer.
  */
+function xaSlot(entry: bigint): { entry: bigint } | { node: bigint } | undefined {
+  if (entry === 0n || (entry & 1n) === 1n) return undefined;
+  if ((entry & 3n) !== 2n) return { entry };
+  return entry < 4096n ? undefined : { node: entry - 2n };
+}
+
+/** Every entry of an XArray (`xa_head`), in index order (see xaSlot for the tagging). */
 export function* xarrayEntries(
   ctx: KernelContext,
   head: bigint,
@@ -42,13 +49,13 @@ export function* xarrayEntries(
     depth: number,
     shift?: bigint,
   ): Generator<{ index: bigint; entry: bigint }> {
-    if (entry === 0n || (entry & 1n) === 1n) return;
-    if ((entry & 3n) !== 2n) {
+    const slot = xaSlot(entry);
+    if (slot === undefined) return;
+    if ("entry" in slot) {
       yield { index: base, entry };
       return;
     }
-    if (entry < 4096n) return;
-    const node = entry - 2n;
+    const { node } = slot;
     if (!isKernelPointer(node, ctx.bounds))
       throw new GuestDataError(`xarray node ${hex(node)} is not a kernel pointer`);
     if (depth > MAX_DEPTH) throw new GuestDataError(`xarray deeper than ${MAX_DEPTH} levels at ${hex(node)}`);
@@ -153,7 +160,7 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
 }
 
 /**
- * The pointers an XArray holds, a level at a time (see xarrayEntries for the tagging). Each node
+ * The pointers an XArray holds, a level at a time (see xaSlot for the tagging). Each node
  * is read once, and no more of them than a table of MAX_HINTS pids has: a hostile table costs at
  * most a few megabytes of reads.
  */
@@ -164,12 +171,13 @@ function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): big
   for (let depth = 0; level.length > 0 && depth <= MAX_DEPTH; depth++) {
     const nodes: bigint[] = [];
     for (const entry of level) {
-      if (entry === 0n || (entry & 1n) === 1n) continue;
-      if ((entry & 3n) !== 2n) {
-        if (isKernelPointer(entry, ctx.bounds)) out.push(entry);
-      } else if (entry >= 4096n && isKernelPointer(entry - 2n, ctx.bounds) && !seen.has(entry - 2n)) {
-        seen.add(entry - 2n);
-        nodes.push(entry - 2n);
+      const slot = xaSlot(entry);
+      if (slot === undefined) continue;
+      if ("entry" in slot) {
+        if (isKernelPointer(slot.entry, ctx.bounds)) out.push(slot.entry);
+      } else if (isKernelPointer(slot.node, ctx.bounds) && !seen.has(slot.node)) {
+        seen.add(slot.node);
+        nodes.push(slot.node);
       }
     }
     if (out.length > MAX_HINTS || seen.size > MAX_HINTS / XA_CHUNK) break;
