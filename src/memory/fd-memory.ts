@@ -28,9 +28,14 @@ interface NumericRegion extends FdRegion {
 }
 
 /** The requests of one batch that go to one descriptor. */
-interface Batch {
+/** Reads for the native reader: positions in one descriptor (or in one process's memory). */
+interface NativeBatch {
   readonly fd: number;
   readonly pid: number | undefined;
+  readonly offsets: readonly number[] | Float64Array;
+}
+
+interface Batch extends NativeBatch {
   readonly indexes: number[];
   readonly offsets: number[];
   bytes: number;
@@ -175,36 +180,44 @@ export class FdPhysicalMemory implements PhysicalMemory {
     const n = addrs.length;
     const out = Buffer.allocUnsafe(n * length);
     const ok = new Uint8Array(n);
-    let batch: Batch | undefined;
+    const indexes = new Uint32Array(n);
+    const offsets = new Float64Array(n);
+    let count = 0;
+    let batch: NumericRegion | undefined;
+    // Nearly every address lies in the region of the one before: a guest's RAM is a region or two.
+    let region: NumericRegion | undefined;
     for (let k = 0; k < n; k++) {
       const at = addrs[k]!;
-      const region = this.closed ? undefined : this.spanAt(at, length);
+      if (region === undefined || at < region.startN || at + length > region.endN)
+        region = this.closed ? undefined : this.spanAt(at, length);
       if (region?.view) {
         const from = at - region.startN;
         region.view.copy(out, k * length, from, from + length);
         ok[k] = 1;
       } else if (region && (batch === undefined || region.fd === batch.fd)) {
-        batch ??= { fd: region.fd, pid: region.pid, indexes: [], offsets: [], bytes: 0 };
-        batch.indexes.push(k);
-        batch.offsets.push(region.fdOffsetN + (at - region.startN));
-        batch.bytes += length;
+        batch ??= region;
+        indexes[count] = k;
+        offsets[count++] = region.fdOffsetN + (at - region.startN);
       } else this.readOneInto(at, length, out, ok, k);
     }
-    if (batch !== undefined) this.readPackedBatch(batch, addrs, length, out, ok);
+    if (batch !== undefined) {
+      const read = { fd: batch.fd, pid: batch.pid, offsets: offsets.subarray(0, count) };
+      this.readPackedBatch(read, indexes.subarray(0, count), addrs, length, out, ok);
+    }
     return { out, ok };
   }
 
   /** The batch's reads into their places in `out`: straight there when the batch is all of them. */
   private readPackedBatch(
-    batch: Batch,
+    batch: NativeBatch,
+    indexes: Uint32Array,
     addrs: Float64Array,
     length: number,
     out: Buffer,
     ok: Uint8Array,
   ): void {
-    const { indexes } = batch;
     const whole = indexes.length === addrs.length;
-    const packed = whole ? out : Buffer.allocUnsafe(batch.bytes);
+    const packed = whole ? out : Buffer.allocUnsafe(indexes.length * length);
     const got = readNative(batch, new Uint32Array(indexes.length).fill(length), packed);
     for (let i = 0; i < indexes.length; i++) {
       const k = indexes[i]!;
@@ -302,8 +315,8 @@ export class FdPhysicalMemory implements PhysicalMemory {
  * One native call for a batch, laid out in request order in `out`: process_vm_readv where the
  * descriptor is a process's memory (and the kernel allows it), else a pread each.
  */
-function readNative(batch: Batch, lengths: Uint32Array, out: Buffer): Int32Array | undefined {
-  const offsets = Float64Array.from(batch.offsets);
+function readNative(batch: NativeBatch, lengths: Uint32Array, out: Buffer): Int32Array | undefined {
+  const offsets = batch.offsets instanceof Float64Array ? batch.offsets : Float64Array.from(batch.offsets);
   return (
     (batch.pid !== undefined ? readProcessMany(batch.pid, offsets, lengths, out) : undefined) ??
     preadMany(batch.fd, offsets, lengths, out)

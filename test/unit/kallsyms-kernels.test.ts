@@ -5,6 +5,7 @@ import { ensureKernel } from "../../src/guests/kernels.js";
 import {
   type KallsymsLayout,
   type SymbolTable,
+  kallsymsSpan,
   layoutElfImage,
   recoverKallsyms,
   recoverKallsymsWithLayout,
@@ -138,6 +139,23 @@ for (const id of ["6.1", "6.12"] as const) {
       assert.equal(layout.numSyms, table.size);
       assert.deepEqual(layout.order, want.order);
       assert.equal(layout.addressing, "relative-absolute-percpu");
+    });
+
+    test("kallsymsSpan runs from the first kallsyms table to the end of the last", () => {
+      const span = kallsymsSpan(layout);
+      assert.ok(span);
+      const end = span.start + BigInt(span.size);
+      // 6.1 ends with token_index (256 u16), 6.12 with seqs_of_names (3 bytes a symbol).
+      const last =
+        id === "6.1"
+          ? { at: layout.tokenIndexAddr, size: 512n }
+          : { at: layout.seqsOfNamesAddr!, size: 3n * BigInt(table.size) };
+      assert.equal(layout.order.at(-1), id === "6.1" ? "token_index" : "seqs_of_names");
+      assert.equal(end, last.at + last.size);
+      const starts = [layout.numSymsAddr, layout.namesAddr, layout.markersAddr, layout.tokenTableAddr];
+      assert.equal(span.start, starts.concat(layout.offsetsAddr!).reduce((a, b) => (a < b ? a : b)));
+      // The recovered table's own bytes: the names decode to it, so they lie in the span too.
+      for (const at of starts) assert.ok(at >= span.start && at < end);
     });
 
     test("per-CPU variables keep their offsets; the rest slide with rebase", () => {

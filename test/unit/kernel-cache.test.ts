@@ -12,10 +12,17 @@ const root = mkdtempSync(join(tmpdir(), "vmsight-cache-test-"));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const BASE = 0xffffffff8a000000n;
-const place: BuildPlace = { bannerOffset: 0x1200000n, btfOffset: 0x2400000n, btfSize: 4 };
+const place: BuildPlace = {
+  bannerOffset: 0x1200000n,
+  btfOffset: 0x2400000n,
+  btfSize: 4,
+  kallsymsOffset: 0x1800000n,
+  kallsymsSize: 0x40000,
+};
 const identity: BuildIdentity = {
   banner: "Linux version 6.1.0-50-amd64 (x) #1 SMP",
   btf: Uint8Array.of(1, 2, 3, 4),
+  kallsymsSha256: () => "k".repeat(64),
 };
 const symbols: KernelSymbol[] = [
   { name: "fixed_percpu_data", address: 0n, type: "A", absolute: true },
@@ -86,6 +93,15 @@ describe("KernelCache", () => {
       cache.find(BASE, () => ({ ...identity, btf: Uint8Array.of(1, 2, 3, 5) })),
       undefined,
     );
+  });
+
+  test("changed kallsyms bytes miss: a damaged dump or a rewritten table is not the build kept", () => {
+    const cache = storedCache();
+    assert.equal(
+      cache.find(BASE, () => ({ ...identity, kallsymsSha256: () => "d".repeat(64) })),
+      undefined,
+    );
+    assert.ok(cache.find(BASE, () => identity));
   });
 
   test("an unreadable place misses, and clear() forgets every build", () => {

@@ -224,3 +224,32 @@ test("absurd lengths are typed errors, not RangeErrors", () => {
   }
   assert.throws(() => space.readCString(va(0x400000n), -5), VmsightError);
 });
+
+test("readPacked: every entry read in one batch, and only where it lies in one physical piece", () => {
+  const { a, b, pt, space } = setup(16);
+  // 0x410000..0x412000 is A again, both pages in physical order: a read across them is one piece.
+  pt.map(0x410000n, 0x10000n, 4096);
+  pt.map(0x411000n, 0x11000n, 4096);
+  const addrs = [0x400010n, 0x401000n, 0x410ff8n, 0x400ff8n, 0x402000n, 0x403000n, 0x401ffcn];
+  const { out, ok } = space.readPacked(addrs, 16);
+  const entry = (k: number) => out.subarray(k * 16, (k + 1) * 16);
+  assert.deepEqual([...ok], [1, 1, 1, 0, 0, 0, 0]);
+  assert.deepEqual(entry(0), a.subarray(0x10, 0x20));
+  assert.deepEqual(entry(1), b.subarray(0, 16));
+  assert.deepEqual(entry(2), a.subarray(0xff8, 0x1008));
+  // Not read: across into a distant page, an unmapped page, a hole, past the end of the mapping.
+  assert.deepEqual(entry(3), Buffer.alloc(16));
+  // What an entry not read here becomes when read alone: the fault that names the address.
+  assertFault(() => space.read(va(0x401ffcn), 16), 0x402000n, /PTE not present/);
+  assert.deepEqual([...space.readPacked([], 8).ok], []);
+  assert.deepEqual([...space.readPacked([0x400000n], 4097).ok], [0], "longer than a page: read alone");
+});
+
+test("readPacked on the identity space: a physical address not exact as a number is read alone", () => {
+  const mem = new BufferPhysicalMemory();
+  mem.map(0x1000, 0x1000).fill(7);
+  const space = AddressSpace.identity(mem);
+  const got = space.readPacked([0x1000n, 1n << 60n], 4);
+  assert.deepEqual([...got.ok], [1, 0]);
+  assert.deepEqual(got.out.subarray(0, 4), Buffer.alloc(4, 7));
+});

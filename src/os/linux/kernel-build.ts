@@ -3,6 +3,7 @@ import type { AddressSpace } from "../../arch/x86/address-space.js";
 import { btfLayout } from "../../symbols/btf-layout.js";
 import { TypeDb } from "../../symbols/btf/db.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
+import { type KallsymsLayout, kallsymsSpan } from "../../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { type RecordedLayout, recordedLayout } from "../../symbols/recorded-layout.js";
@@ -34,9 +35,10 @@ export function btfFromBytes(bytes: Uint8Array): { layout: StructLayout; typeCou
 }
 
 /**
- * The banner and BTF where a cache entry says they lie, or undefined when the banner cannot be
- * read. The BTF (megabytes) is read when first asked for, so an entry of another build costs
- * only its banner; a BTF that cannot be read throws then (KernelCache.find takes that as a miss).
+ * The banner, BTF and kallsyms where a cache entry says they lie, or undefined when the banner
+ * cannot be read. The BTF and kallsyms (megabytes) are read when first asked for, so an entry of
+ * another build costs only its banner; bytes that cannot be read throw then (KernelCache.find
+ * takes that as a miss).
  */
 export function readIdentity(
   kernel: AddressSpace,
@@ -44,6 +46,7 @@ export function readIdentity(
   place: BuildPlace,
 ): BuildIdentity | undefined {
   if (place.btfSize <= 0 || place.btfSize > MAX_BTF) return undefined;
+  if (place.kallsymsSize <= 0 || place.kallsymsSize > MAX_KALLSYMS) return undefined;
   let banner: string;
   try {
     banner = kernel.readCString(va(base + place.bannerOffset), 512).trimEnd();
@@ -51,6 +54,7 @@ export function readIdentity(
     return undefined;
   }
   let btf: Uint8Array | undefined;
+  const hashing = new GuestHasher(kernel);
   return {
     banner,
     get btf() {
@@ -58,29 +62,39 @@ export function readIdentity(
       return btf;
     },
     btfSha256: () =>
-      btf === undefined ? hashGuestBytes(kernel, base + place.btfOffset, place.btfSize) : sha256(btf),
+      btf === undefined ? hashing.sha256(base + place.btfOffset, place.btfSize) : sha256(btf),
+    kallsymsSha256: () => hashing.sha256(base + place.kallsymsOffset, place.kallsymsSize),
   };
 }
+
+/** kallsyms of 2,000,000 symbols (recover.ts's MAX_SYMS) fit in this. */
+const MAX_KALLSYMS = 256 << 20;
 
 /** Bytes hashed at once: one buffer, reused, instead of megabytes of fresh memory for the whole blob. */
 const HASH_CHUNK = 1 << 20;
 
 /**
- * SHA-256 of guest bytes read a chunk at a time into one buffer. Every command on a build seen
- * before checks the BTF's hash, and needs the BTF itself only for a question the entry's answers
- * lack: holding all of it would cost megabytes of memory the process touches for the first time.
+ * SHA-256 of guest bytes read a chunk at a time into one buffer, shared by the hashes of one
+ * identity. Every command on a build seen before checks the BTF's and kallsyms' hashes, and
+ * needs the BTF itself only for a question the entry's answers lack: holding all of it would
+ * cost megabytes of memory the process touches for the first time.
  */
-function hashGuestBytes(kernel: AddressSpace, start: bigint, size: number): string {
-  const hash = createHash("sha256");
-  const chunk = Buffer.allocUnsafeSlow(Math.min(HASH_CHUNK, size));
-  for (let done = 0; done < size; ) {
-    const n = Math.min(chunk.length, size - done);
-    const part = chunk.subarray(0, n);
-    kernel.readInto(va(start + BigInt(done)), part);
-    hash.update(part);
-    done += n;
+class GuestHasher {
+  private chunk: Buffer | undefined;
+
+  constructor(private readonly kernel: AddressSpace) {}
+
+  sha256(start: bigint, size: number): string {
+    const hash = createHash("sha256");
+    this.chunk ??= Buffer.allocUnsafeSlow(HASH_CHUNK);
+    for (let done = 0; done < size; ) {
+      const part = this.chunk.subarray(0, Math.min(HASH_CHUNK, size - done));
+      this.kernel.readInto(va(start + BigInt(done)), part);
+      hash.update(part);
+      done += part.length;
+    }
+    return hash.digest("hex");
   }
-  return hash.digest("hex");
 }
 
 /** The symbols and types of a build seen before; BTF is parsed only for a question not asked then. */
@@ -106,20 +120,29 @@ export function fromCache(cached: CachedBuild): { symbols: SymbolTable; btf: Loa
  */
 export function rememberBuild(
   cache: KernelCache,
+  kernel: AddressSpace,
   base: bigint,
   banner: { text: string; address: bigint | undefined },
-  symbols: SymbolTable,
+  kallsyms: { symbols: SymbolTable; layout: KallsymsLayout | undefined },
   btf: LoadedBtf,
   log: (line: string) => void,
 ): LoadedBtf {
-  if (banner.address === undefined || banner.text === "") return btf;
+  const span = kallsyms.layout && kallsymsSpan(kallsyms.layout);
+  if (banner.address === undefined || banner.text === "" || span === undefined) return btf;
   try {
     const place = {
       bannerOffset: banner.address - base,
       btfOffset: btf.start - base,
       btfSize: btf.bytes.length,
+      kallsymsOffset: span.start - base,
+      kallsymsSize: span.size,
     };
-    const save = cache.store(base, place, { banner: banner.text, btf: btf.bytes }, symbols, btf.typeCount);
+    const id = {
+      banner: banner.text,
+      btf: btf.bytes,
+      kallsymsSha256: () => new GuestHasher(kernel).sha256(span.start, span.size),
+    };
+    const save = cache.store(base, place, id, kallsyms.symbols, btf.typeCount);
     const recorded = recordedLayout(() => btf.layout, {}, BTF_SOURCE);
     keepAnswersAtExit(recorded, save);
     return { ...btf, layout: recorded.layout };

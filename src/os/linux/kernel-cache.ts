@@ -22,10 +22,11 @@ import { addToEach } from "../../util/u64-column.js";
 /**
  * What vmsight learned about one kernel build (its kallsyms, the struct layout answers its
  * commands asked of its BTF), kept on disk so that the next command on any guest running that
- * build skips reading the image and parsing BTF. An entry is only used after the build's identity
- * is read again from the guest at the place the entry says it lies: the `linux_banner` string and
- * a SHA-256 of the BTF bytes. A guest whose banner or BTF differs gets a miss, never a stale
- * answer.
+ * build skips reading the image and parsing BTF. An entry is only used after what it was learned
+ * from is read again from the guest at the place the entry says it lies: the `linux_banner`
+ * string, and a SHA-256 of the BTF bytes and of the kallsyms tables. A guest whose banner, BTF or
+ * kallsyms differ gets a miss, never a stale answer: a damaged dump or a guest that rewrote its
+ * kallsyms cannot hand its symbols to the next guest of that build.
  */
 
 /** Where a build keeps what identifies it, relative to the start of the kernel image. */
@@ -33,6 +34,9 @@ export interface BuildPlace {
   readonly bannerOffset: bigint;
   readonly btfOffset: bigint;
   readonly btfSize: number;
+  /** The kallsyms tables, first to last (kallsymsSpan). */
+  readonly kallsymsOffset: bigint;
+  readonly kallsymsSize: number;
 }
 
 export interface BuildIdentity {
@@ -40,6 +44,8 @@ export interface BuildIdentity {
   readonly btf: Uint8Array;
   /** SHA-256 (hex) of `btf`, where the source can hash it without holding it all. */
   btfSha256?(): string;
+  /** SHA-256 (hex) of the kallsyms tables' bytes. */
+  kallsymsSha256(): string;
 }
 
 export interface CachedBuild {
@@ -52,12 +58,14 @@ export interface CachedBuild {
   saveAnswers(answers: LayoutAnswers): void;
 }
 
-interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset"> {
-  readonly version: 3;
+interface Header extends Omit<BuildPlace, "bannerOffset" | "btfOffset" | "kallsymsOffset"> {
+  readonly version: 4;
   readonly banner: string;
   readonly bannerOffset: string;
   readonly btfOffset: string;
   readonly btfSha256: string;
+  readonly kallsymsOffset: string;
+  readonly kallsymsSha256: string;
   readonly typeCount: number;
 }
 
@@ -90,14 +98,17 @@ export class KernelCache {
     for (const name of this.headers()) {
       try {
         const h = JSON.parse(readFileSync(join(this.dir, name), "utf8")) as Header;
-        if (h.version !== 3) continue;
+        if (h.version !== 4) continue;
         const place = {
           bannerOffset: BigInt(h.bannerOffset),
           btfOffset: BigInt(h.btfOffset),
           btfSize: h.btfSize,
+          kallsymsOffset: BigInt(h.kallsymsOffset),
+          kallsymsSize: h.kallsymsSize,
         };
         const id = read(place);
         if (!id || id.banner !== h.banner || (id.btfSha256?.() ?? sha256(id.btf)) !== h.btfSha256) continue;
+        if (id.kallsymsSha256() !== h.kallsymsSha256) continue;
         const key = name.slice(0, -".json".length);
         const answersPath = join(this.dir, `${key}.layout.json`);
         return {
@@ -128,12 +139,15 @@ export class KernelCache {
     const btfSha256 = sha256(id.btf);
     const key = sha256(`${id.banner}\0${btfSha256}`).slice(0, 24);
     const header: Header = {
-      version: 3,
+      version: 4,
       banner: id.banner,
       bannerOffset: place.bannerOffset.toString(),
       btfOffset: place.btfOffset.toString(),
       btfSize: place.btfSize,
       btfSha256,
+      kallsymsOffset: place.kallsymsOffset.toString(),
+      kallsymsSize: place.kallsymsSize,
+      kallsymsSha256: id.kallsymsSha256(),
       typeCount,
     };
     this.ensureDir();
@@ -273,11 +287,26 @@ function decodeSymbols(data: Buffer, base: bigint): SymbolTable {
   const byName = column((b, o, l) => new Uint32Array(b, o, l), slots * 4, 4);
   const absolute = take(n, 1);
   const types = take(n, 1);
-  // Kernel symbol names are ASCII, which Latin-1 decodes as it is and faster than UTF-8 (2 MB of
-  // names for 6.1: ~5.5 ms against ~7.5); a name outside ASCII (stored as UTF-8) makes the lengths
-  // differ, and is decoded as UTF-8.
-  let names = data.toString("latin1", at);
-  if (names.length !== starts[n]) names = data.toString("utf8", at);
+  // Kernel symbol names are ASCII: then each name is read from the file's bytes when looked up
+  // (see SymbolArrays.asciiNames). UTF-8 is longer than its UTF-16 count exactly when a name is
+  // not ASCII: then all are decoded now.
+  const nameBytes = data.subarray(at);
+  const arrays = { count: n, addresses, absolute, types, starts, byName };
+  if (nameBytes.length === starts[n]) {
+    let names: string | undefined;
+    return SymbolTable.fromArrays(
+      {
+        ...arrays,
+        asciiNames: nameBytes,
+        get names() {
+          names ??= nameBytes.toString("latin1");
+          return names;
+        },
+      },
+      base,
+    );
+  }
+  const names = nameBytes.toString("utf8");
   if (names.length !== starts[n]) throw new Error("damaged symbol file");
-  return SymbolTable.fromArrays({ count: n, addresses, absolute, types, names, starts, byName }, base);
+  return SymbolTable.fromArrays({ ...arrays, names }, base);
 }

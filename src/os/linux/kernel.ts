@@ -9,7 +9,7 @@ import { type Mapping, enumerateMappings } from "../../arch/x86/mappings.js";
 import type { PhysicalMemory } from "../../memory/types.js";
 import type { Btf } from "../../symbols/btf/btf.js";
 import { parseBtf } from "../../symbols/btf/parse.js";
-import { recoverKallsyms } from "../../symbols/kallsyms/recover.js";
+import { type KallsymsLayout, recoverKallsymsWithLayout } from "../../symbols/kallsyms/recover.js";
 import type { SymbolTable } from "../../symbols/kallsyms/table.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { type PhysAddr, type VirtAddr, hex, pa, va } from "../../util/address.js";
@@ -120,9 +120,10 @@ export function discoverKernel(
     btf = timed("store", () =>
       rememberBuild(
         build,
+        kernel,
         base,
         { text: banner, address: bannerAddr },
-        symbols,
+        { symbols, layout: recovered?.kallsyms },
         loaded,
         opts.log ?? (() => {}),
       ),
@@ -230,10 +231,11 @@ interface ImageRead {
 function recoverFromImage(
   mem: PhysicalMemory,
   image: ReturnType<typeof imageMappings>,
-): { symbols: SymbolTable; read: ImageRead } {
+): { symbols: SymbolTable; read: ImageRead; kallsyms: KallsymsLayout } {
   const from = (wanted: (m: Mapping) => boolean) => {
     const read = readKernelImage(mem, image, wanted);
-    return { symbols: recoverKallsyms(read.bytes, image.base, { within: read.ranges }), read };
+    const found = recoverKallsymsWithLayout(read.bytes, image.base, { within: read.ranges });
+    return { symbols: found.table, read, kallsyms: found.layout };
   };
   try {
     return from((m) => !m.writable && !m.executable);

@@ -145,11 +145,15 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
   try {
     const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), BigInt(slotsAt!));
     const first = BigInt(tasksAt! + PIDTYPE_TGID * 8);
-    ctx.kernel.prefetch(pids.map((p) => ({ addr: p + first, length: 8 })));
+    const nodes = ctx.kernel.readPacked(
+      pids.map((p) => p + first),
+      8,
+    );
     const link = BigInt(linksAt! + PIDTYPE_TGID * hlist!);
     const out: bigint[] = [];
-    for (const p of pids) {
-      const node = ctx.kernel.readU64(va(p + first));
+    for (let k = 0; k < pids.length; k++) {
+      const node =
+        nodes.ok[k] === 1 ? nodes.out.readBigUInt64LE(k * 8) : ctx.kernel.readU64(va(pids[k]! + first));
       if (node !== 0n && isKernelPointer(node, ctx.bounds)) out.push(node - link);
     }
     return out;

@@ -91,16 +91,20 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
   const found: (ProcessStrings | undefined)[] = tasks.map((t) => (t.mm === 0n ? EMPTY : undefined));
   const format = ctx.kernel.format;
   if (!format) return found;
-  const { start, length } = mmFields(ctx.layout);
+  const { start, length, at } = mmFields(ctx.layout);
   const users = tasks.flatMap((t, i) => (t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds) ? [i] : []));
-  ctx.kernel.prefetch(users.map((i) => ({ addr: tasks[i]!.mm + BigInt(start), length })));
+  const from = BigInt(start);
+  const mms = ctx.kernel.readPacked(
+    users.map((i) => tasks[i]!.mm + from),
+    length,
+  );
   const walks: { root: bigint; addr: bigint; length: number }[] = [];
   const whose: number[] = [];
-  for (const i of users) {
-    const argv = oneArgvPage(ctx, tasks[i]!.mm);
+  for (let u = 0; u < users.length; u++) {
+    const argv = mms.ok[u] === 1 ? oneArgvPage(ctx, mmAt(mms.out, u * length, at)) : undefined;
     if (argv) {
       walks.push(argv);
-      whose.push(i);
+      whose.push(users[u]!);
     }
   }
   translateMany(ctx.kernel.mem, format, walks).forEach((phys, k) => {
@@ -118,10 +122,9 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
 /** The walk to a process's argv when it is non-empty, in user space and within one page. */
 function oneArgvPage(
   ctx: KernelContext,
-  mmPtr: bigint,
+  mm: MmRanges,
 ): { root: bigint; addr: bigint; length: number } | undefined {
   try {
-    const mm = readMm(ctx, mmPtr);
     const length = mm.argEnd - mm.argStart;
     if (length <= 0n || length > PAGE - (mm.argStart & (PAGE - 1n))) return undefined;
     if (!isUserAddress(mm.argStart, ctx.bounds) || mm.argEnd > ctx.bounds.userEnd) return undefined;
@@ -173,13 +176,17 @@ function mmFields(L: StructLayout): MmFields {
 function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
   const mm = checkKernelPointer(mmPtr, ctx.bounds, "task mm");
   const { start, length, at } = mmFields(ctx.layout);
-  const b = ctx.kernel.peek(va(mm + BigInt(start)), length);
+  return mmAt(ctx.kernel.peek(va(mm + BigInt(start)), length), 0, at);
+}
+
+/** The fields of an mm_struct whose span (see MmFields) starts at byte `from` of `b`. */
+function mmAt(b: Buffer, from: number, at: MmFields["at"]): MmRanges {
   return {
-    pgd: b.readBigUInt64LE(at[0]),
-    argStart: b.readBigUInt64LE(at[1]),
-    argEnd: b.readBigUInt64LE(at[2]),
-    envStart: b.readBigUInt64LE(at[3]),
-    envEnd: b.readBigUInt64LE(at[4]),
+    pgd: b.readBigUInt64LE(from + at[0]),
+    argStart: b.readBigUInt64LE(from + at[1]),
+    argEnd: b.readBigUInt64LE(from + at[2]),
+    envStart: b.readBigUInt64LE(from + at[3]),
+    envEnd: b.readBigUInt64LE(from + at[4]),
   };
 }
 

@@ -261,11 +261,27 @@ interface RawTask {
 
 function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   const o = taskOffsets(ctx.layout);
-  const { places: p } = o;
   const parts = o.clusters.map((c) => ctx.kernel.peek(va(addr + BigInt(c.start)), c.length));
-  const u32 = (m: Place) => parts[m.part]!.readUInt32LE(m.at);
-  const u64 = (m: Place) => parts[m.part]!.readBigUInt64LE(m.at);
-  const comm = parts[p.comm.part]!.subarray(p.comm.at, p.comm.at + o.commSize);
+  return decodeRawTask(
+    o,
+    addr,
+    parts,
+    o.clusters.map(() => 0),
+  );
+}
+
+/** The task_struct at `addr` from its clusters: cluster i lies in parts[i] from byte at[i]. */
+function decodeRawTask(
+  o: TaskOffsets,
+  addr: VirtAddr,
+  parts: readonly Buffer[],
+  at: readonly number[],
+): RawTask {
+  const { places: p } = o;
+  const u32 = (m: Place) => parts[m.part]!.readUInt32LE(at[m.part]! + m.at);
+  const u64 = (m: Place) => parts[m.part]!.readBigUInt64LE(at[m.part]! + m.at);
+  const commAt = at[p.comm.part]! + p.comm.at;
+  const comm = parts[p.comm.part]!.subarray(commAt, commAt + o.commSize);
   const nul = comm.indexOf(0);
   return {
     addr,
@@ -286,33 +302,87 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   };
 }
 
+/**
+ * The task_structs at `addrs`, each cluster of all of them read in one batch; a task missing
+ * from the answer could not be read that way (the walk reads it alone, and reports why).
+ */
+function readRawTasks(ctx: KernelContext, addrs: readonly VirtAddr[]): Map<bigint, RawTask> {
+  const o = taskOffsets(ctx.layout);
+  const parts = o.clusters.map((c) => {
+    const start = BigInt(c.start);
+    return ctx.kernel.readPacked(
+      addrs.map((a) => a + start),
+      c.length,
+    );
+  });
+  const views = parts.map((r) => r.out);
+  const found = new Map<bigint, RawTask>();
+  for (let k = 0; k < addrs.length; k++) {
+    if (!parts.every((r) => r.ok[k] === 1)) continue;
+    const at = o.clusters.map((c) => k * c.length);
+    found.set(addrs[k]!, decodeRawTask(o, addrs[k]!, views, at));
+  }
+  return found;
+}
+
 interface Ids {
   uid: number | undefined;
   gid: number | undefined;
   euid: number | undefined;
 }
 
-function readIds(ctx: KernelContext, cred: bigint | undefined, warnings: string[]): Ids {
+function readIds(
+  ctx: KernelContext,
+  cred: bigint | undefined,
+  warnings: string[],
+  readAhead?: ReadonlyMap<bigint, Ids>,
+): Ids {
   const ids = taskOffsets(ctx.layout).credIds;
   const none = { uid: undefined, gid: undefined, euid: undefined };
   if (cred === undefined || ids === undefined) return none;
+  const known = readAhead?.get(cred);
+  if (known) return known;
   if (!isKernelPointer(cred, ctx.bounds)) {
     warnings.push(`cred pointer ${hex(cred)} is not a kernel pointer`);
     return none;
   }
-  const { start, length } = ids;
   try {
-    const b = ctx.kernel.peek(va(cred + BigInt(start)), length);
-    return {
-      uid: b.readUInt32LE(ids.uid - start),
-      gid: b.readUInt32LE(ids.gid - start),
-      euid: b.readUInt32LE(ids.euid - start),
-    };
+    return idsAt(ctx.kernel.peek(va(cred + BigInt(ids.start)), ids.length), 0, ids);
   } catch (error) {
     if (!(error instanceof VmsightError)) throw error;
     warnings.push(`cred at ${hex(cred)} is unreadable: ${error.message}`);
     return none;
   }
+}
+
+function idsAt(b: Buffer, at: number, ids: NonNullable<TaskOffsets["credIds"]>): Ids {
+  const from = at - ids.start;
+  return {
+    uid: b.readUInt32LE(from + ids.uid),
+    gid: b.readUInt32LE(from + ids.gid),
+    euid: b.readUInt32LE(from + ids.euid),
+  };
+}
+
+/**
+ * The ids in every task's cred, all creds read in one batch (kernel threads share init_cred: it
+ * is read once). A cred missing from the answer is read alone by readIds, which reports why.
+ */
+function readAllIds(ctx: KernelContext, raws: readonly RawTask[]): Map<bigint, Ids> {
+  const found = new Map<bigint, Ids>();
+  const ids = taskOffsets(ctx.layout).credIds;
+  if (!ids) return found;
+  const creds = new Set<bigint>();
+  for (const r of raws) if (r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds)) creds.add(r.cred);
+  const addrs = [...creds];
+  const start = BigInt(ids.start);
+  const got = ctx.kernel.readPacked(
+    addrs.map((c) => c + start),
+    ids.length,
+  );
+  for (let k = 0; k < addrs.length; k++)
+    if (got.ok[k] === 1) found.set(addrs[k]!, idsAt(got.out, k * ids.length, ids));
+  return found;
 }
 
 /** real_parent's tgid, from tasks already read when possible (one read otherwise). */
@@ -345,11 +415,12 @@ function toTaskInfo(
   raw: RawTask,
   known: Map<bigint, number>,
   opts: TaskOptions,
+  credIds?: ReadonlyMap<bigint, Ids>,
 ): TaskInfo {
   const warnings: string[] = [];
   if (!raw.commTerminated) warnings.push("comm has no NUL terminator");
   const ppid = parentTgid(ctx, raw, known, warnings);
-  const ids = readIds(ctx, raw.cred, warnings);
+  const ids = readIds(ctx, raw.cred, warnings, credIds);
   const isKernelThread = (raw.flags & PF_KTHREAD) !== 0;
   const comm = decodeGuestBytes(raw.commBytes);
   return {
@@ -385,9 +456,12 @@ export function readTask(ctx: KernelContext, addr: VirtAddr, opts: TaskOptions =
 export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[] {
   // Fails on a missing member before anything is read.
   const tasksAt = BigInt(taskOffsets(ctx.layout).tasks);
-  prefetchLeaders(ctx);
-  // Each task_struct's parts are read as the walk reaches it, `tasks` among them: its `next`
-  // pointer is then taken from that read instead of a read of its own.
+  // The walk is a chain of dependent reads (on memory read by system calls, a call each). The
+  // pid table says where the leaders are, in a few batched reads: their task_structs are read in
+  // one batch first. Only a hint: the walk follows, checks and reports the list itself.
+  const ahead = readRawTasks(ctx, leaderTaskHints(ctx).map(va));
+  // Each task_struct's parts are read as the walk reaches it (or were, ahead), `tasks` among
+  // them: its `next` pointer is then taken from that read instead of a read of its own.
   const links = { last: -1n, next: 0n };
   const mem: LinkMemory = {
     bounds: ctx.bounds,
@@ -397,7 +471,7 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   for (const node of listForEach(mem, initTask(ctx) + tasksAt, "task_struct.tasks")) {
     const addr = va(node - tasksAt);
     try {
-      const raw = readRawTask(ctx, addr);
+      const raw = ahead.get(addr) ?? readRawTask(ctx, addr);
       raws.push(raw);
       links.last = node;
       links.next = raw.next;
@@ -408,38 +482,8 @@ export function listTasks(ctx: KernelContext, opts: TaskOptions = {}): TaskInfo[
   }
   const known = new Map<bigint, number>([[initTask(ctx), 0]]);
   for (const r of raws) known.set(r.addr, r.tgid);
-  prefetchTaskLinks(ctx, raws);
-  return raws.map((r) => toTaskInfo(ctx, r, known, opts));
-}
-
-/**
- * The walk is a chain of dependent reads, one task_struct after another: on memory read by
- * system calls, one call each. The pid table says where the leaders are in a few batched reads,
- * so their parts are fetched in one batch first and the walk finds them in the cache. Only a
- * hint: the walk reads, checks and reports everything it lists itself.
- */
-function prefetchLeaders(ctx: KernelContext): void {
-  if (ctx.kernel.mem.mapped) return;
-  const { clusters } = taskOffsets(ctx.layout);
-  const reads: { addr: bigint; length: number }[] = [];
-  for (const task of leaderTaskHints(ctx))
-    for (const c of clusters) reads.push({ addr: task + BigInt(c.start), length: c.length });
-  ctx.kernel.prefetch(reads);
-}
-
-/**
- * Every task's uid/gid/euid from its cred, fetched in one batch before they are read one by one:
- * on memory read by system calls that is one call instead of one per task. Only a hint: a
- * pointer that is bad is reported by the read that follows.
- */
-function prefetchTaskLinks(ctx: KernelContext, raws: readonly RawTask[]): void {
-  const span = taskOffsets(ctx.layout).credIds;
-  if (!span) return;
-  // Kernel threads share init_cred (a forked process has a cred of its own): each is fetched once.
-  const creds = new Set<bigint>();
-  for (const r of raws) if (r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds)) creds.add(r.cred);
-  const start = BigInt(span.start);
-  ctx.kernel.prefetch([...creds].map((cred) => ({ addr: cred + start, length: span.length })));
+  const credIds = readAllIds(ctx, raws);
+  return raws.map((r) => toTaskInfo(ctx, r, known, opts, credIds));
 }
 
 /**

@@ -3,6 +3,7 @@ export {
   type KallsymsLayout,
   type RecoverOptions,
   MAX_SYMS,
+  kallsymsSpan,
   locateKallsyms,
   recoverKallsyms,
   recoverKallsymsWithLayout,

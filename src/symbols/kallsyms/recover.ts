@@ -347,3 +347,28 @@ function describe(r: ImageReader, tt: TokenTables, nf: NamesFound, a: AddressesF
     order,
   };
 }
+
+/**
+ * Where the kallsyms tables lie, from the first to the end of the last, or undefined when the
+ * last is one whose length the layout does not give (names, token_table: neither ends a table
+ * set any kernel has built). A kept symbol table is trusted only while these bytes are the same.
+ */
+export function kallsymsSpan(layout: KallsymsLayout): { start: bigint; size: number } | undefined {
+  const n = layout.numSyms;
+  const tables: [bigint | undefined, number | undefined][] = [
+    [layout.numSymsAddr, 4],
+    [layout.namesAddr, undefined],
+    [layout.markersAddr, ((n + 255) >> 8) * layout.markerSize],
+    [layout.seqsOfNamesAddr, 3 * n],
+    [layout.tokenTableAddr, undefined],
+    [layout.tokenIndexAddr, 256 * 2],
+    [layout.offsetsAddr, 4 * n],
+    [layout.relativeBaseAddr, 8],
+    [layout.addressesAddr, 8 * n],
+  ];
+  const present = tables.filter((t): t is [bigint, number | undefined] => t[0] !== undefined);
+  const start = present.reduce((lo, [at]) => (at < lo ? at : lo), present[0]![0]);
+  const [lastAt, lastSize] = present.reduce((hi, t) => (t[0] > hi[0] ? t : hi));
+  if (lastSize === undefined) return undefined;
+  return { start, size: Number(lastAt - start) + lastSize };
+}

@@ -49,6 +49,13 @@ export interface SymbolArrays {
   readonly types: Uint8Array;
   /** Every name, back to back: name i is names.slice(starts[i], starts[i + 1]). */
   readonly names: string;
+  /**
+   * The same names as bytes, when every one is ASCII (a byte a UTF-16 unit): name i is then read
+   * from them alone, and `names` may be a getter that decodes them all only if asked for whole.
+   * A kept build's names (2 MB for 6.1) are read this way from the mapped file: decoding them all
+   * copied them into memory the process had not touched (~6 ms of page faults here).
+   */
+  readonly asciiNames?: Buffer;
   readonly starts: Uint32Array;
   /** buildNameIndex over the names. */
   readonly byName: Uint32Array;
@@ -238,6 +245,7 @@ export class SymbolTable {
 }
 
 function nameOf(a: SymbolArrays, i: number): string {
+  if (a.asciiNames) return a.asciiNames.toString("latin1", a.starts[i]!, a.starts[i + 1]!);
   return a.names.slice(a.starts[i]!, a.starts[i + 1]!);
 }
 
