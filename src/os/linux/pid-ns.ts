@@ -1,4 +1,5 @@
 import { type VirtAddr, hex, va } from "../../util/address.js";
+import { viewOf } from "../../util/data-view.js";
 import { FaultError, GuestDataError } from "../../util/errors.js";
 import type { KernelContext } from "./context.js";
 import { isKernelPointer } from "./walk.js";
@@ -150,10 +151,11 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
       8,
     );
     const link = BigInt(linksAt! + PIDTYPE_TGID * hlist!);
+    const view = viewOf(nodes.out);
     const out: bigint[] = [];
     for (let k = 0; k < pids.length; k++) {
       const node =
-        nodes.ok[k] === 1 ? nodes.out.readBigUInt64LE(k * 8) : ctx.kernel.readU64(va(pids[k]! + first));
+        nodes.ok[k] === 1 ? view.getBigUint64(k * 8, true) : ctx.kernel.readU64(va(pids[k]! + first));
       if (node !== 0n && isKernelPointer(node, ctx.bounds)) out.push(node - link);
     }
     return out;
@@ -187,8 +189,8 @@ function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): big
     if (out.length > MAX_HINTS || seen.size > MAX_HINTS / XA_CHUNK) break;
     ctx.kernel.prefetch(nodes.map((n) => ({ addr: n + slotsAt, length: XA_CHUNK * 8 })));
     level = nodes.flatMap((n) => {
-      const slots = ctx.kernel.read(va(n + slotsAt), XA_CHUNK * 8);
-      return Array.from({ length: XA_CHUNK }, (_, i) => slots.readBigUInt64LE(i * 8));
+      const slots = viewOf(ctx.kernel.read(va(n + slotsAt), XA_CHUNK * 8));
+      return Array.from({ length: XA_CHUNK }, (_, i) => slots.getBigUint64(i * 8, true));
     });
   }
   return out;

@@ -2,6 +2,7 @@ import type { AddressSpace } from "../../arch/x86/address-space.js";
 import { translateMany } from "../../arch/x86/walk.js";
 import type { StructLayout } from "../../symbols/layout.js";
 import { PAGE_SIZE, hex, va } from "../../util/address.js";
+import { viewOf } from "../../util/data-view.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import { decodeGuestStrings } from "../../util/guest-text.js";
 import type { KernelContext } from "./context.js";
@@ -98,10 +99,11 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
     users.map((i) => tasks[i]!.mm + from),
     length,
   );
+  const view = viewOf(mms.out);
   const walks: { root: bigint; addr: bigint; length: number }[] = [];
   const whose: number[] = [];
   for (let u = 0; u < users.length; u++) {
-    const argv = mms.ok[u] === 1 ? oneArgvPage(ctx, mmAt(mms.out, u * length, at)) : undefined;
+    const argv = mms.ok[u] === 1 ? oneArgvPage(ctx, mmAt(view, u * length, at)) : undefined;
     if (argv) {
       walks.push(argv);
       whose.push(users[u]!);
@@ -176,17 +178,17 @@ function mmFields(L: StructLayout): MmFields {
 function readMm(ctx: KernelContext, mmPtr: bigint): MmRanges {
   const mm = checkKernelPointer(mmPtr, ctx.bounds, "task mm");
   const { start, length, at } = mmFields(ctx.layout);
-  return mmAt(ctx.kernel.peek(va(mm + BigInt(start)), length), 0, at);
+  return mmAt(viewOf(ctx.kernel.peek(va(mm + BigInt(start)), length)), 0, at);
 }
 
-/** The fields of an mm_struct whose span (see MmFields) starts at byte `from` of `b`. */
-function mmAt(b: Buffer, from: number, at: MmFields["at"]): MmRanges {
+/** The fields of an mm_struct whose span (see MmFields) starts at byte `from` of `v`. */
+function mmAt(v: DataView, from: number, at: MmFields["at"]): MmRanges {
   return {
-    pgd: b.readBigUInt64LE(from + at[0]),
-    argStart: b.readBigUInt64LE(from + at[1]),
-    argEnd: b.readBigUInt64LE(from + at[2]),
-    envStart: b.readBigUInt64LE(from + at[3]),
-    envEnd: b.readBigUInt64LE(from + at[4]),
+    pgd: v.getBigUint64(from + at[0], true),
+    argStart: v.getBigUint64(from + at[1], true),
+    argEnd: v.getBigUint64(from + at[2], true),
+    envStart: v.getBigUint64(from + at[3], true),
+    envEnd: v.getBigUint64(from + at[4], true),
   };
 }
 

@@ -1,5 +1,6 @@
 import type { StructLayout } from "../../symbols/layout.js";
 import { type VirtAddr, hex, va } from "../../util/address.js";
+import { viewOf } from "../../util/data-view.js";
 import { FaultError, GuestDataError, VmsightError } from "../../util/errors.js";
 import { decodeGuestBytes } from "../../util/guest-text.js";
 import { parseBanner } from "./banner.js";
@@ -265,23 +266,24 @@ function readRawTask(ctx: KernelContext, addr: VirtAddr): RawTask {
   return decodeRawTask(
     o,
     addr,
-    parts,
+    { bytes: parts, views: parts.map(viewOf) },
     o.clusters.map(() => 0),
   );
 }
 
-/** The task_struct at `addr` from its clusters: cluster i lies in parts[i] from byte at[i]. */
-function decodeRawTask(
-  o: TaskOffsets,
-  addr: VirtAddr,
-  parts: readonly Buffer[],
-  at: readonly number[],
-): RawTask {
+/** Clusters of task_structs as read: cluster i of each in bytes[i] (and views[i], over the same bytes). */
+interface TaskParts {
+  readonly bytes: readonly Buffer[];
+  readonly views: readonly DataView[];
+}
+
+/** The task_struct at `addr` from its clusters: cluster i lies in parts.bytes[i] from byte at[i]. */
+function decodeRawTask(o: TaskOffsets, addr: VirtAddr, parts: TaskParts, at: readonly number[]): RawTask {
   const { places: p } = o;
-  const u32 = (m: Place) => parts[m.part]!.readUInt32LE(at[m.part]! + m.at);
-  const u64 = (m: Place) => parts[m.part]!.readBigUInt64LE(at[m.part]! + m.at);
+  const u32 = (m: Place) => parts.views[m.part]!.getUint32(at[m.part]! + m.at, true);
+  const u64 = (m: Place) => parts.views[m.part]!.getBigUint64(at[m.part]! + m.at, true);
   const commAt = at[p.comm.part]! + p.comm.at;
-  const comm = parts[p.comm.part]!.subarray(commAt, commAt + o.commSize);
+  const comm = parts.bytes[p.comm.part]!.subarray(commAt, commAt + o.commSize);
   const nul = comm.indexOf(0);
   return {
     addr,
@@ -315,7 +317,8 @@ function readRawTasks(ctx: KernelContext, addrs: readonly VirtAddr[]): Map<bigin
       c.length,
     );
   });
-  const views = parts.map((r) => r.out);
+  const bytes = parts.map((r) => r.out);
+  const views = { bytes, views: bytes.map(viewOf) };
   const found = new Map<bigint, RawTask>();
   for (let k = 0; k < addrs.length; k++) {
     if (!parts.every((r) => r.ok[k] === 1)) continue;
