@@ -33,6 +33,17 @@ test("toWire is the JSON text decoded: bigints as 0x strings, undefined keys gon
   assert.equal("vmallocBase" in toWire(report), false);
 });
 
+test("toJson: the same text whether the value holds a bigint or not, and a cycle is still an error", () => {
+  const plain = { pid: 1, comm: "init", warnings: ["x"], gone: undefined, nested: [{ n: null }] };
+  assert.equal(toJson(plain), '{"pid":1,"comm":"init","warnings":["x"],"nested":[{"n":null}]}');
+  // A bigint after plain values: the text is made again, whole, with it as hex.
+  const late = [{ pid: 1 }, { pid: 2, addr: 0xffffffff81000000n }];
+  assert.equal(toJson(late), '[{"pid":1},{"pid":2,"addr":"0xffffffff81000000"}]');
+  const cycle: Record<string, unknown> = { a: 1n };
+  cycle.self = cycle;
+  assert.throws(() => toJson(cycle), TypeError);
+});
+
 test("kernel text reads the same from the report and from the library's row", () => {
   const text = describeKernel(report);
   assert.equal(describeKernel(toWire(report)), text);
