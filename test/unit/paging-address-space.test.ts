@@ -241,6 +241,13 @@ test("readPacked: every entry read in one batch, and only where it lies in one p
   assert.deepEqual(entry(3), Buffer.alloc(16));
   // What an entry not read here becomes when read alone: the fault that names the address.
   assertFault(() => space.read(va(0x401ffcn), 16), 0x402000n, /PTE not present/);
+  // An offset past each address, into the next page or across into the one after it.
+  const off = space.readPacked([0x400000n, 0x410000n], 16, 0x1010);
+  assert.deepEqual([...off.ok], [1, 1]);
+  assert.deepEqual(off.out.subarray(0, 16), b.subarray(0x10, 0x20));
+  assert.deepEqual(off.out.subarray(16, 32), a.subarray(0x1010, 0x1020));
+  assert.deepEqual([...space.readPacked([0x410000n], 16, 0xff8).ok], [1]);
+  assert.deepEqual([...space.readPacked([0xfffffffffffff000n], 8, 0x2000).ok], [0], "past 2^64: read alone");
   assert.deepEqual([...space.readPacked([], 8).ok], []);
   assert.deepEqual([...space.readPacked([0x400000n], 4097).ok], [0], "longer than a page: read alone");
 });

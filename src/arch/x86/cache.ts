@@ -62,6 +62,25 @@ export class TranslationCache {
     return undefined;
   }
 
+  /** `physOf(page)` as a number (physical addresses are below 2^52): no bigint made on a hit. */
+  physNumberOf(page: number): number | undefined {
+    const t = this.pages.get(page);
+    if (t) {
+      this.hits++;
+      return Number(t.phys);
+    }
+    for (let i = 0; i < this.largeList.length; i++) {
+      const { span, bySpan } = this.largeList[i]!;
+      const l = bySpan.get(Math.floor(page / span));
+      if (l) {
+        this.hits++;
+        return Number(l.phys) + (page % span) * SMALL_PAGE;
+      }
+    }
+    this.misses++;
+    return undefined;
+  }
+
   set(page: number, t: Translation): void {
     if (t.pageSize > SMALL_PAGE) {
       const span = t.pageSize / SMALL_PAGE;

@@ -146,10 +146,7 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
   try {
     const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), BigInt(slotsAt!));
     const first = BigInt(tasksAt! + PIDTYPE_TGID * 8);
-    const nodes = ctx.kernel.readPacked(
-      pids.map((p) => p + first),
-      8,
-    );
+    const nodes = ctx.kernel.readPacked(pids, 8, tasksAt! + PIDTYPE_TGID * 8);
     const link = BigInt(linksAt! + PIDTYPE_TGID * hlist!);
     const view = viewOf(nodes.out);
     const out: bigint[] = [];

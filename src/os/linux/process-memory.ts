@@ -94,10 +94,10 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
   if (!format) return found;
   const { start, length, at } = mmFields(ctx.layout);
   const users = tasks.flatMap((t, i) => (t.mm !== 0n && isKernelPointer(t.mm, ctx.bounds) ? [i] : []));
-  const from = BigInt(start);
   const mms = ctx.kernel.readPacked(
-    users.map((i) => tasks[i]!.mm + from),
+    users.map((i) => tasks[i]!.mm),
     length,
+    start,
   );
   const view = viewOf(mms.out);
   const walks: { root: bigint; addr: bigint; length: number }[] = [];

@@ -310,13 +310,7 @@ function decodeRawTask(o: TaskOffsets, addr: VirtAddr, parts: TaskParts, at: rea
  */
 function readRawTasks(ctx: KernelContext, addrs: readonly VirtAddr[]): Map<bigint, RawTask> {
   const o = taskOffsets(ctx.layout);
-  const parts = o.clusters.map((c) => {
-    const start = BigInt(c.start);
-    return ctx.kernel.readPacked(
-      addrs.map((a) => a + start),
-      c.length,
-    );
-  });
+  const parts = o.clusters.map((c) => ctx.kernel.readPacked(addrs, c.length, c.start));
   const bytes = parts.map((r) => r.out);
   const views = { bytes, views: bytes.map(viewOf) };
   const found = new Map<bigint, RawTask>();
@@ -378,11 +372,7 @@ function readAllIds(ctx: KernelContext, raws: readonly RawTask[]): Map<bigint, I
   const creds = new Set<bigint>();
   for (const r of raws) if (r.cred !== undefined && isKernelPointer(r.cred, ctx.bounds)) creds.add(r.cred);
   const addrs = [...creds];
-  const start = BigInt(ids.start);
-  const got = ctx.kernel.readPacked(
-    addrs.map((c) => c + start),
-    ids.length,
-  );
+  const got = ctx.kernel.readPacked(addrs, ids.length, ids.start);
   for (let k = 0; k < addrs.length; k++)
     if (got.ok[k] === 1) found.set(addrs[k]!, idsAt(got.out, k * ids.length, ids));
   return found;
