@@ -144,7 +144,7 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
   const hlist = L.findSize("hlist_node");
   if ([ns, headAt, slotsAt, tasksAt, linksAt, hlist].includes(undefined)) return [];
   try {
-    const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), BigInt(slotsAt!));
+    const pids = pidTableEntries(ctx, ctx.kernel.readU64(va(ns! + BigInt(headAt!))), slotsAt!);
     const first = BigInt(tasksAt! + PIDTYPE_TGID * 8);
     const nodes = ctx.kernel.readPacked(pids, 8, tasksAt! + PIDTYPE_TGID * 8);
     const link = BigInt(linksAt! + PIDTYPE_TGID * hlist!);
@@ -167,7 +167,7 @@ export function leaderTaskHints(ctx: KernelContext): bigint[] {
  * is read once, and no more of them than a table of MAX_HINTS pids has: a hostile table costs at
  * most a few megabytes of reads.
  */
-function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): bigint[] {
+function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: number): bigint[] {
   const out: bigint[] = [];
   const seen = new Set<bigint>();
   let level = [head];
@@ -184,10 +184,13 @@ function pidTableEntries(ctx: KernelContext, head: bigint, slotsAt: bigint): big
       }
     }
     if (out.length > MAX_HINTS || seen.size > MAX_HINTS / XA_CHUNK) break;
-    ctx.kernel.prefetch(nodes.map((n) => ({ addr: n + slotsAt, length: XA_CHUNK * 8 })));
-    level = nodes.flatMap((n) => {
-      const slots = viewOf(ctx.kernel.read(va(n + slotsAt), XA_CHUNK * 8));
-      return Array.from({ length: XA_CHUNK }, (_, i) => slots.getBigUint64(i * 8, true));
+    const got = ctx.kernel.readPacked(nodes, XA_CHUNK * 8, slotsAt);
+    const packed = viewOf(got.out);
+    level = nodes.flatMap((n, k) => {
+      // One not read in the batch is read alone: its fault ends the hint (leaderTaskHints).
+      const slots = got.ok[k] === 1 ? packed : viewOf(ctx.kernel.read(va(n + BigInt(slotsAt)), XA_CHUNK * 8));
+      const at = got.ok[k] === 1 ? k * XA_CHUNK * 8 : 0;
+      return Array.from({ length: XA_CHUNK }, (_, i) => slots.getBigUint64(at + i * 8, true));
     });
   }
   return out;
