@@ -27,7 +27,6 @@ interface NumericRegion extends FdRegion {
   readonly fdOffsetN: number;
 }
 
-/** The requests of one batch that go to one descriptor. */
 /** Reads for the native reader: positions in one descriptor (or in one process's memory). */
 interface NativeBatch {
   readonly fd: number;
@@ -35,6 +34,7 @@ interface NativeBatch {
   readonly offsets: readonly number[] | Float64Array;
 }
 
+/** The requests of one batch that go to one descriptor. */
 interface Batch extends NativeBatch {
   readonly indexes: number[];
   readonly offsets: number[];

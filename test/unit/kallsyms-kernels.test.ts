@@ -153,7 +153,10 @@ for (const id of ["6.1", "6.12"] as const) {
       assert.equal(layout.order.at(-1), id === "6.1" ? "token_index" : "seqs_of_names");
       assert.equal(end, last.at + last.size);
       const starts = [layout.numSymsAddr, layout.namesAddr, layout.markersAddr, layout.tokenTableAddr];
-      assert.equal(span.start, starts.concat(layout.offsetsAddr!).reduce((a, b) => (a < b ? a : b)));
+      assert.equal(
+        span.start,
+        starts.concat(layout.offsetsAddr!).reduce((a, b) => (a < b ? a : b)),
+      );
       // The recovered table's own bytes: the names decode to it, so they lie in the span too.
       for (const at of starts) assert.ok(at >= span.start && at < end);
     });

@@ -312,7 +312,7 @@ test("formatFromControlRegisters follows CR0.PG, CR4.PAE/PSE/LA57 and EFER.LMA",
   assert.equal(formatFromControlRegisters({ cr0: 0x6000_0010n, cr4: 0n, efer: 0n }), undefined);
 });
 
-test("translateMany fetches every level of many walks in batches, says where each lands, and the bytes there are read ahead", async () => {
+test("translateMany fetches every level of many walks in batches, says where each lands, and reads the bytes there", async () => {
   const { CachedPhysicalMemory } = await import("../../src/memory/page-cache.js");
   const { translateMany } = await import("../../src/arch/x86/index.js");
   const mem = new BufferPhysicalMemory();
@@ -350,7 +350,8 @@ test("translateMany fetches every level of many walks in batches, says where eac
   assert.ok(batches <= 5, `${batches} batches for 4 levels and the leaves`);
   walks.slice(0, 4).forEach((w, k) => {
     const t = translate(mem, X86_64_4LEVEL, b.root, va(w.addr));
-    assert.equal(landed[k], t.phys, `walk ${k} lands where translate says`);
+    assert.equal(landed[k]?.phys, t.phys, `walk ${k} lands where translate says`);
+    assert.deepEqual(landed[k]?.bytes, mem.read(t.phys, 16), "with the bytes there");
     assert.deepEqual(cached.read(t.phys, 16), mem.read(t.phys, 16));
   });
   assert.equal(landed[4], undefined, "the unmapped address lands nowhere");

@@ -144,12 +144,19 @@ export function findTranslation(
   return "fault" in r ? undefined : r;
 }
 
+/** Where a walk of translateMany landed, and the bytes there (undefined when they could not be read). */
+export interface Landed {
+  readonly phys: PhysAddr;
+  readonly bytes: Buffer | undefined;
+}
+
 /**
  * Translates many (root, addr) pairs one level at a time for all of them together, reading each
  * level's entries, then the `length` bytes each address lands on (cut at its page's end), as one
- * batch (PhysicalMemory.readPacked: one native call on memory read by system calls): a thousand
- * processes' walks cost one batch per level instead of one read per entry. Returns where each
- * address lands, or undefined for a walk that faulted: translating that address alone says why.
+ * batch (PhysicalMemory.readPacked, then readMany: one native call on memory read by system
+ * calls): a thousand processes' walks cost one batch per level instead of one read per entry.
+ * Returns where each address lands with the bytes there, or undefined for a walk that faulted:
+ * translating that address alone says why.
  * Table addresses and entries are numbers here (physical addresses stay below 2^52; an entry is
  * read as two 32-bit halves): a batch allocates no bigint per entry.
  */
@@ -157,7 +164,7 @@ export function translateMany(
   mem: PhysicalMemory,
   format: PagingFormat,
   walks: readonly { readonly root: bigint; readonly addr: bigint; readonly length: number }[],
-): (PhysAddr | undefined)[] {
+): (Landed | undefined)[] {
   const landed: (PhysAddr | undefined)[] = new Array(walks.length).fill(undefined);
   const bits = entryBits(format);
   const lo = new Uint32Array(walks.length);
@@ -170,6 +177,8 @@ export function translateMany(
     live.push({ table: Number(w.root), k });
   });
   const leaves: ReadRequest[] = [];
+  // Walks end at different levels (a large page ends one early): where each one's leaf read is.
+  const leafOf = new Int32Array(walks.length);
   for (const step of stepsOf(format)) {
     const { lvl } = step;
     const size = format.entrySize;
@@ -195,12 +204,17 @@ export function translateMany(
       const entry = (BigInt(eHi) << 32n) | BigInt(eLo);
       const w = walks[k]!;
       landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & step.offsetMask));
-      leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) });
+      leafOf[k] =
+        leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) }) - 1;
     }
     live = next;
   }
-  mem.prefetch?.(leaves);
-  return landed;
+  const got = mem.readMany(leaves);
+  return landed.map((phys, k) => {
+    if (phys === undefined) return undefined;
+    const r = got[leafOf[k]!]!;
+    return { phys, bytes: r.ok ? r.data : undefined };
+  });
 }
 
 /** A format's entry bits as 32-bit numbers: the present and PS flags, and the table address. */

@@ -109,14 +109,10 @@ export function readCmdlines(ctx: KernelContext, tasks: readonly HasMm[]): (Proc
       whose.push(users[u]!);
     }
   }
-  translateMany(ctx.kernel.mem, format, walks).forEach((phys, k) => {
-    if (phys === undefined) return;
-    try {
-      const bytes = Buffer.from(ctx.kernel.mem.read(phys, walks[k]!.length));
-      if (bytes[bytes.length - 1] === 0) found[whose[k]!] = finish(bytes, false, false, undefined);
-    } catch (error) {
-      if (!(error instanceof VmsightError)) throw error;
-    }
+  translateMany(ctx.kernel.mem, format, walks).forEach((landed, k) => {
+    const argv = landed?.bytes;
+    if (argv === undefined || argv.length !== walks[k]!.length || argv[argv.length - 1] !== 0) return;
+    found[whose[k]!] = finish(Buffer.from(argv), false, false, undefined);
   });
   return found;
 }
