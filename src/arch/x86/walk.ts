@@ -25,12 +25,22 @@ interface Fault {
 
 /** Whether the address fits the format's virtual address space; a fault message if not. */
 export function checkAddress(format: PagingFormat, addr: bigint): string | undefined {
-  const high = addr >> BigInt(format.vaBits - 1);
-  if (format.signExtended) {
-    const ones = (1n << BigInt(65 - format.vaBits)) - 1n;
-    return high === 0n || high === ones ? undefined : "non-canonical address";
-  }
+  const { shift, ones } = canonicalBits(format);
+  const high = addr >> shift;
+  if (format.signExtended) return high === 0n || high === ones ? undefined : "non-canonical address";
   return high >> 1n === 0n ? undefined : `address beyond the ${format.vaBits}-bit virtual space`;
+}
+
+const canonical = new WeakMap<PagingFormat, { shift: bigint; ones: bigint }>();
+
+/** checkAddress's constants, made once per format: every walk of a batch checks its address. */
+function canonicalBits(format: PagingFormat): { shift: bigint; ones: bigint } {
+  let bits = canonical.get(format);
+  if (!bits) {
+    bits = { shift: BigInt(format.vaBits - 1), ones: (1n << BigInt(65 - format.vaBits)) - 1n };
+    canonical.set(format, bits);
+  }
+  return bits;
 }
 
 function readEntry(mem: PhysicalMemory, format: PagingFormat, at: bigint): bigint {
@@ -201,9 +211,12 @@ export function translateMany(
         next.push({ table: (eHi & bits.addrHi) * 2 ** 32 + ((eLo & bits.addrLo) >>> 0), k });
         continue;
       }
-      const entry = (BigInt(eHi) << 32n) | BigInt(eLo);
       const w = walks[k]!;
-      landed[k] = pa(leafBase(format, lvl, entry) | (w.addr & step.offsetMask));
+      // A 4 KiB page's base is the entry's address bits as they are: no bigint for the usual case.
+      landed[k] =
+        lvl.shift === 12 && !lvl.leafHighBits
+          ? pa(BigInt((eHi & bits.addrHi) * 2 ** 32 + ((eLo & bits.addrLo) >>> 0) + (lo[k]! & 0xfff)))
+          : pa(leafBase(format, lvl, (BigInt(eHi) << 32n) | BigInt(eLo)) | (w.addr & step.offsetMask));
       leafOf[k] =
         leaves.push({ addr: landed[k]!, length: Math.min(w.length, 4096 - Number(w.addr & 0xfffn)) }) - 1;
     }
