@@ -144,7 +144,7 @@ export class AddressSpace {
     return this.physIfMapped(a) ?? this.translate(va(a)).phys;
   }
 
-  /** `findTranslation(a)?.phys`, the hot path of every field read and prefetch. */
+  /** `findTranslation(a)?.phys`, the hot path of every field read. */
   private physIfMapped(a: bigint): bigint | undefined {
     if (!this.format || !this.cache) return this.findTranslation(va(a))?.phys;
     const cached = this.cache.physOf(Number(a >> 12n));
@@ -207,30 +207,6 @@ export class AddressSpace {
     if (cached !== undefined) return cached;
     const phys = this.physIfMapped(BigInt(page) << 12n);
     return phys === undefined || phys + PAGE >= EXACT_LIMIT ? undefined : Number(phys);
-  }
-
-  /**
-   * Fetches these reads into the memory's cache in one batch, ahead of the reads that need them
-   * (PhysicalMemory.prefetch). A read that crosses a page is fetched as the pieces `read` will
-   * ask for (see `pieces`). Addresses that do not translate are skipped: the read that needs one reports it.
-   */
-  prefetch(requests: Iterable<{ readonly addr: bigint; readonly length: number }>): void {
-    if (!this.mem.prefetch) return;
-    const phys: ReadRequest[] = [];
-    for (const r of requests) {
-      const a = BigInt.asUintN(64, r.addr);
-      if (r.length > 0 && Number(a & PAGE_MASK) + r.length <= PAGE_SIZE) {
-        const at = this.physIfMapped(a);
-        if (at !== undefined) phys.push({ addr: pa(at), length: r.length });
-        continue;
-      }
-      try {
-        for (const p of this.pieces(va(a), r.length)) phys.push({ addr: pa(p.phys), length: p.length });
-      } catch (error) {
-        if (!(error instanceof VmsightError)) throw error;
-      }
-    }
-    this.mem.prefetch(phys);
   }
 
   /** Fills `into` from `addr`, like `read`, without allocating the bytes (bulk readers reuse one buffer). */

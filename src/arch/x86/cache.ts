@@ -45,21 +45,8 @@ export class TranslationCache {
    * a Translation for a page inside a large one (every kernel field read lands in one).
    */
   physOf(page: number): bigint | undefined {
-    const t = this.pages.get(page);
-    if (t) {
-      this.hits++;
-      return t.phys;
-    }
-    for (let i = 0; i < this.largeList.length; i++) {
-      const { span, bySpan } = this.largeList[i]!;
-      const l = bySpan.get(Math.floor(page / span));
-      if (l) {
-        this.hits++;
-        return l.phys + BigInt((page % span) * SMALL_PAGE);
-      }
-    }
-    this.misses++;
-    return undefined;
+    const phys = this.physNumberOf(page);
+    return phys === undefined ? undefined : BigInt(phys);
   }
 
   /** `physOf(page)` as a number (physical addresses are below 2^52): no bigint made on a hit. */
